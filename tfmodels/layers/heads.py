@@ -24,8 +24,8 @@ class MaskedLMHead(keras.layers.Layer):
         self.gelu_approximate = gelu_approximate
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
-    def build(self, sequence_shape, positions_shape=None, token_embedding=None):
-        hidden_size = sequence_shape[-1]
+    def build(self, sequence_output_shape, positions_shape=None):
+        hidden_size = sequence_output_shape[-1]
         self.transform = keras.layers.Dense(
             hidden_size, kernel_initializer=self.kernel_initializer, dtype=self.dtype_policy,
             name="transform")

@@ -1,0 +1,91 @@
+"""One training step that works the same on one device, under tf.distribute strategies, with
+XLA and with mixed precision. Pretraining and fine-tuning loops both drive it."""
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional
+
+import keras
+import tensorflow as tf
+
+LossFn = Callable[[Dict, Dict], Dict[str, tf.Tensor]]
+
+
+def _scale(grads, factor):
+    """Multiplies dense and sparse (IndexedSlices, from embedding lookups) gradients."""
+    return [tf.IndexedSlices(g.values * factor, g.indices, g.dense_shape)
+            if isinstance(g, tf.IndexedSlices) else g * factor for g in grads]
+
+
+class TrainStep:
+    """Computes the loss and gradients (optionally XLA-compiled) and applies them.
+
+    model: a Keras model called as `model(batch, training=True)` -> outputs dict.
+    loss_fn: (outputs, batch) -> dict with a scalar `loss` and any metrics (per replica).
+    strategy: a tf.distribute strategy; the model and optimizer must have been created in
+      its scope. Batches passed to `__call__` are distributed batches
+      (`strategy.experimental_distribute_dataset` or `distribute_datasets_from_function`).
+
+    clip_norm: clip the global gradient norm (of the gradient summed over replicas).
+
+    Each replica's loss is divided by the replica count because the optimizer all-reduces
+    gradients with a SUM; the returned metrics are the mean over replicas.
+    """
+
+    def __init__(self, model: keras.Model, optimizer: keras.optimizers.Optimizer,
+                 loss_fn: LossFn, strategy: Optional[tf.distribute.Strategy] = None,
+                 jit_compile: bool = False, clip_norm: Optional[float] = None):
+        self.model = model
+        self.clip_norm = clip_norm
+        self.optimizer = optimizer
+        self.loss_fn = loss_fn
+        self.strategy = strategy or tf.distribute.get_strategy()
+        # Create the optimizer's slots now, in the strategy's scope: variables created lazily
+        # inside the first distributed tf.function step break under MirroredStrategy.
+        with self.strategy.scope():
+            optimizer.build(model.trainable_variables)
+        # XLA compiles the forward and backward pass; the optimizer update runs outside it
+        # because cross-replica merge calls cannot be compiled by XLA.
+        self._grads = tf.function(self._compute_gradients, jit_compile=jit_compile,
+                                  reduce_retracing=True)
+        self._step = tf.function(self._distributed_step, reduce_retracing=True)
+
+    def _compute_gradients(self, batch):
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            outputs = self.model(batch, training=True)
+            metrics = self.loss_fn(outputs, batch)
+            loss = metrics["loss"] / self.strategy.num_replicas_in_sync
+            scaled = self.optimizer.scale_loss(loss)
+        return tape.gradient(scaled, variables), metrics
+
+    def _clip(self, grads):
+        if not self.clip_norm:
+            return grads
+        replicas = self.strategy.num_replicas_in_sync
+        if replicas > 1:
+            # Keras optimizers clip per replica before their own all-reduce, which clips the
+            # wrong (partial) gradient. Reduce here, clip the true global gradient, and hand
+            # each replica 1/replicas of it so the optimizer's SUM restores it exactly.
+            grads = tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.SUM, grads)
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            # Clip the unscaled gradient; the optimizer still sees the scaled one.
+            scale = tf.cast(self.optimizer.dynamic_scale, tf.float32)
+            grads, _ = tf.clip_by_global_norm(_scale(grads, 1.0 / scale), self.clip_norm)
+            grads = _scale(grads, scale)
+        else:
+            grads, _ = tf.clip_by_global_norm(grads, self.clip_norm)
+        return _scale(grads, 1.0 / replicas) if replicas > 1 else grads
+
+    def _replica_step(self, batch):
+        grads, metrics = self._grads(batch)
+        self.optimizer.apply(self._clip(grads), self.model.trainable_variables)
+        return metrics
+
+    def _distributed_step(self, batch):
+        per_replica = self.strategy.run(self._replica_step, args=(batch,))
+        return {name: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
+                for name, value in per_replica.items()}
+
+    def __call__(self, batch) -> Dict[str, tf.Tensor]:
+        return self._step(batch)
