@@ -1,0 +1,81 @@
+"""Builds a tokenizer vocabulary from a text corpus.
+
+  bert-gpt-build-vocab --kind=wordpiece --input_files=corpus/*.txt --vocab_size=30522 \
+      --output=vocab.txt
+  bert-gpt-build-vocab --kind=bpe --input_files=corpus/*.txt --num_merges=40000 \
+      --output=my_bpe   # writes my_bpe/encoder_bpe.json and my_bpe/vocab.bpe
+
+WordPiece uses tensorflow-text's vocabulary learner (the BERT recipe); BPE learns merges by
+pair frequency over the same pre-tokenisation as GPT-1's tokenizer.
+"""
+import glob
+import os
+from typing import Iterator, List
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("kind", "wordpiece", ["wordpiece", "bpe"], "Vocabulary type.")
+flags.DEFINE_list("input_files", None, "Comma-separated globs of UTF-8 text files.")
+flags.DEFINE_string("output", None, "vocab.txt path (wordpiece) or output folder (bpe).")
+flags.DEFINE_integer("vocab_size", 30522, "WordPiece: target vocabulary size.")
+flags.DEFINE_bool("lower_case", True, "WordPiece: lower case and strip accents (uncased).")
+flags.DEFINE_integer("num_merges", 40000, "BPE: number of merges to learn.")
+flags.DEFINE_integer("min_frequency", 2, "BPE: stop when the best pair is rarer than this.")
+
+
+def expand_globs(patterns: List[str]) -> List[str]:
+    """Sorted file names matching the globs; a glob that matches nothing is an error."""
+    files = []
+    for pattern in patterns:
+        matched = sorted(glob.glob(pattern))
+        if not matched:
+            raise ValueError(f"--input_files pattern {pattern!r} matches no file")
+        files.extend(matched)
+    return files
+
+
+def read_lines(files: List[str]) -> Iterator[str]:
+    """Non-empty lines of the files, streamed."""
+    for path in files:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                line = line.strip()
+                if line:
+                    yield line
+
+
+def build_vocab(kind: str, files: List[str], output: str, vocab_size: int = 30522,
+                lower_case: bool = True, num_merges: int = 40000,
+                min_frequency: int = 2) -> str:
+    """Learns a vocabulary from `files` and writes it to `output`; returns what it wrote."""
+    if kind == "wordpiece":
+        from tfmodels.tokenizers.wordpiece_vocab import learn_wordpiece_vocab, write_vocab_file
+        tokens = learn_wordpiece_vocab(read_lines(files), vocab_size, lower_case=lower_case)
+        write_vocab_file(tokens, output)
+        logging.info("wrote %d WordPiece tokens to %s", len(tokens), output)
+        return output
+    from tfmodels.tokenizers.bpe_vocab import learn_bpe_merges, write_bpe_files
+    merges, encoder = learn_bpe_merges(read_lines(files), num_merges,
+                                       min_frequency=min_frequency)
+    os.makedirs(output, exist_ok=True)
+    write_bpe_files(merges, encoder, os.path.join(output, "encoder_bpe.json"),
+                    os.path.join(output, "vocab.bpe"))
+    logging.info("wrote %d merges and %d symbols to %s", len(merges), len(encoder), output)
+    return output
+
+
+def main(argv):
+    del argv
+    build_vocab(FLAGS.kind, expand_globs(FLAGS.input_files), FLAGS.output,
+                vocab_size=FLAGS.vocab_size, lower_case=FLAGS.lower_case,
+                num_merges=FLAGS.num_merges, min_frequency=FLAGS.min_frequency)
+
+
+def run():
+    flags.mark_flags_as_required(["input_files", "output"])
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
