@@ -1,0 +1,211 @@
+"""BERT's WordPiece tokenizer on tensorflow-text ops, and `[CLS] A [SEP] B [SEP]` packing.
+
+One implementation runs eagerly (data creation, tests), inside `tf.function` / tf.data
+(training input pipelines) and inside exported SavedModels (raw text in): it is a `tf.Module`
+so its tokenizer model and lookup resources are tracked and exported with the model.
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional, Sequence, Union
+
+import tensorflow as tf
+import tensorflow_text as tf_text
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+Texts = Union[tf.Tensor, Sequence[str]]
+
+
+def read_vocab_file(vocab_file: str) -> List[str]:
+    """Reads one token per line and validates it; errors name the file and the problem."""
+    if not os.path.isfile(vocab_file):
+        raise ValueError(f"vocabulary file {vocab_file} does not exist")
+    with open(vocab_file, encoding="utf-8") as f:
+        tokens = [line.rstrip("\n").rstrip("\r") for line in f]
+    while tokens and not tokens[-1]:
+        tokens.pop()  # a trailing newline is not a token
+    if not tokens:
+        raise ValueError(f"vocabulary file {vocab_file} is empty")
+    seen: Dict[str, int] = {}
+    problems = []
+    for line_number, token in enumerate(tokens, 1):
+        if not token:
+            problems.append(f"line {line_number} is empty")
+        elif token in seen:
+            problems.append(f"line {line_number}: token {token!r} duplicates line {seen[token]}")
+        else:
+            seen[token] = line_number
+    missing = [t for t in SPECIAL_TOKENS if t not in seen]
+    if missing:
+        problems.append(f"missing special tokens {missing}")
+    if problems:
+        raise ValueError(f"invalid vocabulary file {vocab_file}: " + "; ".join(problems[:10]))
+    return tokens
+
+
+class WordPieceTokenizer(tf.Module):
+    """WordPiece tokenizer with BERT's basic pre-tokenisation.
+
+    lower_case=True: uncased models (lower case, NFD, strip accents); False: cased models.
+    Whitespace and punctuation split words, CJK characters are words of their own, as in
+    google-research/bert's BasicTokenizer; words longer than `max_chars_per_word` bytes become
+    [UNK].
+    """
+
+    def __init__(self, vocab_file: str, lower_case: bool = True,
+                 max_chars_per_word: int = 100, name: Optional[str] = None):
+        super().__init__(name=name)
+        self.vocab_file = vocab_file
+        self.lower_case = lower_case
+        self.vocab = read_vocab_file(vocab_file)
+        self._token_to_id = {token: i for i, token in enumerate(self.vocab)}
+        self._tokenizer = tf_text.FastBertTokenizer(
+            vocab=self.vocab, suffix_indicator="##", max_bytes_per_word=max_chars_per_word,
+            token_out_type=tf.int32, unknown_token="[UNK]", support_detokenization=True)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def pad_id(self) -> int:
+        return self._token_to_id["[PAD]"]
+
+    @property
+    def unk_id(self) -> int:
+        return self._token_to_id["[UNK]"]
+
+    @property
+    def cls_id(self) -> int:
+        return self._token_to_id["[CLS]"]
+
+    @property
+    def sep_id(self) -> int:
+        return self._token_to_id["[SEP]"]
+
+    @property
+    def mask_id(self) -> int:
+        return self._token_to_id["[MASK]"]
+
+    def token_to_id(self, token: str) -> int:
+        return self._token_to_id.get(token, self.unk_id)
+
+    def id_to_token(self, token_id: int) -> str:
+        return self.vocab[token_id]
+
+    def normalize(self, texts: Texts) -> tf.Tensor:
+        """BERT's text normalisation, string [batch] -> string [batch].
+
+        Control characters are dropped; uncased: lower case, then NFD and accents (Mn marks)
+        stripped. This is done here rather than with FastBertTokenizer's
+        `lower_case_nfd_strip_accents`, which also applies compatibility decomposition
+        ('½' -> '1⁄2', '´' -> ' ́') and so disagrees with the original vocabularies'
+        tokenizers on such characters.
+        """
+        texts = tf.convert_to_tensor(texts, tf.string)
+        texts = tf.strings.regex_replace(texts, r"[\t\n\r]", " ")
+        texts = tf.strings.regex_replace(texts, r"[\x{fffd}\p{C}]", "")
+        if self.lower_case:
+            texts = tf.strings.lower(texts, encoding="utf-8")
+            texts = tf_text.normalize_utf8(texts, "NFD")
+            texts = tf.strings.regex_replace(texts, r"\p{Mn}", "")
+        return texts
+
+    def tokenize(self, texts: Texts) -> tf.RaggedTensor:
+        """string [batch] -> int32 RaggedTensor [batch, (pieces)]."""
+        return self._tokenizer.tokenize(self.normalize(texts))
+
+    def tokenize_words(self, texts: Texts) -> tf.RaggedTensor:
+        """string [batch] -> int32 RaggedTensor [batch, (words), (pieces)].
+
+        A word is a piece that does not start with '##' plus the '##' pieces after it (the
+        grouping whole-word masking and first-sub-token NER labels need).
+        """
+        return group_pieces_into_words(self.tokenize(texts), self.continuation_mask)
+
+    @property
+    def continuation_mask(self) -> tf.Tensor:
+        """bool [vocab_size]: True for pieces that continue a word ('##...')."""
+        if not hasattr(self, "_continuation_mask"):
+            self._continuation_mask = tf.constant([t.startswith("##") for t in self.vocab])
+        return self._continuation_mask
+
+    def detokenize(self, ids) -> tf.Tensor:
+        """int [batch, (pieces)] -> string [batch]: words joined by spaces, '##' merged."""
+        return self._tokenizer.detokenize(ids)
+
+    def encode(self, texts_a: Texts, texts_b: Optional[Texts] = None,
+               seq_length: int = 128) -> Dict[str, tf.Tensor]:
+        """Tokenises and packs one or two segments into fixed-length BERT inputs."""
+        segments = [self.tokenize(texts_a)]
+        if texts_b is not None:
+            segments.append(self.tokenize(texts_b))
+        return pack_segments(segments, seq_length, self.cls_id, self.sep_id, self.pad_id)
+
+
+def group_pieces_into_words(pieces: tf.RaggedTensor,
+                            continuation_mask: tf.Tensor) -> tf.RaggedTensor:
+    """int [batch, (pieces)] -> [batch, (words), (pieces)] using a per-id '##' mask."""
+    flat = pieces.flat_values
+    starts = tf.logical_not(tf.gather(continuation_mask, flat))
+    # The first piece of every row starts a word even if it is a '##' piece, so that words
+    # never straddle rows.
+    row_first = tf.cast(pieces.row_starts()[pieces.row_lengths() > 0], tf.int32)
+    starts = tf.tensor_scatter_nd_update(starts, row_first[:, None],
+                                         tf.ones_like(row_first, tf.bool))
+    starts_int = tf.cast(starts, tf.int32)
+    word_ids = tf.cumsum(starts_int) - 1
+    words = tf.RaggedTensor.from_value_rowids(flat, word_ids, nrows=tf.reduce_sum(starts_int))
+    words_per_row = tf.RaggedTensor.from_row_splits(starts_int, pieces.row_splits)
+    return tf.RaggedTensor.from_row_lengths(words, tf.reduce_sum(words_per_row, axis=1))
+
+
+def truncate_longest_first(segments: List[tf.RaggedTensor], budget: int) -> List[tf.RaggedTensor]:
+    """Trims tokens from the end of the longer segment until the total fits `budget`.
+
+    Hugging Face's 'longest_first' rule, in closed form per row so it runs in graph mode:
+    with s the shorter and l the longer length (on a tie the first segment counts as the
+    shorter), a short segment (s <= budget // 2) is kept whole and the other cut to
+    budget - s; otherwise the shorter keeps budget // 2 and the longer budget - budget // 2.
+    google-research/bert's `_truncate_seq_pair` is the same except on ties, where it trims
+    the second segment first (so the odd token goes to the other side).
+    """
+    if len(segments) == 1:
+        return [segments[0][:, :budget]]
+    if len(segments) != 2:
+        raise ValueError(f"pack one or two segments, got {len(segments)}")
+    budget = tf.constant(budget, tf.int32)
+    a, b = (tf.cast(s.row_lengths(), tf.int32) for s in segments)
+    first_is_shorter = a <= b
+    short, long = tf.minimum(a, b), tf.maximum(a, b)
+    half = budget // 2
+    fits = short + long <= budget
+    keep_short = tf.where(fits | (short <= half), short, half)
+    keep_long = tf.where(fits, long, tf.where(short <= half, budget - short, budget - half))
+    keep_a = tf.where(first_is_shorter, keep_short, keep_long)
+    keep_b = tf.where(first_is_shorter, keep_long, keep_short)
+    return [tf.ragged.boolean_mask(segments[0], tf.ragged.range(a) < keep_a[:, None]),
+            tf.ragged.boolean_mask(segments[1], tf.ragged.range(b) < keep_b[:, None])]
+
+
+def pack_segments(segments: List[tf.RaggedTensor], seq_length: int, cls_id: int, sep_id: int,
+                  pad_id: int = 0) -> Dict[str, tf.Tensor]:
+    """Packs one or two token segments into `[CLS] A [SEP] (B [SEP])` and pads.
+
+    segments: int RaggedTensors [batch, (tokens)].
+    Returns int32 tensors of static shape [batch, seq_length]: `input_ids`, `segment_ids`
+    (0 for [CLS], A and its [SEP]; 1 for B and its [SEP]) and `input_mask` (1 = real token).
+    Truncation is longest-first so the special tokens always fit.
+    """
+    segments = [tf.cast(s, tf.int32) for s in segments]
+    budget = seq_length - 1 - len(segments)
+    if budget < 0:
+        raise ValueError(f"seq_length {seq_length} leaves no room for {len(segments)} segments")
+    trimmed = truncate_longest_first(segments, budget)
+    ids, segment_ids = tf_text.combine_segments(
+        trimmed, start_of_sequence_id=cls_id, end_of_segment_id=sep_id)
+    input_ids, input_mask = tf_text.pad_model_inputs(ids, seq_length, pad_value=pad_id)
+    segment_ids, _ = tf_text.pad_model_inputs(segment_ids, seq_length, pad_value=0)
+    return {"input_ids": tf.cast(input_ids, tf.int32),
+            "segment_ids": tf.cast(segment_ids, tf.int32),
+            "input_mask": tf.cast(input_mask, tf.int32)}

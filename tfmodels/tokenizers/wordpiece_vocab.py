@@ -1,0 +1,50 @@
+"""Learning a WordPiece vocabulary from a corpus (tensorflow-text's BERT vocabulary learner)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Iterable, List, Sequence, Union
+
+import tensorflow as tf
+from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset
+
+from tfmodels.tokenizers.wordpiece import SPECIAL_TOKENS
+
+
+def learn_wordpiece_vocab(texts: Union[Iterable[str], tf.data.Dataset], vocab_size: int,
+                          lower_case: bool = True,
+                          reserved_tokens: Sequence[str] = SPECIAL_TOKENS) -> List[str]:
+    """Returns a vocabulary of at most `vocab_size` tokens, `reserved_tokens` first.
+
+    texts: python strings (streamed into a tf.data pipeline) or a dataset of string scalars.
+    The learner splits words the way BERT's basic tokenizer does, so the result suits
+    `WordPieceTokenizer` with the same `lower_case`.
+    """
+    if not isinstance(texts, tf.data.Dataset):
+        lines = texts
+        texts = tf.data.Dataset.from_generator(
+            lambda: iter(lines), output_signature=tf.TensorSpec((), tf.string))
+    vocab = bert_vocab_from_dataset.bert_vocab_from_dataset(
+        texts.batch(1024).prefetch(2), vocab_size=vocab_size,
+        reserved_tokens=list(reserved_tokens),
+        bert_tokenizer_params={"lower_case": lower_case},
+        # lower_thresh bounds the learner's search for a count threshold from below; its
+        # default (10) leaves small corpora with little more than the alphabet.
+        learn_params={"lower_thresh": 1})
+    if len(vocab) <= len(reserved_tokens):
+        raise ValueError("the corpus is empty: no vocabulary beyond the reserved tokens")
+    return vocab
+
+
+def write_vocab_file(tokens: Sequence[str], path: str) -> None:
+    """Writes one token per line, atomically (a temp file renamed over `path`)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temp_path = tempfile.mkstemp(dir=directory, prefix=".vocab-", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as f:
+            f.writelines(token + "\n" for token in tokens)
+        os.replace(temp_path, path)
+    except BaseException:
+        os.unlink(temp_path)
+        raise
