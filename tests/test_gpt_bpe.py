@@ -79,7 +79,7 @@ def test_decode_inverts_encode(tokenizer):
     assert tokenizer.decode(tokenizer.encode([text])[0]) == \
         "hello , world ! it 's a test : ( really ) ."
     assert tokenizer.decode([tokenizer.start_id, 481, tokenizer.classify_id]) == \
-        "_start_the _classify_"
+        "_start_ the _classify_"
 
 
 def test_clean_text_repairs_mojibake(tokenizer):
@@ -88,10 +88,22 @@ def test_clean_text_repairs_mojibake(tokenizer):
 
 
 def test_pre_tokenize_rules():
-    words = pre_tokenize(["Don't stop--it's 3.5 km...", "  "]).to_list()
-    assert words[0] == [b"do", b"n't", b"stop", b"-", b"-", b"it", b"'s", b"3", b".", b"5",
-                        b"km", b".", b".", b"."]
+    # spaCy's English rules: contraction exceptions split, dash runs, decimals, times,
+    # ellipses, letter-dot abbreviations and listed abbreviations stay whole.
+    words = pre_tokenize(["Don't stop--it's 3.5 km...", "  ",
+                          "Mr. Smith can't go to the U.S. at 9:00, e.g. today."]).to_list()
+    assert words[0] == [b"do", b"n't", b"stop", b"--", b"it", b"'s", b"3.5", b"km", b"..."]
     assert words[1] == []
+    assert words[2] == [b"mr.", b"smith", b"ca", b"n't", b"go", b"to", b"the", b"u.s.", b"at",
+                        b"9:00", b",", b"e.g.", b"today", b"."]
+
+
+def test_encoder_without_unk_drops_unknown_symbols(tmp_path):
+    enc, bpe = write_files(tmp_path, {"a</w>": 0, "b</w>": 1}, "#version: 0.2\n")
+    tokenizer = GptBpeTokenizer(enc, bpe)
+    assert tokenizer.unk_id is None
+    assert tokenizer.encode(["a z b"], clean=False) == [[0, 1]]
+    assert tokenizer.tokenize(["a z b"]).to_list() == [[0, 1]]
 
 
 def write_files(tmp_path, encoder, merges_text):
@@ -104,9 +116,10 @@ def write_files(tmp_path, encoder, merges_text):
 @pytest.mark.parametrize("encoder, merges, message", [
     ({"<unk>": 0, "a": 1, "b": 2, "ab": 3}, "#version: 0.2\na b c\n",
      r"line 2: expected two symbols"),
-    ({"<unk>": 0, "a": 1, "b": 2}, "#version: 0.2\na b\n", r"line 2: merge result 'ab' is not"),
-    ({"<unk>": 0, "a": 2}, "#version: 0.2\n", r"ids must be exactly 0\.\.1"),
-    ({"a": 0, "b": 1}, "#version: 0.2\n", r"has no '<unk>' token"),
+    ({"<unk>": 0, "a": 1, "b": 2}, "#version: 0.2\na b\n", r"line 2: symbol 'ab' of merge 'a b' is not in"),
+    ({"<unk>": 0, "a": 2}, "#version: 0.2\n", r"ids must be the integers 0\.\.1"),
+    ({"<unk>": 0, "a": 1, "b": 2, "ab": 3}, "#version: 0.2\na b\na b\n",
+     r"line 3: merge 'a b' repeats line 2"),
 ])
 def test_bad_files_name_file_and_line(tmp_path, encoder, merges, message):
     enc, bpe = write_files(tmp_path, encoder, merges)

@@ -1,0 +1,426 @@
+"""Raw text -> pretraining TFRecords, for BERT (sentence pairs, NSP, static MLM masks) and
+GPT (contiguous token windows).
+
+Input text files hold one sentence per line with a blank line between documents (the
+google-research/bert format); with `input_format='plain'` every non-empty line is a sentence
+and blank lines still separate documents.
+
+Work is split into chunks: each input file is cut at document boundaries into pieces of
+about `chunk_bytes`, and each chunk becomes one output shard. The main process reads and
+tokenises chunks (tf-text, batched) and writes shards (temporary file, renamed when
+complete); worker processes, which never import TensorFlow, build and serialise the
+instances. Memory is bounded by the chunk size whatever
+the corpus size; a rerun skips shards that already exist (resume); a chunk's random seed
+depends only on (seed, file name, chunk index), so the output does not depend on the number
+of workers.
+
+BERT instances follow google-research/bert's `create_pretraining_data.py`: per document a
+target length (shorter with probability `short_seq_prob`), chunks of sentences split into
+A and B, B replaced by text from another document half of the time (NSP label 1 = random),
+random front/back truncation, then 15% masking with 80/10/10. The "other document" comes from
+the same chunk (a window of a few thousand documents) rather than the whole corpus, which is
+what keeps memory flat.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import glob
+import hashlib
+import json
+import multiprocessing
+import os
+import random
+import time
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from pretraining.example_encoding import encode_examples
+
+Document = List[List[int]]  # sentences of token ids
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    mode: str = "bert"                      # bert | gpt
+    vocab_file: str = ""                    # BERT WordPiece vocabulary
+    do_lower_case: bool = True
+    bpe_encoder_file: str = ""              # GPT BPE files
+    bpe_merges_file: str = ""
+    input_format: str = "sentences"         # sentences | plain
+    max_seq_length: int = 128
+    max_predictions_per_seq: int = 20
+    masked_lm_prob: float = 0.15
+    mask_token_rate: float = 0.8
+    random_token_rate: float = 0.1
+    short_seq_prob: float = 0.1
+    dupe_factor: int = 10
+    whole_word_mask: bool = False
+    n_ctx: int = 512                        # GPT window length
+    random_seed: int = 12345
+    chunk_bytes: int = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+    path: str
+    index: int
+    start: int
+    end: int
+
+    def shard_name(self) -> str:
+        stem = os.path.basename(self.path)
+        digest = hashlib.sha1(os.path.abspath(self.path).encode()).hexdigest()[:8]
+        return f"{stem}-{digest}-{self.index:05d}.tfrecord"
+
+
+def expand_inputs(patterns: Sequence[str]) -> List[str]:
+    files = []
+    for pattern in patterns:
+        matched = sorted(glob.glob(pattern))
+        if not matched:
+            raise ValueError(f"input pattern {pattern!r} matches no file")
+        files.extend(matched)
+    return files
+
+
+def split_into_chunks(path: str, chunk_bytes: int) -> List[Chunk]:
+    """Byte ranges of `path`, each ending at a document boundary (after a blank line) once
+    it exceeds `chunk_bytes`, so no document is cut in two."""
+    chunks, start, index = [], 0, 0
+    with open(path, "rb") as f:
+        position = 0
+        for line in f:
+            position += len(line)
+            if position - start >= chunk_bytes and not line.strip():
+                chunks.append(Chunk(path, index, start, position))
+                start, index = position, index + 1
+        if position > start:
+            chunks.append(Chunk(path, index, start, position))
+    return chunks
+
+
+def read_documents(chunk: Chunk, input_format: str) -> List[List[str]]:
+    """The chunk's documents as lists of sentences; undecodable bytes name file and line."""
+    documents, current = [], []
+    with open(chunk.path, "rb") as f:
+        f.seek(chunk.start)
+        data = f.read(chunk.end - chunk.start)
+    for offset, raw in enumerate(data.split(b"\n")):
+        try:
+            line = raw.decode("utf-8").strip()
+        except UnicodeDecodeError as e:
+            line_number = data[:sum(len(x) + 1 for x in data.split(b"\n")[:offset])].count(
+                b"\n") + 1
+            raise ValueError(f"{chunk.path}: invalid UTF-8 in chunk {chunk.index} (byte offset "
+                             f"{chunk.start}), line {line_number} of the chunk: {e}") from None
+        if line:
+            current.append(line)
+        elif current:
+            documents.append(current)
+            current = []
+    if current:
+        documents.append(current)
+    return documents
+
+
+def make_tokenizer(config: DataConfig):
+    """The tokenizer for `config.mode` (TensorFlow is imported here, in the main process)."""
+    if config.mode == "bert":
+        from tfmodels.tokenizers.wordpiece import WordPieceTokenizer
+        return WordPieceTokenizer(config.vocab_file, config.do_lower_case)
+    from tfmodels.tokenizers.gpt_bpe import GptBpeTokenizer
+    return GptBpeTokenizer(config.bpe_encoder_file, config.bpe_merges_file)
+
+
+def tokenize_documents(documents: List[List[str]], tokenizer, mode: str) -> List[Document]:
+    sentences = [s for doc in documents for s in doc]
+    if mode == "bert":
+        ragged = tokenizer.tokenize(sentences)
+        flat = ragged.flat_values.numpy().tolist()
+        splits = ragged.row_splits.numpy().tolist()
+        ids = [flat[a:b] for a, b in zip(splits[:-1], splits[1:])]
+    else:
+        ids = tokenizer.encode(sentences)
+    out, i = [], 0
+    for doc in documents:
+        out.append([s for s in ids[i:i + len(doc)] if s])
+        i += len(doc)
+    return [d for d in out if d]
+
+
+def _truncate_seq_pair(tokens_a: List[int], tokens_b: List[int], max_num_tokens: int,
+                       rng: random.Random) -> None:
+    """google-research/bert's truncation: trim the longer, from the front or back at random."""
+    while len(tokens_a) + len(tokens_b) > max_num_tokens:
+        trunc = tokens_a if len(tokens_a) > len(tokens_b) else tokens_b
+        if rng.random() < 0.5:
+            del trunc[0]
+        else:
+            trunc.pop()
+
+
+def sentence_pair_instances(documents: List[Document], doc_index: int, config: DataConfig,
+                            rng: random.Random) -> Iterator[Tuple[List[int], List[int], int]]:
+    """(tokens_a, tokens_b, is_random_next) for one document, as google-research/bert does."""
+    document = documents[doc_index]
+    max_num_tokens = config.max_seq_length - 3
+    target_seq_length = max_num_tokens
+    if rng.random() < config.short_seq_prob:
+        target_seq_length = rng.randint(2, max_num_tokens)
+    current_chunk: List[List[int]] = []
+    current_length = 0
+    i = 0
+    while i < len(document):
+        segment = document[i]
+        current_chunk.append(segment)
+        current_length += len(segment)
+        if i == len(document) - 1 or current_length >= target_seq_length:
+            if current_chunk:
+                a_end = rng.randint(1, len(current_chunk) - 1) if len(current_chunk) >= 2 else 1
+                tokens_a = [t for s in current_chunk[:a_end] for t in s]
+                tokens_b: List[int] = []
+                is_random_next = len(current_chunk) == 1 or rng.random() < 0.5
+                if is_random_next and len(documents) > 1:
+                    target_b_length = target_seq_length - len(tokens_a)
+                    other = doc_index
+                    for _ in range(10):
+                        other = rng.randint(0, len(documents) - 1)
+                        if other != doc_index:
+                            break
+                    random_document = documents[other]
+                    for sentence in random_document[rng.randint(0, len(random_document) - 1):]:
+                        tokens_b.extend(sentence)
+                        if len(tokens_b) >= target_b_length:
+                            break
+                    # The unused sentences go back for the next instance.
+                    i -= len(current_chunk) - a_end
+                else:
+                    is_random_next = False
+                    tokens_b = [t for s in current_chunk[a_end:] for t in s]
+                _truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
+                if tokens_a and tokens_b:
+                    yield tokens_a, tokens_b, int(is_random_next)
+            current_chunk, current_length = [], 0
+        i += 1
+
+
+def mask_instances(input_ids: np.ndarray, lengths: np.ndarray, special: np.ndarray,
+                   word_starts: Optional[np.ndarray], config: DataConfig, vocab_size: int,
+                   mask_id: int, rng: np.random.Generator) -> Dict[str, np.ndarray]:
+    """Static MLM masks for a batch, vectorised: [n, seq] ids -> corrupted ids + targets.
+
+    Each row gets min(max_predictions, max(1, round(len * masked_lm_prob))) positions
+    chosen uniformly among non-special ones (whole words together when `word_starts` is
+    given); 80% become [MASK], 10% a random token, 10% stay.
+    """
+    n, seq = input_ids.shape
+    predictions = config.max_predictions_per_seq
+    selectable = ~special & (np.arange(seq)[None, :] < lengths[:, None])
+    budget = np.minimum(predictions, np.maximum(1, np.round(
+        (lengths - special.sum(1)) * config.masked_lm_prob).astype(np.int64)))
+    if word_starts is None:
+        scores = np.where(selectable, rng.random((n, seq)), 2.0)
+    else:
+        # One random score per word, shared by its pieces, so pieces sort together.
+        word_id = np.cumsum(word_starts, axis=1)
+        word_scores = rng.random((n, seq + 1))
+        scores = np.where(selectable, np.take_along_axis(word_scores, word_id, 1)
+                          + np.arange(seq)[None, :] * 1e-9, 2.0)
+    order = np.argsort(scores, axis=1, kind="stable")
+    limit = np.minimum(budget, selectable.sum(1))[:, None]
+    if word_starts is None:
+        chosen = np.arange(seq)[None, :] < limit
+    else:
+        # Take whole words in score order while they fit in the budget, so a word is never
+        # cut (google-research/bert skips words that would overflow the budget).
+        word_sorted = np.take_along_axis(word_id, order, 1)
+        is_last = np.ones_like(word_sorted, bool)
+        is_last[:, :-1] = word_sorted[:, :-1] != word_sorted[:, 1:]
+        count = np.where(is_last, np.arange(1, seq + 1)[None, :], seq + 1)
+        word_end_count = np.minimum.accumulate(count[:, ::-1], axis=1)[:, ::-1]
+        chosen = word_end_count <= limit
+    order, chosen = order[:, :predictions], chosen[:, :predictions]
+    positions = np.where(chosen, order, 0)
+    positions = np.sort(np.where(chosen, positions, seq), axis=1)  # ascending, padding last
+    chosen = positions < seq
+    positions = np.where(chosen, positions, 0)
+    rows = np.arange(n)[:, None]
+    targets = np.where(chosen, input_ids[rows, positions], 0)
+    draw = rng.random((n, predictions))
+    replacement = np.where(draw < config.mask_token_rate, mask_id,
+                           np.where(draw < config.mask_token_rate + config.random_token_rate,
+                                    rng.integers(0, vocab_size, (n, predictions)), targets))
+    corrupted = input_ids.copy()
+    corrupted[rows, positions] = np.where(chosen, replacement, corrupted[rows, positions])
+    return {"input_ids": corrupted, "masked_lm_positions": positions,
+            "masked_lm_ids": targets, "masked_lm_weights": chosen.astype(np.float32)}
+
+
+def bert_records(documents: List[Document], config: DataConfig, special: Dict,
+                 seed: int) -> Tuple[List[bytes], int]:
+    """All dupe passes of BERT instances for a chunk's documents -> (records, tokens)."""
+    rng = random.Random(seed)
+    np_rng = np.random.default_rng(seed)
+    seq = config.max_seq_length
+    cls_id, sep_id = special["cls_id"], special["sep_id"]
+    is_continuation = special["is_continuation"]
+    rows, segments, lengths, labels = [], [], [], []
+    for _ in range(config.dupe_factor):
+        for doc_index in range(len(documents)):
+            for tokens_a, tokens_b, label in sentence_pair_instances(documents, doc_index,
+                                                                     config, rng):
+                rows.append([cls_id] + tokens_a + [sep_id] + tokens_b + [sep_id])
+                segments.append(len(tokens_a) + 2)
+                labels.append(label)
+    n = len(rows)
+    if n == 0:
+        return [], 0
+    lengths = np.array([len(r) for r in rows])
+    input_ids = np.zeros((n, seq), np.int64)
+    for i, r in enumerate(rows):
+        input_ids[i, :len(r)] = r
+    positions = np.arange(seq)[None, :]
+    real = positions < lengths[:, None]
+    segment_ids = ((positions >= np.array(segments)[:, None]) & real).astype(np.int64)
+    is_special = (input_ids == cls_id) | (input_ids == sep_id)
+    word_starts = None
+    if config.whole_word_mask:
+        word_starts = (~is_continuation[input_ids] | is_special).astype(np.int64)
+    masked = mask_instances(input_ids, lengths, is_special, word_starts, config,
+                            special["vocab_size"], special["mask_id"], np_rng)
+    records = encode_examples(
+        {"input_ids": masked["input_ids"], "input_mask": real.astype(np.int64),
+         "segment_ids": segment_ids, "masked_lm_positions": masked["masked_lm_positions"],
+         "masked_lm_ids": masked["masked_lm_ids"],
+         "next_sentence_labels": np.array(labels, np.int64)[:, None]},
+        {"masked_lm_weights": masked["masked_lm_weights"]})
+    # Shuffle within the shard: dupe passes otherwise sit in order.
+    order = np_rng.permutation(n)
+    return [records[i] for i in order], int(lengths.sum())
+
+
+def gpt_records(documents: List[Document], config: DataConfig,
+                delimiter_id: int) -> Tuple[List[bytes], int]:
+    """Documents -> one stream with `_delimiter_` between documents -> n_ctx windows."""
+    stream: List[int] = []
+    for doc in documents:
+        for sentence in doc:
+            stream.extend(sentence)
+        stream.append(delimiter_id)
+    n = len(stream) // config.n_ctx
+    if n == 0:
+        return [], 0
+    windows = np.array(stream[:n * config.n_ctx], np.int64).reshape(n, config.n_ctx)
+    return encode_examples({"input_ids": windows}), n * config.n_ctx
+
+
+def chunk_seed(seed: int, chunk: Chunk) -> int:
+    key = f"{seed}:{os.path.basename(chunk.path)}:{chunk.index}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little")
+
+
+def write_atomically(path: str, records: List[bytes]) -> None:
+    import tensorflow as tf
+    temp = path + ".tmp"
+    try:
+        with tf.io.TFRecordWriter(temp) as writer:
+            for record in records:
+                writer.write(record)
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.remove(temp)
+        raise
+
+
+def build_records(args) -> Tuple[List[bytes], int]:
+    """Worker: a chunk's tokenised documents -> serialised records (pure numpy / python, so
+    workers start in a fraction of a second: they never import TensorFlow)."""
+    documents, config, seed, special = args
+    if config.mode == "gpt":
+        return gpt_records(documents, config, special["delimiter_id"])
+    return bert_records(documents, config, special, seed)
+
+
+def bounded_imap(pool, function, jobs: Iterator, max_in_flight: int) -> Iterator:
+    """`pool.imap` that holds at most `max_in_flight` jobs: Pool.imap drains its input in a
+    background thread, which would tokenise the whole corpus ahead of the workers and make
+    memory grow with it."""
+    in_flight: collections.deque = collections.deque()
+    for job in jobs:
+        in_flight.append(pool.apply_async(function, (job,)))
+        if len(in_flight) >= max_in_flight:
+            yield in_flight.popleft().get()
+    while in_flight:
+        yield in_flight.popleft().get()
+
+
+def _special_ids(tokenizer, config: DataConfig) -> Dict:
+    if config.mode == "gpt":
+        return {"delimiter_id": tokenizer.delimiter_id}
+    return {"cls_id": tokenizer.cls_id, "sep_id": tokenizer.sep_id, "mask_id": tokenizer.mask_id,
+            "vocab_size": tokenizer.vocab_size,
+            "is_continuation": np.array([t.startswith("##") for t in tokenizer.vocab])}
+
+
+def create_pretraining_data(input_files: Sequence[str], output_dir: str, config: DataConfig,
+                            num_workers: int = 1, log=print) -> Dict[str, float]:
+    """Writes one shard per input chunk under `output_dir` and a manifest.json summary."""
+    if config.mode not in ("bert", "gpt"):
+        raise ValueError(f"mode must be bert or gpt, got {config.mode!r}")
+    files = expand_inputs(input_files)
+    os.makedirs(output_dir, exist_ok=True)
+    manifest_path = os.path.join(output_dir, "manifest.json")
+    settings = dataclasses.asdict(config)
+    if os.path.exists(manifest_path):
+        with open(manifest_path, encoding="utf-8") as f:
+            previous = json.load(f)["config"]
+        if previous != settings:
+            changed = sorted(k for k in settings if previous.get(k) != settings[k])
+            raise ValueError(f"{output_dir} holds shards made with other settings "
+                             f"({changed}); use a new output_dir")
+    tokenizer = make_tokenizer(config)  # fails fast on bad vocabulary files
+    special = _special_ids(tokenizer, config)
+    chunks = [c for path in files for c in split_into_chunks(path, config.chunk_bytes)]
+    pending = [c for c in chunks if not os.path.exists(os.path.join(output_dir, c.shard_name()))]
+    start = time.time()
+    totals = {"documents": 0, "instances": 0, "tokens": 0, "shards": len(chunks),
+              "skipped": len(chunks) - len(pending)}
+    if totals["skipped"]:
+        log(f"resuming: {totals['skipped']} of {len(chunks)} shards already written")
+
+    def jobs():
+        # The parent reads and tokenises (tf-text, batched); workers build the records.
+        for chunk in pending:
+            documents = tokenize_documents(read_documents(chunk, config.input_format),
+                                           tokenizer, config.mode)
+            totals["documents"] += len(documents)
+            yield documents, config, chunk_seed(config.random_seed, chunk), special
+
+    pool = (multiprocessing.get_context("spawn").Pool(num_workers) if num_workers > 1
+            else None)
+    results = (bounded_imap(pool, build_records, jobs(), 2 * num_workers) if pool
+               else map(build_records, jobs()))
+    try:
+        for done, (chunk, (records, tokens)) in enumerate(zip(pending, results), 1):
+            write_atomically(os.path.join(output_dir, chunk.shard_name()), records)
+            totals["instances"] += len(records)
+            totals["tokens"] += tokens
+            log(f"[{done}/{len(pending)}] {chunk.shard_name()}: {len(records)} instances, "
+                f"{time.time() - start:.1f} s")
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    totals["seconds"] = time.time() - start
+    totals["instances_per_second"] = totals["instances"] / max(totals["seconds"], 1e-9)
+    with open(manifest_path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump({"config": settings, "inputs": files, "totals": totals,
+                   "shards": [c.shard_name() for c in chunks]}, f, indent=2)
+    os.replace(manifest_path + ".tmp", manifest_path)
+    log(f"done: {totals['documents']} documents, {totals['instances']} instances, "
+        f"{totals['tokens']} tokens, {totals['seconds']:.1f} s "
+        f"({totals['instances_per_second']:.0f} instances/s)")
+    return totals

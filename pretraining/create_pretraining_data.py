@@ -1,0 +1,47 @@
+"""Creates pretraining TFRecords from raw text (BERT sentence pairs or GPT windows).
+
+  python -m pretraining.create_pretraining_data --mode=bert \
+      --input_files='corpus/*.txt' --output_dir=records/bert128 \
+      --vocab_file=vocab.txt --max_seq_length=128 --max_predictions_per_seq=20 \
+      --dupe_factor=10 --num_workers=2
+  python -m pretraining.create_pretraining_data --mode=gpt --input_files=... \
+      --bpe_encoder_file=encoder_bpe_40000.json --bpe_merges_file=vocab_40000.bpe --n_ctx=512
+
+Records use google-research/bert's feature names and dtypes (BERT) or a single `input_ids`
+feature of n_ctx tokens (GPT). A rerun with the same flags resumes, skipping finished shards.
+"""
+from absl import app, flags
+
+from pretraining.create_data import DataConfig, create_pretraining_data
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("input_files", None, "Comma-separated globs of text files.")
+flags.DEFINE_string("output_dir", None, "Folder for the shards and manifest.json.")
+flags.DEFINE_integer("num_workers", 2, "Worker processes building instances.")
+for field in DataConfig.__dataclass_fields__.values():
+    default = field.default
+    help_text = f"DataConfig.{field.name}"
+    if isinstance(default, bool):
+        flags.DEFINE_bool(field.name, default, help_text)
+    elif isinstance(default, int):
+        flags.DEFINE_integer(field.name, default, help_text)
+    elif isinstance(default, float):
+        flags.DEFINE_float(field.name, default, help_text)
+    else:
+        flags.DEFINE_string(field.name, default, help_text)
+
+
+def main(argv):
+    del argv
+    config = DataConfig(**{name: FLAGS[name].value for name in DataConfig.__dataclass_fields__})
+    create_pretraining_data(FLAGS.input_files, FLAGS.output_dir, config,
+                            num_workers=FLAGS.num_workers)
+
+
+def run():
+    flags.mark_flags_as_required(["input_files", "output_dir"])
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

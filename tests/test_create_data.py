@@ -1,0 +1,220 @@
+"""Pretraining data creation: record format, BERT instance rules, masking statistics,
+determinism across workers, resume, atomic shards, GPT windows, errors."""
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pretraining import create_data
+from pretraining.create_data import DataConfig, create_pretraining_data, mask_instances
+from pretraining.example_encoding import encode_examples
+
+SEQ, PREDICTIONS = 64, 10
+
+
+def bert_spec(seq=SEQ, predictions=PREDICTIONS):
+    ints = lambda n: tf.io.FixedLenFeature([n], tf.int64)
+    return {"input_ids": ints(seq), "input_mask": ints(seq), "segment_ids": ints(seq),
+            "masked_lm_positions": ints(predictions), "masked_lm_ids": ints(predictions),
+            "masked_lm_weights": tf.io.FixedLenFeature([predictions], tf.float32),
+            "next_sentence_labels": ints(1)}
+
+
+def read_records(output_dir, spec):
+    files = sorted(glob.glob(os.path.join(output_dir, "*.tfrecord")))
+    data = tf.data.TFRecordDataset(files).batch(100_000).map(
+        lambda r: tf.io.parse_example(r, spec))
+    return {k: v.numpy() for k, v in next(iter(data)).items()}
+
+
+def test_fast_encoder_matches_protobuf():
+    rng = np.random.default_rng(0)
+    ints = {"a": rng.integers(0, 2 ** 40, (50, 7)), "b": rng.integers(0, 3, (50, 1))}
+    floats = {"w": rng.random((50, 3)).astype(np.float32)}
+    fast = encode_examples(ints, floats)
+    for i, record in enumerate(fast):
+        parsed = tf.train.Example.FromString(record)
+        assert list(parsed.features.feature["a"].int64_list.value) == ints["a"][i].tolist()
+        assert list(parsed.features.feature["b"].int64_list.value) == ints["b"][i].tolist()
+        np.testing.assert_array_equal(parsed.features.feature["w"].float_list.value,
+                                      floats["w"][i])
+    with pytest.raises(ValueError, match="non-negative"):
+        encode_examples({"a": np.array([[-1]])})
+
+
+@pytest.fixture(scope="module")
+def bert_config(shared_data):
+    return DataConfig(vocab_file=str(shared_data / "bert_vocab/bert-base-uncased-vocab.txt"),
+                      max_seq_length=SEQ, max_predictions_per_seq=PREDICTIONS, dupe_factor=2,
+                      chunk_bytes=64 << 10)
+
+
+@pytest.fixture(scope="module")
+def wiki_corpus(tmp_path_factory, shared_data):
+    from tools.benchmark_data_creation import wikitext_documents, write_benchmark_input
+    path = tmp_path_factory.mktemp("corpus") / "wiki.txt"
+    docs = wikitext_documents(str(shared_data / "corpus/wikitext2-valid.tokens.txt"))[:40]
+    write_benchmark_input(str(path), docs, 1)
+    return path
+
+
+@pytest.fixture(scope="module")
+def wiki_records(tmp_path_factory, wiki_corpus, bert_config):
+    out = tmp_path_factory.mktemp("records")
+    totals = create_pretraining_data([str(wiki_corpus)], str(out), bert_config, num_workers=1,
+                                     log=lambda m: None)
+    return out, totals, read_records(out, bert_spec())
+
+
+def test_bert_records_layout(wiki_records, bert_config):
+    _, totals, r = wiki_records
+    assert totals["instances"] == len(r["input_ids"]) > 500
+    from tfmodels.tokenizers.wordpiece import WordPieceTokenizer
+    tok = WordPieceTokenizer(bert_config.vocab_file)
+    lengths = r["input_mask"].sum(1)
+    assert (r["input_ids"][:, 0] == tok.cls_id).all()
+    rows = np.arange(len(lengths))
+    assert (r["input_ids"][rows, lengths - 1] == tok.sep_id).all()
+    assert (r["input_ids"] == tok.sep_id).sum(1).tolist() == [2] * len(lengths)
+    assert ((r["input_ids"] != 0) == (r["input_mask"] == 1)).all()
+    # Segment 1 runs from after the first [SEP] to the end of the real tokens.
+    first_sep = np.argmax(r["input_ids"] == tok.sep_id, axis=1)
+    expected = (np.arange(SEQ)[None] > first_sep[:, None]) & (r["input_mask"] == 1)
+    np.testing.assert_array_equal(r["segment_ids"], expected)
+    # NSP: random half the time, plus always when a chunk has a single sentence (as in
+    # google-research/bert), so a little over half.
+    assert 0.45 < r["next_sentence_labels"].mean() < 0.7
+    # Masked positions: real, never [CLS]/[SEP]; ~15% of tokens, at most the maximum.
+    weights = r["masked_lm_weights"] > 0
+    positions = r["masked_lm_positions"]
+    assert weights.sum(1).max() <= PREDICTIONS and (weights.sum(1) >= 1).all()
+    row_idx = np.nonzero(weights)[0]
+    pos = positions[weights]
+    assert (pos < lengths[row_idx]).all() and (pos > 0).all()
+    assert not np.isin(r["input_ids"][row_idx, pos], [tok.cls_id, tok.sep_id]).any()
+    rate = weights.sum() / (lengths - 3).sum()
+    assert 0.12 < rate < 0.16
+    # 80% of the targets show [MASK] in the input.
+    assert 0.75 < np.mean(r["input_ids"][row_idx, pos] == tok.mask_id) < 0.85
+
+
+def test_mask_statistics_and_targets():
+    rng = np.random.default_rng(1)
+    n, seq = 4000, 40
+    ids = rng.integers(10, 1000, (n, seq))
+    ids[:, 0], ids[:, -1] = 1, 2
+    special = (ids == 1) | (ids == 2)
+    config = DataConfig(max_predictions_per_seq=8, masked_lm_prob=0.15)
+    out = mask_instances(ids, np.full(n, seq), special, None, config, 1000, 3, rng)
+    chosen = out["masked_lm_weights"] > 0
+    rows = np.nonzero(chosen)[0]
+    pos = out["masked_lm_positions"][chosen]
+    np.testing.assert_array_equal(out["masked_lm_ids"][chosen], ids[rows, pos])
+    assert not special[rows, pos].any()
+    assert (chosen.sum(1) == 6).all()  # round(38 * 0.15) = 6
+    now = out["input_ids"][rows, pos]
+    assert 0.78 < np.mean(now == 3) < 0.82
+    assert 0.08 < np.mean(now == ids[rows, pos]) < 0.12  # unchanged (+ rare random hits)
+    unchanged = np.ones_like(ids, bool)
+    unchanged[rows, pos] = False
+    assert (out["input_ids"][unchanged] == ids[unchanged]).all()
+
+
+def test_whole_word_masking(bert_config, tmp_path):
+    from tfmodels.tokenizers.wordpiece import WordPieceTokenizer
+    tok = WordPieceTokenizer(bert_config.vocab_file)
+    text = tmp_path / "t.txt"
+    lines = ["the embeddings of unbelievable transformers", "are remarkable embeddings indeed"]
+    text.write_text(("\n".join(lines) + "\n\n") * 40, encoding="utf-8")
+    cfg = DataConfig(**{**bert_config.__dict__, "whole_word_mask": True, "dupe_factor": 3})
+    create_pretraining_data([str(text)], str(tmp_path / "out"), cfg, log=lambda m: None)
+    r = read_records(tmp_path / "out", bert_spec())
+    cont = np.array([t.startswith("##") for t in tok.vocab])
+    # Recover the original tokens: masked positions hold their targets.
+    original = r["input_ids"].copy()
+    for i in range(len(original)):
+        w = r["masked_lm_weights"][i] > 0
+        original[i, r["masked_lm_positions"][i][w]] = r["masked_lm_ids"][i][w]
+    for i in range(len(original)):
+        masked = set(r["masked_lm_positions"][i][r["masked_lm_weights"][i] > 0].tolist())
+        for p in masked:
+            if cont[original[i, p]]:
+                assert p - 1 in masked  # a '##' piece is masked only with its word's start
+            if p + 1 < SEQ and cont[original[i, p + 1]]:
+                assert p + 1 in masked
+
+
+def test_deterministic_across_workers_and_resumable(wiki_corpus, bert_config, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    create_pretraining_data([str(wiki_corpus)], str(one), bert_config, num_workers=1,
+                            log=lambda m: None)
+    create_pretraining_data([str(wiki_corpus)], str(two), bert_config, num_workers=2,
+                            log=lambda m: None)
+    shards = sorted(os.listdir(one))
+    assert len(shards) > 2 and shards == sorted(os.listdir(two))
+    for name in shards:
+        if name.endswith(".tfrecord"):
+            assert (one / name).read_bytes() == (two / name).read_bytes()
+    victim = sorted(one.glob("*.tfrecord"))[1]
+    before = victim.read_bytes()
+    victim.unlink()
+    logs = []
+    totals = create_pretraining_data([str(wiki_corpus)], str(one), bert_config, log=logs.append)
+    assert totals["skipped"] == totals["shards"] - 1 and victim.read_bytes() == before
+    assert any("resuming" in line for line in logs)
+    other = DataConfig(**{**bert_config.__dict__, "dupe_factor": 3})
+    with pytest.raises(ValueError, match="dupe_factor"):
+        create_pretraining_data([str(wiki_corpus)], str(one), other, log=lambda m: None)
+
+
+def test_failure_leaves_no_partial_shard(wiki_corpus, bert_config, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = create_data.encode_examples
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("disk full")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(create_data, "encode_examples", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        create_pretraining_data([str(wiki_corpus)], str(tmp_path), bert_config,
+                                log=lambda m: None)
+    files = os.listdir(tmp_path)
+    assert len([f for f in files if f.endswith(".tfrecord")]) == 1
+    assert not [f for f in files if f.endswith(".tmp")]
+
+
+def test_gpt_windows(shared_data, tmp_path):
+    text = tmp_path / "docs.txt"
+    text.write_text("first document line one .\nline two .\n\nsecond document .\n\n" * 30,
+                    encoding="utf-8")
+    folder = shared_data / "gpt1_openai"
+    cfg = DataConfig(mode="gpt", bpe_encoder_file=str(folder / "encoder_bpe_40000.json"),
+                     bpe_merges_file=str(folder / "vocab_40000.bpe"), n_ctx=16)
+    totals = create_pretraining_data([str(text)], str(tmp_path / "out"), cfg, log=lambda m: None)
+    r = read_records(tmp_path / "out", {"input_ids": tf.io.FixedLenFeature([16], tf.int64)})
+    assert totals["instances"] == len(r["input_ids"]) >= 10
+    stream = r["input_ids"].reshape(-1)
+    assert (stream == 40479).sum() >= 10  # the delimiter separates documents
+    from tfmodels.tokenizers.gpt_bpe import GptBpeTokenizer
+    tok = GptBpeTokenizer(cfg.bpe_encoder_file, cfg.bpe_merges_file)
+    assert tok.decode(stream[:12].tolist()).startswith(
+        "first document line one . line two . _delimiter_ second document")
+
+
+def test_errors_name_the_problem(bert_config, tmp_path):
+    with pytest.raises(ValueError, match="matches no file"):
+        create_pretraining_data([str(tmp_path / "none*.txt")], str(tmp_path / "o"), bert_config)
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"good line\n\xff\xfe bad bytes\n")
+    with pytest.raises(ValueError, match=r"bad\.txt: invalid UTF-8.*line 2"):
+        create_pretraining_data([str(bad)], str(tmp_path / "o2"), bert_config,
+                                log=lambda m: None)
+    with pytest.raises(ValueError, match="does not exist"):
+        create_pretraining_data([str(bad)], str(tmp_path / "o3"),
+                                DataConfig(vocab_file=str(tmp_path / "missing.txt")))
