@@ -1,0 +1,91 @@
+"""Input encoders: examples (finetune.examples) -> fixed-length numpy features for BERT or GPT-1.
+
+One call for every task kind, so the fine-tuning loop does not branch per dataset:
+
+    encoded = encode_examples(examples, kind, model, tokenizer, seq_length,
+                              label_names=spec.label_names, **task_options)
+    dataset = tf.data.Dataset.from_tensor_slices((encoded.inputs(), encoded.labels()))
+
+Shapes are static (every array [features, ...] with seq_length columns) for tf.data
+`drop_remainder`, XLA and TPUs. Tokenization is eager and batched over all examples.
+
+Arrays (all int32 unless noted; every kind also has `example_index` [n]):
+  kind                  inputs                                         labels
+  classification        BERT input_ids/segment_ids/input_mask [n, s]   label [n]
+   / regression         GPT  input_ids/input_mask [n, s],              label [n] float32
+                             classify_position [n]; symmetric: [n, 2, s] and [n, 2]
+  multiple_choice       as above with a choice axis: [n, c, s], classify_position [n, c]
+                                                                       label [n]
+  span (BERT)           one row per window; metadata: SpanFeature      start_position,
+                                                                       end_position [n]
+  token_classification  BERT inputs; label_mask [n, s]; metadata:      label_ids [n, s]
+   (BERT)               TokenFeature                                   (-1 = ignore), label_mask
+Label arrays are present only when the examples are labelled (not for test files).
+
+Modules: common (tokenizing, truncation, layouts, padding), sequence (classification,
+regression, pairs, multiple choice), squad (windows, span labels, `best_span` decoding),
+tokens (NER first-sub-token labels, `decode_word_predictions`).
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Any, Sequence
+
+from finetune.features.common import (BERT_INPUT_KEYS, GPT_INPUT_KEYS, MODELS, EncodedFeatures,
+                                      truncate_longest_first)
+from finetune.features.sequence import encode_choice_examples, encode_text_examples
+from finetune.features.squad import (SpanFeature, SpanPrediction, best_span,
+                                     encode_span_examples, predict_answers)
+from finetune.features.tokens import (IGNORE_LABEL, TokenFeature, decode_word_predictions,
+                                      encode_token_examples)
+
+KINDS = ("classification", "regression", "span", "multiple_choice", "token_classification")
+# Options each kind accepts beyond the common arguments; anything else is a typo and an error.
+_OPTIONS = {
+    "classification": ("symmetric",),
+    "regression": ("symmetric",),
+    "span": ("doc_stride", "max_query_length"),
+    "multiple_choice": (),
+    "token_classification": (),
+}
+_BERT_ONLY = ("span", "token_classification")  # neither paper gives GPT-1 these tasks
+
+__all__ = [
+    "KINDS", "MODELS", "BERT_INPUT_KEYS", "GPT_INPUT_KEYS", "IGNORE_LABEL", "EncodedFeatures",
+    "SpanFeature", "SpanPrediction", "TokenFeature", "encode_examples", "encode_text_examples",
+    "encode_choice_examples", "encode_span_examples", "encode_token_examples", "best_span",
+    "predict_answers", "decode_word_predictions", "truncate_longest_first",
+]
+
+
+def encode_examples(examples: Sequence[Any], kind: str, model: str, tokenizer: Any,
+                    seq_length: int, label_names: Sequence[str] = (),
+                    **task_options: Any) -> EncodedFeatures:
+    """Examples of one task -> EncodedFeatures (arrays, input/label keys, metadata).
+
+    kind: one of KINDS; model: "bert" (WordPieceTokenizer) or "gpt" (GptBpeTokenizer).
+    label_names: class names (classification) or tags (token_classification).
+    task_options: symmetric (GPT-1 pairs, both orders), doc_stride and max_query_length (span).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    if model == "gpt" and kind in _BERT_ONLY:
+        raise ValueError(f"{kind} is a BERT task; GPT-1 has no {kind} input transform")
+    unknown = sorted(set(task_options) - set(_OPTIONS[kind]))
+    if unknown:
+        raise ValueError(f"unknown options {unknown} for kind {kind!r}; "
+                         f"accepted: {list(_OPTIONS[kind])}")
+    if isinstance(seq_length, bool) or not isinstance(seq_length, numbers.Integral) \
+            or seq_length < 1:
+        raise ValueError(f"seq_length must be a positive integer, got {seq_length!r}")
+    seq_length = int(seq_length)
+    if kind in ("classification", "regression"):
+        return encode_text_examples(examples, model, tokenizer, seq_length, label_names,
+                                    regression=(kind == "regression"), **task_options)
+    if kind == "multiple_choice":
+        return encode_choice_examples(examples, model, tokenizer, seq_length)
+    if kind == "span":
+        return encode_span_examples(examples, tokenizer, seq_length, **task_options)
+    return encode_token_examples(examples, tokenizer, seq_length, label_names)

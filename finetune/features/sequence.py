@@ -1,0 +1,167 @@
+"""Whole-sequence tasks: classification, regression and pairs (TextExample), and multiple
+choice (ChoiceExample), for BERT and GPT-1.
+
+BERT reads `[CLS] A [SEP] (B [SEP])` and classifies the [CLS] state. GPT-1 reads its paper's
+input transforms and classifies the final state at `classify_position`:
+  classification   [s] text [e]
+  entailment/pair  [s] premise [$] hypothesis [e]
+  similarity       [s] A [$] B [e] and [s] B [$] A [e] (symmetric=True): a view axis of 2,
+                   arrays [n, 2, seq], the head sums the two final states
+  multiple choice  [s] context question [$] ending_k [e] per candidate, arrays [n, k, seq]
+BERT multiple choice follows its SWAG setup: A = context, B = question (start phrase) + ending.
+Texts are truncated longest-first so the special tokens always fit.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Sequence
+
+import numpy as np
+
+from finetune.examples import ChoiceExample, TextExample
+from finetune.features.common import (EncodedFeatures, Tokens, check_seq_length, check_text,
+                                      check_tokens, example_error, label_index, labels_present,
+                                      lookup_label, model_inputs, pack_rows,
+                                      truncate_longest_first)
+
+
+def _check_types(examples: Sequence, cls: type) -> None:
+    if not examples:
+        raise ValueError("no examples to encode")
+    for i, ex in enumerate(examples):
+        if not isinstance(ex, cls):
+            raise ValueError(f"example {i} is a {type(ex).__name__}, expected {cls.__name__}")
+
+
+def _split_views(arrays: dict, views: int) -> dict:
+    """[n * views, ...] -> [n, views, ...] (candidates or the two orders of a symmetric pair)."""
+    return {k: v.reshape((-1, views) + v.shape[1:]) for k, v in arrays.items()}
+
+
+def encode_text_examples(examples: Sequence[TextExample], model: str, tokenizer, seq_length: int,
+                         label_names: Sequence[str] = (), regression: bool = False,
+                         symmetric: bool = False) -> EncodedFeatures:
+    """Single texts or pairs -> fixed-length inputs and a `label` (class id, or float).
+
+    symmetric (GPT-1 only, every example a pair): both orders as a view axis [n, 2, ...];
+    both views hold the same truncated texts, swapped.
+    """
+    _check_types(examples, TextExample)
+    if symmetric and model != "gpt":
+        raise ValueError("symmetric=True is GPT-1's similarity transform; BERT reads a pair "
+                         "once with attention across both texts")
+    for ex in examples:
+        check_text(ex.text_a, "example", ex.guid, "text_a")
+        if ex.text_b is not None:
+            check_text(ex.text_b, "example", ex.guid, "text_b")
+        elif symmetric:
+            raise example_error("example", ex.guid,
+                                "symmetric=True needs a text pair; text_b is None")
+    pairs = any(ex.text_b is not None for ex in examples)
+    check_seq_length(seq_length, 1 + pairs, 1 + pairs, "a text pair" if pairs else "one text")
+
+    tokens = Tokens(tokenizer, model)
+    texts = [ex.text_a for ex in examples] + [ex.text_b for ex in examples if ex.text_b is not None]
+    ids = iter(tokens.ids(texts))
+    ids_a = [next(ids) for _ in examples]
+    rows: List[List[List[int]]] = []
+    for ex, a in zip(examples, ids_a):
+        check_tokens(a, "example", ex.guid, "text_a", ex.text_a)
+        rows.append([a])
+    for ex, row in zip(examples, rows):
+        if ex.text_b is not None:
+            b = next(ids)
+            check_tokens(b, "example", ex.guid, "text_b", ex.text_b)
+            row.append(b)
+
+    layout = tokens.layout
+    if symmetric:
+        # Truncate once so the second view is exactly the swap of the first.
+        fitted = [truncate_longest_first(r, seq_length - layout.num_specials(2)) for r in rows]
+        swapped = [view for a, b in fitted for view in ([a, b], [b, a])]
+        packed = pack_rows(swapped, layout, seq_length, tokens.pad_id, truncate=False)
+        arrays = _split_views(model_inputs(packed, model), 2)
+    else:
+        arrays = model_inputs(pack_rows(rows, layout, seq_length, tokens.pad_id), model)
+    arrays["example_index"] = np.arange(len(examples), dtype=np.int32)
+
+    label_keys = ()
+    if labels_present([ex.label for ex in examples], "example", [ex.guid for ex in examples]):
+        arrays["label"] = (_float_labels(examples) if regression
+                           else _class_labels(examples, label_names))
+        label_keys = ("label",)
+    return EncodedFeatures(arrays, tokens.input_keys(), label_keys)
+
+
+def _class_labels(examples: Sequence[TextExample], label_names: Sequence[str]) -> np.ndarray:
+    index = label_index(label_names)
+    return np.array([lookup_label(index, ex.label, "example", ex.guid) for ex in examples],
+                    np.int32)
+
+
+def _float_labels(examples: Sequence[TextExample]) -> np.ndarray:
+    values = []
+    for ex in examples:
+        try:
+            value = float(ex.label)
+        except (TypeError, ValueError):
+            raise example_error("example", ex.guid,
+                                f"regression label {ex.label!r} is not a number") from None
+        if not math.isfinite(value):
+            raise example_error("example", ex.guid, f"regression label {ex.label!r} is not finite")
+        values.append(value)
+    return np.array(values, np.float32)
+
+
+def encode_choice_examples(examples: Sequence[ChoiceExample], model: str, tokenizer,
+                           seq_length: int) -> EncodedFeatures:
+    """One sequence per candidate ending -> arrays [n, num_choices, seq] and `label` [n].
+
+    All examples must have the same number of endings (static shapes). `question` may be "".
+    """
+    _check_types(examples, ChoiceExample)
+    num_choices = len(examples[0].endings)
+    for ex in examples:
+        if len(ex.endings) != num_choices or num_choices < 2:
+            raise example_error("example", ex.guid,
+                                f"has {len(ex.endings)} endings; expected {num_choices} like "
+                                f"example {examples[0].guid!r} (at least 2)")
+        check_text(ex.context, "example", ex.guid, "context")
+        if not isinstance(ex.question, str):
+            raise example_error("example", ex.guid, "question must be a string (\"\" for none)")
+        for k, ending in enumerate(ex.endings):
+            check_text(ending, "example", ex.guid, f"ending {k}")
+    with_question = model == "gpt" and any(ex.question.strip() for ex in examples)
+    check_seq_length(seq_length, 2, 2 + with_question, "context + question / ending pairs")
+
+    tokens = Tokens(tokenizer, model)
+    texts = ([ex.context for ex in examples] + [ex.question for ex in examples]
+             + [e for ex in examples for e in ex.endings])
+    ids = tokens.ids(texts)
+    n = len(examples)
+    contexts, questions, endings = ids[:n], ids[n:2 * n], ids[2 * n:]
+    rows = []
+    for i, ex in enumerate(examples):
+        check_tokens(contexts[i], "example", ex.guid, "context", ex.context)
+        for k in range(num_choices):
+            ending = endings[i * num_choices + k]
+            check_tokens(ending, "example", ex.guid, f"ending {k}", ex.endings[k])
+            if model == "bert":
+                # BERT's SWAG: B = start phrase + ending, truncated against the context as one.
+                rows.append([contexts[i], questions[i] + ending])
+            else:
+                rows.append([contexts[i], questions[i], ending])
+    groups = None if model == "bert" else [[0, 1], [2]]
+    packed = pack_rows(rows, tokens.layout, seq_length, tokens.pad_id, groups=groups)
+    arrays = _split_views(model_inputs(packed, model), num_choices)
+    arrays["example_index"] = np.arange(n, dtype=np.int32)
+
+    label_keys = ()
+    if labels_present([ex.label for ex in examples], "example", [ex.guid for ex in examples]):
+        for ex in examples:
+            if not isinstance(ex.label, (int, np.integer)) or not 0 <= ex.label < num_choices:
+                raise example_error("example", ex.guid, f"label {ex.label!r} is not an ending "
+                                    f"index 0..{num_choices - 1}")
+        arrays["label"] = np.array([ex.label for ex in examples], np.int32)
+        label_keys = ("label",)
+    return EncodedFeatures(arrays, tokens.input_keys(), label_keys)
