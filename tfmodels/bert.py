@@ -17,6 +17,7 @@ from tfmodels import configs
 from tfmodels.layers.attention import padding_mask
 from tfmodels.layers.embeddings import PositionEmbedding, TiedEmbedding
 from tfmodels.layers.heads import MaskedLMHead
+from tfmodels.layers.tracking import CheckpointListsMixin
 from tfmodels.layers.transformer import TransformerBlock
 
 
@@ -31,7 +32,7 @@ def _as_config(config, expected_cls):
 
 
 @keras.saving.register_keras_serializable(package="tfmodels")
-class BertEncoder(keras.Model):
+class BertEncoder(CheckpointListsMixin, keras.Model):
     """The BERT encoder ("backbone"): embeddings, L post-LN Transformer blocks and the pooler.
 
     call(inputs: dict with `input_ids` and optionally `segment_ids` (default 0) and `input_mask`

@@ -18,11 +18,12 @@ from tfmodels import configs
 from tfmodels.bert import _as_config
 from tfmodels.layers.attention import causal_mask, padding_mask
 from tfmodels.layers.embeddings import PositionEmbedding, TiedEmbedding
+from tfmodels.layers.tracking import CheckpointListsMixin
 from tfmodels.layers.transformer import TransformerBlock
 
 
 @keras.saving.register_keras_serializable(package="tfmodels")
-class GptDecoder(keras.Model):
+class GptDecoder(CheckpointListsMixin, keras.Model):
     """The GPT-1 decoder ("backbone"): token + position embeddings, dropout, L masked blocks.
 
     GPT-1 has no LayerNorm on the embeddings (unlike BERT) and no final LayerNorm (unlike
