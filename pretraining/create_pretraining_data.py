@@ -13,27 +13,18 @@ feature of n_ctx tokens (GPT). A rerun with the same flags resumes, skipping fin
 from absl import app, flags
 
 from pretraining.create_data import DataConfig, create_pretraining_data
+from tfmodels.config_flags import dataclass_from_flags, define_flags_from_dataclass
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("input_files", None, "Comma-separated globs of text files.")
 flags.DEFINE_string("output_dir", None, "Folder for the shards and manifest.json.")
 flags.DEFINE_integer("num_workers", 2, "Worker processes building instances.")
-for field in DataConfig.__dataclass_fields__.values():
-    default = field.default
-    help_text = f"DataConfig.{field.name}"
-    if isinstance(default, bool):
-        flags.DEFINE_bool(field.name, default, help_text)
-    elif isinstance(default, int):
-        flags.DEFINE_integer(field.name, default, help_text)
-    elif isinstance(default, float):
-        flags.DEFINE_float(field.name, default, help_text)
-    else:
-        flags.DEFINE_string(field.name, default, help_text)
+define_flags_from_dataclass(DataConfig)
 
 
 def main(argv):
     del argv
-    config = DataConfig(**{name: FLAGS[name].value for name in DataConfig.__dataclass_fields__})
+    config = dataclass_from_flags(DataConfig)
     create_pretraining_data(FLAGS.input_files, FLAGS.output_dir, config,
                             num_workers=FLAGS.num_workers)
 

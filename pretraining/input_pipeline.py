@@ -1,0 +1,400 @@
+"""Pretraining TFRecords -> batches for BERT and GPT-1, with tf.data.
+
+Reads the records that `pretraining/create_data.py` writes (google-research/bert's feature
+names) and yields dicts of int32 tensors (float32 `masked_lm_weights`) with fully static
+shapes, the inputs `BertPretrainer` and `GptLanguageModel` take.
+
+Pipeline order, and why:
+
+  1. files        sorted file list (`records_in`), so every worker and every run starts
+                  from the same list.
+  2. shard        by FILE, per input pipeline (`input_context`), before anything is read:
+                  each worker opens only its own files instead of reading everything and
+                  throwing (n-1)/n of it away. With fewer files than pipelines we fall back to
+                  sharding records after the interleave.
+  3. shuffle      the file list (seeded), then `repeat()`: each epoch visits the files in a
+                  new order, and the repeat comes before the interleave so the readers never
+                  drain at an epoch boundary.
+  4. interleave   `cycle_length` files read in parallel, `deterministic=True`: parallel I/O,
+                  and an order that does not depend on thread timing.
+  5. shuffle      records (seeded, `shuffle_buffer`): mixes records across the open files.
+  6. batch        `drop_remainder=True` always: TPU/XLA need static shapes, and a short
+                  last batch would retrace the jit-compiled step.
+  7. parse        the whole batch at once with `tf.io.parse_example` (one op per batch is
+                  several times faster than `parse_single_example` per record), then cast
+                  int64 -> int32.
+  8. re-mask      optional dynamic masking (`DynamicMasking`): recover the original tokens
+                  and draw a fresh MLM mask with tf-text, in-graph, on the whole batch.
+  9. prefetch     overlap input with the training step.
+
+Evaluation (`is_training=False`) skips 3 and 5: files in order, no repeat, one pass.
+
+Determinism and resuming: with a `seed`, two fresh datasets give identical batches. A job
+resumes its input in one of two ways: `tf.train.Checkpoint(iterator=iter(dataset))` saves
+the position (file order, open readers, the shuffle buffer's `shuffle_buffer` serialized
+records) of a plain dataset's iterator; the iterators of `distribute_dataset` are not
+trackable, so there a resumed job rebuilds the seeded dataset with `skip_batches=step`,
+which reads the batches already consumed without parsing them. Dynamic
+masking is the exception: tf-text draws masks from stateful random ops, partly inside a
+parallel while loop, so the masks are not reproducible even with a seed, and their state is
+not saved in iterator checkpoints. The records under the masks (which examples, in which
+order) are still deterministic and resume exactly.
+
+Errors: `records_in` raises ValueError naming a pattern that matches nothing. When eager, the
+first record is read at construction time and checked against the requested lengths, so a
+`seq_length` / `max_predictions` mismatch is a ValueError naming the file; a mismatch in a
+later file raises `tf.errors.InvalidArgumentError` ("Number of int64 values != expected")
+while iterating. A corrupt or truncated file raises `tf.errors.DataLossError` while
+iterating ("corrupted record at N" / "truncated record at N"); tf.data cannot say which file,
+so call `find_corrupt_records(file_patterns)` to name it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import tensorflow as tf
+
+from pretraining.masking import mask_packed_inputs
+from tfmodels.tokenizers.wordpiece import read_vocab_file
+
+AUTOTUNE = tf.data.AUTOTUNE
+Features = Dict[str, tf.Tensor]
+Patterns = Union[str, Sequence[str]]
+
+
+def records_in(file_patterns: Patterns) -> List[str]:
+    """Expands glob patterns (local or gs://) into a sorted, de-duplicated file list.
+
+    Raises ValueError naming the first pattern that matches no file.
+    """
+    if isinstance(file_patterns, str):
+        file_patterns = [file_patterns]
+    if not file_patterns:
+        raise ValueError("no record file patterns given")
+    files = set()
+    for pattern in file_patterns:
+        matched = tf.io.gfile.glob(pattern)
+        if not matched:
+            raise ValueError(f"record file pattern {pattern!r} matches no file")
+        files.update(matched)
+    return sorted(files)
+
+
+def find_corrupt_records(file_patterns: Patterns) -> Dict[str, str]:
+    """{file: 'record N: error'} for every file that cannot be read to the end.
+
+    tf.data's DataLossError ("corrupted record at <byte offset>") does not name the file;
+    call this when it is raised (it reads every file once, so only then).
+    """
+    problems = {}
+    for path in records_in(file_patterns):
+        count = 0
+        try:
+            for _ in tf.data.TFRecordDataset(path):  # one at a time, to count good records
+                count += 1
+        except tf.errors.DataLossError as e:
+            problems[path] = f"record {count}: {_error_text(e)}"
+    return problems
+
+
+def _error_text(error: tf.errors.OpError) -> str:
+    """The reason in a tf error message, without the op and function-node decorations."""
+    text = error.message.split("}} ")[-1]
+    return re.sub(r"\s*\[Op:.*$", "", text, flags=re.S).strip()
+
+
+# ----------------------------------------------------------------------------------------
+# Record specs
+
+
+def bert_feature_spec(seq_length: int, max_predictions: int,
+                      use_nsp: bool = True) -> Dict[str, tf.io.FixedLenFeature]:
+    """google-research/bert's pretraining features, as `create_data` writes them."""
+    ints = lambda n: tf.io.FixedLenFeature([n], tf.int64)  # noqa: E731
+    spec = {"input_ids": ints(seq_length), "input_mask": ints(seq_length),
+            "segment_ids": ints(seq_length), "masked_lm_positions": ints(max_predictions),
+            "masked_lm_ids": ints(max_predictions),
+            "masked_lm_weights": tf.io.FixedLenFeature([max_predictions], tf.float32)}
+    if use_nsp:
+        spec["next_sentence_labels"] = ints(1)
+    return spec
+
+
+def gpt_feature_spec(seq_length: int) -> Dict[str, tf.io.FixedLenFeature]:
+    return {"input_ids": tf.io.FixedLenFeature([seq_length], tf.int64)}
+
+
+def _check_first_record(files: Sequence[str], spec: Dict[str, tf.io.FixedLenFeature]) -> None:
+    """Reads one record and compares its feature lengths with `spec` (eager only).
+
+    Turns the usual configuration mistake (records made at another seq_length) into an
+    error that names the file and both lengths, before a training job starts.
+    """
+    if not tf.executing_eagerly():
+        return  # e.g. a dataset_fn traced by ParameterServerStrategy
+    for path in files[:3]:  # a shard may be empty; do not scan far
+        try:
+            record = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
+        except tf.errors.DataLossError as e:
+            raise ValueError(f"{path}: not a readable TFRecord file ({_error_text(e)})"
+                             ) from None
+        if record is None:
+            continue
+        example = tf.train.Example.FromString(record.numpy())
+        found = {}
+        for name, feature in example.features.feature.items():
+            kind = feature.WhichOneof("kind")
+            found[name] = len(getattr(feature, kind).value) if kind else 0
+        wrong = {name: found.get(name) for name, f in spec.items()
+                 if found.get(name) != f.shape[0]}
+        if wrong:
+            expected = {name: spec[name].shape[0] for name in wrong}
+            raise ValueError(f"{path}: records do not match the requested shapes: feature "
+                             f"lengths {wrong} in the file, expected {expected} (None: "
+                             f"missing). Were they made with another max_seq_length / "
+                             f"max_predictions_per_seq / mode?")
+        return
+
+
+# ----------------------------------------------------------------------------------------
+# Dynamic masking
+
+
+def _prediction_hits(features: Features, seq_length: int) -> tf.Tensor:
+    """int32 [batch, predictions, seq]: one-hot positions of the real (weight > 0)
+    predictions. One-hot rather than a scatter: no duplicate indices from the padding
+    predictions (all at position 0), and static shapes for XLA."""
+    return (tf.one_hot(tf.cast(features["masked_lm_positions"], tf.int32), seq_length,
+                       dtype=tf.int32)
+            * tf.cast(features["masked_lm_weights"] > 0, tf.int32)[:, :, None])
+
+
+def _predicted(features: Features) -> tf.Tensor:
+    """bool [batch, seq]: positions with a real prediction."""
+    return tf.reduce_max(_prediction_hits(features, features["input_ids"].shape[1]), 1) > 0
+
+
+def original_input_ids(features: Features) -> tf.Tensor:
+    """Undoes the static mask: `masked_lm_ids` scattered back into `input_ids`.
+
+    Exact, because the targets are the original tokens. Padding predictions (weight 0,
+    position 0) are ignored. int [batch, seq] -> int32 [batch, seq].
+    """
+    ids = tf.cast(features["input_ids"], tf.int32)
+    hits = _prediction_hits(features, ids.shape[1])
+    targets = tf.cast(features["masked_lm_ids"], tf.int32)[:, :, None]
+    return tf.where(tf.reduce_max(hits, axis=1) > 0, tf.reduce_sum(hits * targets, axis=1),
+                    ids)
+
+
+@dataclasses.dataclass(frozen=True)
+class DynamicMasking:
+    """In-graph MLM re-masking each time an example is read (a fresh mask every epoch).
+
+    continuation_mask: bool [vocab] marking '##' pieces; given, whole words are masked.
+    """
+    vocab_size: int
+    mask_id: int
+    cls_id: int
+    sep_id: int
+    pad_id: int = 0
+    selection_rate: float = 0.15
+    mask_token_rate: float = 0.8
+    random_token_rate: float = 0.1
+    continuation_mask: Optional[Any] = dataclasses.field(default=None, compare=False,
+                                                         repr=False)
+
+    @classmethod
+    def from_vocab_file(cls, vocab_file: str, whole_word: bool = False,
+                        **rates: float) -> "DynamicMasking":
+        """Special-token ids (and the '##' mask for whole words) from a WordPiece vocab."""
+        vocab = read_vocab_file(vocab_file)
+        ids = {token: i for i, token in enumerate(vocab)}
+        continuation = (np.array([t.startswith("##") for t in vocab]) if whole_word else None)
+        return cls(vocab_size=len(vocab), mask_id=ids["[MASK]"], cls_id=ids["[CLS]"],
+                   sep_id=ids["[SEP]"], pad_id=ids["[PAD]"], continuation_mask=continuation,
+                   **rates)
+
+    def __call__(self, features: Features, max_predictions: int) -> Features:
+        """Re-masks a parsed batch; same keys, shapes and dtypes as the input."""
+        unmasked = {k: v for k, v in features.items() if not k.startswith("masked_lm_")}
+        unmasked["input_ids"] = original_input_ids(features)
+        continuation = (None if self.continuation_mask is None
+                        else tf.convert_to_tensor(self.continuation_mask, tf.bool))
+        out = mask_packed_inputs(
+            unmasked, self.vocab_size, self.mask_id, [self.cls_id, self.sep_id, self.pad_id],
+            max_predictions, selection_rate=self.selection_rate,
+            mask_token_rate=self.mask_token_rate, random_token_rate=self.random_token_rate,
+            continuation_mask=continuation)
+        if continuation is not None:
+            # mask_packed_inputs cuts whole-word selections to max_predictions but leaves the
+            # cut pieces corrupted; put those back, so that (as in the records) only
+            # predicted positions differ from the original text.
+            out["input_ids"] = tf.where(_predicted(out), out["input_ids"],
+                                        unmasked["input_ids"])
+        # tf-text's ragged ops lose the static batch size; restore the input's shapes.
+        return {k: tf.ensure_shape(tf.cast(out[k], v.dtype), v.shape)
+                for k, v in features.items()}
+
+
+# ----------------------------------------------------------------------------------------
+# The shared part: files -> serialized records -> parsed batches
+
+
+def _pipelines(input_context: Optional[tf.distribute.InputContext]) -> Tuple[int, int]:
+    if input_context is None or input_context.num_input_pipelines <= 1:
+        return 1, 0
+    return input_context.num_input_pipelines, input_context.input_pipeline_id
+
+
+def _serialized_records(files: List[str], is_training: bool,
+                        input_context: Optional[tf.distribute.InputContext],
+                        seed: Optional[int], shuffle_buffer: int,
+                        cycle_length: int) -> tf.data.Dataset:
+    """Steps 1-5 of the module docstring: a dataset of serialized tf.Examples."""
+    pipelines, pipeline_id = _pipelines(input_context)
+    shard_records = pipelines > len(files)
+    if not shard_records:
+        files = files[pipeline_id::pipelines]  # the same split as Dataset.shard
+    dataset = tf.data.Dataset.from_tensor_slices(files)
+    if is_training:
+        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.repeat()
+    dataset = dataset.interleave(
+        tf.data.TFRecordDataset,
+        # More readers than files would open one file twice and interleave it with itself.
+        cycle_length=min(cycle_length, len(files)) if is_training else 1,
+        num_parallel_calls=AUTOTUNE, deterministic=True)
+    if shard_records:
+        # Fewer files than pipelines: every pipeline reads all files and keeps every n-th
+        # record. With a seed all pipelines see the same order, so the shards are disjoint;
+        # without one they are independent random subsets.
+        dataset = dataset.shard(pipelines, pipeline_id)
+    if is_training:
+        # A different seed from the file shuffle, so the two permutations are unrelated.
+        dataset = dataset.shuffle(shuffle_buffer, seed=None if seed is None else seed + 1,
+                                  reshuffle_each_iteration=True)
+    return dataset
+
+
+def _parsed_batches(dataset: tf.data.Dataset, batch_size: int,
+                    spec: Dict[str, tf.io.FixedLenFeature], skip_batches: int = 0,
+                    postprocess: Optional[Callable[[Features], Features]] = None
+                    ) -> tf.data.Dataset:
+    """Steps 6-7: static batches parsed in one op, int64 -> int32; the first
+    `skip_batches` batches are dropped before parsing (read, never parsed)."""
+    def parse(records: tf.Tensor) -> Features:
+        features = tf.io.parse_example(records, spec)
+        features = {k: tf.cast(v, tf.int32) if v.dtype == tf.int64 else v
+                    for k, v in features.items()}
+        return postprocess(features) if postprocess else features
+
+    dataset = dataset.batch(batch_size, drop_remainder=True)
+    if skip_batches:
+        dataset = dataset.skip(skip_batches)
+    return dataset.map(parse, num_parallel_calls=AUTOTUNE, deterministic=True)
+
+
+def _options(seed: Optional[int]) -> tf.data.Options:
+    options = tf.data.Options()
+    if seed is not None:
+        options.deterministic = True
+    return options
+
+
+def _check_sizes(batch_size: int, skip_batches: int) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if skip_batches < 0:
+        raise ValueError(f"skip_batches must be >= 0, got {skip_batches}")
+
+
+# ----------------------------------------------------------------------------------------
+# Public datasets
+
+
+def bert_pretraining_dataset(file_patterns: Patterns, batch_size: int, seq_length: int,
+                             max_predictions: int, *, is_training: bool = True,
+                             input_context: Optional[tf.distribute.InputContext] = None,
+                             seed: Optional[int] = None, shuffle_buffer: int = 10000,
+                             cycle_length: int = 8,
+                             dynamic_masking: Optional[DynamicMasking] = None,
+                             use_nsp: bool = True, skip_batches: int = 0) -> tf.data.Dataset:
+    """BERT pretraining batches (MLM + NSP) from `create_data` records.
+
+    batch_size: PER-REPLICA batch size (`input_context.get_per_replica_batch_size`).
+    Yields int32 `input_ids`, `input_mask`, `segment_ids` [batch, seq_length],
+    `masked_lm_positions`, `masked_lm_ids` [batch, max_predictions], float32
+    `masked_lm_weights` [batch, max_predictions] and, with `use_nsp`, int32
+    `next_sentence_labels` [batch].
+    dynamic_masking: re-mask in-graph each time a record is read instead of using the
+    record's static mask.
+    skip_batches: drop the first batches (read but not parsed or masked): with a seed, how a
+    resumed job continues where it stopped without an iterator checkpoint.
+    """
+    _check_sizes(batch_size, skip_batches)
+    files = records_in(file_patterns)
+    spec = bert_feature_spec(seq_length, max_predictions, use_nsp)
+    _check_first_record(files, spec)
+
+    def finish(features: Features) -> Features:
+        if use_nsp:
+            features["next_sentence_labels"] = tf.squeeze(features["next_sentence_labels"], -1)
+        return features
+
+    dataset = _serialized_records(files, is_training, input_context, seed, shuffle_buffer,
+                                  cycle_length)
+    dataset = _parsed_batches(dataset, batch_size, spec, skip_batches, finish)
+    if dynamic_masking is not None:
+        dataset = dataset.map(lambda features: dynamic_masking(features, max_predictions),
+                              num_parallel_calls=AUTOTUNE, deterministic=True)
+        # tf-text's random ops are stateful, and tf.data refuses to checkpoint an iterator
+        # holding state it cannot save ("RandomShuffle is stateful"). Ignoring it is the
+        # intended behaviour: records resume exactly, masks are fresh draws.
+        options = tf.data.Options()
+        options.experimental_external_state_policy = (
+            tf.data.experimental.ExternalStatePolicy.IGNORE)
+        dataset = dataset.with_options(options)
+    return dataset.prefetch(AUTOTUNE).with_options(_options(seed))
+
+
+def gpt_pretraining_dataset(file_patterns: Patterns, batch_size: int, seq_length: int, *,
+                            is_training: bool = True,
+                            input_context: Optional[tf.distribute.InputContext] = None,
+                            seed: Optional[int] = None, shuffle_buffer: int = 10000,
+                            cycle_length: int = 8, skip_batches: int = 0) -> tf.data.Dataset:
+    """GPT language-model batches: int32 `input_ids` [batch, seq_length] (contiguous token
+    windows; the model shifts them for next-token targets).
+
+    batch_size: PER-REPLICA batch size (`input_context.get_per_replica_batch_size`).
+    skip_batches: drop the first batches (read but not parsed), as for BERT.
+    """
+    _check_sizes(batch_size, skip_batches)
+    files = records_in(file_patterns)
+    spec = gpt_feature_spec(seq_length)
+    _check_first_record(files, spec)
+    dataset = _serialized_records(files, is_training, input_context, seed, shuffle_buffer,
+                                  cycle_length)
+    dataset = _parsed_batches(dataset, batch_size, spec, skip_batches)
+    return dataset.prefetch(AUTOTUNE).with_options(_options(seed))
+
+
+def distribute_dataset(strategy: tf.distribute.Strategy,
+                       dataset_fn: Callable[[tf.distribute.InputContext], tf.data.Dataset],
+                       options: Optional[tf.distribute.InputOptions] = None):
+    """A distributed dataset: `dataset_fn` is called once per input pipeline (worker).
+
+    dataset_fn(input_context) must pass `input_context` on (for file sharding) and batch
+    with the PER-REPLICA size, `input_context.get_per_replica_batch_size(global_batch_size)`,
+    e.g.
+
+        distribute_dataset(strategy, lambda ctx: bert_pretraining_dataset(
+            files, ctx.get_per_replica_batch_size(256), 128, 20, input_context=ctx, seed=1))
+
+    Each replica then gets batches of the per-replica size, and one step consumes the
+    global batch.
+    """
+    return strategy.distribute_datasets_from_function(dataset_fn, options)

@@ -1,0 +1,393 @@
+"""The pretraining loop for BERT (MLM + NSP) and GPT-1 (causal LM), on any tf.distribute strategy.
+
+`run_pretraining(config)` is what the absl binary `pretraining/run_pretraining.py` calls and
+what tests call directly. One loop serves both models; the differences are three small
+functions picked by `config.model`: the model, the loss and the input pipeline.
+
+Resume: a checkpoint holds the model, the optimizer (slots and iteration count), the input
+iterator (its position and shuffle buffers), the dropout seed-generator states and the step, so
+a run killed at any point and restarted with the same flags continues where its last checkpoint
+left off and, with `deterministic=True`, produces the same losses as an uninterrupted run.
+`init_checkpoint` instead loads only model weights (BERT's 128 -> 512 second phase).
+
+Multi-worker: every worker runs the same program (TF_CONFIG says who is who); all of them must
+take part in saving, but only the chief writes to `model_dir`, the others to a scratch folder
+that is deleted after each save (the pattern tf.distribute documents).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from typing import Callable, Dict, List, Optional, Tuple
+
+import keras
+import tensorflow as tf
+
+from pretraining import input_pipeline
+from tfmodels import configs
+from tfmodels.bert import BertPretrainer
+from tfmodels.gpt import GptLanguageModel
+from tfmodels.losses import bert_pretraining_loss, gpt_pretraining_loss
+from tfmodels.optimization import create_optimizer
+from tfmodels.training import TrainStep
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    # What to train.
+    model: str = dataclasses.field(default="bert", metadata={"help": "bert | gpt"})
+    model_config: str = dataclasses.field(
+        default="bert_base", metadata={"help": f"Named size: {sorted(configs.NAMED_CONFIGS)}"})
+    vocab_size: int = dataclasses.field(
+        default=0, metadata={"help": "Override the config's vocabulary size (0: keep)."})
+    # Data.
+    input_files: Tuple[str, ...] = dataclasses.field(
+        default=(), metadata={"help": "Globs of TFRecord shards from create_pretraining_data."})
+    seq_length: int = 128
+    max_predictions_per_seq: int = 20
+    use_nsp: bool = dataclasses.field(
+        default=True, metadata={"help": "BERT: train next-sentence prediction too."})
+    dynamic_masking: bool = dataclasses.field(
+        default=False, metadata={"help": "BERT: re-mask in tf.data each time a record is "
+                                         "read instead of using the records' static masks."})
+    whole_word_masking: bool = False
+    vocab_file: str = dataclasses.field(
+        default="", metadata={"help": "WordPiece vocab (needed for dynamic masking)."})
+    shuffle_buffer: int = 10000
+    # Optimisation.
+    global_batch_size: int = 256
+    train_steps: int = 1000
+    warmup_steps: int = 100
+    learning_rate: float = 1e-4
+    optimizer: str = dataclasses.field(default="adamw", metadata={"help": "adamw | lamb"})
+    decay: str = dataclasses.field(
+        default="", metadata={"help": "linear | cosine ('' = linear for BERT, cosine for "
+                                      "GPT-1, as in the papers)"})
+    weight_decay: float = 0.01
+    beta_2: float = 0.999
+    clip_norm: float = 1.0
+    gradient_accumulation_steps: int = dataclasses.field(
+        default=1, metadata={"help": "Micro-batches per update; each is "
+                                     "global_batch_size / this."})
+    # Execution.
+    strategy: str = dataclasses.field(
+        default="one_device", metadata={"help": "one_device | mirrored | multi_worker | tpu"})
+    tpu: str = dataclasses.field(default="", metadata={"help": "TPU name or grpc:// address."})
+    num_cpu_devices: int = dataclasses.field(
+        default=0, metadata={"help": "Split the CPU into this many logical devices (testing "
+                                     "mirrored strategies without accelerators)."})
+    mixed_precision: str = dataclasses.field(
+        default="", metadata={"help": "'' (float32) | mixed_bfloat16 | mixed_float16"})
+    jit_compile: bool = False
+    deterministic: bool = dataclasses.field(
+        default=False, metadata={"help": "Enable TF op determinism (reproducible losses)."})
+    seed: int = 12345
+    # Held-out evaluation (MLM / NSP accuracy, perplexity) during training.
+    eval_input_files: Tuple[str, ...] = dataclasses.field(
+        default=(), metadata={"help": "Globs of held-out shards; empty: no evaluation."})
+    eval_every: int = 1000
+    eval_batches: int = 20
+    # Output.
+    model_dir: str = ""
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 5
+    log_every: int = 100
+    init_checkpoint: str = dataclasses.field(
+        default="", metadata={"help": "Checkpoint (file prefix or folder) to take model "
+                                      "weights from; optimizer and step start fresh."})
+
+    def __post_init__(self):
+        problems = []
+        if self.model not in ("bert", "gpt"):
+            problems.append(f"model must be bert or gpt, got {self.model!r}")
+        if not self.input_files:
+            problems.append("input_files is empty")
+        if not self.model_dir:
+            problems.append("model_dir is required")
+        if self.strategy not in ("one_device", "mirrored", "multi_worker", "tpu"):
+            problems.append(f"unknown strategy {self.strategy!r}")
+        if self.mixed_precision not in ("", "mixed_bfloat16", "mixed_float16"):
+            problems.append(f"unknown mixed_precision {self.mixed_precision!r}")
+        if self.global_batch_size % self.gradient_accumulation_steps:
+            problems.append(f"global_batch_size {self.global_batch_size} is not divisible by "
+                            f"gradient_accumulation_steps {self.gradient_accumulation_steps}")
+        if self.dynamic_masking and not self.vocab_file:
+            problems.append("dynamic_masking needs vocab_file")
+        if problems:
+            raise ValueError("bad pretraining config: " + "; ".join(problems))
+
+    @property
+    def decay_shape(self) -> str:
+        return self.decay or ("linear" if self.model == "bert" else "cosine")
+
+
+def make_strategy(name: str, tpu: str = "", num_cpu_devices: int = 0) -> tf.distribute.Strategy:
+    """one_device (first GPU, else CPU) | mirrored (all GPUs, else the logical CPUs) |
+    multi_worker (TF_CONFIG) | tpu."""
+    if name == "multi_worker":
+        # Before anything else touches the runtime (listing devices initialises it, and
+        # collectives must be configured at start-up).
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("strategy multi_worker needs TF_CONFIG (cluster and task) set")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    if num_cpu_devices > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        if tf.config.get_logical_device_configuration(cpu) is None:
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * num_cpu_devices)
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+    if name == "mirrored":
+        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        return tf.distribute.MirroredStrategy(devices)
+    raise ValueError(f"unknown strategy {name!r}")
+
+
+def build_model(config: PretrainConfig) -> keras.Model:
+    overrides = {"vocab_size": config.vocab_size} if config.vocab_size else {}
+    model_config = configs.get_config(config.model_config, **overrides)
+    if config.model == "bert":
+        if not isinstance(model_config, configs.BertConfig):
+            raise ValueError(f"model bert needs a BERT config, got {config.model_config!r}")
+        return BertPretrainer(model_config)
+    if not isinstance(model_config, configs.GptConfig):
+        raise ValueError(f"model gpt needs a GPT config, got {config.model_config!r}")
+    if config.seq_length > model_config.max_positions:
+        raise ValueError(f"seq_length {config.seq_length} exceeds {config.model_config}'s "
+                         f"{model_config.max_positions} positions")
+    return GptLanguageModel(model_config)
+
+
+def loss_function(config: PretrainConfig) -> Callable:
+    if config.model == "gpt":
+        return gpt_pretraining_loss
+    return lambda outputs, batch: bert_pretraining_loss(outputs, batch, use_nsp=config.use_nsp)
+
+
+def dataset_function(config: PretrainConfig, micro_batch_size: int,
+                     training: bool = True, skip_batches: int = 0) -> Callable:
+    """input_context -> this pipeline's per-replica dataset (what the strategy distributes).
+
+    Evaluation reads `eval_input_files` in order, static masks, no shuffling."""
+    masking = None
+    files = config.input_files if training else config.eval_input_files
+    if config.dynamic_masking and training:
+        masking = input_pipeline.DynamicMasking.from_vocab_file(
+            config.vocab_file, whole_word=config.whole_word_masking)
+
+    def make(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        batch = context.get_per_replica_batch_size(micro_batch_size)
+        common = dict(is_training=training, input_context=context, seed=config.seed,
+                      shuffle_buffer=config.shuffle_buffer, skip_batches=skip_batches)
+        if config.model == "gpt":
+            return input_pipeline.gpt_pretraining_dataset(
+                files, batch, config.seq_length, **common)
+        return input_pipeline.bert_pretraining_dataset(
+            files, batch, config.seq_length, config.max_predictions_per_seq,
+            dynamic_masking=masking, use_nsp=config.use_nsp, **common)
+
+    return make
+
+
+def _is_chief(strategy: tf.distribute.Strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker" and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def _write_dir(model_dir: str, strategy: tf.distribute.Strategy) -> str:
+    if _is_chief(strategy):
+        return model_dir
+    resolver = strategy.cluster_resolver
+    return os.path.join(model_dir, f".scratch_{resolver.task_type}_{resolver.task_id}")
+
+
+def _resolve_checkpoint(path: str) -> str:
+    if tf.io.gfile.isdir(path):
+        latest = tf.train.latest_checkpoint(path)
+        if latest is None:
+            raise ValueError(f"init_checkpoint folder {path} holds no checkpoint")
+        return latest
+    if not tf.io.gfile.exists(path + ".index"):
+        raise ValueError(f"init_checkpoint {path} not found (expected {path}.index)")
+    return path
+
+
+class Evaluator:
+    """Mean pretraining metrics over the first `batches` held-out batches (dropout off)."""
+
+    def __init__(self, model, loss_fn, strategy, dataset_fn, batches: int):
+        self.strategy, self.batches = strategy, batches
+        self.dataset = input_pipeline.distribute_dataset(strategy, dataset_fn)
+
+        def replica_step(batch):
+            return loss_fn(model(batch, training=False), batch)
+
+        @tf.function
+        def step(batch):
+            per_replica = strategy.run(replica_step, args=(batch,))
+            return {name: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
+                    for name, value in per_replica.items()}
+
+        self.step = step
+
+    def __call__(self) -> Dict[str, float]:
+        totals: Dict[str, float] = {}
+        count = 0
+        for batch in self.dataset:
+            for name, value in self.step(batch).items():
+                totals[name] = totals.get(name, 0.0) + float(value)
+            count += 1
+            if count == self.batches:
+                break
+        if not count:
+            raise ValueError("eval_input_files gave no complete batch")
+        return {f"eval_{name}": value / count for name, value in totals.items()}
+
+
+class MetricLog:
+    """Per-step metrics kept as tensors and read at log time, so logging does not force a
+    device sync every step; written as JSON lines and TensorBoard scalars by the chief."""
+
+    def __init__(self, model_dir: str, enabled: bool):
+        self.enabled = enabled
+        self.pending: List[Tuple[int, Dict[str, tf.Tensor]]] = []
+        self.path = os.path.join(model_dir, "metrics.jsonl")
+        self.writer = (tf.summary.create_file_writer(os.path.join(model_dir, "train"))
+                       if enabled else None)
+
+    def add(self, step: int, metrics: Dict[str, tf.Tensor]) -> None:
+        self.pending.append((step, metrics))
+
+    def flush(self, extra: Optional[Dict[str, float]] = None) -> List[Dict[str, float]]:
+        rows = [{"step": step, **{k: float(v) for k, v in m.items()}}
+                for step, m in self.pending]
+        self.pending = []
+        if not (self.enabled and rows):
+            return rows
+        rows[-1].update(extra or {})
+        with open(self.path, "a", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+        with self.writer.as_default():
+            for row in rows:
+                for name, value in row.items():
+                    if name != "step":
+                        tf.summary.scalar(name, value, step=row["step"])
+        self.writer.flush()
+        return rows
+
+
+def run_pretraining(config: PretrainConfig, strategy: Optional[tf.distribute.Strategy] = None,
+                    log: Callable[[str], None] = print) -> List[Dict[str, float]]:
+    """Trains until `config.train_steps` optimizer updates, resuming from `model_dir`.
+
+    Returns the metrics of the steps run by this call (one dict per micro-step).
+    """
+    # The strategy first: multi-worker collectives must be configured before anything
+    # (seeding included) initialises the TensorFlow runtime.
+    strategy = strategy or make_strategy(config.strategy, config.tpu, config.num_cpu_devices)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(config.seed)
+    policy = config.mixed_precision or "float32"
+    keras.mixed_precision.set_global_policy(policy)
+    accumulation = config.gradient_accumulation_steps
+    micro_steps = config.train_steps * accumulation
+    chief = _is_chief(strategy)
+    try:
+        with strategy.scope():
+            model = build_model(config)
+            # The schedule counts optimizer iterations, which Keras advances every micro-step.
+            optimizer = create_optimizer(
+                config.learning_rate, total_steps=micro_steps,
+                warmup_steps=config.warmup_steps * accumulation, decay=config.decay_shape,
+                optimizer=config.optimizer, weight_decay=config.weight_decay,
+                beta_2=config.beta_2,
+                gradient_accumulation_steps=accumulation if accumulation > 1 else None,
+                loss_scale=config.mixed_precision == "mixed_float16")
+            step_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="micro_step")
+        train_step = TrainStep(model, optimizer, loss_function(config), strategy,
+                               jit_compile=config.jit_compile, clip_norm=config.clip_norm)
+        # Dropout's seed-generator states are not tracked by the model's checkpoint
+        # dependencies; without them a resumed run would draw different dropout masks.
+        seed_states = [v for v in model.non_trainable_variables if "seed_generator" in v.path]
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_counter,
+                                         seed_states=seed_states)
+        write_dir = _write_dir(config.model_dir, strategy)
+        manager = tf.train.CheckpointManager(checkpoint, write_dir, config.keep_checkpoints,
+                                             step_counter=step_counter)
+        # Every worker restores from the chief's folder: it holds the only complete history.
+        latest = tf.train.latest_checkpoint(config.model_dir)
+        if latest:
+            checkpoint.restore(latest).assert_existing_objects_matched()
+            log(f"resumed from {latest} at micro-step {int(step_counter.numpy())}")
+        elif config.init_checkpoint:
+            source = _resolve_checkpoint(config.init_checkpoint)
+            tf.train.Checkpoint(model=model).read(source).expect_partial()
+            log(f"model weights initialised from {source}")
+        step = int(step_counter.numpy())
+        # The input position is the step: distributed iterators cannot be checkpointed
+        # (tensorflow#56372), so each pipeline, deterministic for a seed, skips the batches
+        # already consumed. The skip reads records but does not parse them.
+        iterator = iter(input_pipeline.distribute_dataset(
+            strategy, dataset_function(config, config.global_batch_size // accumulation,
+                                       skip_batches=step)))
+        if chief:
+            tf.io.gfile.makedirs(config.model_dir)
+            with open(os.path.join(config.model_dir, "pretrain_config.json"), "w") as f:
+                json.dump(dataclasses.asdict(config), f, indent=2)
+        metric_log = MetricLog(config.model_dir, enabled=chief)
+        evaluator = None
+        if config.eval_input_files:
+            evaluator = Evaluator(model, loss_function(config), strategy,
+                                  dataset_function(config, config.global_batch_size // accumulation,
+                                                   training=False), config.eval_batches)
+        log(f"{config.model} {config.model_config}: {model.count_params():,} parameters, "
+            f"{strategy.num_replicas_in_sync} replica(s) ({type(strategy).__name__}), "
+            f"policy {policy}, jit_compile={config.jit_compile}")
+        history: List[Dict[str, float]] = []
+        window_start, window_step = time.perf_counter(), step
+        tokens_per_micro_step = config.global_batch_size // accumulation * config.seq_length
+        while step < micro_steps:
+            metrics = train_step(next(iterator))
+            step += 1
+            step_counter.assign(step)
+            metric_log.add(step, metrics)
+            at_checkpoint = step % (config.checkpoint_every * accumulation) == 0
+            at_eval = evaluator is not None and (
+                step % (config.eval_every * accumulation) == 0 or step == micro_steps)
+            if step % config.log_every == 0 or step == micro_steps or at_checkpoint or at_eval:
+                seconds = time.perf_counter() - window_start
+                extra = {"tokens_per_second": (step - window_step) * tokens_per_micro_step
+                         / max(seconds, 1e-9)}
+                if at_eval:
+                    extra.update(evaluator())
+                rows = metric_log.flush(extra)
+                history.extend(rows)
+                last = rows[-1]
+                shown = {k: v for k, v in last.items() if k not in ("step",)}
+                log(f"step {step // accumulation}/{config.train_steps}  " + "  ".join(
+                    f"{k} {v:.4g}" for k, v in shown.items()))
+                window_start, window_step = time.perf_counter(), step
+            if at_checkpoint or step == micro_steps:
+                manager.save(checkpoint_number=step)
+                if not chief:
+                    shutil.rmtree(write_dir, ignore_errors=True)
+        if chief:
+            model.save(os.path.join(config.model_dir, "pretrained.keras"))
+        return history
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

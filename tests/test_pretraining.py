@@ -1,0 +1,221 @@
+"""The pretraining binary and loop: learning on real records, strategies (one device, mirrored
+over two logical CPUs, multi-worker as two local processes), kill-and-resume equality, the
+128 -> 512 init_checkpoint phase, optimizer / precision / accumulation options, bad configs."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pretraining.create_data import DataConfig, create_pretraining_data
+from pretraining.trainer import PretrainConfig, run_pretraining
+from tests.conftest import PROJECT_ROOT
+
+SEQ, PREDICTIONS = 64, 10
+BERT_VOCAB = "bert_vocab/bert-base-uncased-vocab.txt"
+
+
+@pytest.fixture(scope="module")
+def bert_records(tmp_path_factory, shared_data):
+    from tools.benchmark_data_creation import wikitext_documents, write_benchmark_input
+    folder = tmp_path_factory.mktemp("pretrain_records")
+    corpus = folder / "wiki.txt"
+    docs = wikitext_documents(str(shared_data / "corpus/wikitext2-valid.tokens.txt"))[:30]
+    write_benchmark_input(str(corpus), docs, 1)
+    config = DataConfig(vocab_file=str(shared_data / BERT_VOCAB), max_seq_length=SEQ,
+                        max_predictions_per_seq=PREDICTIONS, dupe_factor=1,
+                        chunk_bytes=32 << 10)
+    create_pretraining_data([str(corpus)], str(folder / "bert"), config, log=lambda m: None)
+    return str(folder / "bert" / "*.tfrecord")
+
+
+@pytest.fixture(scope="module")
+def gpt_records(tmp_path_factory, shared_data):
+    folder = tmp_path_factory.mktemp("gpt_records")
+    corpus = folder / "shakespeare.txt"
+    lines = (shared_data / "corpus/tinyshakespeare.txt").read_text(encoding="utf-8")
+    corpus.write_text(lines[:120_000], encoding="utf-8")
+    gpt = shared_data / "gpt1_openai"
+    config = DataConfig(mode="gpt", input_format="plain", n_ctx=SEQ,
+                        bpe_encoder_file=str(gpt / "encoder_bpe_40000.json"),
+                        bpe_merges_file=str(gpt / "vocab_40000.bpe"), chunk_bytes=32 << 10)
+    create_pretraining_data([str(corpus)], str(folder / "gpt"), config, log=lambda m: None)
+    return str(folder / "gpt" / "*.tfrecord")
+
+
+def bert_config(records, model_dir, **overrides):
+    values = dict(model="bert", model_config="bert_test", vocab_size=30522,
+                  input_files=(records,), seq_length=SEQ, max_predictions_per_seq=PREDICTIONS,
+                  global_batch_size=8, train_steps=30, warmup_steps=3, learning_rate=2e-3,
+                  model_dir=str(model_dir), checkpoint_every=10, log_every=5,
+                  shuffle_buffer=200)
+    values.update(overrides)
+    return PretrainConfig(**values)
+
+
+def mean_loss(history, key, first):
+    rows = history[:5] if first else history[-5:]
+    return float(np.mean([row[key] for row in rows]))
+
+
+def test_bert_learns_and_writes_everything(bert_records, tmp_path):
+    history = run_pretraining(bert_config(bert_records, tmp_path), log=lambda m: None)
+    assert len(history) == 30 and history[-1]["step"] == 30
+    assert {"loss", "mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy"} <= set(history[0])
+    assert mean_loss(history, "mlm_loss", False) < mean_loss(history, "mlm_loss", True) - 0.5
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-30")
+    logged = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [row["step"] for row in logged] == list(range(1, 31))
+    assert "tokens_per_second" in logged[-1]
+    assert os.listdir(tmp_path / "train")  # TensorBoard events
+    reloaded = keras.saving.load_model(str(tmp_path / "pretrained.keras"))
+    assert reloaded.count_params() > 0
+
+
+def test_gpt_learns(gpt_records, tmp_path):
+    config = PretrainConfig(model="gpt", model_config="gpt_test", vocab_size=40481,
+                            input_files=(gpt_records,), seq_length=SEQ, global_batch_size=8,
+                            train_steps=30, warmup_steps=3, learning_rate=3e-3,
+                            model_dir=str(tmp_path), checkpoint_every=100, log_every=10,
+                            shuffle_buffer=200)
+    assert config.decay_shape == "cosine"  # GPT-1's schedule by default
+    history = run_pretraining(config, log=lambda m: None)
+    assert {"lm_loss", "perplexity", "lm_accuracy"} <= set(history[0])
+    assert mean_loss(history, "lm_loss", False) < mean_loss(history, "lm_loss", True) - 1.0
+
+
+def test_mirrored_over_two_logical_cpus(bert_records, tmp_path, mirrored_strategy):
+    strategy = mirrored_strategy
+    messages = []
+    history = run_pretraining(bert_config(bert_records, tmp_path, train_steps=20,
+                                          strategy="mirrored"),
+                              strategy=strategy, log=messages.append)
+    assert any("2 replica(s)" in m for m in messages)
+    assert mean_loss(history, "mlm_loss", False) < mean_loss(history, "mlm_loss", True)
+
+
+@pytest.mark.parametrize("options", [
+    dict(optimizer="lamb", gradient_accumulation_steps=2),
+    dict(mixed_precision="mixed_bfloat16", jit_compile=True),
+    dict(mixed_precision="mixed_float16", dynamic_masking=True, whole_word_masking=True),
+])
+def test_options_run(bert_records, tmp_path, shared_data, options):
+    if options.get("dynamic_masking"):
+        options["vocab_file"] = str(shared_data / BERT_VOCAB)
+    history = run_pretraining(bert_config(bert_records, tmp_path, train_steps=4,
+                                          log_every=1, **options), log=lambda m: None)
+    accumulation = options.get("gradient_accumulation_steps", 1)
+    assert len(history) == 4 * accumulation
+    assert all(np.isfinite(row["loss"]) for row in history)
+
+
+def test_init_checkpoint_takes_weights_only(bert_records, tmp_path):
+    phase1 = tmp_path / "phase1"
+    run_pretraining(bert_config(bert_records, phase1, train_steps=4), log=lambda m: None)
+    # learning_rate 0: the phase-2 model must still hold phase 1's weights after its step.
+    phase2 = tmp_path / "phase2"
+    messages = []
+    run_pretraining(bert_config(bert_records, phase2, train_steps=1, warmup_steps=0,
+                                learning_rate=0.0,
+                                init_checkpoint=str(phase1)), log=messages.append)
+    assert any("initialised from" in m and "ckpt-4" in m for m in messages)
+    first = keras.saving.load_model(str(phase1 / "pretrained.keras"))
+    second = keras.saving.load_model(str(phase2 / "pretrained.keras"))
+    for a, b in zip(first.weights, second.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="holds no checkpoint"):
+        run_pretraining(bert_config(bert_records, tmp_path / "p3", train_steps=1, warmup_steps=0,
+                                    init_checkpoint=str(empty)), log=lambda m: None)
+
+
+def test_bad_config_names_every_problem(tmp_path):
+    with pytest.raises(ValueError) as error:
+        PretrainConfig(model="t5", input_files=(), model_dir="", strategy="horovod",
+                       global_batch_size=10, gradient_accumulation_steps=3)
+    message = str(error.value)
+    for part in ("model must be bert or gpt", "input_files is empty", "model_dir is required",
+                 "unknown strategy 'horovod'", "not divisible"):
+        assert part in message
+
+
+# ---- the binary, in fresh processes -------------------------------------------------------
+
+def binary_command(records, model_dir, *extra):
+    return [sys.executable, "-m", "pretraining.run_pretraining", "--model=bert",
+            "--model_config=bert_test", "--vocab_size=30522", f"--input_files={records}",
+            f"--seq_length={SEQ}", f"--max_predictions_per_seq={PREDICTIONS}",
+            "--global_batch_size=8", "--train_steps=8", "--warmup_steps=2",
+            "--learning_rate=2e-3", f"--model_dir={model_dir}", "--checkpoint_every=2",
+            "--log_every=1", "--deterministic", "--shuffle_buffer=200", *extra]
+
+
+def subprocess_env(**extra):
+    return {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONPATH": str(PROJECT_ROOT), **extra}
+
+
+def final_losses(model_dir):
+    """Step -> loss, the last logged value of each step (a resumed run re-logs some)."""
+    losses = {}
+    for line in open(os.path.join(model_dir, "metrics.jsonl")):
+        row = json.loads(line)
+        losses[row["step"]] = row["loss"]
+    return losses
+
+
+def test_killed_run_resumes_to_identical_losses(bert_records, tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(binary_command(bert_records, straight), check=True, cwd=PROJECT_ROOT,
+                   env=subprocess_env(), capture_output=True)
+    process = subprocess.Popen(binary_command(bert_records, killed), cwd=PROJECT_ROOT,
+                               env=subprocess_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "ckpt-4.index").exists():
+        assert process.poll() is None and time.time() < deadline, "run ended before step 4"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "pretrained.keras").exists()  # it really was cut short
+    resumed = subprocess.run(binary_command(bert_records, killed), cwd=PROJECT_ROOT,
+                             env=subprocess_env(), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    expected, got = final_losses(straight), final_losses(killed)
+    assert sorted(got) == list(range(1, 9))
+    assert got == expected
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_multi_worker_two_local_processes(bert_records, tmp_path):
+    workers = [f"localhost:{free_port()}", f"localhost:{free_port()}"]
+    processes = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": {"worker": workers},
+                                "task": {"type": "worker", "index": index}})
+        processes.append(subprocess.Popen(
+            binary_command(bert_records, tmp_path, "--strategy=multi_worker",
+                           "--train_steps=4"),
+            cwd=PROJECT_ROOT, env=subprocess_env(TF_CONFIG=tf_config),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [p.communicate(timeout=300) for p in processes]
+    for p, (out, err) in zip(processes, outputs):
+        assert p.returncode == 0, err[-3000:]
+        assert "2 replica(s)" in out  # one per worker, all-reduced together
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-4")
+    assert sorted(final_losses(tmp_path)) == [1, 2, 3, 4]
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".scratch")]
