@@ -1,0 +1,518 @@
+"""Fine-tuning task models: a pretrained backbone (BERT encoder or GPT-1 decoder) plus the
+papers' task heads, and the losses that train them.
+
+One class per task kind serves both architectures. The papers differ only in how a sequence
+becomes one vector, so that is the single branch (`TaskModel.encode`):
+  BERT   the pooled [CLS] state, tanh(dense(h_[CLS])), pretrained by NSP: the BERT paper's
+         GLUE / SWAG setup. With `feature_layers > 1` (the feature-based approach, whose best
+         NER setup concatenates the top 4 layers) the [CLS] slice of the concatenation.
+  GPT-1  the final state at the classify token, h_l^m at `classify_position` (Section 3.2).
+
+Heads (all with TruncatedNormal(0.02) kernels, the papers' initialiser):
+  SequenceClassifier   dropout(0.1) -> dense(num_labels): GLUE, SNLI, SciTail; `regression`
+                       gives one scalar (STS-B). GPT-1 similarity (`symmetric`, MRPC/QQP/STS-B)
+                       reads both orders of the pair and SUMS the two classify states before the
+                       linear layer (GPT-1 Section 3.3: "added element-wise").
+  MultipleChoiceModel  one scalar per candidate, softmaxed over candidates by the loss: BERT's
+                       SWAG and GPT-1's Story Cloze / RACE transforms.
+  SpanModel            dense(2) on every token -> start / end logits (BERT's SQuAD; no dropout
+                       before it, as in google-research/bert `run_squad.py`).
+  TokenClassifier      dropout -> dense(num_labels) on every token (BERT's CoNLL-2003 NER).
+
+Inputs (finetune.features) — BERT: input_ids, segment_ids, input_mask [b, s]; GPT-1: input_ids,
+input_mask [b, s], classify_position [b]. Multiple choice and GPT-1 similarity add a view axis:
+[b, k, s] and classify_position [b, k] (similarity may instead come as `*_swapped` keys).
+
+Outputs are float32 whatever the dtype policy: `logits` (classes [b, n], choices [b, k], tags
+[b, s, n]), `predictions` (regression, [b]) or `start_logits` / `end_logits` [b, s]. GPT-1
+models built with `aux_lm=True` also return `lm_logits` [b, (k,) s, vocab] from the tied token
+embedding, for the auxiliary objective L3 = L2 + lambda * L1 (lambda = 0.5) that `task_loss` adds.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Union
+
+import keras
+from keras import ops
+
+from tfmodels.bert import BertEncoder
+from tfmodels.gpt import GptDecoder
+from tfmodels.losses import causal_lm_loss
+
+Backbone = Union[BertEncoder, GptDecoder]
+LossFn = Callable[[Dict, Dict], Dict]
+
+MODEL_TYPES = ("bert", "gpt")
+BERT_INPUT_KEYS = ("input_ids", "segment_ids", "input_mask")
+GPT_INPUT_KEYS = ("input_ids", "input_mask", "classify_position")
+# Token-classification label of positions the loss skips (non-first sub-tokens, specials, pads).
+IGNORE_LABEL = -1
+# Span logit at padding: far below any real logit, still finite in float32 softmax.
+MASKED_LOGIT = -1e9
+# GPT-1's semantic-similarity tasks (Table 4), read in both orders by the symmetric head.
+GPT_SIMILARITY_TASKS = ("mrpc", "qqp", "stsb")
+# Where the loss finds each label: the first key present wins (the names of the design brief,
+# then those finetune.features writes).
+LABEL_KEYS = {
+    "label": ("label_ids", "label"),
+    "start": ("start_positions", "start_position"),
+    "end": ("end_positions", "end_position"),
+}
+
+
+# ---- backbones --------------------------------------------------------------------------------
+
+def as_backbone(model) -> Backbone:
+    """The BertEncoder / GptDecoder itself, or the one inside a BertPretrainer,
+    GptLanguageModel or TaskModel (so a pretraining checkpoint can be passed directly)."""
+    if isinstance(model, (BertEncoder, GptDecoder)):
+        return model
+    for attr in ("backbone", "encoder", "decoder"):
+        inner = getattr(model, attr, None)
+        if isinstance(inner, (BertEncoder, GptDecoder)):
+            return inner
+    raise TypeError(f"expected a BertEncoder or GptDecoder (or a model wrapping one), "
+                    f"got {type(model).__name__}")
+
+
+def backbone_type(model) -> str:
+    """"bert" or "gpt"."""
+    return "bert" if isinstance(as_backbone(model), BertEncoder) else "gpt"
+
+
+def stack_views(inputs: Mapping) -> Dict:
+    """GPT-1 similarity given as `key` [b, s] + `key_swapped` [b, s] -> `key` [b, 2, s].
+
+    Inputs without `input_ids_swapped` (already [b, 2, s], or single views) pass unchanged.
+    """
+    if "input_ids_swapped" not in inputs:
+        return dict(inputs)
+    stacked = dict(inputs)
+    for key in GPT_INPUT_KEYS:
+        if key not in inputs:
+            continue
+        if f"{key}_swapped" not in inputs:
+            raise KeyError(f"inputs have input_ids_swapped and {key} but no {key}_swapped")
+        stacked[key] = ops.stack([inputs[key], inputs[f"{key}_swapped"]], axis=1)
+    return stacked
+
+
+def gather_positions(sequence, positions):
+    """sequence [n, s, h], positions int [n] -> [n, h]: row i's vector at positions[i]."""
+    index = ops.cast(positions, "int32")[:, None, None]
+    return ops.take_along_axis(sequence, index, axis=1)[:, 0, :]
+
+
+def _flatten_views(inputs: Mapping, keys) -> tuple:
+    """Keeps the model's input keys; [b, k, s] / [b, k] -> [b*k, s] / [b*k].
+
+    Returns (flat inputs, k or None). The view count must be static (it is a head shape).
+    """
+    ids = inputs["input_ids"]
+    if len(ids.shape) not in (2, 3):
+        raise ValueError(f"input_ids must be [batch, seq] or [batch, views, seq], got {ids.shape}")
+    views = ids.shape[1] if len(ids.shape) == 3 else None
+    flat = {}
+    for key in keys:
+        value = inputs.get(key)
+        if value is None:
+            continue
+        if views is not None:
+            value = ops.reshape(value, (-1,) if key == "classify_position"
+                                else (-1, ops.shape(value)[-1]))
+        flat[key] = value
+    return flat, views
+
+
+class Encoded(NamedTuple):
+    """What every head reads from the backbone, on inputs flattened to n = batch (* views)."""
+
+    inputs: Dict            # the model's input tensors, flattened
+    features: object        # [n, s, hidden * feature_layers]
+    summary: object         # [n, hidden * feature_layers]: pooled [CLS] or GPT classify state
+    lm_logits: object       # float32 [n, s, vocab] (GPT with aux_lm) or None
+    views: Optional[int]    # k of a [b, k, s] input, None for [b, s]
+
+
+# ---- task models ------------------------------------------------------------------------------
+
+class TaskModel(keras.Model):
+    """Backbone + head. Subclasses build their Dense layers with `_dense` and call `encode`.
+
+    backbone: BertEncoder / GptDecoder (or a model wrapping one, see `as_backbone`), or its
+      serialised config (when loading a `.keras` file).
+    feature_layers: how many of the top hidden states to concatenate (1 = last layer only).
+    dropout: rate of the dropout before the output layer ("classifier dropout", 0.1 in both).
+    aux_lm: GPT-1 only; also return `lm_logits` for the auxiliary LM loss.
+
+    A frozen backbone (`backbone.trainable = False`, see finetune.strategies) runs in inference
+    mode: frozen features are fixed features, as when BERT's were extracted once for NER.
+    Backbone layers the head never reads (`unused_backbone_layers`) are frozen here and by
+    every strategy: they would get None gradients, which break gradient all-reduce and clipping.
+    """
+
+    reads_summary = True  # whether the head reads the per-sequence vector (else per-token)
+
+    def __init__(self, backbone, feature_layers: int = 1, dropout: float = 0.1,
+                 aux_lm: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(backbone, dict):
+            backbone = keras.saving.deserialize_keras_object(backbone)
+        self.backbone = as_backbone(backbone)
+        self.model_type = backbone_type(self.backbone)
+        cfg = self.backbone.config
+        if not 1 <= feature_layers <= cfg.num_layers + 1:
+            raise ValueError(f"feature_layers must be in 1..{cfg.num_layers + 1} (the embeddings "
+                             f"and {cfg.num_layers} layers), got {feature_layers}")
+        if aux_lm and self.model_type != "gpt":
+            raise ValueError("aux_lm is GPT-1's auxiliary language-modelling objective; "
+                             "a BERT backbone has no causal LM")
+        self.feature_layers = feature_layers
+        self.dropout_rate = dropout
+        self.aux_lm = aux_lm
+        self.feature_size = cfg.hidden_size * feature_layers
+        self.head_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy,
+                                                 name="classifier_dropout")
+        for layer in self.unused_backbone_layers:
+            layer.trainable = False
+
+    @property
+    def unused_backbone_layers(self) -> List[keras.layers.Layer]:
+        """BERT's pooler unless the head reads the pooled vector (span and token heads, and
+        feature_layers > 1, read the hidden states)."""
+        if self.model_type == "bert" and not (self.reads_summary and self.feature_layers == 1):
+            return [self.backbone.pooler]
+        return []
+
+    @property
+    def config(self):
+        """The backbone's model config."""
+        return self.backbone.config
+
+    def _dense(self, units: int, name: str) -> keras.layers.Dense:
+        init = keras.initializers.TruncatedNormal(stddev=self.config.initializer_range)
+        layer = keras.layers.Dense(units, kernel_initializer=init, dtype=self.dtype_policy,
+                                   name=name)
+        # Built now, like the backbones, so weights can be restored without a forward pass.
+        layer.build((None, self.feature_size))
+        self.built = True
+        return layer
+
+    def _project(self, layer, x, training=None):
+        """dropout -> dense -> float32 (logits stay float32 under mixed precision)."""
+        return ops.cast(layer(self.head_dropout(x, training=training)), "float32")
+
+    def encode(self, inputs: Mapping, training=None) -> Encoded:
+        """Runs the backbone on [b, s] or [b, k, s] inputs (see `Encoded`)."""
+        keys = BERT_INPUT_KEYS if self.model_type == "bert" else GPT_INPUT_KEYS
+        flat, views = _flatten_views(inputs, keys)
+        backbone_inputs = {k: v for k, v in flat.items() if k != "classify_position"}
+        outputs = self.backbone(backbone_inputs,
+                                training=training if self.backbone.trainable else False)
+        if self.feature_layers == 1:
+            features = outputs["sequence_output"]
+        else:
+            features = ops.concatenate(outputs["hidden_states"][-self.feature_layers:], axis=-1)
+        if self.model_type == "bert":
+            summary = outputs["pooled_output"] if self.feature_layers == 1 else features[:, 0]
+        else:
+            summary = gather_positions(features, self._classify_position(flat))
+        lm_logits = None
+        if self.aux_lm:
+            lm_logits = ops.cast(self.backbone.token_embedding(
+                outputs["sequence_output"], reverse=True), "float32")
+        return Encoded(flat, features, summary, lm_logits, views)
+
+    @staticmethod
+    def _classify_position(flat: Mapping):
+        """`classify_position`, else the last real token (where the GPT-1 transforms put it)."""
+        if flat.get("classify_position") is not None:
+            return flat["classify_position"]
+        if flat.get("input_mask") is not None:
+            return ops.sum(ops.cast(flat["input_mask"], "int32"), axis=-1) - 1
+        ids = flat["input_ids"]
+        return ops.full((ops.shape(ids)[0],), ops.shape(ids)[1] - 1, dtype="int32")
+
+    def _finish(self, outputs: Dict, encoded: Encoded) -> Dict:
+        """Adds `lm_logits`, reshaped back to the input's [b, (k,) s, vocab]."""
+        if encoded.lm_logits is not None:
+            lm = encoded.lm_logits
+            if encoded.views is not None:
+                lm = ops.reshape(lm, (-1, encoded.views) + tuple(ops.shape(lm)[1:]))
+            outputs["lm_logits"] = lm
+        return outputs
+
+    def _require_views(self, encoded: Encoded, expected: Optional[int], what: str) -> None:
+        """expected: None (inputs [b, s]), a view count k, or -1 (any k)."""
+        if expected is None and encoded.views is not None:
+            raise ValueError(f"{type(self).__name__} reads [batch, seq] inputs, got a view axis "
+                             f"of {encoded.views} ({what})")
+        if expected is not None and encoded.views is None:
+            raise ValueError(f"{type(self).__name__} reads [batch, views, seq] inputs ({what})")
+        if expected not in (None, -1) and encoded.views != expected:
+            raise ValueError(f"{type(self).__name__} needs {expected} views ({what}), "
+                             f"got {encoded.views}")
+
+    def get_config(self):
+        return {"backbone": keras.saving.serialize_keras_object(self.backbone),
+                "feature_layers": self.feature_layers, "dropout": self.dropout_rate,
+                "aux_lm": self.aux_lm, "name": self.name,
+                "dtype": keras.dtype_policies.serialize(self.dtype_policy)}
+
+
+@keras.saving.register_keras_serializable(package="finetune")
+class SequenceClassifier(TaskModel):
+    """Whole-sequence classification or regression.
+
+    call(inputs) -> {"logits": float32 [b, num_labels]} or, with `regression`,
+    {"predictions": float32 [b]}; plus `lm_logits` with aux_lm.
+    symmetric (GPT-1 similarity): inputs [b, 2, s] (both orders of the pair); the two classify
+    states are summed, so the output does not depend on the order.
+    """
+
+    def __init__(self, backbone, num_labels: int, regression: bool = False,
+                 symmetric: bool = False, **kwargs):
+        super().__init__(backbone, **kwargs)
+        if num_labels < 1 or (regression and num_labels != 1):
+            raise ValueError(f"num_labels must be >= 1 (exactly 1 for regression), got {num_labels}")
+        if symmetric and self.model_type != "gpt":
+            raise ValueError("symmetric is GPT-1's similarity transform; BERT reads a pair once "
+                             "with attention across both texts")
+        self.num_labels = num_labels
+        self.regression = regression
+        self.symmetric = symmetric
+        self.classifier = self._dense(num_labels, "classifier")
+
+    def call(self, inputs: Mapping, training=None) -> Dict:
+        if self.symmetric:
+            inputs = stack_views(inputs)
+        encoded = self.encode(inputs, training=training)
+        summary = encoded.summary
+        if self.symmetric:
+            self._require_views(encoded, 2, "the two orders of the pair")
+            summary = ops.sum(ops.reshape(summary, (-1, 2, self.feature_size)), axis=1)
+        else:
+            self._require_views(encoded, None, "one sequence per example")
+        logits = self._project(self.classifier, summary, training)
+        outputs = {"predictions": logits[:, 0]} if self.regression else {"logits": logits}
+        return self._finish(outputs, encoded)
+
+    def get_config(self):
+        return {**super().get_config(), "num_labels": self.num_labels,
+                "regression": self.regression, "symmetric": self.symmetric}
+
+
+@keras.saving.register_keras_serializable(package="finetune")
+class MultipleChoiceModel(TaskModel):
+    """One scalar per candidate sequence.
+
+    call(inputs [b, k, s], classify_position [b, k] for GPT-1) -> {"logits": float32 [b, k]}
+    (softmax over k is the candidates' distribution), plus `lm_logits` [b, k, s, vocab].
+    """
+
+    def __init__(self, backbone, **kwargs):
+        super().__init__(backbone, **kwargs)
+        self.classifier = self._dense(1, "classifier")
+
+    def call(self, inputs: Mapping, training=None) -> Dict:
+        encoded = self.encode(inputs, training=training)
+        self._require_views(encoded, -1, "one sequence per candidate")
+        scores = self._project(self.classifier, encoded.summary, training)  # [b * k, 1]
+        return self._finish({"logits": ops.reshape(scores, (-1, encoded.views))}, encoded)
+
+
+@keras.saving.register_keras_serializable(package="finetune")
+class SpanModel(TaskModel):
+    """Answer-span extraction: a start and an end vector dotted with every token.
+
+    call(inputs [b, s]) -> {"start_logits", "end_logits": float32 [b, s]}, padding positions
+    (input_mask 0) set to MASKED_LOGIT so no span starts or ends there.
+    """
+
+    reads_summary = False
+
+    def __init__(self, backbone, dropout: float = 0.0, **kwargs):
+        super().__init__(backbone, dropout=dropout, **kwargs)
+        self.span_classifier = self._dense(2, "span_classifier")
+
+    def call(self, inputs: Mapping, training=None) -> Dict:
+        encoded = self.encode(inputs, training=training)
+        self._require_views(encoded, None, "one window per row")
+        logits = self._project(self.span_classifier, encoded.features, training)  # [b, s, 2]
+        start, end = logits[..., 0], logits[..., 1]
+        mask = encoded.inputs.get("input_mask")
+        if mask is not None:
+            real = ops.cast(mask, "bool")
+            start = ops.where(real, start, MASKED_LOGIT)
+            end = ops.where(real, end, MASKED_LOGIT)
+        return self._finish({"start_logits": start, "end_logits": end}, encoded)
+
+
+@keras.saving.register_keras_serializable(package="finetune")
+class TokenClassifier(TaskModel):
+    """A label per token (NER tags; the features label only each word's first sub-token).
+
+    call(inputs [b, s]) -> {"logits": float32 [b, s, num_labels]}.
+    """
+
+    reads_summary = False
+
+    def __init__(self, backbone, num_labels: int, **kwargs):
+        super().__init__(backbone, **kwargs)
+        if num_labels < 1:
+            raise ValueError(f"num_labels must be >= 1, got {num_labels}")
+        self.num_labels = num_labels
+        self.classifier = self._dense(num_labels, "classifier")
+
+    def call(self, inputs: Mapping, training=None) -> Dict:
+        encoded = self.encode(inputs, training=training)
+        self._require_views(encoded, None, "one sentence per row")
+        logits = self._project(self.classifier, encoded.features, training)
+        return self._finish({"logits": logits}, encoded)
+
+    def get_config(self):
+        return {**super().get_config(), "num_labels": self.num_labels}
+
+
+def build_task_model(task_spec, backbone, model_type: Optional[str] = None,
+                     **options) -> TaskModel:
+    """The head for `task_spec.kind` on `backbone`.
+
+    model_type: "bert" / "gpt"; checked against the backbone (inferred when None).
+    options: feature_layers, dropout, name; GPT-1 also aux_lm (default True, the paper) and
+      symmetric (default: the task is one of GPT_SIMILARITY_TASKS).
+    """
+    backbone = as_backbone(backbone)
+    actual = backbone_type(backbone)
+    if model_type is not None and model_type != actual:
+        raise ValueError(f"model_type {model_type!r} does not match the backbone, "
+                         f"a {type(backbone).__name__} ({actual!r})")
+    kind = task_spec.kind
+    options.setdefault("name", task_spec.name)
+    if actual == "gpt":
+        options.setdefault("aux_lm", True)
+    if kind in ("classification", "regression"):
+        if actual == "gpt":
+            options.setdefault("symmetric", task_spec.name in GPT_SIMILARITY_TASKS)
+        return SequenceClassifier(backbone, task_spec.num_labels,
+                                  regression=kind == "regression", **options)
+    if kind == "multiple_choice":
+        return MultipleChoiceModel(backbone, **options)
+    if kind == "span":
+        return SpanModel(backbone, **options)
+    if kind == "token_classification":
+        return TokenClassifier(backbone, task_spec.num_labels, **options)
+    raise ValueError(f"task {task_spec.name!r}: no head for kind {kind!r}")
+
+
+# ---- losses -----------------------------------------------------------------------------------
+
+def _label(batch: Mapping, which: str):
+    for key in LABEL_KEYS[which]:
+        if key in batch:
+            return batch[key]
+    raise KeyError(f"the batch has none of the label keys {LABEL_KEYS[which]}; "
+                   f"it has {sorted(batch)}")
+
+
+def _masked_mean(values, weights):
+    weights = ops.cast(weights, "float32")
+    return ops.sum(values * weights) / ops.maximum(ops.sum(weights), 1e-5)
+
+
+def _cross_entropy(labels, logits):
+    """Per-example sparse CE from float32 logits: [...] int, [..., n] -> [...]."""
+    return keras.losses.sparse_categorical_crossentropy(
+        ops.cast(labels, "int32"), ops.cast(logits, "float32"), from_logits=True)
+
+
+def _correct(labels, logits):
+    predicted = ops.cast(ops.argmax(logits, axis=-1), "int32")
+    return ops.cast(ops.equal(predicted, ops.cast(labels, "int32")), "float32")
+
+
+def classification_loss(logits, labels) -> Dict:
+    """Mean CE and accuracy; logits [b, n] (classes, or candidates for multiple choice), labels
+    int [b] (or [b, 1])."""
+    labels = ops.reshape(labels, (-1,))
+    return {"loss": ops.mean(_cross_entropy(labels, logits)),
+            "accuracy": ops.mean(_correct(labels, logits))}
+
+
+def regression_loss(predictions, labels) -> Dict:
+    """Mean squared error; predictions, labels float [b]."""
+    error = ops.cast(predictions, "float32") - ops.cast(ops.reshape(labels, (-1,)), "float32")
+    mse = ops.mean(ops.square(error))
+    return {"loss": mse, "mse": mse}
+
+
+def span_loss(start_logits, end_logits, start_positions, end_positions) -> Dict:
+    """BERT's SQuAD loss: the mean of the start and end cross-entropies over the sequence."""
+    start_positions = ops.reshape(start_positions, (-1,))
+    end_positions = ops.reshape(end_positions, (-1,))
+    start = ops.mean(_cross_entropy(start_positions, start_logits))
+    end = ops.mean(_cross_entropy(end_positions, end_logits))
+    return {"loss": (start + end) / 2.0, "start_loss": start, "end_loss": end,
+            "start_accuracy": ops.mean(_correct(start_positions, start_logits)),
+            "end_accuracy": ops.mean(_correct(end_positions, end_logits))}
+
+
+def token_classification_loss(logits, label_ids) -> Dict:
+    """Mean CE over the tokens whose label is not IGNORE_LABEL (any negative label is skipped);
+    logits [b, s, n], label_ids int [b, s]."""
+    weights = ops.greater_equal(label_ids, 0)
+    safe = ops.where(weights, label_ids, 0)  # CE needs a valid class; the weight zeroes it
+    return {"loss": _masked_mean(_cross_entropy(safe, logits), weights),
+            "accuracy": _masked_mean(_correct(safe, logits), weights)}
+
+
+def aux_lm_loss(lm_logits, inputs: Mapping):
+    """GPT-1's L1 on the fine-tuning inputs: causal LM loss over the real tokens of every
+    sequence (all candidates / both views), as one token-weighted mean."""
+    inputs = stack_views(inputs)
+    ids = inputs["input_ids"]
+    seq = ops.shape(ids)[-1]
+    mask = inputs.get("input_mask")
+    return causal_lm_loss(
+        ops.reshape(lm_logits, (-1, seq, ops.shape(lm_logits)[-1])), ops.reshape(ids, (-1, seq)),
+        None if mask is None else ops.reshape(mask, (-1, seq)))["loss"]
+
+
+def _head_loss(kind: str, outputs: Mapping, batch: Mapping) -> Dict:
+    if kind in ("classification", "multiple_choice"):
+        return classification_loss(outputs["logits"], _label(batch, "label"))
+    if kind == "regression":
+        return regression_loss(outputs["predictions"], _label(batch, "label"))
+    if kind == "span":
+        return span_loss(outputs["start_logits"], outputs["end_logits"],
+                         _label(batch, "start"), _label(batch, "end"))
+    return token_classification_loss(outputs["logits"], _label(batch, "label"))
+
+
+def task_loss(task_spec, model_type: str = "bert", lm_weight: float = 0.5) -> LossFn:
+    """loss_fn(outputs, batch) -> {"loss", metrics...} for `task_spec.kind`.
+
+    GPT-1 with lm_weight > 0: loss = task loss + lm_weight * aux LM loss (L3 = L2 + lambda L1,
+    lambda = 0.5), reported as `task_loss` and `lm_loss`; the model must return `lm_logits`
+    (aux_lm=True). lm_weight is ignored for BERT, which has no auxiliary objective.
+    """
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
+    if lm_weight < 0:
+        raise ValueError(f"lm_weight must be >= 0, got {lm_weight}")
+    kind = task_spec.kind
+    with_lm = model_type == "gpt" and lm_weight > 0
+
+    def loss_fn(outputs: Mapping, batch: Mapping) -> Dict:
+        metrics = _head_loss(kind, outputs, batch)
+        if with_lm:
+            if "lm_logits" not in outputs:
+                raise ValueError("lm_weight > 0 needs the model's lm_logits: build it with "
+                                 "aux_lm=True, or pass lm_weight=0 (the 'without aux LM' ablation)")
+            lm = aux_lm_loss(outputs["lm_logits"], batch)
+            metrics["task_loss"] = metrics["loss"]
+            metrics["lm_loss"] = lm
+            metrics["loss"] = metrics["loss"] + lm_weight * lm
+        return metrics
+
+    return loss_fn
