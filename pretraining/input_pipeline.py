@@ -172,11 +172,6 @@ def _prediction_hits(features: Features, seq_length: int) -> tf.Tensor:
             * tf.cast(features["masked_lm_weights"] > 0, tf.int32)[:, :, None])
 
 
-def _predicted(features: Features) -> tf.Tensor:
-    """bool [batch, seq]: positions with a real prediction."""
-    return tf.reduce_max(_prediction_hits(features, features["input_ids"].shape[1]), 1) > 0
-
-
 def original_input_ids(features: Features) -> tf.Tensor:
     """Undoes the static mask: `masked_lm_ids` scattered back into `input_ids`.
 
@@ -229,12 +224,6 @@ class DynamicMasking:
             max_predictions, selection_rate=self.selection_rate,
             mask_token_rate=self.mask_token_rate, random_token_rate=self.random_token_rate,
             continuation_mask=continuation)
-        if continuation is not None:
-            # mask_packed_inputs cuts whole-word selections to max_predictions but leaves the
-            # cut pieces corrupted; put those back, so that (as in the records) only
-            # predicted positions differ from the original text.
-            out["input_ids"] = tf.where(_predicted(out), out["input_ids"],
-                                        unmasked["input_ids"])
         # tf-text's ragged ops lose the static batch size; restore the input's shapes.
         return {k: tf.ensure_shape(tf.cast(out[k], v.dtype), v.shape)
                 for k, v in features.items()}

@@ -46,12 +46,39 @@ def mask_packed_inputs(inputs: Dict[str, tf.Tensor], vocab_size: int, mask_id: i
     if positions.ragged_rank > 1:
         positions, original = positions.merge_dims(1, 2), original.merge_dims(1, 2)
     if continuation_mask is not None:
-        # Whole words can exceed the budget by a few pieces; keep the first max_predictions.
-        positions, original = positions[:, :max_predictions], original[:, :max_predictions]
+        positions, original = _drop_overflowing_words(positions, original, continuation_mask,
+                                                      max_predictions)
     input_ids = masked.to_tensor(default_value=0, shape=[None, seq_length])
+    if continuation_mask is not None:
+        # Pieces of the dropped words go back to their original ids: only predicted
+        # positions may differ from the text.
+        predicted = tf.reduce_any(tf.equal(
+            tf.range(seq_length, dtype=positions.dtype)[None, None, :],
+            positions.to_tensor(default_value=-1)[:, :, None]), axis=1)
+        input_ids = tf.where(predicted, input_ids, tf.cast(inputs["input_ids"], input_ids.dtype))
     positions_dense = positions.to_tensor(default_value=0, shape=[None, max_predictions])
     weights = tf.ones_like(positions, tf.float32).to_tensor(shape=[None, max_predictions])
     return {**inputs, "input_ids": input_ids,
             "masked_lm_positions": tf.cast(positions_dense, tf.int32),
             "masked_lm_ids": tf.cast(original.to_tensor(shape=[None, max_predictions]), tf.int32),
             "masked_lm_weights": weights}
+
+
+def _drop_overflowing_words(positions: tf.RaggedTensor, original: tf.RaggedTensor,
+                            continuation_mask: tf.Tensor, max_predictions: int):
+    """Keeps the selected words (in position order) whose pieces fit in `max_predictions`.
+
+    The selector counts words, so their pieces can exceed the budget; google-research/bert
+    skips a word that would overflow rather than cut it, and so do we.
+    positions / original: ragged [batch, (selected pieces)], whole words, in position order.
+    """
+    dense_positions = positions.to_tensor(default_value=-1)
+    dense_original = original.to_tensor(default_value=0)
+    valid = dense_positions >= 0
+    starts = valid & ~tf.gather(continuation_mask, tf.cast(dense_original, tf.int32))
+    word = tf.where(valid, tf.cumsum(tf.cast(starts, tf.int32), axis=1), tf.int32.max)
+    # Pieces selected up to the end of each piece's word (word ids are non-decreasing).
+    through_word_end = tf.searchsorted(word, word, side="right")
+    keep = valid & (through_word_end <= max_predictions)
+    return (tf.ragged.boolean_mask(dense_positions, keep),
+            tf.ragged.boolean_mask(dense_original, keep))

@@ -72,6 +72,22 @@ def test_whole_word_masking_masks_all_pieces(tokenizer):
         assert len(chosen) and (counts == 4).all(), chosen
 
 
+def test_whole_words_that_overflow_the_budget_are_left_alone(tokenizer):
+    # 4-piece words and a budget of 6: a second word would be cut, so it must not be chosen,
+    # and none of its pieces may be corrupted without a prediction.
+    texts = ["embeddings " * 6] * 200
+    packed, out = masked(tokenizer, texts, seq_length=32, max_predictions=6,
+                         selection_rate=0.5, continuation_mask=tokenizer.continuation_mask)
+    original = packed["input_ids"].numpy()
+    for row, (positions, weights) in enumerate(zip(out["masked_lm_positions"],
+                                                   out["masked_lm_weights"])):
+        chosen = positions[weights > 0]
+        assert len(chosen) == 4 and len(np.unique((chosen - 1) // 4)) == 1, chosen
+        untouched = np.ones(32, bool)
+        untouched[chosen] = False
+        np.testing.assert_array_equal(out["input_ids"][row][untouched], original[row][untouched])
+
+
 def test_main_job_runs_and_learns(tmp_path):
     from absl import flags
     from tools import main_job
