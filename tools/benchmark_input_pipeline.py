@@ -8,7 +8,7 @@ WikiText-2 text in ../shared/data/corpus, as tools/benchmark_data_creation.py do
 temporary folder; then measures the examples/second `bert_pretraining_dataset` delivers with
 the records' static masks, with dynamic masking and with whole-word dynamic masking (after a
 warm-up that fills the shuffle buffer), and the examples/second one bert_base training step
-consumes at the same batch and length (tools/benchmark_training.time_training: forward,
+consumes at the same batch and length (tools/benchmark_training.make_stepper: forward,
 backward, AdamW, XLA). The ratio pipeline / step should be at least 10x, so input never
 limits training, also when both share the CPU.
 """
@@ -28,7 +28,7 @@ from pretraining.input_pipeline import DynamicMasking, bert_pretraining_dataset
 # --num_workers from the first; --batch_size, --seq_length, --predictions, --bert_config,
 # --steps and --jit_compile from the second.
 from tools.benchmark_data_creation import wikitext_documents, write_benchmark_input
-from tools.benchmark_training import make_batch, time_training
+from tools.benchmark_training import make_batch, make_stepper
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("dupe_factor", 2, "Masked copies of the text (~2.6k instances each).")
@@ -80,8 +80,8 @@ def step_rate() -> float:
     from tfmodels.losses import bert_pretraining_loss
     cfg = configs.get_config(FLAGS.bert_config)
     batch = make_batch(cfg.vocab_size, FLAGS.batch_size, FLAGS.seq_length, FLAGS.predictions)
-    seconds = time_training(BertPretrainer(cfg), bert_pretraining_loss, batch, FLAGS.steps,
-                            FLAGS.jit_compile)
+    seconds = make_stepper(BertPretrainer(cfg), bert_pretraining_loss, batch,
+                           FLAGS.jit_compile)(FLAGS.steps)
     return FLAGS.batch_size / seconds
 
 
