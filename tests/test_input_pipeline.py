@@ -43,10 +43,10 @@ def vocab_file(shared_data):
 
 @pytest.fixture(scope="module")
 def wiki_text(tmp_path_factory, shared_data):
-    from tools.benchmark_data_creation import wikitext_documents, write_benchmark_input
+    from pretraining.corpora import wikitext_documents, write_documents
     path = tmp_path_factory.mktemp("corpus") / "wiki.txt"
     docs = wikitext_documents(str(shared_data / "corpus/wikitext2-valid.tokens.txt"))[:16]
-    write_benchmark_input(str(path), docs, 1)
+    write_documents(str(path), docs, 1)
     return path
 
 

@@ -24,11 +24,11 @@ BERT_VOCAB = "bert_vocab/bert-base-uncased-vocab.txt"
 
 @pytest.fixture(scope="module")
 def bert_records(tmp_path_factory, shared_data):
-    from tools.benchmark_data_creation import wikitext_documents, write_benchmark_input
+    from pretraining.corpora import wikitext_documents, write_documents
     folder = tmp_path_factory.mktemp("pretrain_records")
     corpus = folder / "wiki.txt"
     docs = wikitext_documents(str(shared_data / "corpus/wikitext2-valid.tokens.txt"))[:30]
-    write_benchmark_input(str(corpus), docs, 1)
+    write_documents(str(corpus), docs, 1)
     config = DataConfig(vocab_file=str(shared_data / BERT_VOCAB), max_seq_length=SEQ,
                         max_predictions_per_seq=PREDICTIONS, dupe_factor=1,
                         chunk_bytes=32 << 10)

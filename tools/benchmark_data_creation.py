@@ -12,13 +12,14 @@ peak memory on 2 cores for 10 repeats.
 """
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import time
 
 from absl import app, flags
+
+from pretraining.corpora import wikitext_documents, write_documents
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("shared_data", "../shared/data", "Folder of the real third-party data.")
@@ -29,33 +30,6 @@ flags.DEFINE_bool("whole_word_mask", False, "Whole-word masking.")
 
 REFERENCE_RATE = 1650.0
 REFERENCE_PEAK_MB = 1060.0
-
-
-def wikitext_documents(path: str):
-    """WikiText-2 articles (split at ' = Title = ' lines) as lists of sentences."""
-    documents, current = [], []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if re.fullmatch(r"= [^=].* =", line):
-                if current:
-                    documents.append(current)
-                current = []
-            elif line and not line.startswith("= ="):
-                current.extend(s.strip() + " ." for s in line.split(" . ") if s.strip())
-    if current:
-        documents.append(current)
-    return documents
-
-
-def write_benchmark_input(path: str, documents, repeats: int) -> int:
-    words = 0
-    with open(path, "w", encoding="utf-8") as f:
-        for _ in range(repeats):
-            for doc in documents:
-                f.write("\n".join(doc) + "\n\n")
-                words += sum(len(s.split()) for s in doc)
-    return words
 
 
 def tree_rss_bytes(process) -> int:
@@ -79,7 +53,7 @@ def run_once(repeats: int, workdir: str):
     """
     import psutil
     corpus = os.path.join(workdir, f"wiki_x{repeats}.txt")
-    words = write_benchmark_input(
+    words = write_documents(
         corpus, wikitext_documents(os.path.join(FLAGS.shared_data,
                                                 "corpus/wikitext2-valid.tokens.txt")), repeats)
     out_dir = os.path.join(workdir, f"records_x{repeats}")

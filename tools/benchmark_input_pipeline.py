@@ -24,25 +24,26 @@ from absl import app, flags
 
 from pretraining.create_data import DataConfig, create_pretraining_data
 from pretraining.input_pipeline import DynamicMasking, bert_pretraining_dataset
-# Their flags are reused here (absl flags are global): --shared_data, --repeats and
-# --num_workers from the first; --batch_size, --seq_length, --predictions, --bert_config,
-# --steps and --jit_compile from the second.
-from tools.benchmark_data_creation import wikitext_documents, write_benchmark_input
+from pretraining.corpora import wikitext_documents, write_documents
+# Its flags are reused here (absl flags are global): --batch_size, --seq_length,
+# --predictions, --bert_config, --steps and --jit_compile.
 from tools.benchmark_training import make_batch, make_stepper
 
 FLAGS = flags.FLAGS
+flags.DEFINE_string("shared_data", "../shared/data", "Folder of the real third-party data.")
+flags.DEFINE_integer("repeats", 1, "Copies of WikiText-2 valid to turn into records.")
+flags.DEFINE_integer("num_workers", 2, "Data-creation worker processes.")
 flags.DEFINE_integer("dupe_factor", 2, "Masked copies of the text (~2.6k instances each).")
 flags.DEFINE_integer("examples", 4000, "Examples timed per pipeline, after warm-up.")
 flags.DEFINE_integer("warmup_examples", 1000, "Examples read before timing.")
 flags.DEFINE_integer("shuffle_buffer", 10000, "Record shuffle buffer.")
 flags.DEFINE_bool("skip_model", False, "Only measure the pipelines.")
-FLAGS.set_default("repeats", 1)  # copies of WikiText-2 valid
 FLAGS.set_default("steps", 3)    # bert_base steps take seconds each on CPU
 
 
 def make_records(workdir: str) -> str:
     corpus = os.path.join(workdir, "wiki.txt")
-    write_benchmark_input(corpus, wikitext_documents(
+    write_documents(corpus, wikitext_documents(
         os.path.join(FLAGS.shared_data, "corpus/wikitext2-valid.tokens.txt")), FLAGS.repeats)
     config = DataConfig(vocab_file=vocab_file(), max_seq_length=FLAGS.seq_length,
                         max_predictions_per_seq=FLAGS.predictions,

@@ -36,9 +36,9 @@ def make_records(mode: str, work: pathlib.Path, shared: pathlib.Path) -> tuple:
     """(train glob, eval glob): every shard but the last for training, the last held out."""
     out = work / f"records_{mode}"
     if mode == "bert":
-        from tools.benchmark_data_creation import wikitext_documents, write_benchmark_input
+        from pretraining.corpora import wikitext_documents, write_documents
         corpus = work / "wikitext2_valid_documents.txt"
-        write_benchmark_input(str(corpus), wikitext_documents(
+        write_documents(str(corpus), wikitext_documents(
             str(shared / "corpus/wikitext2-valid.tokens.txt")), 1)
         config = DataConfig(vocab_file=str(shared / "bert_vocab/bert-base-uncased-vocab.txt"),
                             max_seq_length=128, max_predictions_per_seq=20, dupe_factor=5,
