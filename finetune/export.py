@@ -1,0 +1,1007 @@
+"""SavedModels for TF Serving: a fine-tuned task model (or the GPT-1 LM) plus its tokenizer,
+exported so that raw text goes in and named, decoded predictions come out.
+
+Why a module of its own: the eager encoders (finetune.features) are numpy code that a server
+cannot run. Here the same tokenization and packing are rebuilt from TensorFlow ops and traced
+into the SavedModel, so a client sends strings and gets labels, answers or tags back, with the
+exact inputs the model was fine-tuned on.
+
+Layout (what TF Serving's file-system source polls):
+
+    <export_base>/<model_name>/<version>/
+        saved_model.pb, variables/
+        assets/          the tokenizer's vocabulary (vocab.txt; GPT-1: vocab.json, merges.txt)
+        assets.extra/    tf_serving_warmup_requests (one PredictionLog per signature),
+                         ops.json (op audit), export.json (task, kind, seq_length, signatures)
+
+Versions are integers, never overwritten: each export writes `.tmp-<version>-<id>` beside them
+and renames it to the next free version at the end, so a failed export leaves nothing behind
+and a server never sees a half-written version.
+
+Signatures (`serving_default` takes raw strings, `serving_ids` pre-tokenised int32 ids):
+  kind                  serving_default inputs             outputs (both signatures unless noted)
+  classification        text | text_a, text_b               class_ids, labels, probabilities
+  regression (STS-B)    text_a, text_b                      score
+  multiple_choice       context, question [b], endings [b,c] choice, probabilities
+  span (SQuAD)          question, context                   text: answer, start, end (character
+                                                            offsets into context), score;
+                                                            ids: start_token, end_token, score
+  token_classification  sentence (words as str.split())     text: tags [b, words] ("" padded),
+                                                            num_words; ids: tag_ids, tags [b, s]
+  language_model        text                                next_token_log_probs [b, V],
+                                                            num_tokens; `generate` (text,
+                                                            max_new_tokens, top_k, seed) ->
+                                                            token_ids, text
+serving_ids inputs: BERT input_ids, segment_ids, input_mask; GPT-1 input_ids, input_mask and
+(task models) classify_position; int32 [b, (views,) seq_length] as finetune.features writes.
+Its graph holds only core TensorFlow ops, so stock TF Serving serves it; `ids_only=True` exports
+nothing else (and aliases it as serving_default). The raw-text signatures need the
+tensorflow-text kernels in the server; `audit_ops` lists the ops that do (BUILD_NOTES.md,
+"Serving: custom ops").
+
+Differences from the eager encoders, by design:
+- SQuAD is served on ONE window: the question (max_query_length pieces) and the first
+  seq_length - len(question) - 3 context pieces; a longer context is cut, not strided (for
+  long contexts, send windows yourself or use finetune.features + serving_ids).
+  Character offsets are exact for words whose normalised form keeps its UTF-8 length (all
+  ASCII); other words map each piece to the whole word's span (the original run_squad
+  granularity), so an answer inside such a word comes back as the whole word.
+- GPT-1 text is not run through ftfy (Python only): ids equal `encode(clean=True)` for text ftfy
+  leaves unchanged; clients may ftfy before sending.
+- The GPT-1 LM keeps the LAST seq_length tokens of a long text (the context nearest the
+  next token); task models truncate longest-first from the end, as the encoders do.
+
+Bad requests: bytes that are not UTF-8 are replaced by U+FFFD (then dropped by BERT's
+normaliser); an empty string is packed like any text ([CLS] [SEP] / start classify) and gets a
+prediction; a batch of zero returns zero rows; long text is truncated to seq_length; a wrong
+input name is refused by the signature binding (TF Serving: INVALID_ARGUMENT). The LM signatures
+refuse an empty text with "text has no tokens" (there is no position to predict from).
+
+Vocabularies are embedded in the graph as constants by both tokenizers (FastBertTokenizer's
+model buffer, GptBpeTokenizer's hash-table initialisers), not read from assets/; the files in
+assets/ are written from the tokenizer so clients of serving_ids tokenise with the same vocab.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+DEFAULT_SIGNATURE = "serving_default"
+IDS_SIGNATURE = "serving_ids"
+GENERATE_SIGNATURE = "generate"
+LM_KIND = "language_model"
+OUTSIDE_TAG = "O"       # NER tag of words truncated away (finetune.features.tokens)
+EXPORT_INFO = "export.json"
+OPS_FILE = "ops.json"
+WARMUP_FILE = "tf_serving_warmup_requests"
+TEXT = tf.TensorSpec([None], tf.string)
+# Python's str.isspace() code points: what str.split() and re's \s separate words on.
+WHITESPACE = (9, 10, 11, 12, 13, 28, 29, 30, 31, 32, 133, 160, 5760, *range(8192, 8203), 8232,
+              8233, 8239, 8287, 12288)
+
+
+# ---- in-graph text -> model inputs ------------------------------------------------------------
+
+def sanitize_text(texts) -> tf.Tensor:
+    """string [...] -> valid UTF-8: bytes that are not UTF-8 become U+FFFD (never an op error)."""
+    return tf.strings.unicode_transcode(texts, "UTF-8", "UTF-8", errors="replace",
+                                        replacement_char=0xFFFD)
+
+
+def whitespace_words(texts: tf.Tensor):
+    """string [b] -> (words, byte starts, byte ends), ragged [b, (words)]: maximal runs of
+    non-whitespace characters, exactly Python's `str.split()` / re `\\S+` (core ops only)."""
+    chars, offsets = tf.strings.unicode_decode_with_offsets(texts, "UTF-8")
+    space = tf.reduce_any(chars.flat_values[:, None] == tf.constant(WHITESPACE)[None], axis=1)
+    rows = chars.value_rowids()
+    index = tf.range(tf.size(space, out_type=tf.int64))
+    first = index == tf.gather(chars.row_starts(), rows)
+    last = index == tf.gather(chars.row_limits(), rows) - 1
+    prev = tf.maximum(index - 1, 0)
+    after = tf.minimum(index + 1, tf.maximum(tf.size(space, out_type=tf.int64) - 1, 0))
+    starts = ~space & (first | tf.gather(space, prev))
+    ends = ~space & (last | tf.gather(space, after))
+    byte = offsets.flat_values
+    length = tf.cast(tf.strings.length(texts), tf.int64)
+    byte_end = tf.where(last, tf.gather(length, rows), tf.gather(byte, after))
+    word_rows = tf.boolean_mask(rows, starts)
+    start, end = tf.boolean_mask(byte, starts), tf.boolean_mask(byte_end, ends)
+    words = tf.strings.substr(tf.gather(texts, word_rows), start, end - start)
+    nrows = tf.shape(texts, out_type=tf.int64)[0]
+    return tuple(tf.RaggedTensor.from_value_rowids(v, word_rows, nrows=nrows)
+                 for v in (words, start, end))
+
+
+def keep_lengths(lengths: tf.Tensor, budget: int) -> tf.Tensor:
+    """Longest-first truncation of several parts per row, in graph: int [rows, n] -> int [rows, n].
+
+    The closed form of `finetune.features.truncate_longest_first`: the largest cap c with
+    sum(min(len, c)) <= budget, then one spare token each to the parts above the cap that were
+    longest (on equal lengths the later part). With the lengths sorted ascending (S, prefix
+    sums P), c = (budget - P_k) // (n - k) for the first k with P_k + (n - k) S_k > budget.
+    """
+    n = lengths.shape[-1]
+    lengths = tf.cast(lengths, tf.int32)
+    fits = tf.reduce_sum(lengths, axis=1, keepdims=True) <= budget
+    s = tf.sort(lengths, axis=1)
+    p = tf.cumsum(s, axis=1, exclusive=True)
+    rest = n - tf.range(n)
+    k = tf.argmax(tf.cast(p + rest * s > budget, tf.int32), axis=1, output_type=tf.int32)
+    cap = ((budget - tf.gather(p, k, batch_dims=1)) // tf.gather(rest, k))[:, None]
+    keep = tf.minimum(lengths, cap)
+    spare = budget - tf.reduce_sum(keep, axis=1, keepdims=True)
+    above = (lengths > cap) & ~fits
+    # longer[r, i, j]: part j goes before part i for the spare tokens.
+    later = (tf.range(n)[None, :] > tf.range(n)[:, None])[None]
+    longer = (lengths[:, None, :] > lengths[:, :, None]) | (
+        (lengths[:, None, :] == lengths[:, :, None]) & later)
+    rank = tf.reduce_sum(tf.cast(above[:, None, :] & longer, tf.int32), axis=2)
+    keep += tf.cast(above & (rank < spare), tf.int32)
+    return tf.where(fits, lengths, keep)
+
+
+def _first(part: tf.RaggedTensor, keep: tf.Tensor) -> tf.RaggedTensor:
+    """The first keep[r] items of each row r."""
+    position = tf.ragged.range(part.row_lengths())
+    return tf.ragged.boolean_mask(part, position < tf.cast(keep, position.dtype)[:, None])
+
+
+def _column(value: int, rows: tf.Tensor) -> tf.RaggedTensor:
+    return tf.RaggedTensor.from_tensor(tf.fill(tf.stack([rows, 1]), tf.constant(value, tf.int32)))
+
+
+def _ragged(x: tf.RaggedTensor) -> tf.RaggedTensor:
+    return tf.cast(x, tf.int32).with_row_splits_dtype(tf.int64)
+
+
+class Packer(tf.Module):
+    """Tokenises and lays out rows in graph, as `finetune.features.common` does eagerly.
+
+    BERT: `[CLS] A [SEP] (B [SEP])`, segment ids 1 from B on, pad [PAD]; GPT-1:
+    `start A (delimiter B) classify`, pad 0, classify_position = the last real token.
+    """
+
+    def __init__(self, tokenizer, model_type: str, seq_length: int):
+        super().__init__(name="packer")
+        self.tokenizer = tokenizer
+        self.model_type = model_type
+        self.seq_length = seq_length
+        if model_type == "bert":
+            self.specials = (tokenizer.cls_id, tokenizer.sep_id, tokenizer.sep_id)
+            self.pad_id = tokenizer.pad_id
+        else:
+            self.specials = (tokenizer.start_id, tokenizer.delimiter_id, tokenizer.classify_id)
+            self.pad_id = 0
+
+    def tokenize(self, texts) -> tf.RaggedTensor:
+        """string [n] (already sanitised) -> int32 [n, (ids)]."""
+        return _ragged(self.tokenizer.tokenize(texts))
+
+    def pack(self, parts: Sequence[tf.RaggedTensor], groups: Optional[Sequence[Sequence[int]]]
+             = None, truncate: bool = True) -> Dict[str, tf.Tensor]:
+        """Token parts (ragged [n, (t)]) -> int32 input_ids / segment_ids / input_mask [n, s]
+        and last_position [n]; `groups` join parts into the layout's one or two segments
+        (default: one segment per part), after each part is truncated longest-first."""
+        groups = groups or [[i] for i in range(len(parts))]
+        parts = [_ragged(p) for p in parts]
+        if truncate:
+            budget = self.seq_length - len(groups) - 1
+            lengths = tf.stack([tf.cast(p.row_lengths(), tf.int32) for p in parts], axis=1)
+            keep = keep_lengths(lengths, budget)
+            parts = [_first(p, keep[:, i]) for i, p in enumerate(parts)]
+        segments = [tf.concat([parts[i] for i in g], axis=1) if len(g) > 1 else parts[g[0]]
+                    for g in groups]
+        rows = segments[0].nrows(out_type=tf.int32)
+        begin, middle, end = (_column(v, rows) for v in self.specials)
+        pieces = [begin, segments[0], *([middle, segments[1]] if len(segments) == 2 else []), end]
+        ids = tf.concat(pieces, axis=1)
+        first = 3 if len(segments) == 2 else len(pieces)  # pieces of segment 0: begin A (middle)
+        second = 1 if self.model_type == "bert" else 0
+        types = tf.concat([tf.zeros_like(p) for p in pieces[:first]]
+                          + [tf.ones_like(p) * second for p in pieces[first:]], axis=1)
+        shape = [None, self.seq_length]
+        return {"input_ids": ids.to_tensor(self.pad_id, shape=shape),
+                "segment_ids": types.to_tensor(0, shape=shape),
+                "input_mask": tf.ones_like(ids).to_tensor(0, shape=shape),
+                "last_position": tf.cast(ids.row_lengths(), tf.int32) - 1}
+
+    def model_inputs(self, packed: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        """The arrays each model reads (finetune.features.common.model_inputs)."""
+        if self.model_type == "bert":
+            return {k: packed[k] for k in ("input_ids", "segment_ids", "input_mask")}
+        return {"input_ids": packed["input_ids"], "input_mask": packed["input_mask"],
+                "classify_position": packed["last_position"]}
+
+
+def _split_views(inputs: Mapping[str, tf.Tensor], views: int) -> Dict[str, tf.Tensor]:
+    """[n * views, ...] -> [n, views, ...]."""
+    return {k: tf.reshape(v, tf.concat([[-1, views], tf.shape(v)[1:]], 0))
+            for k, v in inputs.items()}
+
+
+# ---- what each task kind serves ----------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ServingSpec:
+    """Static facts the signature builders need."""
+
+    kind: str
+    model_type: str                     # "bert" | "gpt"
+    seq_length: int
+    task: str = ""
+    label_names: Tuple[str, ...] = ()
+    is_pair: bool = False
+    views: Optional[int] = None         # candidates (multiple choice) or 2 (GPT-1 similarity)
+    symmetric: bool = False
+    max_query_length: int = 64
+    max_answer_length: int = 30
+    vocab_size: int = 0                 # the model's output vocabulary (LM)
+
+
+class Head:
+    """How one task kind is served. Subclasses set `text_inputs` and override `encode` /
+    `decode` (and `decode_text` where text gives more than ids, e.g. SQuAD char offsets)."""
+
+    text_inputs: Dict[str, tf.TensorSpec] = {}
+
+    def __init__(self, spec: ServingSpec):
+        self.spec = spec
+
+    def ids_inputs(self) -> Dict[str, tf.TensorSpec]:
+        s = self.spec
+        lead = [None] if s.views is None else [None, s.views]
+        seq = tf.TensorSpec(lead + [s.seq_length], tf.int32)
+        if s.model_type == "bert":
+            return {"input_ids": seq, "segment_ids": seq, "input_mask": seq}
+        specs = {"input_ids": seq, "input_mask": seq}
+        if s.kind != LM_KIND:
+            specs["classify_position"] = tf.TensorSpec(lead, tf.int32)
+        return specs
+
+    def encode(self, packer: Packer, texts: Mapping[str, tf.Tensor]):
+        """Sanitised text inputs -> (model inputs, state for decode_text)."""
+        raise NotImplementedError
+
+    def decode(self, outputs: Mapping, inputs: Mapping) -> Dict[str, tf.Tensor]:
+        raise NotImplementedError
+
+    def decode_text(self, outputs: Mapping, inputs: Mapping, state) -> Dict[str, tf.Tensor]:
+        return self.decode(outputs, inputs)
+
+    def extra_signatures(self, module: "ServingModule") -> Dict[str, Any]:
+        """Further signatures (name -> concrete function) beyond serving_default / serving_ids."""
+        return {}
+
+
+def _class_outputs(logits: tf.Tensor, label_names: Sequence[str]) -> Dict[str, tf.Tensor]:
+    class_ids = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    return {"class_ids": class_ids, "labels": tf.gather(tf.constant(list(label_names)), class_ids),
+            "probabilities": tf.nn.softmax(logits, axis=-1)}
+
+
+class SequenceHead(Head):
+    """Classification and regression of one text or a pair (GPT-1 similarity: both orders)."""
+
+    @property
+    def text_inputs(self):
+        return {"text_a": TEXT, "text_b": TEXT} if self.spec.is_pair else {"text": TEXT}
+
+    def encode(self, packer, texts):
+        if not self.spec.is_pair:
+            return packer.model_inputs(packer.pack([packer.tokenize(texts["text"])])), None
+        a, b = packer.tokenize(texts["text_a"]), packer.tokenize(texts["text_b"])
+        if not self.spec.symmetric:
+            return packer.model_inputs(packer.pack([a, b])), None
+        # Truncate once so the second view is exactly the swap of the first (the encoder's rule).
+        keep = keep_lengths(tf.stack([tf.cast(a.row_lengths(), tf.int32),
+                                      tf.cast(b.row_lengths(), tf.int32)], 1),
+                            packer.seq_length - 3)
+        a, b = _first(a, keep[:, 0]), _first(b, keep[:, 1])
+        views = [packer.model_inputs(packer.pack(p, truncate=False)) for p in ([a, b], [b, a])]
+        return {k: tf.stack([views[0][k], views[1][k]], axis=1) for k in views[0]}, None
+
+    def decode(self, outputs, inputs):
+        if self.spec.kind == "regression":
+            return {"score": outputs["predictions"]}
+        return _class_outputs(outputs["logits"], self.spec.label_names)
+
+
+class ChoiceHead(Head):
+    """One row per candidate ending: BERT `[CLS] context [SEP] question ending [SEP]`, GPT-1
+    `start context question delimiter ending classify` (finetune.features.sequence)."""
+
+    @property
+    def text_inputs(self):
+        return {"context": TEXT, "question": TEXT,
+                "endings": tf.TensorSpec([None, self.spec.views], tf.string)}
+
+    def encode(self, packer, texts):
+        c = self.spec.views
+        rows = tf.repeat(tf.range(tf.shape(texts["context"])[0]), c)
+        context = tf.gather(packer.tokenize(texts["context"]), rows)
+        question = tf.gather(packer.tokenize(texts["question"]), rows)
+        endings = packer.tokenize(tf.reshape(texts["endings"], [-1]))
+        if self.spec.model_type == "bert":
+            packed = packer.pack([context, tf.concat([question, endings], axis=1)])
+        else:
+            packed = packer.pack([context, question, endings], groups=[[0, 1], [2]])
+        return _split_views(packer.model_inputs(packed), c), None
+
+    def decode(self, outputs, inputs):
+        logits = outputs["logits"]
+        return {"choice": tf.argmax(logits, axis=-1, output_type=tf.int32),
+                "probabilities": tf.nn.softmax(logits, axis=-1)}
+
+
+def best_span_graph(start_logits, end_logits, context_mask, max_answer_length: int):
+    """Best (i, j) with i <= j < i + max_answer_length, both context tokens, maximising
+    start[i] + end[j] (ties: the earliest i, then j, as `best_span`). Returns int32 i, j [b]
+    and float32 score [b] (-inf when the row has no context token)."""
+    s = tf.shape(start_logits)[1]
+    i, j = tf.range(s)[:, None], tf.range(s)[None, :]
+    valid = ((j >= i) & (j - i < max_answer_length))[None] \
+        & context_mask[:, :, None] & context_mask[:, None, :]
+    scores = tf.where(valid, start_logits[:, :, None] + end_logits[:, None, :], -np.inf)
+    flat = tf.reshape(scores, [-1, s * s])
+    best = tf.argmax(flat, axis=1, output_type=tf.int32)
+    return best // s, best % s, tf.reduce_max(flat, axis=1)
+
+
+class SpanHead(Head):
+    """SQuAD on one window; answers are cut from the context's characters."""
+
+    text_inputs = {"question": TEXT, "context": TEXT}
+
+    def encode(self, packer, texts):
+        tokenizer = packer.tokenizer
+        question = packer.tokenize(texts["question"])[:, :self.spec.max_query_length]
+        context = texts["context"]
+        # Words as run_squad's doc_tokens; pieces with byte offsets inside each word (the
+        # tokenizer's FastBertTokenizer: WordPieceTokenizer has no public offsets method).
+        words, word_start, word_end = whitespace_words(context)
+        flat = words.flat_values
+        normal = tokenizer.normalize(flat)
+        pieces, piece_start, piece_end = tokenizer._tokenizer.tokenize_with_offsets(normal)
+        exact = tf.strings.length(normal) == tf.strings.length(flat)
+        exact_rows = tf.gather(exact, pieces.value_rowids())
+        base = tf.gather(tf.cast(word_start.flat_values, tf.int64), pieces.value_rowids())
+        limit = tf.gather(tf.cast(word_end.flat_values, tf.int64), pieces.value_rowids())
+        char_start = tf.where(exact_rows, base + tf.cast(piece_start.flat_values, tf.int64), base)
+        char_end = tf.where(exact_rows, base + tf.cast(piece_end.flat_values, tf.int64), limit)
+        splits = tf.gather(pieces.row_splits, words.row_splits)
+        ids = _ragged(tf.RaggedTensor.from_row_splits(pieces.flat_values, splits))
+        starts = tf.RaggedTensor.from_row_splits(char_start, splits)
+        ends = tf.RaggedTensor.from_row_splits(char_end, splits)
+        window = self.spec.seq_length - tf.cast(question.row_lengths(), tf.int32) - 3
+        ids, starts, ends = (_first(x, window) for x in (ids, starts, ends))
+        packed = packer.pack([question, ids], truncate=False)
+        shape = [None, self.spec.seq_length]
+        offset = tf.cast(question.row_lengths(), tf.int32) + 2
+        return packer.model_inputs(packed), (context, offset, starts.to_tensor(0, shape=shape),
+                                             ends.to_tensor(0, shape=shape))
+
+    @staticmethod
+    def context_mask(inputs) -> tf.Tensor:
+        """Context tokens: segment 1, real, before the final [SEP]."""
+        mask = inputs["input_mask"] > 0
+        last = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1, keepdims=True) - 1
+        return (inputs["segment_ids"] > 0) & mask & (tf.range(tf.shape(mask)[1])[None] < last)
+
+    def _best(self, outputs, inputs):
+        return best_span_graph(outputs["start_logits"], outputs["end_logits"],
+                               self.context_mask(inputs), self.spec.max_answer_length)
+
+    def decode(self, outputs, inputs):
+        i, j, score = self._best(outputs, inputs)
+        found = score > -np.inf
+        return {"start_token": tf.where(found, i, -1), "end_token": tf.where(found, j, -1),
+                "score": score}
+
+    def decode_text(self, outputs, inputs, state):
+        context, offset, starts, ends = state
+        i, j, score = self._best(outputs, inputs)
+        found = score > -np.inf
+        piece = lambda table, k: tf.gather(table, tf.maximum(k - offset, 0)[:, None],
+                                           batch_dims=1)[:, 0]
+        byte_start = tf.where(found, piece(starts, i), 0)
+        byte_end = tf.where(found, piece(ends, j), 0)
+        answer = tf.strings.substr(context, byte_start, byte_end - byte_start)
+        prefix = tf.strings.substr(context, tf.zeros_like(byte_start), byte_start)
+        start = tf.strings.length(prefix, unit="UTF8_CHAR")
+        end = start + tf.strings.length(answer, unit="UTF8_CHAR")
+        return {"answer": answer, "start": tf.where(found, start, -1),
+                "end": tf.where(found, end, -1), "score": score}
+
+
+class TaggerHead(Head):
+    """NER: whitespace words, each WordPiece-tokenised on its own, the tag read at its first
+    piece; words past seq_length get "O" (finetune.features.tokens)."""
+
+    text_inputs = {"sentence": TEXT}
+
+    def encode(self, packer, texts):
+        words = whitespace_words(texts["sentence"])[0]
+        pieces = packer.tokenize(words.flat_values)
+        lengths = tf.cast(pieces.row_lengths(), tf.int32)
+        # A word with no pieces (control characters only) gets one [UNK].
+        unk = _column(packer.tokenizer.unk_id, pieces.nrows(out_type=tf.int32))
+        pieces = tf.ragged.boolean_mask(
+            tf.concat([pieces, unk], axis=1),
+            tf.concat([tf.ones_like(pieces, tf.bool),
+                       tf.RaggedTensor.from_tensor((lengths == 0)[:, None])], axis=1))
+        lengths = tf.maximum(lengths, 1)
+        # Position of each word's first piece inside its sentence (+1 for [CLS]).
+        start = tf.cumsum(lengths, exclusive=True)
+        sentence_start = tf.gather(tf.concat([start, [tf.reduce_sum(lengths)]], 0),
+                                   words.row_splits[:-1])
+        position = start - tf.gather(sentence_start, words.value_rowids()) + 1
+        sentence_pieces = tf.RaggedTensor.from_row_splits(
+            pieces.flat_values, tf.gather(pieces.row_splits, words.row_splits))
+        packed = packer.pack([sentence_pieces])
+        return packer.model_inputs(packed), (words, position)
+
+    def decode(self, outputs, inputs):
+        tag_ids = tf.argmax(outputs["logits"], axis=-1, output_type=tf.int32)
+        return {"tag_ids": tag_ids, "tags": tf.gather(tf.constant(self.spec.label_names), tag_ids)}
+
+    def decode_text(self, outputs, inputs, state):
+        words, position = state
+        tag_ids = tf.argmax(outputs["logits"], axis=-1, output_type=tf.int32)
+        kept = position < self.spec.seq_length - 1
+        at = tf.stack([tf.cast(words.value_rowids(), tf.int32),
+                       tf.minimum(position, self.spec.seq_length - 1)], axis=1)
+        names = tf.gather(tf.constant(self.spec.label_names), tf.gather_nd(tag_ids, at))
+        tags = words.with_flat_values(tf.where(kept, names, OUTSIDE_TAG))
+        return {"tags": tags.to_tensor(""), "num_words": tf.cast(words.row_lengths(), tf.int32)}
+
+
+def _last_real(inputs) -> tf.Tensor:
+    """Number of real tokens per row, checked positive (the LM predicts from the last one)."""
+    lengths = tf.reduce_sum(tf.cast(inputs["input_mask"] > 0, tf.int32), axis=1)
+    check = tf.debugging.assert_positive(lengths, message="text has no tokens: the language "
+                                         "model needs at least one token to predict from")
+    with tf.control_dependencies([check]):
+        return tf.identity(lengths)
+
+
+class LanguageModelHead(Head):
+    """GPT-1 LM: the next-token distribution after the text, and greedy / top-k generation."""
+
+    text_inputs = {"text": TEXT}
+
+    def encode(self, packer, texts):
+        ids = packer.tokenize(texts["text"])
+        lengths = tf.cast(ids.row_lengths(), tf.int32)
+        drop = tf.maximum(lengths - self.spec.seq_length, 0)
+        position = tf.ragged.range(ids.row_lengths())
+        ids = tf.ragged.boolean_mask(ids, position >= tf.cast(drop, position.dtype)[:, None])
+        shape = [None, self.spec.seq_length]
+        return {"input_ids": ids.to_tensor(0, shape=shape),
+                "input_mask": tf.ones_like(ids).to_tensor(0, shape=shape)}, None
+
+    def decode(self, outputs, inputs):
+        lengths = _last_real(inputs)
+        logits = tf.gather(outputs["logits"], (lengths - 1)[:, None], batch_dims=1)[:, 0]
+        return {"next_token_log_probs": tf.nn.log_softmax(logits, axis=-1),
+                "num_tokens": lengths}
+
+    def extra_signatures(self, module):
+        specs = {"text": TEXT, "max_new_tokens": tf.TensorSpec([], tf.int32),
+                 "top_k": tf.TensorSpec([], tf.int32), "seed": tf.TensorSpec([], tf.int32)}
+        return {GENERATE_SIGNATURE: _concrete(module.generate, specs)}
+
+
+HEADS: Dict[str, Callable[[ServingSpec], Head]] = {
+    "classification": SequenceHead,
+    "regression": SequenceHead,
+    "multiple_choice": ChoiceHead,
+    "span": SpanHead,
+    "token_classification": TaggerHead,
+    LM_KIND: LanguageModelHead,
+}
+
+
+# ---- the exported module ----------------------------------------------------------------------
+
+def _concrete(fn: Callable[[Dict], Dict], specs: Mapping[str, tf.TensorSpec]):
+    """A concrete function whose signature inputs are named like `specs`' keys."""
+    specs = {k: tf.TensorSpec(v.shape, v.dtype, name=k) for k, v in specs.items()}
+    return tf.function(lambda **inputs: fn(inputs), autograph=False).get_concrete_function(**specs)
+
+
+class ServingModule(tf.Module):
+    """Model + tokenizer + the per-kind head; `serving_signatures` are what gets exported (and what
+    tools/predict calls directly for a `.keras` model)."""
+
+    def __init__(self, model, head: Head, tokenizer=None, ids_only: bool = False):
+        super().__init__(name="serving")
+        self.model = model
+        self.head = head
+        self.ids_only = ids_only
+        self.packer = None if ids_only else Packer(tokenizer, head.spec.model_type,
+                                                   head.spec.seq_length)
+        if tokenizer is not None and head.spec.model_type == "gpt":
+            # id -> text piece for decoding generated ids, padded to the model's vocabulary.
+            pieces = [tokenizer.decoder[i] + ("</w>" if i >= tokenizer.bpe_vocab_size else "")
+                      for i in range(tokenizer.vocab_size)]
+            pieces += [""] * max(0, head.spec.vocab_size - len(pieces))
+            self._pieces = tf.constant(pieces)
+        self.serving_signatures = self._build_signatures()
+
+    def _run(self, inputs):
+        return self.model(dict(inputs), training=False)
+
+    def serve_ids(self, inputs):
+        inputs = {k: tf.cast(v, tf.int32) for k, v in inputs.items()}
+        return self.head.decode(self._run(inputs), inputs)
+
+    def serve_text(self, texts):
+        texts = {k: sanitize_text(v) for k, v in texts.items()}
+        inputs, state = self.head.encode(self.packer, texts)
+        return self.head.decode_text(self._run(inputs), inputs, state)
+
+    def generate(self, request):
+        """Greedy (top_k <= 1) or top-k sampling of max_new_tokens tokens after each text; a
+        full window drops its first token. No KV cache: one full forward pass per token."""
+        inputs, _ = self.head.encode(self.packer, {"text": sanitize_text(request["text"])})
+        ids, mask = inputs["input_ids"], inputs["input_mask"]
+        lengths = _last_real(inputs)
+        seq = self.head.spec.seq_length
+        rows = tf.range(tf.shape(ids)[0])
+        steps = tf.maximum(request["max_new_tokens"], 0)
+        top_k = tf.minimum(request["top_k"], tf.shape(self._pieces)[0])
+
+        def step(t, ids, mask, lengths, out):
+            logits = self._run({"input_ids": ids, "input_mask": mask})["logits"]
+            last = tf.gather(logits, (lengths - 1)[:, None], batch_dims=1)[:, 0]
+
+            def sample():
+                values, indices = tf.math.top_k(last, k=top_k)
+                pick = tf.random.stateless_categorical(
+                    values, 1, seed=tf.stack([request["seed"], t]), dtype=tf.int32)
+                return tf.gather(indices, pick, batch_dims=1)[:, 0]
+
+            token = tf.cond(top_k > 1, sample,
+                            lambda: tf.argmax(last, axis=-1, output_type=tf.int32))
+            full = lengths >= seq
+            ids = tf.where(full[:, None], tf.roll(ids, -1, axis=1), ids)
+            lengths = tf.minimum(lengths, seq - 1)
+            at = tf.stack([rows, lengths], axis=1)
+            ids = tf.tensor_scatter_nd_update(ids, at, token)
+            mask = tf.tensor_scatter_nd_update(mask, at, tf.ones_like(token))
+            return t + 1, ids, mask, lengths + 1, out.write(t, token)
+
+        out = tf.TensorArray(tf.int32, size=steps, element_shape=[None])
+        *_, out = tf.while_loop(lambda t, *_: t < steps, step,
+                                (tf.constant(0), ids, mask, lengths, out))
+        tokens = tf.reshape(tf.transpose(out.stack()), tf.stack([tf.shape(ids)[0], steps]))
+        text = tf.strings.reduce_join(tf.gather(self._pieces, tokens), axis=1)
+        text = tf.strings.strip(tf.strings.regex_replace(text, "</w>", " "))
+        return {"token_ids": tokens, "text": text}
+
+    def _build_signatures(self) -> Dict[str, Any]:
+        ids = _concrete(self.serve_ids, self.head.ids_inputs())
+        if self.ids_only:
+            return {DEFAULT_SIGNATURE: ids, IDS_SIGNATURE: ids}
+        return {DEFAULT_SIGNATURE: _concrete(self.serve_text, self.head.text_inputs),
+                IDS_SIGNATURE: ids, **self.head.extra_signatures(self)}
+
+
+def serving_spec(task_model, task_spec, seq_length: int, max_query_length: int = 64,
+                 max_answer_length: int = 30) -> ServingSpec:
+    """The ServingSpec of a task model (task_spec: finetune.tasks.TaskSpec) or of a
+    GptLanguageModel (task_spec None)."""
+    from finetune.models import TaskModel, backbone_type
+    from tfmodels.gpt import GptLanguageModel
+
+    if isinstance(task_model, GptLanguageModel):
+        kind, model_type, task = LM_KIND, "gpt", "language_model"
+    elif isinstance(task_model, TaskModel):
+        if task_spec is None:
+            raise ValueError("a task model needs its task_spec (finetune.tasks.get_task)")
+        kind, model_type, task = task_spec.kind, backbone_type(task_model), task_spec.name
+    else:
+        raise TypeError(f"expected a finetune TaskModel or a GptLanguageModel, got "
+                        f"{type(task_model).__name__}")
+    config = task_model.config
+    if not 1 <= seq_length <= config.max_positions:
+        raise ValueError(f"seq_length must be in 1..{config.max_positions} (the model's "
+                         f"positions), got {seq_length}")
+    if model_type == "gpt" and kind in ("span", "token_classification"):
+        raise ValueError(f"{kind} is a BERT task; GPT-1 has no input transform for it")
+    views = None
+    if kind == "multiple_choice":
+        views = task_spec.num_choices
+    symmetric = bool(getattr(task_model, "symmetric", False))
+    if symmetric:
+        views = 2
+    if kind == "span" and seq_length - max_query_length - 3 < 1:
+        raise ValueError(f"seq_length {seq_length} leaves no context window after a "
+                         f"{max_query_length}-piece question, [CLS] and two [SEP]")
+    if kind not in (LM_KIND, "span") and seq_length < 5:
+        raise ValueError(f"seq_length {seq_length} is too short for the special tokens")
+    return ServingSpec(
+        kind=kind, model_type=model_type, seq_length=seq_length, task=task,
+        label_names=tuple(task_spec.label_names) if task_spec is not None else (),
+        is_pair=bool(task_spec.is_pair) if task_spec is not None else False, views=views,
+        symmetric=symmetric, max_query_length=max_query_length,
+        max_answer_length=max_answer_length, vocab_size=config.vocab_size)
+
+
+def build_serving_module(task_model, task_spec, tokenizer, seq_length: int,
+                         ids_only: bool = False, max_query_length: int = 64,
+                         max_answer_length: int = 30) -> ServingModule:
+    """The module `export_saved_model` saves; its `serving_signatures` are callable in-process."""
+    spec = serving_spec(task_model, task_spec, seq_length, max_query_length, max_answer_length)
+    if not ids_only:
+        _check_tokenizer(tokenizer, spec, task_model.config.vocab_size)
+    return ServingModule(task_model, HEADS[spec.kind](spec), tokenizer, ids_only=ids_only)
+
+
+def _check_tokenizer(tokenizer, spec: ServingSpec, model_vocab: int) -> None:
+    needed = "cls_id" if spec.model_type == "bert" else "start_id"
+    if tokenizer is None or not hasattr(tokenizer, needed):
+        kind = "WordPieceTokenizer" if spec.model_type == "bert" else "GptBpeTokenizer"
+        raise ValueError(f"a {spec.model_type} model serves raw text through a {kind}, got "
+                         f"{type(tokenizer).__name__}")
+    if tokenizer.vocab_size > model_vocab:
+        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but the model's "
+                         f"embedding only {model_vocab}")
+
+
+# ---- assets, warmup and op audit --------------------------------------------------------------
+
+def write_vocab_files(tokenizer, folder: str) -> Dict[str, str]:
+    """The tokenizer's vocabulary as files a client (or GptBpeTokenizer / WordPieceTokenizer)
+    reads: BERT vocab.txt; GPT-1 vocab.json + merges.txt (Hugging Face names, BPE ids only,
+    the three added tokens follow them). Returns role -> path."""
+    os.makedirs(folder, exist_ok=True)
+    if hasattr(tokenizer, "cls_id"):
+        path = os.path.join(folder, "vocab.txt")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("".join(t + "\n" for t in tokenizer.vocab))
+        return {"vocab_file": path}
+    encoder = {t: i for t, i in tokenizer.encoder.items() if i < tokenizer.bpe_vocab_size}
+    ranks = tokenizer._eager.ranks  # (a, b) -> rank: the merges file in order
+    vocab, merges = os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt")
+    with open(vocab, "w", encoding="utf-8") as f:
+        json.dump(encoder, f, ensure_ascii=False)
+    with open(merges, "w", encoding="utf-8") as f:
+        f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in sorted(ranks, key=ranks.get)))
+    return {"encoder_file": vocab, "merges_file": merges}
+
+
+def example_request(specs: Mapping[str, tf.TensorSpec], seq_length: int) -> Dict[str, np.ndarray]:
+    """A small valid request (batch 1) for a signature's inputs: warmup and tests."""
+    values = {}
+    for name, spec in specs.items():
+        shape = [1 if d is None else d for d in spec.shape]
+        if spec.dtype == tf.string:
+            values[name] = np.full(shape, b"a warm up request", dtype=object)
+        elif name in ("max_new_tokens", "top_k"):
+            values[name] = np.array(1, np.int32)
+        elif name == "input_mask":
+            values[name] = (np.arange(seq_length) < 2).astype(np.int32) * np.ones(shape, np.int32)
+        elif name == "classify_position":
+            values[name] = np.ones(shape, np.int32)
+        else:
+            values[name] = np.zeros(shape, spec.dtype.as_numpy_dtype)
+    return values
+
+
+def predict_request(model_name: str, signature_name: str, inputs: Mapping[str, Any]):
+    """A tensorflow_serving PredictRequest for `inputs` (name -> array-like)."""
+    from tensorflow_serving.apis import predict_pb2
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model_name
+    request.model_spec.signature_name = signature_name
+    for name, value in inputs.items():
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+    return request
+
+
+def write_warmup(path: str, requests: Sequence) -> None:
+    """TF Serving's warmup file: one PredictionLog record per request."""
+    from tensorflow_serving.apis import prediction_log_pb2
+    with tf.io.TFRecordWriter(path) as writer:
+        for request in requests:
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+
+
+def read_warmup(path: str) -> List:
+    """The PredictionLog records of a warmup file (tests, inspection)."""
+    from tensorflow_serving.apis import prediction_log_pb2
+    logs = []
+    for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+        log = prediction_log_pb2.PredictionLog()
+        log.ParseFromString(record)
+        logs.append(log)
+    return logs
+
+
+@functools.lru_cache(maxsize=None)
+def core_ops() -> frozenset:
+    """Op types registered by TensorFlow alone: listed by a fresh interpreter that imports
+    only tensorflow (this one has tensorflow-text's ops loaded)."""
+    script = ("from tensorflow.python.client import pywrap_tf_session as c\n"
+              "from tensorflow.core.framework import op_def_pb2\n"
+              "b = c.TF_GetAllOpList(); ops = op_def_pb2.OpList()\n"
+              "ops.ParseFromString(c.TF_GetBuffer(b)); c.TF_DeleteBuffer(b)\n"
+              "print('\\n'.join(o.name for o in ops.op))\n")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=env, check=True)
+    return frozenset(result.stdout.split())
+
+
+def graph_ops(saved_model_dir: str) -> List[str]:
+    """Every op type in a SavedModel's graphs, function library included."""
+    from tensorflow.core.protobuf import saved_model_pb2
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
+        saved.ParseFromString(f.read())
+    ops = set()
+    for meta in saved.meta_graphs:
+        ops.update(node.op for node in meta.graph_def.node)
+        for fn in meta.graph_def.library.function:
+            ops.update(node.op for node in fn.node_def)
+    # Calls of library functions name the function as their op type.
+    functions = {fn.signature.name for meta in saved.meta_graphs
+                 for fn in meta.graph_def.library.function}
+    return sorted(ops - functions)
+
+
+def audit_ops(saved_model_dir: str) -> List[str]:
+    """Sorted op types of the SavedModel that core TensorFlow does not register (the
+    tensorflow-text kernels a server must link); [] means stock TF Serving can serve it."""
+    return sorted(set(graph_ops(saved_model_dir)) - core_ops())
+
+
+# ---- export -----------------------------------------------------------------------------------
+
+def next_version(model_dir: str) -> int:
+    """1 + the largest integer version folder in model_dir (1 if none)."""
+    versions = [int(d) for d in os.listdir(model_dir) if d.isdigit()] if os.path.isdir(
+        model_dir) else []
+    return max(versions, default=0) + 1
+
+
+def _signature_info(signatures: Mapping) -> Dict[str, Any]:
+    info = {}
+    for name, fn in signatures.items():
+        inputs = fn.structured_input_signature[1]
+        info[name] = {
+            "inputs": {k: {"dtype": v.dtype.name, "shape": v.shape.as_list()}
+                       for k, v in sorted(inputs.items())},
+            "outputs": sorted(fn.structured_outputs)}
+    return info
+
+
+def export_saved_model(task_model, task_spec, tokenizer, export_base: str, model_name: str,
+                       seq_length: int, ids_only: bool = False, max_query_length: int = 64,
+                       max_answer_length: int = 30, warmup: bool = True) -> str:
+    """Exports `task_model` as version N+1 of `<export_base>/<model_name>/`; returns its path.
+
+    task_model: a finetune TaskModel (task_spec = its finetune.tasks.TaskSpec) or a
+      GptLanguageModel (task_spec None). tokenizer: the WordPieceTokenizer / GptBpeTokenizer
+      it was fine-tuned with (optional with ids_only; then only the assets need it).
+    ids_only: export only `serving_ids` (also as serving_default): core TensorFlow ops only.
+    max_query_length / max_answer_length: SQuAD (as finetune.features.squad / best_span).
+    warmup: write assets.extra/tf_serving_warmup_requests.
+    """
+    if not model_name or os.sep in model_name or model_name.startswith("."):
+        raise ValueError(f"model_name must be a plain folder name, got {model_name!r}")
+    module = build_serving_module(task_model, task_spec, tokenizer, seq_length, ids_only,
+                                  max_query_length, max_answer_length)
+    model_dir = os.path.join(export_base, model_name)
+    os.makedirs(model_dir, exist_ok=True)
+    temp = os.path.join(model_dir, f".tmp-{next_version(model_dir)}-{uuid.uuid4().hex[:8]}")
+    try:
+        with tempfile.TemporaryDirectory() as vocab_dir:
+            files = write_vocab_files(tokenizer, vocab_dir) if tokenizer is not None else {}
+            module.vocab_assets = [tf.saved_model.Asset(p) for p in files.values()]
+            tf.saved_model.save(module, temp, signatures=module.serving_signatures)
+        extra = os.path.join(temp, "assets.extra")
+        os.makedirs(extra, exist_ok=True)
+        if warmup:
+            write_warmup(os.path.join(extra, WARMUP_FILE), [
+                predict_request(model_name, name, example_request(
+                    fn.structured_input_signature[1], seq_length))
+                for name, fn in module.serving_signatures.items()])
+        custom = audit_ops(temp)
+        _write_json(os.path.join(extra, OPS_FILE), {
+            "custom_ops": custom,
+            "needs": ("TF Serving with the tensorflow-text ops linked in (see BUILD_NOTES.md, "
+                      "Serving: custom ops)") if custom else "stock TF Serving (core ops only)"})
+        spec = module.head.spec
+        _write_json(os.path.join(extra, EXPORT_INFO), {
+            "format": 1, "model_name": model_name, "ids_only": ids_only,
+            **dataclasses.asdict(spec),
+            "tokenizer": _tokenizer_info(tokenizer, files),
+            "signatures": _signature_info(module.serving_signatures), "custom_ops": custom})
+        return _publish(temp, model_dir)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+
+
+def _publish(temp: str, model_dir: str) -> str:
+    """Renames the finished export to the next free version (retrying if one appeared)."""
+    for _ in range(100):
+        final = os.path.join(model_dir, str(next_version(model_dir)))
+        try:
+            os.rename(temp, final)  # fails on an existing non-empty folder: never overwrites
+            return final
+        except OSError:
+            if not os.path.isdir(final) or not os.listdir(final):
+                raise
+    raise RuntimeError(f"could not find a free version folder in {model_dir}")
+
+
+def _tokenizer_info(tokenizer, files: Mapping[str, str]) -> Dict[str, Any]:
+    if tokenizer is None:
+        return {}
+    info = {"files": {k: os.path.basename(v) for k, v in files.items()},
+            "vocab_size": tokenizer.vocab_size}
+    if hasattr(tokenizer, "cls_id"):
+        info.update(type="wordpiece", lower_case=bool(tokenizer.lower_case))
+    else:
+        info.update(type="gpt_bpe", special_tokens=list(tokenizer.special_tokens))
+    return info
+
+
+def _write_json(path: str, value: Any) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+
+
+# ---- loading what was exported / fine-tuned ---------------------------------------------------
+
+def latest_version(path: str) -> str:
+    """A version folder as given, or the highest version inside a model folder."""
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return path
+    if not os.path.isdir(path):
+        raise ValueError(f"{path} does not exist")
+    version = next_version(path) - 1
+    if version < 1:
+        raise ValueError(f"{path} holds neither saved_model.pb nor integer version folders")
+    return os.path.join(path, str(version))
+
+
+def read_export_info(version_dir: str) -> Dict[str, Any]:
+    """assets.extra/export.json of an export made here."""
+    path = os.path.join(version_dir, "assets.extra", EXPORT_INFO)
+    if not os.path.isfile(path):
+        raise ValueError(f"{path} is missing: not exported by finetune.export")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def load_keras_model(path: str):
+    """A `.keras` file from fine-tuning (TaskModel) or pretraining (GptLanguageModel)."""
+    import keras
+    import finetune.models  # noqa: F401  (registers the task model classes)
+    import tfmodels.bert  # noqa: F401
+    import tfmodels.gpt  # noqa: F401
+    if not os.path.isfile(path):
+        raise ValueError(f"model file {path} does not exist")
+    return keras.saving.load_model(path, compile=False)
+
+
+def load_tokenizer(model_type: str, vocab_file: str = "", encoder_file: str = "",
+                   merges_file: str = "", lower_case: bool = True):
+    """WordPieceTokenizer (BERT: vocab_file) or GptBpeTokenizer (GPT-1: encoder + merges)."""
+    if model_type == "bert":
+        if not vocab_file:
+            raise ValueError("a BERT model needs its WordPiece vocabulary: pass vocab_file")
+        from tfmodels.tokenizers.wordpiece import WordPieceTokenizer
+        return WordPieceTokenizer(vocab_file, lower_case=lower_case)
+    if not (encoder_file and merges_file):
+        raise ValueError("a GPT-1 model needs its BPE files: pass bpe_encoder_file and "
+                         "bpe_merges_file")
+    from tfmodels.tokenizers.gpt_bpe import GptBpeTokenizer
+    return GptBpeTokenizer(encoder_file, merges_file)
+
+
+@dataclasses.dataclass
+class Source:
+    """A `.keras` model and what serving it needs; empty fields are filled from the fine-tuning
+    run's results.json beside the model (its `config`), then from the model itself."""
+
+    model_path: str
+    task: str = ""                      # "" and a GptLanguageModel: the LM
+    seq_length: int = 0                 # 0: the run's, else 128 (capped by the model)
+    vocab_file: str = ""
+    bpe_encoder_file: str = ""
+    bpe_merges_file: str = ""
+    lower_case: Optional[bool] = None   # None: the run's, else True
+    max_query_length: int = 0           # 0: the run's, else 64
+    max_answer_length: int = 0          # 0: the run's, else 30
+
+
+@dataclasses.dataclass
+class Loaded:
+    model: Any
+    task_spec: Any                      # None for the LM
+    tokenizer: Any
+    seq_length: int
+    max_query_length: int
+    max_answer_length: int
+
+
+def run_config(model_path: str) -> Dict[str, Any]:
+    """`config` of results.json beside the model (finetune.trainer writes it), or {}."""
+    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "results.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        try:
+            return json.load(f).get("config", {}) or {}
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}, line {e.lineno}: not valid JSON ({e.msg})") from None
+
+
+def load_source(source: Source) -> Loaded:
+    """Model, task, tokenizer and lengths of a Source (see its fields for the defaults)."""
+    from finetune.models import TaskModel
+    from finetune.tasks import TASKS, get_task
+    run = run_config(source.model_path)
+    model = load_keras_model(source.model_path)
+    task = source.task or run.get("task", "") or (
+        model.name if isinstance(model, TaskModel) and model.name in TASKS else "")
+    if isinstance(model, TaskModel) and not task:
+        raise ValueError(f"{source.model_path}: cannot tell the task (no results.json beside "
+                         "it and the model's name is not a task); pass task")
+    task_spec = get_task(task) if isinstance(model, TaskModel) else None
+    model_type = model_type_of(model)
+    lower_case = source.lower_case if source.lower_case is not None else run.get("lower_case", True)
+    tokenizer = load_tokenizer(model_type, source.vocab_file or run.get("vocab_file", ""),
+                               source.bpe_encoder_file or run.get("bpe_encoder_file", ""),
+                               source.bpe_merges_file or run.get("bpe_merges_file", ""),
+                               bool(lower_case))
+    seq_length = source.seq_length or run.get("seq_length", 0) or min(
+        128, model.config.max_positions)
+    return Loaded(model, task_spec, tokenizer, int(seq_length),
+                  int(source.max_query_length or run.get("max_query_length", 64)),
+                  int(source.max_answer_length or run.get("max_answer_length", 30)))
+
+
+def export_from_source(source: Source, export_base: str, model_name: str = "",
+                       ids_only: bool = False) -> str:
+    """`export_saved_model` of a `.keras` file (tools/export_model); model_name defaults to
+    the task (or "gpt_lm")."""
+    loaded = load_source(source)
+    name = model_name or (loaded.task_spec.name if loaded.task_spec is not None else "gpt_lm")
+    return export_saved_model(loaded.model, loaded.task_spec, loaded.tokenizer, export_base,
+                              name, loaded.seq_length, ids_only=ids_only,
+                              max_query_length=loaded.max_query_length,
+                              max_answer_length=loaded.max_answer_length)
+
+
+def serving_module_from_source(source: Source) -> ServingModule:
+    """The in-process serving module of a `.keras` file (tools/predict without an export)."""
+    loaded = load_source(source)
+    return build_serving_module(loaded.model, loaded.task_spec, loaded.tokenizer,
+                                loaded.seq_length, max_query_length=loaded.max_query_length,
+                                max_answer_length=loaded.max_answer_length)
+
+
+def model_type_of(model) -> str:
+    """"bert" or "gpt" for a TaskModel; "gpt" for the LM."""
+    from finetune.models import TaskModel, backbone_type
+    return backbone_type(model) if isinstance(model, TaskModel) else "gpt"

@@ -1,0 +1,222 @@
+"""Predictions for text files with an exported SavedModel or a `.keras` model: JSONL out.
+
+  python -m tools.predict --saved_model=serving/sst2 --input=reviews.txt --output=preds.jsonl
+  cat pairs.tsv | python -m tools.predict --saved_model=serving/rte/3 > preds.jsonl
+  python -m tools.predict --keras_model=runs/sst2/model.keras --input=reviews.txt \
+      --output=preds.jsonl          # no export: the same serving graph, built in-process
+
+One example per line; the fields of a line are tab-separated, in the order of the signature's
+text inputs:
+  text | text_a TAB text_b | question TAB context | sentence |
+  context TAB question TAB ending_1 ... TAB ending_c (multiple choice; question may be empty)
+Lines are bytes: text that is not UTF-8 reaches the model as U+FFFD, as in serving.
+Each output line is {"line": n, <output>: value, ...}: NER tags are cut to the sentence's
+words; the LM's next-token distribution is reduced to its --top_tokens best (id, log-prob).
+`--signature=generate` runs GPT-1 generation (--max_new_tokens, --top_k, --seed).
+A progress bar goes to stderr. Malformed lines are reported (file:line, what was expected)
+before anything runs; the output file is written atomically.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import json
+import math
+import sys
+import time
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Sequence, Tuple
+
+import numpy as np
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("saved_model", "", "Export: a version folder or a model folder (latest).")
+flags.DEFINE_string("keras_model", "", "Or a .keras model (with --task and vocab flags "
+                                       "unless its results.json is beside it).")
+flags.DEFINE_string("task", "", ".keras: task name ('' = the run's).")
+flags.DEFINE_string("vocab_file", "", ".keras: BERT WordPiece vocab ('' = the run's).")
+flags.DEFINE_string("bpe_encoder_file", "", ".keras: GPT-1 BPE encoder ('' = the run's).")
+flags.DEFINE_string("bpe_merges_file", "", ".keras: GPT-1 BPE merges ('' = the run's).")
+flags.DEFINE_integer("seq_length", 0, ".keras: tokens per sequence (0 = the run's, else 128).")
+flags.DEFINE_string("input", "-", "Text file, one example per line ('-' = stdin).")
+flags.DEFINE_string("output", "-", "JSONL file ('-' = stdout).")
+flags.DEFINE_string("signature", "serving_default", "serving_default or generate.")
+flags.DEFINE_integer("batch_size", 32, "Lines per call.")
+flags.DEFINE_integer("top_tokens", 10, "LM: best next tokens written per line.")
+flags.DEFINE_integer("max_new_tokens", 20, "generate: tokens to generate.")
+flags.DEFINE_integer("top_k", 0, "generate: sample from the top k (<= 1: greedy).")
+flags.DEFINE_integer("seed", 0, "generate: sampling seed.")
+
+# Text inputs of each signature kind, in the order of a line's tab-separated fields.
+LINE_FIELDS = (("text",), ("text_a", "text_b"), ("question", "context"), ("sentence",),
+               ("context", "question", "endings"))
+
+
+def line_fields(specs: Mapping[str, Any]) -> Tuple[str, ...]:
+    """The field order for a signature's string inputs (name -> TensorSpec)."""
+    names = {k for k, v in specs.items() if v.dtype.name == "string"}
+    for fields in LINE_FIELDS:
+        if set(fields) == names:
+            return fields
+    raise ValueError(f"signature text inputs {sorted(names)} are not one of {LINE_FIELDS} "
+                     "(serving_ids takes ids, not text lines)")
+
+
+def parse_lines(lines: Sequence[bytes], specs: Mapping[str, Any], where: str = "input"
+                ) -> List[Dict[str, Any]]:
+    """Raw lines -> one dict of fields per line; ValueError naming every malformed line."""
+    fields = line_fields(specs)
+    choices = specs["endings"].shape[-1] if "endings" in fields else 0
+    expected = len(fields) - 1 + choices if choices else len(fields)
+    rows, problems = [], []
+    for n, line in enumerate(lines, 1):
+        parts = line.split(b"\t") if len(fields) > 1 else [line]
+        if len(parts) != expected:
+            problems.append(f"{where}:{n}: {len(parts)} tab-separated fields, expected "
+                            f"{expected} ({', '.join(fields[:-1] if choices else fields)}"
+                            f"{f', {choices} endings' if choices else ''})")
+            continue
+        row = dict(zip(fields, parts))
+        if choices:
+            row["endings"] = parts[len(fields) - 1:]
+        rows.append(row)
+    if problems:
+        raise ValueError(f"{len(problems)} malformed line(s): " + "; ".join(problems[:10]))
+    return rows
+
+
+def read_lines(path: str) -> List[bytes]:
+    """Lines of a file or stdin as bytes, without their line endings."""
+    stream = sys.stdin.buffer if path == "-" else open(path, "rb")
+    try:
+        return [line.rstrip(b"\n").rstrip(b"\r") for line in stream]
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+class Progress:
+    """A one-line progress bar on stderr (only when there is more than one batch)."""
+
+    def __init__(self, total: int, enabled: bool = True, width: int = 30):
+        self.total, self.enabled, self.width = total, enabled, width
+        self.start = time.time()
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        rate = done / max(time.time() - self.start, 1e-9)
+        filled = int(self.width * done / max(self.total, 1))
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total} "
+                         f"lines, {rate:.1f} lines/s")
+        if done >= self.total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, np.ndarray):
+        return [_json_value(v) for v in value.tolist()] if value.dtype == object \
+            else _json_value(value.tolist())
+    if isinstance(value, list):
+        return [_json_value(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def to_records(outputs: Mapping[str, np.ndarray], first_line: int, top_tokens: int = 10
+               ) -> List[Dict[str, Any]]:
+    """One JSON-ready dict per row of a batch's outputs."""
+    outputs = dict(outputs)
+    rows = len(next(iter(outputs.values())))
+    log_probs = outputs.pop("next_token_log_probs", None)
+    records = []
+    for r in range(rows):
+        record: Dict[str, Any] = {"line": first_line + r}
+        for name, value in outputs.items():
+            record[name] = _json_value(value[r])
+        if "num_words" in record:
+            record["tags"] = record["tags"][:record["num_words"]]
+        if log_probs is not None:
+            best = np.argsort(-log_probs[r], kind="stable")[:top_tokens]
+            record["next_tokens"] = [[int(i), float(log_probs[r][i])] for i in best]
+        records.append(record)
+    return records
+
+
+def predict(fn: Callable, specs: Mapping[str, Any], rows: Sequence[Dict[str, Any]],
+            batch_size: int = 32, scalars: Mapping[str, int] = (), top_tokens: int = 10,
+            progress: bool = True) -> Iterator[Dict[str, Any]]:
+    """Runs `fn` (a signature) on parsed rows in batches; yields one record per row."""
+    import tensorflow as tf
+    bar = Progress(len(rows), enabled=progress and len(rows) > batch_size)
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start:start + batch_size]
+        inputs = {name: tf.constant([row[name] for row in batch], tf.string)
+                  for name in batch[0]}
+        inputs.update({k: tf.constant(v, tf.int32) for k, v in dict(scalars).items()
+                       if k in specs})
+        outputs = {k: v.numpy() for k, v in fn(**inputs).items()}
+        yield from to_records(outputs, start + 1, top_tokens)
+        bar.update(start + len(batch))
+
+
+def load_signature(saved_model: str = "", keras_model: str = "", signature: str =
+                   "serving_default", **source) -> Tuple[Callable, Dict[str, Any]]:
+    """(callable, input specs) of an export's signature, or of the same signature built
+    in-process from a `.keras` model (source: finetune.export.Source fields)."""
+    import tensorflow as tf
+    from finetune import export
+    if bool(saved_model) == bool(keras_model):
+        raise ValueError("pass exactly one of saved_model and keras_model")
+    if saved_model:
+        import tensorflow_text  # noqa: F401  (registers the tokenizers' ops before loading)
+        loaded = tf.saved_model.load(export.latest_version(saved_model))
+        functions = loaded.signatures
+    else:
+        functions = export.serving_module_from_source(
+            export.Source(keras_model, **source)).serving_signatures
+    if signature not in functions:
+        raise ValueError(f"no signature {signature!r}; the model has {sorted(functions)}")
+    fn = functions[signature]
+    return fn, dict(fn.structured_input_signature[1])
+
+
+def write_records(path: str, records: Iterator[Dict[str, Any]]) -> None:
+    lines = (json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    if path == "-":
+        for line in lines:
+            sys.stdout.write(line)
+        sys.stdout.flush()
+        return
+    from finetune.predictions import atomic_write_text
+    atomic_write_text(path, "".join(lines))
+
+
+def main(argv):
+    del argv
+    fn, specs = load_signature(
+        FLAGS.saved_model, FLAGS.keras_model, FLAGS.signature,
+        **({} if FLAGS.saved_model else dict(
+            task=FLAGS.task, seq_length=FLAGS.seq_length, vocab_file=FLAGS.vocab_file,
+            bpe_encoder_file=FLAGS.bpe_encoder_file, bpe_merges_file=FLAGS.bpe_merges_file)))
+    rows = parse_lines(read_lines(FLAGS.input), specs,
+                       "stdin" if FLAGS.input == "-" else FLAGS.input)
+    scalars = {"max_new_tokens": FLAGS.max_new_tokens, "top_k": FLAGS.top_k, "seed": FLAGS.seed}
+    write_records(FLAGS.output, predict(fn, specs, rows, FLAGS.batch_size, scalars,
+                                        FLAGS.top_tokens))
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
