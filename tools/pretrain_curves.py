@@ -28,6 +28,8 @@ flags.DEFINE_string("work_dir", "runs/pretrain_curves", "Records and model folde
 flags.DEFINE_string("report_dir", "docs/reports", "Where the table and plots are written.")
 flags.DEFINE_integer("bert_steps", 600, "bert_mini training steps.")
 flags.DEFINE_integer("gpt_steps", 600, "Small GPT training steps.")
+flags.DEFINE_float("bert_learning_rate", 1e-3, "bert_mini peak learning rate.")
+flags.DEFINE_float("gpt_learning_rate", 2.5e-3, "Small GPT peak learning rate.")
 flags.DEFINE_integer("eval_every", 50, "Steps between held-out evaluations.")
 flags.DEFINE_integer("seed", 1, "Random seed.")
 
@@ -99,19 +101,24 @@ def main(argv):
         model="bert", model_config="bert_mini", input_files=bert_train,
         eval_input_files=bert_eval, seq_length=128, max_predictions_per_seq=20,
         global_batch_size=32, train_steps=FLAGS.bert_steps, warmup_steps=FLAGS.bert_steps // 10,
-        learning_rate=1e-3, model_dir=str(work / "bert_mini"), **common))
+        learning_rate=FLAGS.bert_learning_rate, model_dir=str(work / "bert_mini"), **common))
     gpt_train, gpt_eval = make_records("gpt", work, shared)
     run_pretraining(PretrainConfig(
         model="gpt", model_config="gpt_small", input_files=gpt_train,
         eval_input_files=gpt_eval, seq_length=128, global_batch_size=16,
-        train_steps=FLAGS.gpt_steps, warmup_steps=FLAGS.gpt_steps // 10, learning_rate=6e-4,
+        train_steps=FLAGS.gpt_steps, warmup_steps=FLAGS.gpt_steps // 10,
+        learning_rate=FLAGS.gpt_learning_rate,
         model_dir=str(work / "gpt_small"), **common))
 
     bert_rows, gpt_rows = evaluations(work / "bert_mini"), evaluations(work / "gpt_small")
     lines = ["# Pretraining curves on real text (held-out shard)", "",
-             f"bert_mini on WikiText-2 valid (uncased WordPiece, length 128, batch 32); small "
-             f"GPT (4 x 256) on Tiny Shakespeare (GPT-1 BPE, length 128, batch 16); seed "
-             f"{FLAGS.seed}. Regenerate: `python -m tools.pretrain_curves`.", "",
+             f"bert_mini on WikiText-2 valid (uncased WordPiece, length 128, batch 32, peak lr "
+             f"{FLAGS.bert_learning_rate:g}, linear decay); small GPT (4 x 256) on Tiny "
+             f"Shakespeare (GPT-1 BPE, length 128, batch 16, peak lr "
+             f"{FLAGS.gpt_learning_rate:g}, cosine decay); 10% warmup; held-out metrics are "
+             f"the mean over 20 batches of the last shard; one seed ({FLAGS.seed}). "
+             f"Regenerate: `python -m tools.pretrain_curves --bert_steps={FLAGS.bert_steps} "
+             f"--gpt_steps={FLAGS.gpt_steps}`.", "",
              "| step | BERT eval MLM loss | MLM accuracy | NSP accuracy | GPT eval LM loss | "
              "perplexity |", "|---|---|---|---|---|---|"]
     gpt_by_step = {row["step"]: row for row in gpt_rows}
