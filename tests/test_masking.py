@@ -1,4 +1,4 @@
-"""Dynamic MLM masking (in-graph, tf-text) and the main job's smoke run."""
+"""Dynamic MLM masking (in-graph, tf-text)."""
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -86,11 +86,3 @@ def test_whole_words_that_overflow_the_budget_are_left_alone(tokenizer):
         untouched = np.ones(32, bool)
         untouched[chosen] = False
         np.testing.assert_array_equal(out["input_ids"][row][untouched], original[row][untouched])
-
-
-def test_main_job_runs_and_learns(tmp_path):
-    from absl import flags
-    from tools import main_job
-    flags.FLAGS(["main_job", f"--output_dir={tmp_path}", "--steps=30"])
-    main_job.main([])  # raises SystemExit if a loss does not fall
-    assert (tmp_path / "vocab.txt").exists() and (tmp_path / "bpe" / "vocab.bpe").exists()

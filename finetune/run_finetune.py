@@ -1,0 +1,41 @@
+"""Fine-tunes BERT or GPT-1 on any registered task (finetune.tasks) and evaluates it on dev.
+
+  # BERT: the paper's sweep (5e-5, 4e-5, 3e-5, 2e-5), 3 epochs, batch 32, best lr on dev
+  python -m finetune.run_finetune --task=mrpc --model=bert \
+      --init_checkpoint=path/to/hf_bert_folder --data_dir=glue/MRPC --output_dir=runs/mrpc \
+      --seq_length=128 --seeds=0,1,2
+  # GPT-1: lr 6.25e-5, 0.2% warmup, aux LM lambda 0.5, from the OpenAI release
+  python -m finetune.run_finetune --task=story_cloze --model=gpt \
+      --init_checkpoint=finetune-transformer-lm/model --data_dir=storycloze \
+      --output_dir=runs/cloze
+  # SQuAD v1.1 from one file (no dev file: the last 10% of it is held out)
+  python -m finetune.run_finetune --task=squad_v1 --init_checkpoint=... \
+      --data_dir=squad/train-v1.1-subset.json --seq_length=384 --learning_rates=3e-5
+
+Writes <output_dir>/results.json (every run, per-lr mean/std, the chosen lr, s/step),
+<output_dir>/model.keras and <output_dir>/predictions/{eval,test}/ (GLUE leaderboard TSVs,
+SQuAD JSON, JSONL). All logic is in finetune.trainer.
+"""
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from absl import app
+
+from finetune.trainer import FinetuneConfig, run_finetune
+from tfmodels.config_flags import dataclass_from_flags, define_flags_from_dataclass
+
+define_flags_from_dataclass(FinetuneConfig)
+
+
+def main(argv):
+    del argv
+    run_finetune(dataclass_from_flags(FinetuneConfig))
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,897 @@
+"""The fine-tuning loop for every task of both papers: one loop, a learning-rate x seed sweep,
+model selection on dev, and the files a run leaves behind.
+
+`run_finetune(config)` is what the absl binary `finetune/run_finetune.py` calls and what tests
+call directly:
+
+    read (finetune.tasks) -> encode (finetune.features) -> tf.data -> model from the checkpoint
+    (finetune.models) -> strategy / layer transfer (finetune.strategies) -> AdamW, warmup +
+    linear decay (tfmodels.optimization) -> TrainStep (tfmodels.training) -> predict on the
+    dev / held-out set -> decode + task metric
+
+once per (learning rate, seed). BERT sweeps {5e-5, 4e-5, 3e-5, 2e-5} and keeps the learning
+rate with the best MEAN dev score over seeds (Section 4.1 picks on dev; the mean makes the
+choice robust to one lucky seed); GPT-1 uses 6.25e-5. Task kinds differ only in a small
+decode function each (`DECODERS`): argmax classes, a regression scalar, SQuAD spans
+(`predict_answers` + official EM/F1, the v2.0 null threshold tuned on dev), NER word tags
+(first sub-token + entity F1), multiple-choice argmax.
+
+Evaluation data: the task's dev file when `data_dir` holds one, else the held-back LAST
+`holdout_fraction` of the (capped) training examples — the shared data ships no dev sets.
+Evaluation never drops examples: the last batch is padded with copies of the final row and
+the padded rows' outputs are discarded.
+
+Output (`output_dir`):
+  results.json                 every run, per-lr mean/std, the chosen lr, seconds per step
+  model.keras                  the selected run's fine-tuned TaskModel (keras.saving.load_model)
+  predictions/eval/<file>      the selected run's dev / held-out predictions
+  predictions/test/<file>      and test predictions when `data_dir` has the test file
+<file> is the GLUE leaderboard TSV (SST-2.tsv, ...) for GLUE tasks, predictions.json (+ null
+odds for v2.0) for SQuAD, predictions.jsonl for the rest. Every file is written atomically.
+
+Checkpoints (`init_checkpoint`, detected from the files present, see
+`detect_checkpoint_format`): a Hugging Face BERT folder, a google-research/bert TF1 folder, an
+OpenAI GPT-1 `.npy` release, a Hugging Face openai-gpt folder, a `.keras` file from our
+pretraining (or any saved model holding a backbone, e.g. a fine-tuned one), or a pretraining
+`model_dir` holding `pretrained.keras`. Empty: random init from `model_config` (the papers'
+"no pretraining" ablation).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from finetune import predictions as prediction_files
+from finetune import strategies
+from finetune.features import EncodedFeatures, decode_word_predictions, encode_examples
+from finetune.features import predict_answers
+from finetune.models import GPT_SIMILARITY_TASKS, as_backbone, backbone_type
+from finetune.models import build_task_model, task_loss
+from finetune.readers.common import holdout_split
+from finetune.tasks import TaskSpec, get_task
+from tfmodels import configs
+from tfmodels.bert import BertEncoder
+from tfmodels.gpt import GptDecoder
+from tfmodels.optimization import create_optimizer
+from tfmodels.training import TrainStep
+
+BERT_LEARNING_RATES = (5e-5, 4e-5, 3e-5, 2e-5)   # BERT Section 4.1 / Appendix A.3
+GPT_LEARNING_RATES = (6.25e-5,)                  # GPT-1 Section 4.1
+WARMUP_FRACTION = {"bert": 0.1, "gpt": 0.002}    # BERT's 10%; GPT-1's 0.2%
+STRATEGIES = ("full", "frozen", "top_k", "gradual")
+BPE_FILE_PAIRS = (("encoder_bpe_40000.json", "vocab_40000.bpe"),  # the OpenAI release
+                  ("vocab.json", "merges.txt"))                    # Hugging Face openai-gpt
+_BERT_ONLY_KINDS = ("span", "token_classification")
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    # What to fine-tune.
+    task: str = dataclasses.field(default="", metadata={"help": "Task name (finetune.tasks)."})
+    model: str = dataclasses.field(default="bert", metadata={"help": "bert | gpt"})
+    init_checkpoint: str = dataclasses.field(
+        default="", metadata={"help": "HF BERT folder, TF1 BERT folder, OpenAI GPT .npy folder, "
+                                      "HF openai-gpt folder, a .keras file or a pretraining "
+                                      "model_dir (detected from the files); empty: random init."})
+    model_config: str = dataclasses.field(
+        default="", metadata={"help": "Named config for random init ('' = bert_base / gpt1)."})
+    vocab_size: int = dataclasses.field(
+        default=0, metadata={"help": "Random init: vocabulary size (0 = the tokenizer's)."})
+    num_heads: int = dataclasses.field(
+        default=12, metadata={"help": "Heads of an OpenAI .npy release (not in its files)."})
+    vocab_file: str = dataclasses.field(
+        default="", metadata={"help": "BERT WordPiece vocab ('' = vocab.txt beside the "
+                                      "checkpoint)."})
+    lower_case: bool = dataclasses.field(default=True, metadata={"help": "Uncased WordPiece."})
+    bpe_encoder_file: str = dataclasses.field(
+        default="", metadata={"help": "GPT-1 BPE encoder JSON ('' = beside the checkpoint)."})
+    bpe_merges_file: str = dataclasses.field(
+        default="", metadata={"help": "GPT-1 BPE merges ('' = beside the checkpoint)."})
+    # Data.
+    data_dir: str = dataclasses.field(
+        default="", metadata={"help": "The task's data folder, or one training file."})
+    output_dir: str = ""
+    seq_length: int = 128
+    max_train_examples: int = dataclasses.field(
+        default=0, metadata={"help": "Use the first N training examples (0 = all); the "
+                                     "held-out slice is cut from these."})
+    max_eval_examples: int = dataclasses.field(
+        default=0, metadata={"help": "Evaluate on the first N dev examples (0 = all)."})
+    holdout_fraction: float = dataclasses.field(
+        default=0.1, metadata={"help": "Without a dev file: evaluate on this last fraction of "
+                                       "the training examples (held back from training)."})
+    predict_test: bool = dataclasses.field(
+        default=True, metadata={"help": "Write test predictions when data_dir has the test file."})
+    # SQuAD.
+    doc_stride: int = 128
+    max_query_length: int = 64
+    max_answer_length: int = 30
+    n_best_size: int = 20
+    tune_null_threshold: bool = dataclasses.field(
+        default=True, metadata={"help": "SQuAD v2.0: choose the null threshold on dev."})
+    null_threshold: float = dataclasses.field(
+        default=0.0, metadata={"help": "SQuAD v2.0 threshold when not tuned."})
+    # Optimisation.
+    train_batch_size: int = 32
+    eval_batch_size: int = 64
+    epochs: float = 3.0
+    train_steps: int = dataclasses.field(
+        default=0, metadata={"help": "Override the step count (0 = epochs x steps/epoch)."})
+    learning_rates: Tuple[float, ...] = dataclasses.field(
+        default=(), metadata={"help": "Learning rates to sweep ('' = BERT 5e-5,4e-5,3e-5,2e-5; "
+                                      "GPT-1 6.25e-5)."})
+    seeds: Tuple[int, ...] = dataclasses.field(
+        default=(0,), metadata={"help": "One run per seed for every learning rate."})
+    warmup_fraction: float = dataclasses.field(
+        default=-1.0, metadata={"help": "Warmup steps / total (< 0: BERT 0.1, GPT-1 0.002)."})
+    weight_decay: float = 0.01
+    adam_epsilon: float = 1e-6
+    clip_norm: float = 1.0
+    lm_weight: float = dataclasses.field(
+        default=0.5, metadata={"help": "GPT-1 auxiliary LM weight lambda (0 = no aux LM)."})
+    classifier_dropout: float = 0.1
+    # What trains.
+    strategy: str = dataclasses.field(
+        default="full", metadata={"help": "full | frozen | top_k | gradual"})
+    top_k: int = dataclasses.field(default=0, metadata={"help": "Layers trained by top_k."})
+    feature_layers: int = dataclasses.field(
+        default=1, metadata={"help": "Concatenate the top N hidden states (feature-based: 4)."})
+    unfreeze_layers_per_stage: int = 1
+    unfreeze_steps_per_stage: int = dataclasses.field(
+        default=0, metadata={"help": "gradual: steps between stages (0 = one epoch)."})
+    transfer_layers: int = dataclasses.field(
+        default=-1, metadata={"help": "Copy the embeddings and the first k pretrained layers, "
+                                      "re-initialise the rest (-1 = all)."})
+    # Execution.
+    distribution_strategy: str = dataclasses.field(
+        default="one_device", metadata={"help": "one_device | mirrored | multi_worker | tpu"})
+    tpu: str = ""
+    num_cpu_devices: int = 0
+    jit_compile: bool = False
+    mixed_precision: str = dataclasses.field(
+        default="", metadata={"help": "'' (float32) | mixed_bfloat16 | mixed_float16"})
+    eval_every_epoch: bool = False
+    log_every: int = 100
+    save_model: bool = True
+
+    def __post_init__(self):
+        # absl list flags arrive as strings.
+        object.__setattr__(self, "learning_rates", tuple(float(v) for v in self.learning_rates))
+        object.__setattr__(self, "seeds", tuple(int(v) for v in self.seeds))
+        problems = []
+        if self.model not in ("bert", "gpt"):
+            problems.append(f"model must be bert or gpt, got {self.model!r}")
+        if not self.task:
+            problems.append("task is required")
+        else:
+            spec = get_task(self.task)  # ValueError listing the known tasks
+            if self.model == "gpt" and spec.kind in _BERT_ONLY_KINDS:
+                problems.append(f"task {self.task!r} is a {spec.kind} task, which only BERT does "
+                                f"(GPT-1 has no input transform for it); use --model=bert")
+        if not self.data_dir:
+            problems.append("data_dir is required")
+        if not self.output_dir:
+            problems.append("output_dir is required")
+        if not self.seeds:
+            problems.append("seeds is empty")
+        if any(lr <= 0 for lr in self.learning_rates):
+            problems.append(f"learning rates must be positive, got {self.learning_rates}")
+        if self.strategy not in STRATEGIES:
+            problems.append(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            problems.append(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+        if self.mixed_precision not in ("", "mixed_bfloat16", "mixed_float16"):
+            problems.append(f"unknown mixed_precision {self.mixed_precision!r}")
+        for name in ("seq_length", "train_batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be positive, got {getattr(self, name)}")
+        if self.epochs <= 0 and self.train_steps <= 0:
+            problems.append("epochs (or train_steps) must be positive")
+        if self.warmup_fraction > 1.0:
+            problems.append(f"warmup_fraction must be <= 1, got {self.warmup_fraction}")
+        if self.transfer_layers >= 0 and not self.init_checkpoint:
+            problems.append("transfer_layers needs an init_checkpoint to transfer from")
+        if problems:
+            raise ValueError("bad fine-tuning config: " + "; ".join(problems))
+
+    @property
+    def resolved_learning_rates(self) -> Tuple[float, ...]:
+        return self.learning_rates or (
+            BERT_LEARNING_RATES if self.model == "bert" else GPT_LEARNING_RATES)
+
+    @property
+    def resolved_warmup_fraction(self) -> float:
+        return self.warmup_fraction if self.warmup_fraction >= 0 else WARMUP_FRACTION[self.model]
+
+
+# ---- checkpoints and tokenizers -----------------------------------------------------------------
+
+CHECKPOINT_FORMATS = ("random", "keras", "hf_bert", "tf1_bert", "openai_gpt", "hf_gpt")
+_FORMAT_MODEL = {"hf_bert": "bert", "tf1_bert": "bert", "openai_gpt": "gpt", "hf_gpt": "gpt"}
+
+
+def detect_checkpoint_format(path: str) -> str:
+    """The format of `init_checkpoint`, from the files present (one of CHECKPOINT_FORMATS).
+
+    "" -> random; *.keras or a folder with pretrained.keras -> keras; params_shapes.json ->
+    openai_gpt; bert_config.json -> tf1_bert; config.json + model.safetensors -> hf_bert or
+    hf_gpt by its model_type (or its field names).
+    """
+    if not path:
+        return "random"
+    if os.path.isfile(path):
+        if path.endswith(".keras"):
+            return "keras"
+        raise ValueError(f"init_checkpoint {path} is a file but not a .keras model; pass a "
+                         "checkpoint folder or a .keras file")
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"init_checkpoint {path} does not exist")
+    has = lambda name: os.path.isfile(os.path.join(path, name))
+    if has("params_shapes.json"):
+        return "openai_gpt"
+    if has("bert_config.json"):
+        return "tf1_bert"
+    if has("config.json") and has("model.safetensors"):
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            hf = json.load(f)
+        model_type = hf.get("model_type", "")
+        if model_type == "bert" or (not model_type and "hidden_size" in hf):
+            return "hf_bert"
+        if model_type == "openai-gpt" or (not model_type and "n_embd" in hf):
+            return "hf_gpt"
+        raise ValueError(f"{path}/config.json: model_type {model_type!r} is neither 'bert' nor "
+                         "'openai-gpt'")
+    if has("pretrained.keras"):
+        return "keras"
+    raise ValueError(
+        f"cannot tell the checkpoint format of {path}: expected config.json + "
+        "model.safetensors (Hugging Face BERT / openai-gpt), bert_config.json + bert_model.ckpt "
+        "(TF1 BERT), params_shapes.json + params_*.npy (OpenAI GPT-1), pretrained.keras, or a "
+        ".keras file")
+
+
+def load_checkpoint(path: str, fmt: Optional[str] = None, num_heads: int = 12) -> keras.Model:
+    """The model a checkpoint holds (BertEncoder/BertPretrainer, GptLanguageModel, or what a
+    .keras file holds); `fmt` defaults to `detect_checkpoint_format(path)`."""
+    fmt = fmt or detect_checkpoint_format(path)
+    if fmt == "keras":
+        if os.path.isdir(path):
+            path = os.path.join(path, "pretrained.keras")
+        import finetune.models  # noqa: F401  (registers the task models for deserialisation)
+        return keras.saving.load_model(path, compile=False)
+    if fmt == "hf_bert":
+        from tfmodels.checkpoints.hf_bert import load_hf_bert
+        return load_hf_bert(path)[0]
+    if fmt == "tf1_bert":
+        from tfmodels.checkpoints.tf1_bert import load_tf1_bert
+        return load_tf1_bert(path)[0]
+    if fmt == "openai_gpt":
+        from tfmodels.checkpoints.openai_gpt import load_openai_gpt
+        return load_openai_gpt(path, num_heads=num_heads)
+    if fmt == "hf_gpt":
+        from tfmodels.checkpoints.hf_gpt import load_hf_gpt
+        return load_hf_gpt(path)
+    raise ValueError(f"no checkpoint to load for format {fmt!r}")
+
+
+def _checkpoint_folder(path: str) -> str:
+    if not path:
+        return ""
+    return path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+
+
+def wordpiece_vocab_file(checkpoint: str = "", vocab_file: str = "") -> str:
+    """`vocab_file`, else vocab.txt beside the checkpoint; ValueError naming what is missing."""
+    folder = _checkpoint_folder(checkpoint)
+    vocab = vocab_file or (os.path.join(folder, "vocab.txt") if folder else "")
+    if not vocab or not os.path.isfile(vocab):
+        where = f" ({vocab} does not exist)" if vocab else ""
+        raise ValueError(f"BERT needs a WordPiece vocabulary: pass --vocab_file{where}")
+    return vocab
+
+
+def bpe_files(checkpoint: str = "", encoder_file: str = "", merges_file: str = ""
+              ) -> Dict[str, str]:
+    """GPT-1's {"encoder_file", "merges_file"}: the given paths, else the OpenAI
+    (encoder_bpe_40000.json, vocab_40000.bpe) or Hugging Face (vocab.json, merges.txt) pair
+    beside the checkpoint; ValueError naming what is missing."""
+    folder = _checkpoint_folder(checkpoint)
+    encoder, merges = encoder_file, merges_file
+    if not (encoder and merges) and folder:
+        for enc_name, merges_name in BPE_FILE_PAIRS:
+            if os.path.isfile(os.path.join(folder, enc_name)):
+                encoder = encoder or os.path.join(folder, enc_name)
+                merges = merges or os.path.join(folder, merges_name)
+                break
+    for flag, path in (("bpe_encoder_file", encoder), ("bpe_merges_file", merges)):
+        if not path or not os.path.isfile(path):
+            where = f" ({path} does not exist)" if path else ""
+            raise ValueError(f"GPT-1 needs its BPE files: pass --{flag}{where}")
+    return {"encoder_file": encoder, "merges_file": merges}
+
+
+def tokenizer_files(config: FinetuneConfig) -> Dict[str, str]:
+    """The vocabulary files: the flags, else the files beside the checkpoint.
+    BERT: {"vocab_file"}; GPT-1: {"encoder_file", "merges_file"}."""
+    if config.model == "bert":
+        return {"vocab_file": wordpiece_vocab_file(config.init_checkpoint, config.vocab_file)}
+    return bpe_files(config.init_checkpoint, config.bpe_encoder_file, config.bpe_merges_file)
+
+
+def load_tokenizer(config: FinetuneConfig):
+    files = tokenizer_files(config)
+    if config.model == "bert":
+        from tfmodels.tokenizers.wordpiece import WordPieceTokenizer
+        return WordPieceTokenizer(files["vocab_file"], lower_case=config.lower_case)
+    from tfmodels.tokenizers.gpt_bpe import GptBpeTokenizer
+    return GptBpeTokenizer(files["encoder_file"], files["merges_file"])
+
+
+@dataclasses.dataclass
+class Pretrained:
+    """What every run starts from: the backbone's class and config, its weights (None =
+    random init) and the tokenizer."""
+
+    backbone_class: type
+    model_config: configs.TransformerConfig
+    weights: Optional[List[np.ndarray]]
+    tokenizer: Any
+    checkpoint_format: str
+
+    def build(self, seed: int, transfer_layers: int = -1) -> keras.Model:
+        """A fresh backbone under the current dtype policy: seeded init, then the pretrained
+        weights (all, or the embeddings + first `transfer_layers` layers)."""
+        keras.utils.set_random_seed(seed)
+        backbone = self.backbone_class(self.model_config)
+        if self.weights is None:
+            return backbone
+        if transfer_layers < 0:
+            backbone.set_weights(self.weights)
+        else:
+            source = self.backbone_class(self.model_config)
+            source.set_weights(self.weights)
+            strategies.transfer_layers(source, backbone, transfer_layers)
+        return backbone
+
+
+def load_pretrained(config: FinetuneConfig, log: Callable[[str], None] = print) -> Pretrained:
+    """Tokenizer + checkpoint (or random-init config), checked against each other."""
+    tokenizer = load_tokenizer(config)
+    fmt = detect_checkpoint_format(config.init_checkpoint)
+    expected = _FORMAT_MODEL.get(fmt)
+    if expected and expected != config.model:
+        raise ValueError(f"init_checkpoint {config.init_checkpoint} is a {fmt} checkpoint "
+                         f"({expected}), but model is {config.model!r}")
+    if fmt == "random":
+        name = config.model_config or ("bert_base" if config.model == "bert" else "gpt1")
+        cfg = configs.get_config(name, vocab_size=config.vocab_size or tokenizer.vocab_size)
+        weights = None
+        log(f"random init from {name} (no pretraining)")
+    else:
+        backbone = as_backbone(load_checkpoint(config.init_checkpoint, fmt, config.num_heads))
+        if backbone_type(backbone) != config.model:
+            raise ValueError(f"init_checkpoint {config.init_checkpoint} holds a "
+                             f"{type(backbone).__name__}, but model is {config.model!r}")
+        cfg, weights = backbone.config, backbone.get_weights()
+        log(f"loaded {fmt} checkpoint {config.init_checkpoint}")
+    cls = BertEncoder if config.model == "bert" else GptDecoder
+    if not isinstance(cfg, configs.BertConfig if config.model == "bert" else configs.GptConfig):
+        raise ValueError(f"model {config.model!r} needs a {cls.__name__} config, got "
+                         f"{type(cfg).__name__} ({config.model_config!r})")
+    if tokenizer.vocab_size > cfg.vocab_size:
+        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but the model's embedding "
+                         f"has {cfg.vocab_size} rows: vocabulary and checkpoint do not match")
+    if config.seq_length > cfg.max_positions:
+        raise ValueError(f"seq_length {config.seq_length} exceeds the model's "
+                         f"{cfg.max_positions} positions")
+    return Pretrained(cls, cfg, weights, tokenizer, fmt)
+
+
+# ---- data ------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Split:
+    """One split's examples (for metrics and prediction files) and their encoded features."""
+
+    examples: List[Any]
+    features: EncodedFeatures
+
+
+@dataclasses.dataclass
+class TaskData:
+    """The encoded splits of one sweep, read once and shared by every run."""
+
+    train: Split
+    eval: Split
+    test: Optional[Split]
+    eval_source: str   # "dev" or "holdout"
+
+
+def _task_options(config: FinetuneConfig, task: TaskSpec) -> Dict[str, Any]:
+    if task.kind == "span":
+        return {"doc_stride": config.doc_stride, "max_query_length": config.max_query_length}
+    if task.kind in ("classification", "regression") and config.model == "gpt":
+        return {"symmetric": task.name in GPT_SIMILARITY_TASKS}
+    return {}
+
+
+def _has_split(config: FinetuneConfig, task: TaskSpec, split: str) -> bool:
+    return (os.path.isdir(config.data_dir) and split in task.files
+            and os.path.exists(os.path.join(config.data_dir, task.files[split])))
+
+
+def load_task_data(config: FinetuneConfig, task: TaskSpec, tokenizer,
+                   log: Callable[[str], None] = print) -> TaskData:
+    """Reads and encodes train, eval (dev file or held-out tail of train) and test."""
+    if not os.path.exists(config.data_dir):
+        raise FileNotFoundError(f"data_dir {config.data_dir} does not exist")
+    train = task.read(config.data_dir, "train")
+    if config.max_train_examples:
+        train = train[:config.max_train_examples]
+    if _has_split(config, task, "dev"):
+        dev, source = task.read(config.data_dir, "dev"), "dev"
+    else:
+        train, dev = holdout_split(train, config.holdout_fraction)
+        source = "holdout"
+    if config.max_eval_examples:
+        dev = dev[:config.max_eval_examples]
+    if not train or not dev:
+        raise ValueError(f"{config.data_dir}: {len(train)} training and {len(dev)} evaluation "
+                         f"examples; both must be non-empty")
+    test = None
+    if config.predict_test and _has_split(config, task, "test"):
+        test = task.read(config.data_dir, "test")
+
+    def encode(examples):
+        return Split(examples, encode_examples(
+            examples, task.kind, config.model, tokenizer, config.seq_length,
+            label_names=task.label_names, **_task_options(config, task)))
+
+    data = TaskData(encode(train), encode(dev), encode(test) if test else None, source)
+    log(f"{task.name}: {len(train)} train examples ({len(data.train.features)} features), "
+        f"{len(dev)} {source} examples, {len(test) if test else 0} test examples")
+    for name, split in (("training", data.train), (source, data.eval)):
+        if not split.features.label_keys:
+            raise ValueError(f"the {name} examples of {task.name} in {config.data_dir} have no "
+                             "labels (is it a test file?)")
+    return data
+
+
+def train_dataset(features: EncodedFeatures, batch_size: int, seed: int) -> tf.data.Dataset:
+    """Inputs + labels, shuffled with `seed`, repeated, static batches (drop_remainder)."""
+    arrays = {**features.inputs(), **features.labels()}
+    n = len(features)
+    return (tf.data.Dataset.from_tensor_slices(arrays)
+            .shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat()
+            .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+
+
+def _padded_inputs(features: EncodedFeatures, batch_size: int) -> Dict[str, np.ndarray]:
+    """Inputs padded to a multiple of batch_size with copies of the last row (real inputs, so
+    the padded rows run like any other; their outputs are dropped)."""
+    n = len(features)
+    pad = -n % batch_size
+    return {k: np.concatenate([v, np.repeat(v[-1:], pad, axis=0)]) if pad else v
+            for k, v in features.inputs().items()}
+
+
+class Predictor:
+    """Batched inference under the strategy: model outputs for every feature, in order."""
+
+    def __init__(self, model: keras.Model, strategy: tf.distribute.Strategy,
+                 output_keys: Sequence[str], batch_size: int):
+        self.strategy, self.batch_size = strategy, batch_size
+
+        def replica(batch):
+            outputs = model(batch, training=False)
+            return {k: outputs[k] for k in output_keys}
+
+        @tf.function(autograph=False)  # no Python control flow to convert
+        def step(batch):
+            per_replica = strategy.run(replica, args=(batch,))
+            return {k: strategy.gather(v, axis=0) for k, v in per_replica.items()}
+
+        self.step = step
+
+    def __call__(self, features: EncodedFeatures) -> Dict[str, np.ndarray]:
+        dataset = tf.data.Dataset.from_tensor_slices(
+            _padded_inputs(features, self.batch_size)).batch(self.batch_size, drop_remainder=True)
+        chunks: Dict[str, List[np.ndarray]] = {}
+        for batch in self.strategy.experimental_distribute_dataset(dataset):
+            for k, v in self.step(batch).items():
+                chunks.setdefault(k, []).append(v.numpy())
+        return {k: np.concatenate(v)[:len(features)] for k, v in chunks.items()}
+
+
+# ---- decoding: the only per-kind code ------------------------------------------------------------
+
+@dataclasses.dataclass
+class Decoded:
+    """Per-example predictions in the form the task metric takes (class ids, floats, answer
+    texts, tag lists), plus what the prediction files add (probabilities, null odds)."""
+
+    predictions: List[Any]
+    probabilities: Optional[np.ndarray] = None
+    null_scores: Optional[List[float]] = None   # SQuAD: null score - best non-null score
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(-1, keepdims=True))
+    return z / z.sum(-1, keepdims=True)
+
+
+def _decode_classes(outputs, split, config) -> Decoded:
+    logits = outputs["logits"]
+    return Decoded(logits.argmax(-1).tolist(), probabilities=_softmax(logits))
+
+
+def _decode_regression(outputs, split, config) -> Decoded:
+    return Decoded(outputs["predictions"].astype(float).tolist())
+
+
+def _decode_spans(outputs, split, config) -> Decoded:
+    answers = predict_answers(outputs["start_logits"], outputs["end_logits"],
+                              split.features.metadata, n_best_size=config.n_best_size,
+                              max_answer_length=config.max_answer_length, version_2=False)
+    ordered = [answers[ex.qid] for ex in split.examples]
+    return Decoded([a.text for a in ordered], null_scores=[a.score_diff for a in ordered])
+
+
+def _decode_tags(outputs, split, config) -> Decoded:
+    logits = outputs["logits"]
+    return Decoded([decode_word_predictions(logits[i], feature)
+                    for i, feature in enumerate(split.features.metadata)])
+
+
+@dataclasses.dataclass(frozen=True)
+class KindDecoder:
+    output_keys: Tuple[str, ...]
+    decode: Callable[[Dict[str, np.ndarray], Split, FinetuneConfig], Decoded]
+    gold: Callable[[Any, TaskSpec], Any]     # example -> what the metric compares against
+
+
+DECODERS: Dict[str, KindDecoder] = {
+    "classification": KindDecoder(("logits",), _decode_classes,
+                                  lambda ex, task: task.label_names.index(ex.label)),
+    "regression": KindDecoder(("predictions",), _decode_regression, lambda ex, task: float(ex.label)),
+    "multiple_choice": KindDecoder(("logits",), _decode_classes, lambda ex, task: int(ex.label)),
+    "span": KindDecoder(("start_logits", "end_logits"), _decode_spans,
+                        lambda ex, task: [a for a, _ in ex.answers] or [""]),
+    "token_classification": KindDecoder(("logits",), _decode_tags,
+                                        lambda ex, task: list(ex.tags)),
+}
+
+
+def score(task: TaskSpec, examples: Sequence[Any], decoded: Decoded,
+          config: FinetuneConfig) -> Dict[str, float]:
+    """task.metric on the decoded predictions. SQuAD v2.0 also tunes the null threshold on these
+    examples (official `best_f1_thresh`) and reports the metrics at it as the main numbers."""
+    gold = [DECODERS[task.kind].gold(ex, task) for ex in examples]
+    if task.name != "squad_v2":
+        return task.metric(gold, decoded.predictions)
+    metrics = task.metric(gold, decoded.predictions, null_scores=decoded.null_scores,
+                          threshold=config.null_threshold)
+    if config.tune_null_threshold:
+        tuned = metrics["best_f1_thresh"]
+        metrics = {**task.metric(gold, decoded.predictions, null_scores=decoded.null_scores,
+                                 threshold=tuned), "null_threshold": tuned}
+    else:
+        metrics["null_threshold"] = config.null_threshold
+    return metrics
+
+
+def final_answers(task: TaskSpec, decoded: Decoded, threshold: float) -> List[Any]:
+    """Predictions as written: SQuAD v2.0 answers "" where the null score beats `threshold`."""
+    if task.name != "squad_v2":
+        return decoded.predictions
+    return ["" if s > threshold else p for p, s in zip(decoded.predictions, decoded.null_scores)]
+
+
+def write_predictions(task: TaskSpec, split: Split, decoded: Decoded, folder: str,
+                      threshold: float = 0.0) -> List[str]:
+    """The task's prediction file(s) in `folder`; returns the paths written."""
+    examples, preds = split.examples, final_answers(task, decoded, threshold)
+    if task.name in prediction_files.GLUE_SUBMISSION_FILES:
+        return [prediction_files.write_glue_predictions(
+            task.name, preds, folder, indices=[ex.guid for ex in examples])]
+    path = os.path.join(folder, "predictions.jsonl")
+    if task.kind == "span":
+        written = prediction_files.write_squad_predictions(
+            os.path.join(folder, "predictions.json"),
+            {ex.qid: p for ex, p in zip(examples, preds)},
+            null_odds=({ex.qid: s for ex, s in zip(examples, decoded.null_scores)}
+                       if task.name == "squad_v2" else None))
+        return list(written.values())
+    if task.kind == "token_classification":
+        return [prediction_files.write_ner_jsonl(path, examples, preds)]
+    if task.kind == "multiple_choice":
+        return [prediction_files.write_choice_predictions(
+            path, [ex.guid for ex in examples], preds, decoded.probabilities,
+            [ex.label for ex in examples])]
+    records = []
+    for i, ex in enumerate(examples):
+        record = {"guid": ex.guid, "prediction": (task.label_names[preds[i]]
+                                                  if task.kind == "classification" else preds[i])}
+        if decoded.probabilities is not None:
+            record["probabilities"] = decoded.probabilities[i].tolist()
+        if ex.label is not None:
+            record["label"] = ex.label
+        records.append(record)
+    return [prediction_files.write_jsonl(path, records)]
+
+
+# ---- one run ----------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class RunResult:
+    """One (learning rate, seed) run. `model` and `decoded` stay in memory (not in JSON)."""
+
+    learning_rate: float
+    seed: int
+    metrics: Dict[str, float]
+    train_steps: int = 0
+    seconds_per_step: float = float("nan")
+    train_seconds: float = 0.0
+    final_loss: float = float("nan")
+    epoch_metrics: List[Dict[str, float]] = dataclasses.field(default_factory=list)
+    model: Optional[keras.Model] = None
+    decoded: Optional[Decoded] = None
+
+    def to_json(self, main_metric: str) -> Dict[str, Any]:
+        return {"learning_rate": self.learning_rate, "seed": self.seed,
+                main_metric: self.metrics.get(main_metric), "metrics": self.metrics,
+                "train_steps": self.train_steps, "seconds_per_step": self.seconds_per_step,
+                "train_seconds": self.train_seconds, "final_loss": self.final_loss,
+                "epoch_metrics": self.epoch_metrics}
+
+
+@dataclasses.dataclass
+class Context:
+    """Everything the runs of one sweep share (loaded once)."""
+
+    config: FinetuneConfig
+    task: TaskSpec
+    pretrained: Pretrained
+    data: TaskData
+    strategy: tf.distribute.Strategy
+    log: Callable[[str], None] = print
+
+
+def _build_task_model(ctx: Context, seed: int) -> keras.Model:
+    config = ctx.config
+    backbone = ctx.pretrained.build(seed, config.transfer_layers)
+    options = {"dropout": config.classifier_dropout, "feature_layers": config.feature_layers}
+    if config.model == "gpt":
+        options["aux_lm"] = config.lm_weight > 0
+    if ctx.task.kind == "span":
+        options.pop("dropout")  # run_squad.py: no dropout before the span layer
+    model = build_task_model(ctx.task, backbone, config.model, **options)
+    if config.strategy != "gradual":
+        strategies.apply_strategy(model, config.strategy, config.top_k)
+    return model
+
+
+def evaluate(ctx: Context, model: keras.Model, split: Split) -> Tuple[Dict[str, float], Decoded]:
+    kind = DECODERS[ctx.task.kind]
+    outputs = Predictor(model, ctx.strategy, kind.output_keys,
+                        ctx.config.eval_batch_size)(split.features)
+    decoded = kind.decode(outputs, split, ctx.config)
+    return score(ctx.task, split.examples, decoded, ctx.config), decoded
+
+
+def finetune_once(ctx: Context, learning_rate: float, seed: int) -> RunResult:
+    """Trains one model with this learning rate and seed and evaluates it."""
+    config, strategy, log = ctx.config, ctx.strategy, ctx.log
+    n_train = len(ctx.data.train.features)
+    steps_per_epoch = n_train // config.train_batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"{n_train} training features are fewer than one batch of "
+                         f"{config.train_batch_size}; lower train_batch_size")
+    total = config.train_steps or max(1, int(round(config.epochs * steps_per_epoch)))
+    warmup = int(round(ctx.config.resolved_warmup_fraction * total))
+    policy = config.mixed_precision or "float32"
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        with strategy.scope():
+            model = _build_task_model(ctx, seed)
+            optimizer = create_optimizer(
+                learning_rate, total_steps=total, warmup_steps=warmup, decay="linear",
+                weight_decay=config.weight_decay, epsilon=config.adam_epsilon,
+                loss_scale=config.mixed_precision == "mixed_float16")
+            unfreezing = None
+            if config.strategy == "gradual":
+                unfreezing = strategies.GradualUnfreezing(
+                    model, config.unfreeze_layers_per_stage,
+                    config.unfreeze_steps_per_stage or steps_per_epoch)
+                # One optimizer for all stages: built on every variable any stage trains.
+                optimizer.build(unfreezing.trainable_candidates())
+        loss_fn = task_loss(ctx.task, config.model, config.lm_weight)
+        make_step = lambda: TrainStep(model, optimizer, loss_fn, strategy,
+                                      jit_compile=config.jit_compile, clip_norm=config.clip_norm)
+        train_step = make_step()
+        iterator = iter(strategy.experimental_distribute_dataset(
+            train_dataset(ctx.data.train.features, config.train_batch_size, seed)))
+        result = RunResult(learning_rate, seed, {}, train_steps=total)
+        log(f"lr {learning_rate:g} seed {seed}: {total} steps ({steps_per_epoch}/epoch, "
+            f"{warmup} warmup), {model.count_params():,} parameters, policy {policy}")
+        start = timed_from = time.perf_counter()
+        metrics = {}
+        for step in range(total):
+            if unfreezing is not None and unfreezing.update(step):
+                train_step = make_step()  # the trainable set changed: retrace
+            metrics = train_step(next(iterator))
+            if step == 0:
+                float(metrics["loss"])  # wait for the first (tracing) step
+                timed_from = time.perf_counter()
+            done = step + 1
+            if done % config.log_every == 0 or done == total:
+                log(f"  step {done}/{total}  " + "  ".join(
+                    f"{k} {float(v):.4g}" for k, v in metrics.items()))
+            if config.eval_every_epoch and done % steps_per_epoch == 0 and done < total:
+                epoch_metrics, _ = evaluate(ctx, model, ctx.data.eval)
+                result.epoch_metrics.append({"step": done, **epoch_metrics})
+                log(f"  epoch {done // steps_per_epoch}: {epoch_metrics}")
+        result.final_loss = float(metrics["loss"])
+        end = time.perf_counter()
+        result.train_seconds = end - start
+        result.seconds_per_step = ((end - timed_from) / (total - 1) if total > 1
+                                   else end - start)
+        result.metrics, result.decoded = evaluate(ctx, model, ctx.data.eval)
+        if config.eval_every_epoch:
+            result.epoch_metrics.append({"step": total, **result.metrics})
+        result.model = model
+        log(f"lr {learning_rate:g} seed {seed}: {ctx.task.main_metric} "
+            f"{result.metrics[ctx.task.main_metric]:.4f}  ({result.seconds_per_step:.3f} s/step)")
+        return result
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+# ---- the sweep ----------------------------------------------------------------------------------
+
+def summarize_runs(runs: Sequence[RunResult], main_metric: str,
+                   learning_rates: Sequence[float]) -> Dict[str, Any]:
+    """Per learning rate: mean and std (sample std, ddof=1; 0 for one run) of the main metric
+    over seeds, and the best seed. The chosen learning rate has the highest mean (ties: the
+    one listed first). Returns {"per_learning_rate": {...}, "chosen_learning_rate", "mean",
+    "std", "selected_seed"}."""
+    per_lr: Dict[str, Dict[str, Any]] = {}
+    best_lr, best_mean = None, -math.inf
+    for lr in learning_rates:
+        mine = [r for r in runs if r.learning_rate == lr]
+        if not mine:
+            continue
+        values = np.array([r.metrics[main_metric] for r in mine], np.float64)
+        mean = float(values.mean())
+        std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        best_run = mine[int(values.argmax())]
+        per_lr[repr(lr)] = {"learning_rate": lr, "mean": mean, "std": std, "runs": len(mine),
+                            "values": values.tolist(), "best_seed": best_run.seed,
+                            "seconds_per_step": float(np.mean([r.seconds_per_step for r in mine]))}
+        if mean > best_mean:
+            best_lr, best_mean = lr, mean
+    if best_lr is None:
+        raise ValueError("no runs to summarise")
+    chosen = per_lr[repr(best_lr)]
+    return {"per_learning_rate": per_lr, "chosen_learning_rate": best_lr, "mean": chosen["mean"],
+            "std": chosen["std"], "selected_seed": chosen["best_seed"]}
+
+
+def make_strategy(config: FinetuneConfig) -> tf.distribute.Strategy:
+    from pretraining.trainer import make_strategy as make
+    return make(config.distribution_strategy, config.tpu, config.num_cpu_devices)
+
+
+RunFn = Callable[[Context, float, int], RunResult]
+
+
+def run_finetune(config: FinetuneConfig, run_fn: RunFn = finetune_once,
+                 strategy: Optional[tf.distribute.Strategy] = None,
+                 log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """Sweeps learning rates x seeds, picks the lr with the best mean dev score, writes
+    results.json, the selected run's predictions and model.keras; returns the results dict.
+
+    run_fn: one run (default `finetune_once`); tests substitute a fake to check selection.
+    """
+    strategy = strategy or make_strategy(config)
+    task = get_task(config.task)
+    pretrained = load_pretrained(config, log)
+    data = load_task_data(config, task, pretrained.tokenizer, log)
+    ctx = Context(config, task, pretrained, data, strategy, log)
+    learning_rates = config.resolved_learning_rates
+    runs: List[RunResult] = []
+    best_per_lr: Dict[float, RunResult] = {}  # keep one model per lr, not one per run
+    for lr in learning_rates:
+        for seed in config.seeds:
+            run = run_fn(ctx, lr, seed)
+            runs.append(run)
+            kept = best_per_lr.get(lr)
+            if kept is None or run.metrics[task.main_metric] > kept.metrics[task.main_metric]:
+                if kept is not None:
+                    kept.model = kept.decoded = None
+                best_per_lr[lr] = run
+            else:
+                run.model = run.decoded = None
+    summary = summarize_runs(runs, task.main_metric, learning_rates)
+    selected = best_per_lr[summary["chosen_learning_rate"]]
+
+    os.makedirs(config.output_dir, exist_ok=True)
+    threshold = selected.metrics.get("null_threshold", config.null_threshold)
+    files: Dict[str, List[str]] = {}
+    if selected.decoded is not None:
+        files["eval"] = write_predictions(task, data.eval, selected.decoded,
+                                          os.path.join(config.output_dir, "predictions", "eval"),
+                                          threshold)
+    model_path = None
+    if selected.model is not None:
+        if data.test is not None:
+            kind = DECODERS[task.kind]
+            outputs = Predictor(selected.model, strategy, kind.output_keys,
+                                config.eval_batch_size)(data.test.features)
+            files["test"] = write_predictions(
+                task, data.test, kind.decode(outputs, data.test, config),
+                os.path.join(config.output_dir, "predictions", "test"), threshold)
+        if config.save_model:
+            model_path = save_model(selected.model, os.path.join(config.output_dir, "model.keras"))
+    results = {
+        "task": task.name, "kind": task.kind, "model": config.model,
+        "checkpoint_format": pretrained.checkpoint_format,
+        "main_metric": task.main_metric,
+        "chosen_learning_rate": summary["chosen_learning_rate"],
+        "selected_run": {"learning_rate": selected.learning_rate, "seed": selected.seed,
+                         "metrics": selected.metrics},
+        "mean": summary["mean"], "std": summary["std"],
+        "seconds_per_step": summary["per_learning_rate"][
+            repr(summary["chosen_learning_rate"])]["seconds_per_step"],
+        "per_learning_rate": summary["per_learning_rate"],
+        "runs": [r.to_json(task.main_metric) for r in runs],
+        "eval_source": data.eval_source,
+        "num_train_examples": len(data.train.examples),
+        "num_eval_examples": len(data.eval.examples),
+        "num_test_examples": len(data.test.examples) if data.test else 0,
+        "prediction_files": files, "model_file": model_path,
+        "config": {**dataclasses.asdict(config),
+                   "learning_rates": list(learning_rates),
+                   "warmup_fraction": config.resolved_warmup_fraction},
+    }
+    results = _json_safe(results)
+    prediction_files.atomic_write_text(os.path.join(config.output_dir, "results.json"),
+                                       json.dumps(results, indent=2) + "\n")
+    log(f"{task.name}: chosen lr {summary['chosen_learning_rate']:g}, {task.main_metric} "
+        f"{summary['mean']:.4f} +- {summary['std']:.4f} over {len(config.seeds)} seed(s); "
+        f"wrote {config.output_dir}/results.json")
+    return results
+
+
+def save_model(model: keras.Model, path: str) -> str:
+    """model.save to a temp name in the same folder, then rename (never a half-written file)."""
+    folder, name = os.path.split(path)
+    temp = os.path.join(folder, f".{name[:-len('.keras')]}.tmp.keras")
+    try:
+        model.save(temp)
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)
+    return path
+
+
+def _json_safe(value):
+    """Tuples -> lists, NaN / inf -> None: what results.json holds, strict JSON."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, np.generic):
+        return _json_safe(value.item())
+    return value

@@ -1,0 +1,500 @@
+"""The fine-tuning loop and binary (finetune.trainer, finetune.run_finetune) and GPT-1's zero-shot
+heuristics (tools.zero_shot).
+
+End-to-end runs use tiny configs (bert_test / gpt_test resized to the real vocabularies) or the
+real MiniLM on 64-example slices of the shared data, one task of each kind; the lr sweep's
+selection and mean/std are checked against hand-computed numbers with a fake single-run
+function; zero-shot scoring is checked on a tiny random GPT-1 against direct computations.
+"""
+import csv
+import json
+import os
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+
+from finetune import trainer
+from finetune.features import encode_examples
+from finetune.readers.common import holdout_split
+from finetune.tasks import get_task
+from finetune.trainer import (Decoded, FinetuneConfig, RunResult, detect_checkpoint_format,
+                              load_checkpoint, load_pretrained, run_finetune, summarize_runs)
+from tfmodels import configs
+from tfmodels.bert import BertEncoder
+from tfmodels.gpt import GptLanguageModel
+from tfmodels.tokenizers.gpt_bpe import GptBpeTokenizer
+from tfmodels.tokenizers.wordpiece import WordPieceTokenizer
+from tools import zero_shot
+
+FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
+QUIET = lambda message: None
+
+
+@pytest.fixture(scope="module")
+def files(shared_data):
+    return {"vocab": str(shared_data / "bert_vocab" / "bert-base-uncased-vocab.txt"),
+            "encoder": str(shared_data / "gpt1_openai" / "encoder_bpe_40000.json"),
+            "merges": str(shared_data / "gpt1_openai" / "vocab_40000.bpe")}
+
+
+def tiny(files, model, **overrides):
+    """A 64-example, one-epoch config on the tiny model of `model`, real vocabulary."""
+    values = dict(model=model, model_config=f"{model}_test", seq_length=32, train_batch_size=8,
+                  eval_batch_size=4, epochs=1.0, max_train_examples=64, learning_rates=(1e-3,),
+                  log_every=1000)
+    if model == "bert":
+        values["vocab_file"] = files["vocab"]
+    else:
+        values.update(bpe_encoder_file=files["encoder"], bpe_merges_file=files["merges"])
+    values.update(overrides)
+    return FinetuneConfig(**values)
+
+
+def read_results(output_dir):
+    with open(os.path.join(output_dir, "results.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def check_common(results, output_dir, n_eval):
+    assert os.path.isfile(os.path.join(output_dir, "model.keras"))
+    assert results == read_results(output_dir)
+    assert len(results["runs"]) == 1 and results["chosen_learning_rate"] == 1e-3
+    assert results["seconds_per_step"] > 0 and results["runs"][0]["train_steps"] >= 1
+    assert results["num_eval_examples"] == n_eval
+    assert np.isfinite(results["runs"][0]["final_loss"])
+    return results["selected_run"]["metrics"]
+
+
+# ---- end to end, one task of each kind ----------------------------------------------------------
+
+def test_sst2_bert_end_to_end_with_test_predictions_and_reloadable_model(files, shared_data,
+                                                                        tmp_path):
+    config = tiny(files, "bert", task="sst2", data_dir=str(shared_data / "glue" / "SST-2"),
+                  output_dir=str(tmp_path))
+    results = run_finetune(config, log=QUIET)
+    metrics = check_common(results, str(tmp_path), n_eval=6)
+    assert results["eval_source"] == "holdout" and results["num_train_examples"] == 58
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and results["checkpoint_format"] == "random"
+    with open(tmp_path / "predictions" / "eval" / "SST-2.tsv") as f:
+        rows = list(csv.reader(f, delimiter="\t"))
+    assert rows[0] == ["index", "prediction"] and len(rows) == 7
+    with open(tmp_path / "predictions" / "test" / "SST-2.tsv") as f:
+        test_rows = f.read().splitlines()
+    assert len(test_rows) == 1 + 1821 and test_rows[1].split("\t")[0] == "0"
+    # The saved model reproduces the written predictions and accuracy.
+    model = keras.saving.load_model(str(tmp_path / "model.keras"))
+    task = get_task("sst2")
+    _, held = holdout_split(task.read(config.data_dir, "train")[:64], 0.1)
+    features = encode_examples(held, "classification", "bert",
+                               WordPieceTokenizer(files["vocab"]), 32, task.label_names)
+    predicted = np.argmax(model(features.inputs(), training=False)["logits"], -1)
+    assert [task.label_names[p] for p in predicted] == [r[1] for r in rows[1:]]
+    assert metrics["accuracy"] == pytest.approx(np.mean(predicted == features.labels()["label"]))
+
+
+def test_sst2_real_minilm_end_to_end(minilm_dir, shared_data, tmp_path):
+    config = FinetuneConfig(task="sst2", model="bert", init_checkpoint=str(minilm_dir),
+                            data_dir=str(shared_data / "glue" / "SST-2" / "train.tsv"),
+                            output_dir=str(tmp_path), seq_length=32, train_batch_size=16,
+                            epochs=1.0, max_train_examples=64, learning_rates=(5e-5,),
+                            save_model=False, log_every=1000)
+    results = run_finetune(config, log=QUIET)
+    assert results["checkpoint_format"] == "hf_bert" and results["model_file"] is None
+    assert results["runs"][0]["train_steps"] == 58 // 16
+    assert 0.0 <= results["selected_run"]["metrics"]["accuracy"] <= 1.0
+    assert results["config"]["warmup_fraction"] == 0.1
+    assert os.path.isfile(tmp_path / "predictions" / "eval" / "SST-2.tsv")
+
+
+def test_sst2_gpt_end_to_end(files, shared_data, tmp_path):
+    config = tiny(files, "gpt", task="sst2", output_dir=str(tmp_path),
+                  data_dir=str(shared_data / "glue" / "SST-2" / "train.tsv"))
+    results = run_finetune(config, log=QUIET)
+    assert 0.0 <= check_common(results, str(tmp_path), 6)["accuracy"] <= 1.0
+    assert results["config"]["warmup_fraction"] == 0.002
+    assert results["num_test_examples"] == 0  # a single file: no test split
+
+
+def test_stsb_gpt_symmetric_regression(files, shared_data, tmp_path):
+    config = tiny(files, "gpt", task="stsb", output_dir=str(tmp_path),
+                  data_dir=str(shared_data / "glue" / "STS-B" / "train.tsv"))
+    metrics = check_common(run_finetune(config, log=QUIET), str(tmp_path), 6)
+    assert -1.0 <= metrics["pearson"] <= 1.0 and -1.0 <= metrics["spearman"] <= 1.0
+    model = keras.saving.load_model(str(tmp_path / "model.keras"))
+    assert model.symmetric and model.regression and model.aux_lm
+    values = [float(line.split("\t")[1]) for line in
+              (tmp_path / "predictions" / "eval" / "STS-B.tsv").read_text().splitlines()[1:]]
+    assert len(values) == 6 and all(0.0 <= v <= 5.0 for v in values)
+
+
+def test_squad_span_end_to_end(files, shared_data, tmp_path):
+    config = tiny(files, "bert", task="squad_v1", output_dir=str(tmp_path),
+                  data_dir=str(shared_data / "squad" / "train-v1.1-subset.json"),
+                  max_train_examples=20, seq_length=64, doc_stride=32, max_query_length=16)
+    metrics = check_common(run_finetune(config, log=QUIET), str(tmp_path), 2)
+    assert 0.0 <= metrics["exact_match"] <= metrics["f1"] <= 100.0
+    answers = json.loads((tmp_path / "predictions" / "eval" / "predictions.json").read_text())
+    held = get_task("squad_v1").read(config.data_dir, "train")[18:20]
+    assert sorted(answers) == sorted(ex.qid for ex in held)
+    for ex in held:  # every answer is a span of its context
+        assert answers[ex.qid] in ex.context
+
+
+def test_story_cloze_gpt_multiple_choice(files, shared_data, tmp_path):
+    config = tiny(files, "gpt", task="story_cloze", output_dir=str(tmp_path),
+                  data_dir=str(shared_data / "storycloze"), lm_weight=0.0)
+    metrics = check_common(run_finetune(config, log=QUIET), str(tmp_path), 6)
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    lines = (tmp_path / "predictions" / "eval" / "predictions.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len(records) == 6 and all(r["prediction"] in (0, 1) for r in records)
+    assert all(abs(sum(r["probabilities"]) - 1) < 1e-5 for r in records)
+    correct = np.mean([r["prediction"] == r["label"] for r in records])
+    assert metrics["accuracy"] == pytest.approx(correct)
+
+
+def test_conll_token_classification_uses_the_dev_file(files, shared_data, tmp_path):
+    config = tiny(files, "bert", task="conll2003", output_dir=str(tmp_path),
+                  data_dir=str(shared_data / "conll2003"), max_eval_examples=24,
+                  eval_every_epoch=True)
+    results = run_finetune(config, log=QUIET)
+    metrics = check_common(results, str(tmp_path), 24)
+    assert results["eval_source"] == "dev" and results["num_train_examples"] == 64
+    assert 0.0 <= metrics["f1"] <= 1.0 and 0.0 <= metrics["accuracy"] <= 1.0
+    assert results["runs"][0]["epoch_metrics"][-1]["f1"] == metrics["f1"]
+    records = [json.loads(line) for line in
+               (tmp_path / "predictions" / "eval" / "predictions.jsonl").read_text().splitlines()]
+    assert len(records) == 24
+    assert all(len(r["predictions"]) == len(r["words"]) == len(r["tags"]) for r in records)
+
+
+def test_gradual_unfreezing_under_mirrored_strategy(files, shared_data, tmp_path,
+                                                     mirrored_strategy):
+    """7 steps, a stage every 3: the head alone, then + layer 1 (step 3), + layer 0 (step 6);
+    the embeddings never unfreeze. Batches and eval are split over two replicas."""
+    config = tiny(files, "bert", task="sst2", output_dir=str(tmp_path),
+                  data_dir=str(shared_data / "glue" / "SST-2" / "train.tsv"),
+                  strategy="gradual", unfreeze_steps_per_stage=3, classifier_dropout=0.0)
+    results = run_finetune(config, strategy=mirrored_strategy, log=QUIET)
+    assert results["runs"][0]["train_steps"] == 7
+    assert 0.0 <= results["selected_run"]["metrics"]["accuracy"] <= 1.0
+    trained = keras.saving.load_model(str(tmp_path / "model.keras")).backbone
+    initial = load_pretrained(config, log=QUIET).build(seed=0)
+    same = lambda layer: all(np.array_equal(a, b) for a, b in zip(
+        getattr(trained, layer).get_weights(), getattr(initial, layer).get_weights()))
+    assert same("token_embedding") and same("position_embedding")
+    for i in (0, 1):
+        assert not all(np.array_equal(a, b) for a, b in zip(
+            trained.transformer_layers[i].get_weights(),
+            initial.transformer_layers[i].get_weights()))
+
+
+# ---- the sweep -----------------------------------------------------------------------------------
+
+# accuracy by (lr, seed): means 0.6, 0.7, 0.7 -> 2e-3 wins the tie with 3e-3 (listed first)
+TABLE = {(1e-3, 0): 0.5, (1e-3, 1): 0.7, (1e-3, 2): 0.6,
+         (2e-3, 0): 0.8, (2e-3, 1): 0.6, (2e-3, 2): 0.7,
+         (3e-3, 0): 0.9, (3e-3, 1): 0.5, (3e-3, 2): 0.7}
+
+
+def fake_run(ctx, lr, seed):
+    n = len(ctx.data.eval.examples)
+    marker = 1 if (lr, seed) == (2e-3, 0) else 0  # the run selection must pick
+    return RunResult(lr, seed, {"accuracy": TABLE[(lr, seed)]}, train_steps=10,
+                     seconds_per_step=0.1 * (seed + 1), decoded=Decoded([marker] * n))
+
+
+def test_sweep_chooses_the_best_mean_and_writes_the_selected_run(files, shared_data, tmp_path):
+    config = tiny(files, "bert", task="sst2", output_dir=str(tmp_path),
+                  data_dir=str(shared_data / "glue" / "SST-2" / "train.tsv"),
+                  learning_rates=(1e-3, 2e-3, 3e-3), seeds=(0, 1, 2))
+    results = run_finetune(config, run_fn=fake_run, log=QUIET)
+    assert results["chosen_learning_rate"] == 2e-3
+    assert results["selected_run"]["seed"] == 0 and results["mean"] == pytest.approx(0.7)
+    assert results["std"] == pytest.approx(0.1)  # sample std of 0.8, 0.6, 0.7
+    per_lr = results["per_learning_rate"]
+    assert per_lr["0.001"]["mean"] == pytest.approx(0.6)
+    assert per_lr["0.001"]["std"] == pytest.approx(0.1)
+    assert per_lr["0.003"]["std"] == pytest.approx(np.std([0.9, 0.5, 0.7], ddof=1))
+    assert results["seconds_per_step"] == pytest.approx(0.2)
+    assert [(r["learning_rate"], r["seed"]) for r in results["runs"]] == list(TABLE)
+    rows = (tmp_path / "predictions" / "eval" / "SST-2.tsv").read_text().splitlines()[1:]
+    assert [r.split("\t")[1] for r in rows] == ["1"] * 6  # the (2e-3, seed 0) run's file
+    assert results["model_file"] is None  # the fake runs have no model
+
+
+def test_summarize_runs_by_hand():
+    runs = [RunResult(lr, seed, {"f1": value}) for (lr, seed), value in TABLE.items()]
+    summary = summarize_runs(runs, "f1", (3e-3, 2e-3, 1e-3))
+    assert summary["chosen_learning_rate"] == 3e-3  # tie 0.7 / 0.7: the first listed
+    assert summary["selected_seed"] == 0
+    single = summarize_runs([RunResult(1e-3, 5, {"f1": 0.25})], "f1", (1e-3,))
+    assert (single["mean"], single["std"], single["selected_seed"]) == (0.25, 0.0, 5)
+    with pytest.raises(ValueError, match="no runs"):
+        summarize_runs([], "f1", (1e-3,))
+
+
+def test_flags_build_the_config():
+    values = flags.FlagValues()
+    from tfmodels.config_flags import dataclass_from_flags, define_flags_from_dataclass
+    define_flags_from_dataclass(FinetuneConfig, flag_values=values)
+    values(["prog", "--task=rte", "--data_dir=d", "--output_dir=o", "--learning_rates=5e-5,3e-5",
+            "--seeds=1,2", "--jit_compile", "--epochs=1.5"])
+    config = dataclass_from_flags(FinetuneConfig, values)
+    assert config.learning_rates == (5e-5, 3e-5) and config.seeds == (1, 2)
+    assert config.jit_compile and config.epochs == 1.5 and config.model == "bert"
+    assert FinetuneConfig(task="rte", data_dir="d", output_dir="o",
+                          model="gpt").resolved_learning_rates == (6.25e-5,)
+
+
+# ---- checkpoints -------------------------------------------------------------------------------
+
+def write_tf1_bert(folder, encoder, vocab_file):
+    from tfmodels.checkpoints import slots as slot_lib
+    from tfmodels.checkpoints.tf1_bert import canonical_to_tf1
+    cfg = encoder.config
+    variables = canonical_to_tf1(slot_lib.read_slots(slot_lib.bert_slots(encoder)), cfg.num_layers)
+    with tf.Graph().as_default():
+        tf_vars = [tf.compat.v1.Variable(v, name=k) for k, v in variables.items()]
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            tf.compat.v1.train.Saver(tf_vars).save(session, str(folder / "bert_model.ckpt"),
+                                                   write_meta_graph=False)
+    (folder / "bert_config.json").write_text(json.dumps({
+        "vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden_size,
+        "num_hidden_layers": cfg.num_layers, "num_attention_heads": cfg.num_heads,
+        "intermediate_size": cfg.intermediate_size, "hidden_act": "gelu",
+        "max_position_embeddings": cfg.max_positions, "type_vocab_size": 2}))
+    (folder / "vocab.txt").write_text(pathlib.Path(vocab_file).read_text())
+
+
+def test_checkpoint_formats_are_detected_and_loaded(minilm_dir, files, tmp_path):
+    assert detect_checkpoint_format("") == "random"
+    assert detect_checkpoint_format(str(minilm_dir)) == "hf_bert"
+    assert isinstance(load_checkpoint(str(minilm_dir)), BertEncoder)
+    for source, fmt in (("npy", "openai_gpt"), ("hf", "hf_gpt")):
+        folder = str(FIXTURES / "tiny_openai_gpt" / source)
+        assert detect_checkpoint_format(folder) == fmt
+        lm = load_checkpoint(folder, num_heads=4)
+        assert isinstance(lm, GptLanguageModel) and lm.config.num_heads == 4
+    # TF1 BERT: a tiny encoder written in google-research/bert's layout.
+    cfg = configs.get_config("bert_test", vocab_size=30522)
+    keras.utils.set_random_seed(1)
+    encoder = BertEncoder(cfg)
+    (tmp_path / "tf1").mkdir()
+    write_tf1_bert(tmp_path / "tf1", encoder, files["vocab"])
+    assert detect_checkpoint_format(str(tmp_path / "tf1")) == "tf1_bert"
+    loaded = load_checkpoint(str(tmp_path / "tf1"))
+    for a, b in zip(loaded.get_weights(), encoder.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # .keras files, and pretraining model_dirs holding pretrained.keras.
+    (tmp_path / "pre").mkdir()
+    encoder.save(str(tmp_path / "pre" / "pretrained.keras"))
+    assert detect_checkpoint_format(str(tmp_path / "pre" / "pretrained.keras")) == "keras"
+    assert detect_checkpoint_format(str(tmp_path / "pre")) == "keras"
+    # The vocab beside the checkpoint is found, the weights become the runs' start point.
+    config = FinetuneConfig(task="sst2", init_checkpoint=str(tmp_path / "tf1"), data_dir="d",
+                            output_dir="o", seq_length=32)
+    pretrained = load_pretrained(config, log=QUIET)
+    assert pretrained.checkpoint_format == "tf1_bert"
+    rebuilt = pretrained.build(seed=3)
+    for a, b in zip(rebuilt.get_weights(), encoder.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # transfer_layers=1: embeddings and layer 0 copied, layer 1 re-initialised.
+    partial = pretrained.build(seed=3, transfer_layers=1)
+    np.testing.assert_array_equal(partial.transformer_layers[0].get_weights()[0],
+                                  encoder.transformer_layers[0].get_weights()[0])
+    assert not np.array_equal(partial.transformer_layers[1].get_weights()[0],
+                              encoder.transformer_layers[1].get_weights()[0])
+
+
+def test_undetectable_checkpoints_are_named(tmp_path):
+    with pytest.raises(ValueError, match="cannot tell the checkpoint format"):
+        detect_checkpoint_format(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        detect_checkpoint_format(str(tmp_path / "absent"))
+    (tmp_path / "w.h5").write_text("")
+    with pytest.raises(ValueError, match="not a .keras model"):
+        detect_checkpoint_format(str(tmp_path / "w.h5"))
+
+
+# ---- bad input -----------------------------------------------------------------------------------
+
+def test_config_errors_name_the_problem():
+    with pytest.raises(ValueError, match="unknown task 'sst3'"):
+        FinetuneConfig(task="sst3", data_dir="d", output_dir="o")
+    with pytest.raises(ValueError, match="squad_v1.*only BERT"):
+        FinetuneConfig(task="squad_v1", model="gpt", data_dir="d", output_dir="o")
+    with pytest.raises(ValueError, match="conll2003.*only BERT"):
+        FinetuneConfig(task="conll2003", model="gpt", data_dir="d", output_dir="o")
+    with pytest.raises(ValueError, match="data_dir is required.*output_dir is required"):
+        FinetuneConfig(task="rte")
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        FinetuneConfig(task="rte", data_dir="d", output_dir="o", strategy="half")
+    with pytest.raises(ValueError, match="transfer_layers needs an init_checkpoint"):
+        FinetuneConfig(task="rte", data_dir="d", output_dir="o", transfer_layers=2)
+
+
+def test_loading_errors_name_the_problem(minilm_dir, files, shared_data, tmp_path):
+    base = dict(task="sst2", data_dir=str(shared_data / "glue" / "SST-2"),
+                output_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="needs a WordPiece vocabulary: pass --vocab_file"):
+        load_pretrained(FinetuneConfig(model_config="bert_test", **base), log=QUIET)
+    with pytest.raises(ValueError, match="needs its BPE files"):
+        load_pretrained(FinetuneConfig(model="gpt", model_config="gpt_test", **base), log=QUIET)
+    with pytest.raises(ValueError, match="hf_bert checkpoint.*model is 'gpt'"):
+        load_pretrained(FinetuneConfig(model="gpt", init_checkpoint=str(minilm_dir),
+                                       bpe_encoder_file=files["encoder"],
+                                       bpe_merges_file=files["merges"], **base), log=QUIET)
+    with pytest.raises(ValueError, match="40481 ids.*203 rows"):  # real BPE, 200-token GPT
+        load_pretrained(FinetuneConfig(
+            model="gpt", init_checkpoint=str(FIXTURES / "tiny_openai_gpt" / "hf"),
+            bpe_encoder_file=files["encoder"], bpe_merges_file=files["merges"], **base),
+            log=QUIET)
+    with pytest.raises(ValueError, match="seq_length 128 exceeds"):
+        load_pretrained(tiny(files, "bert", seq_length=128, **base), log=QUIET)
+
+
+def test_data_errors_name_the_problem(files, tmp_path):
+    (tmp_path / "empty.tsv").write_text("")
+    out = str(tmp_path / "out")
+    with pytest.raises(ValueError, match="empty.tsv: file is empty"):
+        run_finetune(tiny(files, "bert", task="sst2", data_dir=str(tmp_path / "empty.tsv"),
+                          output_dir=out), log=QUIET)
+    with pytest.raises(FileNotFoundError, match="data_dir .*absent does not exist"):
+        run_finetune(tiny(files, "bert", task="sst2", data_dir=str(tmp_path / "absent"),
+                          output_dir=out), log=QUIET)
+    (tmp_path / "one.tsv").write_text("sentence\tlabel\ngood film\t1\n")
+    with pytest.raises(ValueError, match="1 training and 0 evaluation examples"):
+        run_finetune(tiny(files, "bert", task="sst2", data_dir=str(tmp_path / "one.tsv"),
+                          output_dir=out), log=QUIET)
+    (tmp_path / "few.tsv").write_text("sentence\tlabel\n" + "good film\t1\nbad\t0\n" * 5)
+    with pytest.raises(ValueError, match="fewer than one batch of 32"):
+        run_finetune(tiny(files, "bert", task="sst2", data_dir=str(tmp_path / "few.tsv"),
+                          output_dir=out, train_batch_size=32), log=QUIET)
+    assert not os.path.exists(os.path.join(out, "results.json"))
+
+
+# ---- zero-shot heuristics --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def scorer(files):
+    keras.utils.set_random_seed(7)
+    lm = GptLanguageModel(configs.get_config("gpt_test", vocab_size=40481))
+    return zero_shot.LmScorer(lm, GptBpeTokenizer(files["encoder"], files["merges"]),
+                              batch_size=3)
+
+
+def direct_log_probs(scorer, tokens, first):
+    """log p(tokens[t] | tokens[:t]) for t >= first, from one unpadded forward pass."""
+    logits = scorer.lm({"input_ids": np.array([tokens], np.int32)})["logits"][0].numpy()
+    top = logits.max(-1, keepdims=True)
+    log_p = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
+    return np.array([log_p[t - 1, tokens[t]] for t in range(first, len(tokens))])
+
+
+TEXTS = ["the cat sat on the mat .", "a film", "it was a very long and rather dull evening .",
+         "yes", "colorless green ideas sleep furiously"]
+
+
+def test_log_probs_match_a_direct_pass_and_ignore_batch_composition(scorer):
+    ids = scorer.encode(TEXTS)
+    contexts, continuations = [t[:1] for t in ids], [t[1:] or [5] for t in ids]
+    together = scorer.log_probs(contexts, continuations)
+    alone = [scorer.log_probs([c], [x])[0] for c, x in zip(contexts, continuations)]
+    reversed_ = scorer.log_probs(contexts[::-1], continuations[::-1])[::-1]
+    for a, b, c, context, continuation in zip(together, alone, reversed_, contexts,
+                                              continuations):
+        assert len(a) == len(continuation)
+        np.testing.assert_allclose(a, b, atol=1e-5)
+        np.testing.assert_allclose(a, c, atol=1e-5)
+        np.testing.assert_allclose(a, direct_log_probs(scorer, context + continuation,
+                                                       len(context)), atol=1e-4)
+    # No context and no prefix: the first token is context only.
+    assert len(scorer.log_probs([[]], [ids[0]])[0]) == len(ids[0]) - 1
+
+
+def test_long_contexts_lose_tokens_from_the_left(scorer):
+    short = zero_shot.LmScorer(scorer.lm, scorer.tokenizer, max_length=8)
+    context, continuation = list(range(100, 120)), [7, 8, 9]
+    np.testing.assert_allclose(short.log_probs([context], [continuation])[0],
+                               direct_log_probs(scorer, context[-5:] + continuation, 5),
+                               atol=1e-4)
+    with pytest.raises(ValueError, match="does not fit max_length 8"):
+        short.log_probs([[1]], [list(range(8))])
+
+
+def test_cola_scores_and_thresholds(scorer):
+    scores = zero_shot.sentence_scores(scorer, TEXTS[:3])
+    for text, score in zip(TEXTS[:3], scores):
+        ids = scorer.encode([text])[0]
+        assert score == pytest.approx(direct_log_probs(scorer, ids, 1).mean(), abs=1e-4)
+    with pytest.raises(ValueError, match="'yes' has no token to score"):
+        zero_shot.sentence_scores(scorer, ["yes"])
+    rng = np.random.default_rng(0)
+    values, labels = rng.normal(size=40).round(1), rng.integers(0, 2, size=40)
+    best, threshold = zero_shot.best_threshold_mcc(values, labels)
+    brute = max(zero_shot.mcc_at(values, labels, t) for t in np.r_[values, values.min() - 1])
+    assert best == pytest.approx(brute) and zero_shot.mcc_at(values, labels, threshold) == \
+        pytest.approx(best)
+    # By hand: scores 0.1..0.4, labels 0 0 1 1, cut at 0.25 is perfect; at 0.15: tp 2, fp 1,
+    # tn 1, fn 0 -> (2 - 0) / sqrt(3 * 2 * 2 * 1) = 0.577.
+    assert zero_shot.best_threshold_mcc([0.1, 0.2, 0.3, 0.4], [0, 0, 1, 1]) == \
+        pytest.approx((1.0, 0.25))
+    assert zero_shot.mcc_at([0.1, 0.2, 0.3, 0.4], [0, 0, 1, 1], 0.15) == \
+        pytest.approx(2 / np.sqrt(12))
+
+
+def test_sst2_and_multiple_choice_compare_continuations(scorer):
+    sentences = ["a gorgeous , witty film", "dull and lifeless"]
+    margins = zero_shot.sst2_margins(scorer, sentences)
+    for sentence, margin in zip(sentences, margins):
+        context = scorer.encode([sentence + " very"])[0]
+        pos, neg = scorer.encode([" positive", " negative"])
+        expected = (direct_log_probs(scorer, context + pos, len(context)).sum()
+                    - direct_log_probs(scorer, context + neg, len(context)).sum())
+        assert margin == pytest.approx(expected, abs=1e-4)
+    scores = zero_shot.choice_scores(scorer, ["she went to the store ."],
+                                     [["she bought milk .", "the moon exploded loudly ."]])[0]
+    context = scorer.encode(["she went to the store ."])[0]
+    for score, ending in zip(scores, ["she bought milk .", "the moon exploded loudly ."]):
+        tokens = scorer.encode([ending])[0]
+        assert score == pytest.approx(
+            direct_log_probs(scorer, context + tokens, len(context)).mean(), abs=1e-4)
+
+
+def test_winograd_picks_the_candidate_whose_substituted_sentence_is_likelier(scorer):
+    sentence = "the trophy does not fit in the suitcase because it is too big ."
+    start = sentence.index(" it ") + 1
+    example = zero_shot.WinogradExample(sentence, start, start + 2, ("the trophy", "the suitcase"))
+    assert example.substituted("the trophy") == (
+        "the trophy does not fit in the suitcase because the trophy", " is too big .")
+    scores = zero_shot.winograd_scores(scorer, [example])[0]
+    rest = scorer.encode([" is too big ."])[0]
+    separate = []
+    for candidate in example.candidates:
+        prefix = scorer.encode([example.substituted(candidate)[0]])[0]
+        whole = scorer.encode([sentence[:start] + candidate + sentence[start + 2:]])[0]
+        assert whole == prefix + rest  # substitution at a word boundary keeps the tokens
+        separate.append(direct_log_probs(scorer, whole, len(prefix)).sum())
+    np.testing.assert_allclose(scores, separate, atol=1e-4)
+    assert int(np.argmax(scores)) == int(np.argmax(separate))
+    with pytest.raises(ValueError, match="nothing follows the pronoun"):
+        zero_shot.winograd_scores(scorer, [zero_shot.WinogradExample("i saw it", 6, 8, ("a",))])
+
+
+def test_zero_shot_binary_on_the_shared_files(scorer, files, shared_data, tmp_path):
+    scorer.lm.save(str(tmp_path / "lm.keras"))
+    config = zero_shot.ZeroShotConfig(
+        checkpoint=str(tmp_path / "lm.keras"), bpe_encoder_file=files["encoder"],
+        bpe_merges_file=files["merges"], data_dir=str(shared_data), max_examples=12,
+        max_length=64, output_json=str(tmp_path / "zero_shot.json"))
+    results = zero_shot.run_zero_shot(config, log=QUIET)
+    assert json.loads((tmp_path / "zero_shot.json").read_text()) == results
+    assert results["cola"]["examples"] == 12 and -1 <= results["cola"]["mcc_fixed_threshold"] <= 1
+    assert results["cola"]["mcc_best_threshold"] >= results["cola"]["mcc_fixed_threshold"]
+    assert 0 <= results["sst2"]["accuracy"] <= 1 and 0 <= results["story_cloze"]["accuracy"] <= 1
