@@ -33,6 +33,10 @@ def atomic_write_text(path: str, text: str) -> str:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp creates 0600 files; give the result the usual umask-based mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)
         os.replace(temp, path)
     except BaseException:
         if os.path.exists(temp):

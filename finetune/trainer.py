@@ -161,6 +161,9 @@ class FinetuneConfig:
     eval_every_epoch: bool = False
     log_every: int = 100
     save_model: bool = True
+    export_dir: str = dataclasses.field(
+        default="", metadata={"help": "Also export the selected model for TF Serving to "
+                                      "<export_dir>/<task>/<next version>/ (raw text in)."})
 
     def __post_init__(self):
         # absl list flags arrive as strings.
@@ -841,6 +844,14 @@ def run_finetune(config: FinetuneConfig, run_fn: RunFn = finetune_once,
                 os.path.join(config.output_dir, "predictions", "test"), threshold)
         if config.save_model:
             model_path = save_model(selected.model, os.path.join(config.output_dir, "model.keras"))
+    export_path = None
+    if config.export_dir and selected.model is not None:
+        from finetune.export import export_saved_model
+        export_path = export_saved_model(
+            selected.model, task, pretrained.tokenizer, config.export_dir, task.name,
+            config.seq_length, max_query_length=config.max_query_length,
+            max_answer_length=config.max_answer_length)
+        log(f"exported {export_path}")
     results = {
         "task": task.name, "kind": task.kind, "model": config.model,
         "checkpoint_format": pretrained.checkpoint_format,
@@ -857,7 +868,7 @@ def run_finetune(config: FinetuneConfig, run_fn: RunFn = finetune_once,
         "num_train_examples": len(data.train.examples),
         "num_eval_examples": len(data.eval.examples),
         "num_test_examples": len(data.test.examples) if data.test else 0,
-        "prediction_files": files, "model_file": model_path,
+        "prediction_files": files, "model_file": model_path, "export": export_path,
         "config": {**dataclasses.asdict(config),
                    "learning_rates": list(learning_rates),
                    "warmup_fraction": config.resolved_warmup_fraction},

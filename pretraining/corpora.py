@@ -1,7 +1,19 @@
 """Turns public corpora into the pretraining text format (one sentence per line, a blank line
 between documents), for benchmarks, tests and the report tools."""
+import glob
 import re
-from typing import List
+from typing import List, Sequence
+
+
+def expand_patterns(patterns: Sequence[str]) -> List[str]:
+    """Files matching the globs, sorted per glob; a glob that matches nothing is an error."""
+    files = []
+    for pattern in patterns:
+        matched = sorted(glob.glob(pattern))
+        if not matched:
+            raise ValueError(f"input pattern {pattern!r} matches no file")
+        files.extend(matched)
+    return files
 
 
 def wikitext_documents(path: str) -> List[List[str]]:

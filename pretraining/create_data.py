@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import glob
 import hashlib
 import json
 import multiprocessing
@@ -36,6 +35,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from pretraining.corpora import expand_patterns
 from pretraining.example_encoding import encode_examples
 
 Document = List[List[int]]  # sentences of token ids
@@ -73,16 +73,6 @@ class Chunk:
         stem = os.path.basename(self.path)
         digest = hashlib.sha1(os.path.abspath(self.path).encode()).hexdigest()[:8]
         return f"{stem}-{digest}-{self.index:05d}.tfrecord"
-
-
-def expand_inputs(patterns: Sequence[str]) -> List[str]:
-    files = []
-    for pattern in patterns:
-        matched = sorted(glob.glob(pattern))
-        if not matched:
-            raise ValueError(f"input pattern {pattern!r} matches no file")
-        files.extend(matched)
-    return files
 
 
 def split_into_chunks(path: str, chunk_bytes: int) -> List[Chunk]:
@@ -370,7 +360,7 @@ def create_pretraining_data(input_files: Sequence[str], output_dir: str, config:
     """Writes one shard per input chunk under `output_dir` and a manifest.json summary."""
     if config.mode not in ("bert", "gpt"):
         raise ValueError(f"mode must be bert or gpt, got {config.mode!r}")
-    files = expand_inputs(input_files)
+    files = expand_patterns(input_files)
     os.makedirs(output_dir, exist_ok=True)
     manifest_path = os.path.join(output_dir, "manifest.json")
     settings = dataclasses.asdict(config)

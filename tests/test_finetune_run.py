@@ -101,9 +101,14 @@ def test_sst2_real_minilm_end_to_end(minilm_dir, shared_data, tmp_path):
                             data_dir=str(shared_data / "glue" / "SST-2" / "train.tsv"),
                             output_dir=str(tmp_path), seq_length=32, train_batch_size=16,
                             epochs=1.0, max_train_examples=64, learning_rates=(5e-5,),
-                            save_model=False, log_every=1000)
+                            save_model=False, log_every=1000,
+                            export_dir=str(tmp_path / "exports"))
     results = run_finetune(config, log=QUIET)
     assert results["checkpoint_format"] == "hf_bert" and results["model_file"] is None
+    # --export_dir: the selected model goes straight to a TF Serving version folder.
+    assert results["export"] == str(tmp_path / "exports" / "sst2" / "1")
+    assert os.path.isfile(tmp_path / "exports" / "sst2" / "1" / "saved_model.pb")
+    assert os.stat(tmp_path / "results.json").st_mode & 0o044  # readable, not mkstemp's 0600
     assert results["runs"][0]["train_steps"] == 58 // 16
     assert 0.0 <= results["selected_run"]["metrics"]["accuracy"] <= 1.0
     assert results["config"]["warmup_fraction"] == 0.1

@@ -8,11 +8,13 @@
 WordPiece uses tensorflow-text's vocabulary learner (the BERT recipe); BPE learns merges by
 pair frequency over the same pre-tokenisation as GPT-1's tokenizer.
 """
-import glob
+
 import os
 from typing import Iterator, List
 
 from absl import app, flags, logging
+
+from pretraining.corpora import expand_patterns
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("kind", "wordpiece", ["wordpiece", "bpe"], "Vocabulary type.")
@@ -22,17 +24,6 @@ flags.DEFINE_integer("vocab_size", 30522, "WordPiece: target vocabulary size.")
 flags.DEFINE_bool("lower_case", True, "WordPiece: lower case and strip accents (uncased).")
 flags.DEFINE_integer("num_merges", 40000, "BPE: number of merges to learn.")
 flags.DEFINE_integer("min_frequency", 2, "BPE: stop when the best pair is rarer than this.")
-
-
-def expand_globs(patterns: List[str]) -> List[str]:
-    """Sorted file names matching the globs; a glob that matches nothing is an error."""
-    files = []
-    for pattern in patterns:
-        matched = sorted(glob.glob(pattern))
-        if not matched:
-            raise ValueError(f"--input_files pattern {pattern!r} matches no file")
-        files.extend(matched)
-    return files
 
 
 def read_lines(files: List[str]) -> Iterator[str]:
@@ -67,7 +58,7 @@ def build_vocab(kind: str, files: List[str], output: str, vocab_size: int = 3052
 
 def main(argv):
     del argv
-    build_vocab(FLAGS.kind, expand_globs(FLAGS.input_files), FLAGS.output,
+    build_vocab(FLAGS.kind, expand_patterns(FLAGS.input_files), FLAGS.output,
                 vocab_size=FLAGS.vocab_size, lower_case=FLAGS.lower_case,
                 num_merges=FLAGS.num_merges, min_frequency=FLAGS.min_frequency)
 

@@ -27,13 +27,18 @@ from tfmodels.checkpoints.openai_gpt import load_openai_gpt
 from tfmodels.checkpoints.tf1_bert import load_tf1_bert
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("from_format", None, ["hf_bert", "tf1_bert", "openai_gpt", "hf_gpt", "keras"],
-                  "Input format.")
-flags.DEFINE_enum("to_format", "keras", ["keras", "hf_bert", "keras_hub_bert"], "Output format.")
-flags.DEFINE_string("input", None, "Input folder (or .keras file).")
-flags.DEFINE_string("output", None, "Output folder.")
-flags.DEFINE_string("vocab_file", None, "Vocabulary to ship with the output when the input "
-                    "has none (openai_gpt, hf_gpt, keras).")
+
+
+def define_flags():
+    """Flags are defined when the tool runs, not on import: tests import these functions
+    next to other tools that use the same flag names."""
+    flags.DEFINE_enum("from_format", None, ["hf_bert", "tf1_bert", "openai_gpt", "hf_gpt", "keras"],
+                      "Input format.")
+    flags.DEFINE_enum("to_format", "keras", ["keras", "hf_bert", "keras_hub_bert"], "Output format.")
+    flags.DEFINE_string("input", None, "Input folder (or .keras file).")
+    flags.DEFINE_string("output", None, "Output folder.")
+    flags.DEFINE_string("vocab_file", None, "Vocabulary to ship with the output when the input "
+                        "has none (openai_gpt, hf_gpt, keras).")
 
 
 def load(from_format: str, path: str):
@@ -80,6 +85,7 @@ def main(argv):
 
 
 def run():
+    define_flags()
     flags.mark_flags_as_required(["from_format", "input", "output"])
     app.run(main)
 

@@ -32,22 +32,27 @@ import numpy as np
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("saved_model", "", "Export: a version folder or a model folder (latest).")
-flags.DEFINE_string("keras_model", "", "Or a .keras model (with --task and vocab flags "
-                                       "unless its results.json is beside it).")
-flags.DEFINE_string("task", "", ".keras: task name ('' = the run's).")
-flags.DEFINE_string("vocab_file", "", ".keras: BERT WordPiece vocab ('' = the run's).")
-flags.DEFINE_string("bpe_encoder_file", "", ".keras: GPT-1 BPE encoder ('' = the run's).")
-flags.DEFINE_string("bpe_merges_file", "", ".keras: GPT-1 BPE merges ('' = the run's).")
-flags.DEFINE_integer("seq_length", 0, ".keras: tokens per sequence (0 = the run's, else 128).")
-flags.DEFINE_string("input", "-", "Text file, one example per line ('-' = stdin).")
-flags.DEFINE_string("output", "-", "JSONL file ('-' = stdout).")
-flags.DEFINE_string("signature", "serving_default", "serving_default or generate.")
-flags.DEFINE_integer("batch_size", 32, "Lines per call.")
-flags.DEFINE_integer("top_tokens", 10, "LM: best next tokens written per line.")
-flags.DEFINE_integer("max_new_tokens", 20, "generate: tokens to generate.")
-flags.DEFINE_integer("top_k", 0, "generate: sample from the top k (<= 1: greedy).")
-flags.DEFINE_integer("seed", 0, "generate: sampling seed.")
+
+
+def define_flags():
+    """Flags are defined when the tool runs, not on import: tests import these functions
+    next to other tools that use the same flag names."""
+    flags.DEFINE_string("saved_model", "", "Export: a version folder or a model folder (latest).")
+    flags.DEFINE_string("keras_model", "", "Or a .keras model (with --task and vocab flags "
+                                           "unless its results.json is beside it).")
+    flags.DEFINE_string("task", "", ".keras: task name ('' = the run's).")
+    flags.DEFINE_string("vocab_file", "", ".keras: BERT WordPiece vocab ('' = the run's).")
+    flags.DEFINE_string("bpe_encoder_file", "", ".keras: GPT-1 BPE encoder ('' = the run's).")
+    flags.DEFINE_string("bpe_merges_file", "", ".keras: GPT-1 BPE merges ('' = the run's).")
+    flags.DEFINE_integer("seq_length", 0, ".keras: tokens per sequence (0 = the run's, else 128).")
+    flags.DEFINE_string("input", "-", "Text file, one example per line ('-' = stdin).")
+    flags.DEFINE_string("output", "-", "JSONL file ('-' = stdout).")
+    flags.DEFINE_string("signature", "serving_default", "serving_default or generate.")
+    flags.DEFINE_integer("batch_size", 32, "Lines per call.")
+    flags.DEFINE_integer("top_tokens", 10, "LM: best next tokens written per line.")
+    flags.DEFINE_integer("max_new_tokens", 20, "generate: tokens to generate.")
+    flags.DEFINE_integer("top_k", 0, "generate: sample from the top k (<= 1: greedy).")
+    flags.DEFINE_integer("seed", 0, "generate: sampling seed.")
 
 # Text inputs of each signature kind, in the order of a line's tab-separated fields.
 LINE_FIELDS = (("text",), ("text_a", "text_b"), ("question", "context"), ("sentence",),
@@ -215,6 +220,7 @@ def main(argv):
 
 
 def run():
+    define_flags()
     app.run(main)
 
 
