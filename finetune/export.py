@@ -77,6 +77,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from tfmodels.tokenizers.loading import load_tokenizer
+
 DEFAULT_SIGNATURE = "serving_default"
 IDS_SIGNATURE = "serving_ids"
 GENERATE_SIGNATURE = "generate"
@@ -901,21 +903,6 @@ def load_keras_model(path: str):
     if not os.path.isfile(path):
         raise ValueError(f"model file {path} does not exist")
     return keras.saving.load_model(path, compile=False)
-
-
-def load_tokenizer(model_type: str, vocab_file: str = "", encoder_file: str = "",
-                   merges_file: str = "", lower_case: bool = True):
-    """WordPieceTokenizer (BERT: vocab_file) or GptBpeTokenizer (GPT-1: encoder + merges)."""
-    if model_type == "bert":
-        if not vocab_file:
-            raise ValueError("a BERT model needs its WordPiece vocabulary: pass vocab_file")
-        from tfmodels.tokenizers.wordpiece import WordPieceTokenizer
-        return WordPieceTokenizer(vocab_file, lower_case=lower_case)
-    if not (encoder_file and merges_file):
-        raise ValueError("a GPT-1 model needs its BPE files: pass bpe_encoder_file and "
-                         "bpe_merges_file")
-    from tfmodels.tokenizers.gpt_bpe import GptBpeTokenizer
-    return GptBpeTokenizer(encoder_file, merges_file)
 
 
 @dataclasses.dataclass

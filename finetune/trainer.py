@@ -61,6 +61,7 @@ from tfmodels import configs
 from tfmodels.bert import BertEncoder
 from tfmodels.gpt import GptDecoder
 from tfmodels.optimization import create_optimizer
+from tfmodels.tokenizers.loading import load_tokenizer
 from tfmodels.training import TrainStep
 
 BERT_LEARNING_RATES = (5e-5, 4e-5, 3e-5, 2e-5)   # BERT Section 4.1 / Appendix A.3
@@ -329,13 +330,11 @@ def tokenizer_files(config: FinetuneConfig) -> Dict[str, str]:
     return bpe_files(config.init_checkpoint, config.bpe_encoder_file, config.bpe_merges_file)
 
 
-def load_tokenizer(config: FinetuneConfig):
+def tokenizer_for(config: FinetuneConfig):
     files = tokenizer_files(config)
-    if config.model == "bert":
-        from tfmodels.tokenizers.wordpiece import WordPieceTokenizer
-        return WordPieceTokenizer(files["vocab_file"], lower_case=config.lower_case)
-    from tfmodels.tokenizers.gpt_bpe import GptBpeTokenizer
-    return GptBpeTokenizer(files["encoder_file"], files["merges_file"])
+    return load_tokenizer(config.model, files.get("vocab_file", ""),
+                          files.get("encoder_file", ""), files.get("merges_file", ""),
+                          config.lower_case)
 
 
 @dataclasses.dataclass
@@ -367,7 +366,7 @@ class Pretrained:
 
 def load_pretrained(config: FinetuneConfig, log: Callable[[str], None] = print) -> Pretrained:
     """Tokenizer + checkpoint (or random-init config), checked against each other."""
-    tokenizer = load_tokenizer(config)
+    tokenizer = tokenizer_for(config)
     fmt = detect_checkpoint_format(config.init_checkpoint)
     expected = _FORMAT_MODEL.get(fmt)
     if expected and expected != config.model:

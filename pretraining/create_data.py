@@ -117,11 +117,9 @@ def read_documents(chunk: Chunk, input_format: str) -> List[List[str]]:
 
 def make_tokenizer(config: DataConfig):
     """The tokenizer for `config.mode` (TensorFlow is imported here, in the main process)."""
-    if config.mode == "bert":
-        from tfmodels.tokenizers.wordpiece import WordPieceTokenizer
-        return WordPieceTokenizer(config.vocab_file, config.do_lower_case)
-    from tfmodels.tokenizers.gpt_bpe import GptBpeTokenizer
-    return GptBpeTokenizer(config.bpe_encoder_file, config.bpe_merges_file)
+    from tfmodels.tokenizers.loading import load_tokenizer
+    return load_tokenizer(config.mode, config.vocab_file, config.bpe_encoder_file,
+                          config.bpe_merges_file, config.do_lower_case)
 
 
 def tokenize_documents(documents: List[List[str]], tokenizer, mode: str) -> List[Document]:
