@@ -4,10 +4,12 @@
 what tests call directly. One loop serves both models; the differences are three small
 functions picked by `config.model`: the model, the loss and the input pipeline.
 
-Resume: a checkpoint holds the model, the optimizer (slots and iteration count), the input
-iterator (its position and shuffle buffers), the dropout seed-generator states and the step, so
-a run killed at any point and restarted with the same flags continues where its last checkpoint
-left off and, with `deterministic=True`, produces the same losses as an uninterrupted run.
+Resume: a checkpoint holds the model, the optimizer (slots and iteration count), the dropout
+seed-generator states and the step; the input position is the step (the seeded pipelines skip
+the batches already consumed, since distributed iterators cannot be checkpointed). A run
+killed at any point and restarted with the same flags continues where its last checkpoint left
+off and, with `deterministic=True` and static masks, produces the same losses as an
+uninterrupted run.
 `init_checkpoint` instead loads only model weights (BERT's 128 -> 512 second phase).
 
 Multi-worker: every worker runs the same program (TF_CONFIG says who is who); all of them must
@@ -306,6 +308,8 @@ def run_pretraining(config: PretrainConfig, strategy: Optional[tf.distribute.Str
     keras.mixed_precision.set_global_policy(policy)
     accumulation = config.gradient_accumulation_steps
     micro_steps = config.train_steps * accumulation
+    micro_batch = config.global_batch_size // accumulation
+    loss_fn = loss_function(config)
     chief = _is_chief(strategy)
     try:
         with strategy.scope():
@@ -319,7 +323,7 @@ def run_pretraining(config: PretrainConfig, strategy: Optional[tf.distribute.Str
                 gradient_accumulation_steps=accumulation if accumulation > 1 else None,
                 loss_scale=config.mixed_precision == "mixed_float16")
             step_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="micro_step")
-        train_step = TrainStep(model, optimizer, loss_function(config), strategy,
+        train_step = TrainStep(model, optimizer, loss_fn, strategy,
                                jit_compile=config.jit_compile, clip_norm=config.clip_norm)
         # Dropout's seed-generator states are not tracked by the model's checkpoint
         # dependencies; without them a resumed run would draw different dropout masks.
@@ -343,8 +347,7 @@ def run_pretraining(config: PretrainConfig, strategy: Optional[tf.distribute.Str
         # (tensorflow#56372), so each pipeline, deterministic for a seed, skips the batches
         # already consumed. The skip reads records but does not parse them.
         iterator = iter(input_pipeline.distribute_dataset(
-            strategy, dataset_function(config, config.global_batch_size // accumulation,
-                                       skip_batches=step)))
+            strategy, dataset_function(config, micro_batch, skip_batches=step)))
         if chief:
             tf.io.gfile.makedirs(config.model_dir)
             with open(os.path.join(config.model_dir, "pretrain_config.json"), "w") as f:
@@ -352,15 +355,15 @@ def run_pretraining(config: PretrainConfig, strategy: Optional[tf.distribute.Str
         metric_log = MetricLog(config.model_dir, enabled=chief)
         evaluator = None
         if config.eval_input_files:
-            evaluator = Evaluator(model, loss_function(config), strategy,
-                                  dataset_function(config, config.global_batch_size // accumulation,
-                                                   training=False), config.eval_batches)
+            evaluator = Evaluator(model, loss_fn, strategy,
+                                  dataset_function(config, micro_batch, training=False),
+                                  config.eval_batches)
         log(f"{config.model} {config.model_config}: {model.count_params():,} parameters, "
             f"{strategy.num_replicas_in_sync} replica(s) ({type(strategy).__name__}), "
             f"policy {policy}, jit_compile={config.jit_compile}")
         history: List[Dict[str, float]] = []
         window_start, window_step = time.perf_counter(), step
-        tokens_per_micro_step = config.global_batch_size // accumulation * config.seq_length
+        tokens_per_micro_step = micro_batch * config.seq_length
         while step < micro_steps:
             metrics = train_step(next(iterator))
             step += 1
