@@ -30,6 +30,9 @@ class SpanExample:
     # (answer text, character offset into context); several for dev sets, one for train.
     answers: Tuple[Tuple[str, int], ...] = ()
     is_impossible: bool = False
+    # Index of the article in its file: held-out slices keep whole articles together, so no
+    # evaluation question shares a context with a training one.
+    article: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

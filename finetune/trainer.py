@@ -441,7 +441,9 @@ def load_task_data(config: FinetuneConfig, task: TaskSpec, tokenizer,
     if _has_split(config, task, "dev"):
         dev, source = task.read(config.data_dir, "dev"), "dev"
     else:
-        train, dev = holdout_split(train, config.holdout_fraction)
+        # SQuAD: hold out whole articles (questions on one context must not straddle the cut).
+        group = (lambda e: e.article) if task.kind == "span" else None
+        train, dev = holdout_split(train, config.holdout_fraction, group=group)
         source = "holdout"
     if config.max_eval_examples:
         dev = dev[:config.max_eval_examples]

@@ -253,6 +253,21 @@ def test_holdout_split_keeps_the_last_fraction():
         holdout_split([1, 2], 1.0)
 
 
+def test_holdout_split_keeps_groups_whole(shared_data):
+    # Cut inside group 2 -> moves back to its start; a single group -> forward to its end.
+    train, held = holdout_split([1, 1, 2, 2, 2, 3], 0.5, group=lambda x: x)
+    assert (train, held) == ([1, 1], [2, 2, 2, 3])
+    train, held = holdout_split([5, 5, 5, 6], 0.5, group=lambda x: x)
+    assert (train, held) == ([5, 5, 5], [6])
+    # Real SQuAD subset: no article has questions on both sides of the cut.
+    examples = get_task("squad_v1").read(str(shared_data / "squad" / "train-v1.1-subset.json"),
+                                         "train")
+    train, held = holdout_split(examples, 0.1, group=lambda e: e.article)
+    assert {e.article for e in train}.isdisjoint({e.article for e in held})
+    assert 0.05 < len(held) / len(examples) < 0.2
+    assert len({e.article for e in examples}) == 44
+
+
 # ------------------------------------------------------------------ malformed files
 
 def _error(fn, *args, **kwargs) -> str:

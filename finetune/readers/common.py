@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import os
-from typing import Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar
+from typing import Callable, Hashable, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 T = TypeVar("T")
 
@@ -72,11 +72,15 @@ def split_file(data_dir: str, split: str, files: Mapping[str, str], task: str) -
     return path
 
 
-def holdout_split(examples: Sequence[T], fraction: float = 0.1) -> Tuple[List[T], List[T]]:
+def holdout_split(examples: Sequence[T], fraction: float = 0.1,
+                  group: Optional[Callable[[T], Hashable]] = None) -> Tuple[List[T], List[T]]:
     """Split into (train, heldout), holding out the LAST `fraction` of the examples.
 
     The project evaluates on the held-back end of each train file because dev sets are not
     shipped. At least one example is held out whenever there are two or more.
+    group: examples with equal keys (e.g. SQuAD questions of one article) must not straddle
+      the cut; it moves back to the start of the group it falls in, unless that would leave
+      no training examples (then forward to the group's end).
     """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must be in (0, 1), got {fraction}")
@@ -85,4 +89,14 @@ def holdout_split(examples: Sequence[T], fraction: float = 0.1) -> Tuple[List[T]
     if n_held == 0 and n >= 2:
         n_held = 1
     cut = n - n_held
+    if group is not None and 0 < cut < n:
+        keys = [group(e) for e in examples]
+        start = cut
+        while start > 0 and keys[start - 1] == keys[cut]:
+            start -= 1
+        if start == 0:
+            while cut < n and keys[cut] == keys[cut - 1]:
+                cut += 1
+        else:
+            cut = start
     return list(examples[:cut]), list(examples[cut:])

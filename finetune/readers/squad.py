@@ -70,7 +70,8 @@ def read_squad(path: str, require_answers: bool = True) -> List[SpanExample]:
                 if not impossible and not answers and require_answers:
                     raise DataError(path, qwhere, "answerable question without answers")
                 examples.append(SpanExample(qid=qid, question=question, context=context,
-                                            answers=tuple(answers), is_impossible=impossible))
+                                            answers=tuple(answers), is_impossible=impossible,
+                                            article=ai))
     if not examples:
         raise DataError(path, None, "no questions in the file")
     return examples
