@@ -259,6 +259,7 @@ def test_holdout_split_keeps_groups_whole(shared_data):
     assert (train, held) == ([1, 1], [2, 2, 2, 3])
     train, held = holdout_split([5, 5, 5, 6], 0.5, group=lambda x: x)
     assert (train, held) == ([5, 5, 5], [6])
+    assert holdout_split([7, 7, 7, 7], 0.5, group=lambda x: x) == ([7, 7], [7, 7])
     # Real SQuAD subset: no article has questions on both sides of the cut.
     examples = get_task("squad_v1").read(str(shared_data / "squad" / "train-v1.1-subset.json"),
                                          "train")

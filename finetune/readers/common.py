@@ -80,7 +80,8 @@ def holdout_split(examples: Sequence[T], fraction: float = 0.1,
     shipped. At least one example is held out whenever there are two or more.
     group: examples with equal keys (e.g. SQuAD questions of one article) must not straddle
       the cut; it moves back to the start of the group it falls in, unless that would leave
-      no training examples (then forward to the group's end).
+      no training examples (then forward to the group's end; with a single group, the plain
+      cut).
     """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must be in (0, 1), got {fraction}")
@@ -94,9 +95,9 @@ def holdout_split(examples: Sequence[T], fraction: float = 0.1,
         start = cut
         while start > 0 and keys[start - 1] == keys[cut]:
             start -= 1
-        if start == 0:
-            while cut < n and keys[cut] == keys[cut - 1]:
-                cut += 1
-        else:
-            cut = start
+        end = cut
+        while end < n and keys[end] == keys[end - 1]:
+            end += 1
+        # Back to the group's start; else forward to its end; one group only: the plain cut.
+        cut = start if start > 0 else (end if end < n else cut)
     return list(examples[:cut]), list(examples[cut:])

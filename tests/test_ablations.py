@@ -1,0 +1,88 @@
+"""The ablation runner: registry, report formatting, cached and deterministic jobs."""
+import json
+import math
+
+import pytest
+
+from tools.ablations import report as reports
+from tools.ablations.experiments import EXPERIMENTS
+from tools.ablations.workspace import TASKS, Budget, Workspace, display_value, settings_hash
+
+
+def test_registry_has_every_experiment_the_issue_names():
+    for name in ("bert_objectives", "bert_masking", "gpt_aux_lm", "gpt_no_pretraining",
+                 "layer_transfer", "zero_shot_vs_steps", "model_size", "gpt_lstm",
+                 "bert_feature_based", "loss_imbalanced"):
+        assert name in EXPERIMENTS
+
+
+def test_cells_carry_mean_and_population_std():
+    assert reports.cell([80.0, 82.0, 84.0]) == f"82.0 ± {math.sqrt(8 / 3):.1f}"
+    assert reports.cell([71.25]) == "71.2"
+    assert reports.cell(None) == "–"
+    lines = reports.markdown_table(["A", "B"], [("x", {"A": [1.0, 3.0]})])
+    assert lines == ["| variant | A | B |", "|---|---|---|", "| x | 2.0 ± 1.0 | – |"]
+
+
+def test_display_values_follow_the_papers():
+    assert display_value("sst2", "accuracy", 0.875) == 87.5
+    assert display_value("squad_v1", "f1", 61.0) == 61.0       # already a percentage
+
+
+def test_settings_hash_is_stable_and_sensitive():
+    a = settings_hash({"x": 1, "y": (1, 2)})
+    assert a == settings_hash({"y": [1, 2], "x": 1})
+    assert a != settings_hash({"x": 2, "y": (1, 2)})
+
+
+def test_budget_validation():
+    assert Budget(seeds=("0", "1")).seeds == (0, 1)          # absl list flags are strings
+    with pytest.raises(ValueError, match="seeds"):
+        Budget(seeds=())
+    with pytest.raises(ValueError, match="pretrain_steps"):
+        Budget(pretrain_steps=2)
+
+
+def test_unknown_experiment_is_named():
+    from tools.run_ablations import run_experiments
+    with pytest.raises(ValueError, match="bert_objectivs"):
+        run_experiments(["bert_objectivs"], "/nonexistent", "/nonexistent", "/nonexistent",
+                        Budget())
+
+
+def test_jobs_are_cached_and_deterministic(tmp_path, shared_data):
+    """A tiny GPT: BPE + records + pretraining + fine-tuning through the real library calls.
+    A rerun takes every result from the cache; the same seed in a fresh folder gives the
+    same numbers."""
+    import tensorflow as tf
+    tf.config.experimental.enable_op_determinism()
+    budget = Budget(gpt_config="gpt_test", pretrain_steps=8, pretrain_batch_size=4,
+                    pretrain_seq_length=32, bpe_merges=200, finetune_examples=48,
+                    finetune_epochs=1, seeds=(0,), jit_compile=False)
+    logs = []
+    ws = Workspace(str(tmp_path / "work"), str(shared_data), budget, logs.append)
+    records = ws.records("gpt")
+    assert records[0] and records[1] and not set(records[0]) & set(records[1])
+    model_dir = ws.pretrain("tiny", "gpt", "gpt_test", records)
+    summary = Workspace.pretrain_summary(model_dir)
+    assert summary["final_eval"]["eval_lm_loss"] > 0
+    first = ws.finetune_seeds("a", "sst2", "gpt", str(model_dir))
+    assert ws.jobs_run == 2
+    # Rerun: nothing runs again.
+    again = Workspace(str(tmp_path / "work"), str(shared_data), budget, logs.append)
+    assert again.pretrain("tiny", "gpt", "gpt_test", records) == model_dir
+    assert again.finetune_seeds("a", "sst2", "gpt", str(model_dir)) == first
+    assert again.jobs_run == 0
+    # Same settings in another folder: the same numbers.
+    assert again.finetune_seeds("b", "sst2", "gpt", str(model_dir)) == first
+    # Changing a setting is a new job, not a stale result.
+    again.finetune_seeds("a", "sst2", "gpt", str(model_dir), lm_weight=0.0)
+    assert again.jobs_run == 2
+    rows = [("pretrained", {"SST-2 acc": first["accuracy"]})]
+    path = reports.write_report(
+        reports.Report(name="tiny", title="Tiny", intro="A test.", columns=["SST-2 acc"],
+                       rows=rows, seeds=1), tmp_path / "report", "python -m x", 1.0)
+    text = path.read_text(encoding="utf-8")
+    assert "| pretrained |" in text and "over 1 fine-tuning seed" in text
+    results = list((tmp_path / "work" / "finetune").glob("a-sst2-s0-*/results.json"))
+    assert len(results) == 2 and json.loads(results[0].read_text())["task"] == "sst2"

@@ -1,0 +1,326 @@
+"""The experiment registry: each entry reruns one of the papers' comparisons at small scale.
+
+An experiment is a function Workspace -> Report. It asks the workspace for the pretraining
+runs it needs (shared between experiments through the cache: `gpt_aux_lm` and
+`gpt_no_pretraining` fine-tune the same pretrained GPT) and fine-tunes every variant on real
+tasks with every seed of the budget.
+
+  bert_objectives     BERT Table 5: MLM + NSP / MLM only / LTR & No NSP (+ BiLSTM)
+  bert_masking        BERT Table 8: [MASK] / same / random mixes of the MLM corruption
+  bert_feature_based  BERT Table 7: fine-tuning vs features of a frozen encoder into a BiLSTM
+  model_size          BERT Table 6: held-out MLM perplexity and task scores vs model size
+  gpt_aux_lm          GPT-1 Table 5: fine-tuning with and without the auxiliary LM loss
+  gpt_no_pretraining  GPT-1 Table 5: the pretrained Transformer vs the same one randomly
+                      initialised
+  gpt_lstm            GPT-1 Table 5: a single-layer LSTM in place of the Transformer
+  layer_transfer      GPT-1 Figure 2 (left): transferring the first k pretrained layers
+  zero_shot_vs_steps  GPT-1 Figure 2 (right): zero-shot heuristics vs pretraining updates
+  loss_imbalanced     cross-entropy vs a soft-F1 loss on imbalanced sets (MRPC, CoLA)
+"""
+from __future__ import annotations
+
+import math
+import pathlib
+from typing import Callable, Dict, List, Sequence
+
+from tools.ablations import report as reports
+from tools.ablations.workspace import TASKS, Workspace, ZERO_SHOT_METRICS, zero_shot_value
+
+Experiment = Callable[[Workspace], reports.Report]
+EXPERIMENTS: Dict[str, Experiment] = {}
+
+
+def experiment(function: Experiment) -> Experiment:
+    EXPERIMENTS[function.__name__] = function
+    return function
+
+
+def columns_of(tasks: Sequence[str]) -> List[str]:
+    return [label for task in tasks for _, label in TASKS[task]["metrics"]]
+
+
+def task_row(ws: Workspace, name: str, tasks: Sequence[str], model: str, init_checkpoint,
+             **overrides) -> Dict[str, List[float]]:
+    """{column label: values over seeds} for one variant on every task."""
+    row = {}
+    for task in tasks:
+        values = ws.finetune_seeds(name, task, model, init_checkpoint, **overrides)
+        for key, label in TASKS[task]["metrics"]:
+            row[label] = values[key]
+    return row
+
+
+def _seeds(ws: Workspace) -> int:
+    return len(ws.budget.seeds)
+
+
+# ---- BERT -------------------------------------------------------------------------------------
+
+def bert_pretrained(ws: Workspace, objective: str = "mlm", use_nsp: bool = True,
+                    mask_token_rate: float = 0.8, random_token_rate: float = 0.1,
+                    model_config: str = "") -> str:
+    """The model_dir of a BERT pretrained on WikiText with the given objective and mask mix."""
+    model_config = model_config or ws.budget.bert_config
+    name = (f"{model_config}_{objective}{'_nsp' if use_nsp else ''}"
+            f"_m{mask_token_rate:g}_r{random_token_rate:g}")
+    records = ws.records("bert", mask_token_rate, random_token_rate)
+    return str(ws.pretrain(name, "bert", model_config, records, objective=objective,
+                           use_nsp=use_nsp))
+
+
+@experiment
+def bert_objectives(ws: Workspace) -> reports.Report:
+    tasks = ("sst2", "mrpc", "rte", "squad_v1")
+    b = ws.budget
+    rows = []
+    for label, objective, nsp, extra in (
+            ("BERT (MLM + NSP)", "mlm", True, {}),
+            ("No NSP (MLM only)", "mlm", False, {}),
+            ("LTR & No NSP", "ltr", False, {}),
+            ("LTR & No NSP + BiLSTM", "ltr", False, dict(bilstm_layers=1, bilstm_units=128))):
+        checkpoint = bert_pretrained(ws, objective, nsp)
+        name = f"objectives_{objective}{'_nsp' if nsp else ''}{'_bilstm' if extra else ''}"
+        rows.append((label, task_row(ws, name, tasks, "bert", checkpoint, **extra)))
+    rows.append(("No pretraining", task_row(ws, "objectives_random", tasks, "bert", "",
+                                            model_config=b.bert_config)))
+    return reports.Report(
+        name="bert_objectives", title="BERT pretraining objectives (BERT Table 5)",
+        intro=(f"{b.bert_config} pretrained for {b.pretrain_steps} steps (batch "
+               f"{b.pretrain_batch_size} x {b.pretrain_seq_length}) on WikiText-2 validation "
+               "with each objective, then fine-tuned on the first "
+               f"{b.finetune_examples} examples of each task ({b.finetune_epochs:g} epochs, lr "
+               f"{b.bert_finetune_learning_rate:g}). LTR models keep the left-only mask when "
+               "fine-tuned and read the last token's state; the BiLSTM row adds a randomly "
+               "initialised BiLSTM under the task head (the paper did so for SQuAD). The paper "
+               "(BERT-Base, MNLI / QNLI / MRPC / SST-2 / SQuAD): removing NSP hurts QNLI, MNLI "
+               "and SQuAD; LTR is worse everywhere, most on MRPC and SQuAD; the BiLSTM helps "
+               "LTR on SQuAD but not on GLUE."),
+        columns=columns_of(tasks), rows=rows, seeds=_seeds(ws))
+
+
+MASK_MIXES = ((0.8, 0.1, 0.1), (1.0, 0.0, 0.0), (0.8, 0.0, 0.2), (0.8, 0.2, 0.0),
+              (0.0, 0.2, 0.8), (0.0, 0.0, 1.0))   # (mask, same, random), BERT Table 8
+
+
+@experiment
+def bert_masking(ws: Workspace) -> reports.Report:
+    b = ws.budget
+    rows = []
+    columns = ["RTE acc", "CoNLL F1 (fine-tune)", "CoNLL F1 (feature-based)"]
+    for mask, same, random in MASK_MIXES:
+        checkpoint = bert_pretrained(ws, "mlm", True, mask, random)
+        tag = f"masking_m{mask:g}_r{random:g}"
+        rte = ws.finetune_seeds(tag, "rte", "bert", checkpoint)
+        tuned = ws.finetune_seeds(tag, "conll2003", "bert", checkpoint)
+        features = ws.finetune_seeds(f"{tag}_features", "conll2003", "bert", checkpoint,
+                                     **FEATURE_BASED)
+        rows.append((f"{mask:.0%} [MASK] / {same:.0%} same / {random:.0%} random",
+                     {"RTE acc": rte["accuracy"], "CoNLL F1 (fine-tune)": tuned["f1"],
+                      "CoNLL F1 (feature-based)": features["f1"]}))
+    return reports.Report(
+        name="bert_masking", title="MLM masking mixes (BERT Table 8)",
+        intro=(f"{b.bert_config} pretrained {b.pretrain_steps} steps on records whose static "
+               "masks use each mix (the 15% of positions chosen are replaced by [MASK], kept, or "
+               "replaced by a random token), then RTE (the NLI task in the shared data, standing "
+               "in for MNLI) and CoNLL-2003 NER fine-tuned, and NER feature-based (frozen "
+               "encoder, top 4 layers concatenated, 2-layer BiLSTM). The paper: fine-tuning is "
+               "robust to the mix; feature-based NER suffers most from 100% [MASK] "
+               "(train/test mismatch) and from 100% random."),
+        columns=columns, rows=rows, seeds=_seeds(ws))
+
+
+# The feature-based NER setup of BERT Section 5.3: frozen encoder, concatenated top four
+# hidden layers, a randomly initialised two-layer BiLSTM, then the classifier.
+FEATURE_BASED = dict(strategy="frozen", feature_layers=4, bilstm_layers=2, bilstm_units=128,
+                     learning_rates=(1e-3,))
+
+
+@experiment
+def bert_feature_based(ws: Workspace) -> reports.Report:
+    b = ws.budget
+    checkpoint = bert_pretrained(ws)
+    variants = (("Fine-tuning", {}),
+                ("Frozen: last hidden + BiLSTM", dict(FEATURE_BASED, feature_layers=1)),
+                ("Frozen: concat last four + BiLSTM", FEATURE_BASED),
+                ("Frozen: last hidden, linear head", dict(strategy="frozen",
+                                                         learning_rates=(1e-3,))))
+    rows = [(label, task_row(ws, f"features_{i}", ("conll2003",), "bert", checkpoint, **extra))
+            for i, (label, extra) in enumerate(variants)]
+    return reports.Report(
+        name="bert_feature_based", title="Feature-based vs fine-tuning on NER (BERT Table 7)",
+        intro=(f"{b.bert_config} (pretrained {b.pretrain_steps} steps, MLM + NSP) on CoNLL-2003 "
+               f"(first {b.finetune_examples} sentences of eng.train, first 1000 of eng.testa). "
+               "Frozen rows train only the BiLSTM / head (lr 1e-3). The paper: concatenating "
+               "the last four layers of a frozen BERT-Base comes within 0.3 F1 of fine-tuning."),
+        columns=columns_of(("conll2003",)), rows=rows, seeds=_seeds(ws))
+
+
+@experiment
+def model_size(ws: Workspace) -> reports.Report:
+    tasks = ("sst2", "mrpc", "rte")
+    rows = []
+    for config in ("bert_tiny", "bert_mini", "bert_small"):
+        checkpoint = bert_pretrained(ws, model_config=config)
+        final = Workspace.pretrain_summary(pathlib.Path(checkpoint))["final_eval"]
+        row = task_row(ws, f"size_{config}", tasks, "bert", checkpoint)
+        row["held-out MLM ppl"] = [math.exp(final["eval_mlm_loss"])]
+        rows.append((config, row))
+    return reports.Report(
+        name="model_size", title="Model size (BERT Table 6)",
+        intro=(f"The named compact BERT configs, each pretrained {ws.budget.pretrain_steps} "
+               "steps on the same records, then fine-tuned. The paper: larger models are better "
+               "on every task, even the small MRPC. The perplexity column is one pretraining "
+               "run (one seed) on the held-out shard."),
+        columns=["held-out MLM ppl"] + columns_of(tasks), rows=rows, seeds=_seeds(ws),
+        notes=["Perplexity: a single pretraining run, so no spread."])
+
+
+@experiment
+def loss_imbalanced(ws: Workspace) -> reports.Report:
+    tasks = ("mrpc", "cola")
+    checkpoint = bert_pretrained(ws)
+    rows = [(label, task_row(ws, f"loss_{loss}", tasks, "bert", checkpoint, loss=loss))
+            for label, loss in (("cross-entropy", "cross_entropy"), ("soft F1", "soft_f1"))]
+    return reports.Report(
+        name="loss_imbalanced", title="Cross-entropy vs soft-F1 loss on imbalanced tasks",
+        intro=("MRPC (68% positive) and CoLA (70% acceptable) with the pretrained "
+               f"{ws.budget.bert_config}: the soft-F1 loss (1 - macro F1 of the batch's "
+               "probabilities) optimises an F1-like objective directly."),
+        columns=columns_of(tasks), rows=rows, seeds=_seeds(ws))
+
+
+# ---- GPT-1 ------------------------------------------------------------------------------------
+
+GPT_TASKS = ("sst2", "mrpc", "rte", "cola", "story_cloze")
+
+
+def gpt_pretrained(ws: Workspace, model: str = "gpt") -> str:
+    config = ws.budget.gpt_config if model == "gpt" else ws.budget.lstm_config
+    return str(ws.pretrain(f"{model}_{config}", model, config, ws.records("gpt")))
+
+
+def _gpt_intro(ws: Workspace, extra: str) -> str:
+    b = ws.budget
+    return (f"{b.gpt_config} pretrained {b.pretrain_steps} steps (batch {b.pretrain_batch_size} "
+            f"x {b.pretrain_seq_length} tokens, {b.bpe_merges}-merge BPE learned on the same "
+            f"text) on WikiText-2 validation, fine-tuned with the GPT-1 input transforms on the "
+            f"first {b.finetune_examples} examples of each task (Story Cloze: half its "
+            f"validation CSV), {b.finetune_epochs:g} epochs, lr "
+            f"{b.gpt_finetune_learning_rate:g}, aux LM weight 0.5 unless stated. " + extra)
+
+
+@experiment
+def gpt_aux_lm(ws: Workspace) -> reports.Report:
+    checkpoint = gpt_pretrained(ws)
+    rows = [("Transformer w/ aux LM", task_row(ws, "gpt_aux", GPT_TASKS, "gpt", checkpoint)),
+            ("Transformer w/o aux LM", task_row(ws, "gpt_noaux", GPT_TASKS, "gpt", checkpoint,
+                                                lm_weight=0.0))]
+    return reports.Report(
+        name="gpt_aux_lm", title="Auxiliary LM objective during fine-tuning (GPT-1 Table 5)",
+        intro=_gpt_intro(ws, "The paper: the auxiliary objective helps the larger datasets "
+                             "(NLI, QQP) and not the smaller ones."),
+        columns=columns_of(GPT_TASKS), rows=rows, seeds=_seeds(ws))
+
+
+@experiment
+def gpt_no_pretraining(ws: Workspace) -> reports.Report:
+    checkpoint = gpt_pretrained(ws)
+    b = ws.budget
+    rows = [("Transformer, pretrained", task_row(ws, "gpt_aux", GPT_TASKS, "gpt", checkpoint)),
+            ("Transformer, no pretraining", task_row(ws, "gpt_random", GPT_TASKS, "gpt", "",
+                                                     model_config=b.gpt_config,
+                                                     vocab_size=ws.bpe_vocab_size()))]
+    return reports.Report(
+        name="gpt_no_pretraining", title="Without pretraining (GPT-1 Table 5)",
+        intro=_gpt_intro(ws, "The paper: without pretraining the scores drop on every task "
+                             "(14.8% on average)."),
+        columns=columns_of(GPT_TASKS), rows=rows, seeds=_seeds(ws))
+
+
+@experiment
+def gpt_lstm(ws: Workspace) -> reports.Report:
+    b = ws.budget
+    rows = [("Transformer w/ aux LM", task_row(ws, "gpt_aux", GPT_TASKS, "gpt",
+                                               gpt_pretrained(ws))),
+            (f"LSTM ({b.lstm_config}) w/ aux LM", task_row(ws, "lstm_aux", GPT_TASKS, "lstm",
+                                                           gpt_pretrained(ws, "lstm")))]
+    return reports.Report(
+        name="gpt_lstm", title="LSTM instead of the Transformer (GPT-1 Table 5)",
+        intro=_gpt_intro(ws, f"The LSTM ({b.lstm_config}; the paper's is one layer of 2048 "
+                             "units: --lstm_config=lstm_2048) is pretrained and fine-tuned by "
+                             "the same binaries. The paper: the LSTM loses 5.6 points on "
+                             "average, winning only on MRPC."),
+        columns=columns_of(GPT_TASKS), rows=rows, seeds=_seeds(ws))
+
+
+@experiment
+def layer_transfer(ws: Workspace) -> reports.Report:
+    from tfmodels import configs
+    tasks = ("story_cloze", "rte")
+    checkpoint = gpt_pretrained(ws)
+    num_layers = configs.get_config(ws.budget.gpt_config).num_layers
+    rows = [(f"{k} of {num_layers} layers", task_row(ws, f"transfer_{k}", tasks, "gpt",
+                                                     checkpoint, transfer_layers=k))
+            for k in range(num_layers + 1)]
+    columns = columns_of(tasks)
+
+    def draw(path):
+        series = {}
+        for column in columns:
+            stats = [reports.mean_std(values[column]) for _, values in rows]
+            series[column] = (list(range(num_layers + 1)), [m for m, _ in stats],
+                              [s for _, s in stats])
+        return reports.line_plot(path, f"Layer transfer ({_seeds(ws)} seeds, band = std)",
+                                 "pretrained layers transferred", "score", series)
+
+    return reports.Report(
+        name="layer_transfer", title="Transferring the first k layers (GPT-1 Figure 2, left)",
+        intro=_gpt_intro(ws, "Row k copies the embeddings and the first k pretrained layers and "
+                             "re-initialises the rest. The paper (RACE, MultiNLI): every "
+                             "transferred layer helps, up to 9% for the full transfer."),
+        columns=columns, rows=rows, seeds=_seeds(ws),
+        figures=[("layer_transfer_curve.png", "score vs layers transferred", draw)])
+
+
+@experiment
+def zero_shot_vs_steps(ws: Workspace) -> reports.Report:
+    tasks = tuple(ZERO_SHOT_METRICS)
+    curves = {}
+    for model in ("gpt", "lstm"):
+        curves[model] = ws.zero_shot_curve(pathlib.Path(gpt_pretrained(ws, model)),
+                                           tasks)
+    rows = []
+    for model, points in curves.items():
+        for point in points:
+            row = {}
+            for task in tasks:
+                value = 100 * zero_shot_value(task, point[task])
+                row[task] = [value]
+            rows.append((f"{model} step {point['step']}", row))
+    n = ws.budget.zero_shot_examples
+
+    def draw(path):
+        series = {}
+        for model, points in curves.items():
+            for task in tasks:
+                values = [100 * zero_shot_value(task, p[task]) for p in points]
+                # Spread: the binomial standard error of an accuracy over n examples (MCC: none).
+                errors = [math.sqrt(max(v / 100 * (1 - v / 100), 0) / n) * 100
+                          if task != "cola" else 0.0 for v in values]
+                series[f"{model} {task}"] = ([p["step"] for p in points], values, errors)
+        return reports.line_plot(path, "Zero-shot vs pretraining updates (1 pretraining seed)",
+                                 "pretraining step", "score x100", series)
+
+    return reports.Report(
+        name="zero_shot_vs_steps",
+        title="Zero-shot behaviour vs pretraining updates (GPT-1 Figure 2, right)",
+        intro=(f"The heuristics of tools/zero_shot.py (CoLA: MCC of the mean token "
+               f"log-probability at the median threshold; SST-2: ' very' + positive/negative; "
+               f"Story Cloze: the likelier ending) on the first {n} examples, at every "
+               f"checkpoint of the {ws.budget.gpt_config} and {ws.budget.lstm_config} "
+               f"pretraining runs. The paper: zero-shot performance rises steadily with "
+               f"pretraining, and the LSTM's is lower and noisier."),
+        columns=list(tasks), rows=rows, seeds=1,
+        notes=[f"One pretraining seed per model; the plot's band is the binomial standard "
+               f"error over {n} examples (none for MCC)."],
+        figures=[("zero_shot_vs_steps_curve.png", "zero-shot score vs steps", draw)])

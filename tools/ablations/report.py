@@ -1,0 +1,133 @@
+"""Markdown tables and PNG plots for the ablation reports.
+
+A table row is (label, {column: [one value per seed]}); a cell prints mean +- std (population
+std over seeds) and the header states the seed count, so no figure appears without its spread.
+Plots need matplotlib (`pip install -e '.[reports]'`); without it the tables are still written.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import pathlib
+from typing import Dict, List, Optional, Sequence, Tuple
+
+Row = Tuple[str, Dict[str, List[float]]]
+
+
+@dataclasses.dataclass
+class Report:
+    name: str
+    title: str
+    intro: str                       # what the paper did and what we run instead
+    columns: List[str]
+    rows: List[Row]
+    seeds: int
+    notes: List[str] = dataclasses.field(default_factory=list)
+    # (file name, caption, plot function(path) -> bool); the bar chart of the table is added.
+    figures: List[Tuple[str, str, object]] = dataclasses.field(default_factory=list)
+
+
+def mean_std(values: Sequence[float]) -> Tuple[float, float]:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return float("nan"), float("nan")
+    mean = sum(values) / len(values)
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+
+
+def cell(values: Optional[Sequence[float]]) -> str:
+    if not values:
+        return "–"
+    mean, std = mean_std(values)
+    return f"{mean:.1f} ± {std:.1f}" if len(values) > 1 else f"{mean:.1f}"
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[Row]) -> List[str]:
+    lines = ["| variant | " + " | ".join(columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for label, values in rows:
+        lines.append(f"| {label} | " + " | ".join(cell(values.get(c)) for c in columns) + " |")
+    return lines
+
+
+def _pyplot():
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        return plt
+    except ImportError:
+        return None
+
+
+def bar_plot(path: pathlib.Path, title: str, columns: Sequence[str], rows: Sequence[Row],
+             seeds: int) -> bool:
+    """One group of bars per column, one bar per variant, error bars = std over seeds."""
+    plt = _pyplot()
+    if plt is None:
+        return False
+    width = 0.8 / max(len(rows), 1)
+    figure, axis = plt.subplots(figsize=(max(6.0, 1.6 * len(columns) + 2), 3.8))
+    for i, (label, values) in enumerate(rows):
+        stats = [mean_std(values.get(c, [])) for c in columns]
+        axis.bar([j + i * width for j in range(len(columns))], [m for m, _ in stats],
+                 width, yerr=[s for _, s in stats], capsize=3, label=label)
+    axis.set_xticks([j + width * (len(rows) - 1) / 2 for j in range(len(columns))])
+    axis.set_xticklabels(columns, rotation=15)
+    axis.set_title(f"{title} (mean ± std over {seeds} seed{'s' if seeds > 1 else ''})")
+    axis.grid(axis="y", alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
+def line_plot(path: pathlib.Path, title: str, x_label: str, y_label: str,
+              series: Dict[str, Tuple[Sequence[float], Sequence[float], Sequence[float]]]) -> bool:
+    """series: name -> (x, mean, spread); the spread is drawn as a band."""
+    plt = _pyplot()
+    if plt is None:
+        return False
+    figure, axis = plt.subplots(figsize=(6.4, 4.0))
+    for name, (xs, means, spreads) in series.items():
+        axis.plot(xs, means, marker="o", markersize=3, label=name)
+        axis.fill_between(xs, [m - s for m, s in zip(means, spreads)],
+                          [m + s for m, s in zip(means, spreads)], alpha=0.15)
+    axis.set_title(title)
+    axis.set_xlabel(x_label)
+    axis.set_ylabel(y_label)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
+def write_report(report: Report, report_dir: pathlib.Path, command: str,
+                 seconds: float) -> pathlib.Path:
+    """<report_dir>/<name>.md (+ PNGs); returns the markdown path."""
+    from finetune.predictions import atomic_write_text
+    report_dir.mkdir(parents=True, exist_ok=True)
+    lines = [f"# {report.title}", "", report.intro, "",
+             f"Scores on held-back data, x100 where the papers print percentages; each cell is "
+             f"mean ± std over {report.seeds} fine-tuning seed{'s' if report.seeds > 1 else ''}.",
+             ""]
+    lines += markdown_table(report.columns, report.rows)
+    figures = list(report.figures)
+    bar_file = f"{report.name}.png"
+    if report.rows and bar_plot(report_dir / bar_file, report.title, report.columns,
+                                report.rows, report.seeds):
+        figures.insert(0, (bar_file, "the table as bars", None))
+    for file, caption, draw in figures:
+        if draw is not None and not draw(report_dir / file):
+            continue
+        lines += ["", f"![{caption}]({file})"]
+    if report.notes:
+        lines += ["", "Notes:", ""] + [f"- {note}" for note in report.notes]
+    lines += ["", f"Regenerate: `{command}` ({seconds / 60:.1f} min of jobs in the run that "
+                  f"wrote this; cached jobs are skipped on a rerun)."]
+    path = report_dir / f"{report.name}.md"
+    atomic_write_text(str(path), "\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,312 @@
+"""Cached jobs for the ablation runner: records, vocabularies, pretraining, fine-tuning.
+
+Every job runs through the same library functions as the binaries (create_pretraining_data,
+run_pretraining, run_finetune, run_zero_shot), so an ablation is exactly what a user gets from
+the flags it sets. A job's folder is `<name>-<hash of its settings>`; it is done when its
+result file exists (`done.json` for pretraining, `results.json` for fine-tuning), so a rerun
+skips it, and an interrupted pretraining resumes from its last checkpoint.
+
+Data (all from ../shared/data): pretraining reads WikiText-2 validation (articles, one sentence
+per line); BERT uses the original uncased WordPiece vocabulary, GPT-1 and the LSTM a BPE
+vocabulary learned from the same text (`Budget.bpe_merges` merges: the original 40k-token
+vocabulary makes the output layer dominate a small model's cost). Fine-tuning evaluates on the
+held-back last 10% of each training file (Story Cloze: its validation CSV split in two;
+CoNLL-2003: eng.testa; SQuAD: whole held-out articles).
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import json
+import os
+import pathlib
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+# A model-free description of each fine-tuning task: where its data is, its length, the
+# metrics the tables show (metric key, column label; scores x100 like the papers' tables).
+TASKS: Dict[str, Dict[str, Any]] = {
+    "sst2": dict(path="glue/SST-2/train.tsv", seq_length=64, metrics=[("accuracy", "SST-2 acc")]),
+    "mrpc": dict(path="glue/MRPC/train.tsv", seq_length=128,
+                 metrics=[("f1", "MRPC F1"), ("accuracy", "MRPC acc")]),
+    "rte": dict(path="glue/RTE/train.tsv", seq_length=128, metrics=[("accuracy", "RTE acc")]),
+    "cola": dict(path="glue/CoLA/train.tsv", seq_length=64, metrics=[("mcc", "CoLA MCC")]),
+    "stsb": dict(path="glue/STS-B/train.tsv", seq_length=128,
+                 metrics=[("pearson", "STS-B Pearson")]),
+    "squad_v1": dict(path="squad/train-v1.1-subset.json", seq_length=192,
+                     options=dict(doc_stride=96, max_query_length=32),
+                     metrics=[("f1", "SQuAD F1"), ("exact_match", "SQuAD EM")]),
+    "story_cloze": dict(path="storycloze/cloze_test_val__spring2016.csv", seq_length=96,
+                        options=dict(holdout_fraction=0.5), all_examples=True,
+                        metrics=[("accuracy", "Story Cloze acc")]),
+    "conll2003": dict(path="conll2003", seq_length=128, options=dict(max_eval_examples=1000),
+                      metrics=[("f1", "CoNLL F1")]),
+}
+RATIO_METRICS = ("accuracy", "f1", "mcc", "pearson", "spearman")  # shown x100
+BERT_VOCAB = "bert_vocab/bert-base-uncased-vocab.txt"
+WIKITEXT = "corpus/wikitext2-valid.tokens.txt"
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """How big the runs are. The defaults keep each experiment well under an hour on 2 CPU
+    cores; on a GPU or TPU raise the steps, sizes and examples (and set the strategy)."""
+
+    bert_config: str = "bert_mini"
+    gpt_config: str = "gpt_small"
+    lstm_config: str = "lstm_small"
+    pretrain_steps: int = 600
+    pretrain_batch_size: int = 32
+    pretrain_seq_length: int = 128
+    bert_learning_rate: float = 1e-3
+    gpt_learning_rate: float = 1e-3
+    bpe_merges: int = 6000
+    finetune_examples: int = 2000
+    finetune_epochs: float = 3.0
+    finetune_batch_size: int = 32
+    bert_finetune_learning_rate: float = 1e-4
+    gpt_finetune_learning_rate: float = 1e-4
+    seeds: Tuple[int, ...] = (0, 1, 2)
+    pretrain_seed: int = 1
+    jit_compile: bool = True            # pretraining (fine-tuning is not faster with XLA on CPU)
+    distribution_strategy: str = "one_device"
+    mixed_precision: str = ""
+    zero_shot_examples: int = 500
+
+    def __post_init__(self):
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))  # absl: strings
+        if not self.seeds:
+            raise ValueError("seeds is empty")
+        if self.pretrain_steps < 8:
+            raise ValueError(f"pretrain_steps must be >= 8 (checkpoints every steps // 8), "
+                             f"got {self.pretrain_steps}")
+
+
+def settings_hash(settings: Dict[str, Any]) -> str:
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:10]
+
+
+def _read_json(path: pathlib.Path) -> Optional[Dict[str, Any]]:
+    if not path.exists():
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _write_json(path: pathlib.Path, value: Dict[str, Any]) -> None:
+    from finetune.predictions import atomic_write_text
+    atomic_write_text(str(path), json.dumps(value, indent=2, default=str) + "\n")
+
+
+class Workspace:
+    """Folders and cached jobs under `root`; `shared` is the ../shared/data folder."""
+
+    def __init__(self, root: str, shared: str, budget: Budget,
+                 log: Callable[[str], None] = print):
+        self.root, self.shared = pathlib.Path(root), pathlib.Path(shared)
+        self.budget, self.log = budget, log
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.jobs_run = 0       # jobs actually run by this process (not taken from the cache)
+
+    # ---- data --------------------------------------------------------------------------------
+
+    def _documents(self) -> pathlib.Path:
+        path = self.root / "corpus" / "wikitext2_valid_documents.txt"
+        if not path.exists():
+            from pretraining.corpora import wikitext_documents, write_documents
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temp = path.with_suffix(".tmp")
+            write_documents(str(temp), wikitext_documents(str(self.shared / WIKITEXT)))
+            os.replace(temp, path)
+        return path
+
+    def bpe_files(self) -> Tuple[str, str]:
+        """(encoder JSON, merges) learned from the pretraining text."""
+        folder = self.root / "vocab" / f"bpe_{self.budget.bpe_merges}"
+        encoder, merges = folder / "encoder_bpe.json", folder / "vocab.bpe"
+        if not (encoder.exists() and merges.exists()):
+            from tfmodels.tokenizers.bpe_vocab import learn_bpe_merges, write_bpe_files
+            self.log(f"learning {self.budget.bpe_merges} BPE merges")
+            lines = [line for line in self._documents().read_text(encoding="utf-8").splitlines()
+                     if line.strip()]
+            learned, vocab = learn_bpe_merges(lines, num_merges=self.budget.bpe_merges)
+            write_bpe_files(learned, vocab, str(encoder), str(merges))
+        return str(encoder), str(merges)
+
+    def bpe_vocab_size(self) -> int:
+        from tfmodels.tokenizers.gpt_bpe import GptBpeTokenizer
+        return GptBpeTokenizer(*self.bpe_files()).vocab_size
+
+    def records(self, mode: str, mask_token_rate: float = 0.8,
+                random_token_rate: float = 0.1) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+        """(train shards, held-out shards): the last shard is held out for evaluation.
+        mode bert: sentence pairs with static masks in the given mix; gpt: windows."""
+        from pretraining.create_data import DataConfig, create_pretraining_data
+        length = self.budget.pretrain_seq_length
+        if mode == "bert":
+            config = DataConfig(vocab_file=str(self.shared / BERT_VOCAB), max_seq_length=length,
+                                max_predictions_per_seq=20, dupe_factor=5,
+                                mask_token_rate=mask_token_rate,
+                                random_token_rate=random_token_rate, chunk_bytes=128 << 10)
+            name = f"bert_{length}_mask{mask_token_rate:g}_random{random_token_rate:g}"
+        else:
+            encoder, merges = self.bpe_files()
+            config = DataConfig(mode="gpt", n_ctx=length, bpe_encoder_file=encoder,
+                                bpe_merges_file=merges, chunk_bytes=128 << 10)
+            name = f"gpt_{length}_bpe{self.budget.bpe_merges}"
+        out = self.root / "records" / name
+        # Resumable on its own: finished shards are kept, the manifest checks the settings.
+        create_pretraining_data([str(self._documents())], str(out), config, num_workers=2,
+                                log=lambda m: None)
+        shards = sorted(glob.glob(str(out / "*.tfrecord")))
+        if len(shards) < 2:
+            raise ValueError(f"{out}: need at least 2 shards (train + held out), got {len(shards)}")
+        return tuple(shards[:-1]), (shards[-1],)
+
+    # ---- pretraining --------------------------------------------------------------------------
+
+    def pretrain(self, name: str, model: str, model_config: str, records: Tuple,
+                 **overrides) -> pathlib.Path:
+        """A finished pretraining run's model_dir (holding pretrained.keras and done.json)."""
+        from pretraining.trainer import PretrainConfig, run_pretraining
+        b = self.budget
+        train, held_out = records
+        settings = dict(
+            model=model, model_config=model_config, input_files=train,
+            eval_input_files=held_out, seq_length=b.pretrain_seq_length,
+            global_batch_size=b.pretrain_batch_size, train_steps=b.pretrain_steps,
+            warmup_steps=max(1, b.pretrain_steps // 10),
+            learning_rate=b.bert_learning_rate if model == "bert" else b.gpt_learning_rate,
+            eval_every=max(1, b.pretrain_steps // 6), eval_batches=20,
+            checkpoint_every=max(1, b.pretrain_steps // 8), keep_checkpoints=10,
+            log_every=max(1, b.pretrain_steps // 6), seed=b.pretrain_seed,
+            jit_compile=b.jit_compile, deterministic=True, strategy=b.distribution_strategy,
+            mixed_precision=b.mixed_precision)
+        if model != "bert":
+            settings["vocab_size"] = self.bpe_vocab_size()
+        settings.update(overrides)
+        model_dir = self.root / "pretrain" / f"{name}-{settings_hash(settings)}"
+        done = model_dir / "done.json"
+        if done.exists():
+            return model_dir
+        self.log(f"pretraining {name} ({model} {model_config}, {b.pretrain_steps} steps) "
+                 f"in {model_dir}")
+        started = time.perf_counter()
+        history = run_pretraining(PretrainConfig(model_dir=str(model_dir), **settings),
+                                  log=lambda m: self.log("  " + m))
+        evals = [row for row in history if any(k.startswith("eval_") for k in row)]
+        _write_json(done, {"settings": settings, "seconds": time.perf_counter() - started,
+                           "final_eval": evals[-1] if evals else {},
+                           "final_train": history[-1] if history else {}})
+        self.jobs_run += 1
+        return model_dir
+
+    @staticmethod
+    def pretrain_summary(model_dir: pathlib.Path) -> Dict[str, Any]:
+        return _read_json(model_dir / "done.json") or {}
+
+    # ---- fine-tuning --------------------------------------------------------------------------
+
+    def finetune(self, name: str, task: str, model: str, init_checkpoint: str, seed: int,
+                 **overrides) -> Dict[str, float]:
+        """The held-out metrics of one fine-tuning run (one seed)."""
+        from finetune.trainer import FinetuneConfig, run_finetune
+        b = self.budget
+        spec = TASKS[task]
+        settings = dict(
+            task=task, model=model, init_checkpoint=str(init_checkpoint),
+            data_dir=str(self.shared / spec["path"]), seq_length=spec["seq_length"],
+            max_train_examples=0 if spec.get("all_examples") else b.finetune_examples,
+            train_batch_size=b.finetune_batch_size, epochs=b.finetune_epochs,
+            learning_rates=(b.bert_finetune_learning_rate if model == "bert"
+                            else b.gpt_finetune_learning_rate,),
+            seeds=(seed,), distribution_strategy=b.distribution_strategy,
+            mixed_precision=b.mixed_precision, save_model=False, predict_test=False,
+            log_every=1000, **spec.get("options", {}))
+        if model != "bert":
+            encoder, merges = self.bpe_files()
+            settings.update(bpe_encoder_file=encoder, bpe_merges_file=merges)
+        else:
+            settings.update(vocab_file=str(self.shared / BERT_VOCAB))
+        settings.update(overrides)
+        output_dir = self.root / "finetune" / f"{name}-{task}-s{seed}-{settings_hash(settings)}"
+        results = _read_json(output_dir / "results.json")
+        source = "cached"
+        if results is None:
+            import keras
+            keras.backend.clear_session()
+            started = time.perf_counter()
+            results = run_finetune(FinetuneConfig(output_dir=str(output_dir), **settings),
+                                   log=lambda m: None)
+            source = f"{time.perf_counter() - started:.0f} s"
+            self.jobs_run += 1
+        metrics = dict(results["selected_run"]["metrics"])
+        self.log(f"  {name} {task} seed {seed} ({source}): " + ", ".join(
+            f"{k} {metrics[k]:.4f}" for k, _ in spec["metrics"] if k in metrics))
+        return metrics
+
+    def finetune_seeds(self, name: str, task: str, model: str, init_checkpoint,
+                       **overrides) -> Dict[str, List[float]]:
+        """metric key -> values over the budget's seeds, for the task's table columns."""
+        per_seed = [self.finetune(name, task, model, init_checkpoint, seed, **overrides)
+                    for seed in self.budget.seeds]
+        return {key: [display_value(task, key, m[key]) for m in per_seed]
+                for key, _ in TASKS[task]["metrics"]}
+
+    # ---- zero-shot ----------------------------------------------------------------------------
+
+    def zero_shot_curve(self, model_dir: pathlib.Path, tasks: Sequence[str] = (
+            "cola", "sst2", "story_cloze")) -> List[Dict[str, Any]]:
+        """GPT-1 Figure 2 (right): the zero-shot heuristics at every checkpoint the pretraining
+        run kept (and at step 0, the random initialisation)."""
+        import keras
+        import tensorflow as tf
+        from pretraining.trainer import PretrainConfig, build_model
+        from tools.zero_shot import ZeroShotConfig, run_zero_shot
+        encoder, merges = self.bpe_files()
+        settings = json.loads((model_dir / "pretrain_config.json").read_text(encoding="utf-8"))
+        config = PretrainConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                   for k, v in settings.items()})
+        state = tf.train.get_checkpoint_state(str(model_dir))
+        checkpoints = [(0, None)] + sorted(
+            (int(path.rsplit("-", 1)[1]), path) for path in state.all_model_checkpoint_paths)
+        rows = []
+        for step, path in checkpoints:
+            cached = model_dir / "zero_shot" / f"step_{step}.json"
+            row = _read_json(cached)
+            if row is None:
+                keras.backend.clear_session()
+                keras.utils.set_random_seed(config.seed)
+                model = build_model(config)
+                if path is not None:
+                    tf.train.Checkpoint(model=model).read(path).expect_partial()
+                keras_file = model_dir / "zero_shot" / f"step_{step}.keras"
+                keras_file.parent.mkdir(parents=True, exist_ok=True)
+                model.save(str(keras_file))
+                results = run_zero_shot(ZeroShotConfig(
+                    checkpoint=str(keras_file), bpe_encoder_file=encoder, bpe_merges_file=merges,
+                    data_dir=str(self.shared), tasks=tuple(tasks),
+                    max_examples=self.budget.zero_shot_examples, batch_size=16),
+                    log=lambda m: None)
+                keras_file.unlink()
+                row = {"step": step, **results}
+                _write_json(cached, row)
+                self.jobs_run += 1
+            self.log(f"  zero-shot step {step}: " + ", ".join(
+                f"{t} {zero_shot_value(t, row[t]):.3f}" for t in tasks))
+            rows.append(row)
+        return rows
+
+
+def display_value(task: str, key: str, value: float) -> float:
+    """Scores as the papers print them: ratios x100 (SQuAD's EM / F1 already are percent)."""
+    return 100.0 * value if key in RATIO_METRICS and not task.startswith("squad") else value
+
+
+ZERO_SHOT_METRICS = {"cola": "mcc_fixed_threshold", "sst2": "accuracy", "story_cloze": "accuracy"}
+
+
+def zero_shot_value(task: str, result: Dict[str, float]) -> float:
+    return result[ZERO_SHOT_METRICS[task]]

@@ -1,0 +1,93 @@
+"""Reruns the papers' ablations at small scale and writes a markdown report with plots.
+
+  pip install -e '.[reports]'          # matplotlib, for the plots
+  python -m tools.run_ablations --experiments=bert_objectives
+  python -m tools.run_ablations --experiments=all --seeds=0,1,2,3,4
+
+Experiments (tools/ablations/experiments.py): bert_objectives, bert_masking,
+bert_feature_based, model_size, loss_imbalanced, gpt_aux_lm, gpt_no_pretraining, gpt_lstm,
+layer_transfer, zero_shot_vs_steps. Each pretrains the small models it needs on WikiText-2
+(../shared/data/corpus), fine-tunes them on the real GLUE / SQuAD-subset / Story Cloze /
+CoNLL-2003 files with every seed, and writes <report_dir>/<experiment>.md and PNGs.
+Jobs are cached under --work_dir by a hash of their settings: a rerun skips finished work and
+an interrupted pretraining resumes. Runs are deterministic for a seed (TF op determinism).
+
+The default budget keeps each experiment well under an hour on 2 CPU cores. To scale up on an
+accelerator, e.g.: --bert_config=bert_base --gpt_config=gpt1 --lstm_config=lstm_2048
+--pretrain_steps=100000 --pretrain_batch_size=256 --finetune_examples=0
+--distribution_strategy=mirrored --mixed_precision=mixed_bfloat16.
+"""
+import os
+import pathlib
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from absl import app, flags
+
+from tools.ablations.workspace import Budget
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    from tfmodels.config_flags import define_flags_from_dataclass
+    flags.DEFINE_list("experiments", None, "Experiment names, or 'all'.")
+    flags.DEFINE_string("shared_data", "../shared/data", "Folder of the real third-party data.")
+    flags.DEFINE_string("work_dir", "runs/ablations", "Cached records, models and results.")
+    flags.DEFINE_string("report_dir", "docs/reports/ablations", "Markdown and PNG output.")
+    define_flags_from_dataclass(Budget)
+
+
+def run_experiments(names, work_dir: str, shared: str, report_dir: str, budget: Budget,
+                    log=print):
+    """Runs each named experiment (or all); returns {name: report path}."""
+    import tensorflow as tf
+    from tools.ablations.experiments import EXPERIMENTS
+    from tools.ablations.report import write_report
+    from tools.ablations.workspace import Workspace
+    if list(names) == ["all"]:
+        names = list(EXPERIMENTS)
+    unknown = [n for n in names if n not in EXPERIMENTS]
+    if unknown:
+        raise ValueError(f"unknown experiments {unknown}; known: {sorted(EXPERIMENTS)}")
+    # Same seed, same numbers: pretraining sets this too, fine-tuning relies on it.
+    tf.config.experimental.enable_op_determinism()
+    workspace = Workspace(work_dir, shared, budget, log)
+    written = {}
+    for name in names:
+        started = time.perf_counter()
+        log(f"== {name}")
+        report = EXPERIMENTS[name](workspace)
+        command = f"python -m tools.run_ablations --experiments={name}" + "".join(
+            f" --{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
+            for k, v in budget_changes(budget).items())
+        written[name] = write_report(report, pathlib.Path(report_dir), command,
+                                     time.perf_counter() - started)
+        log(f"wrote {written[name]}")
+    return written
+
+
+def budget_changes(budget: Budget) -> dict:
+    import dataclasses
+    default = Budget()
+    return {f.name: getattr(budget, f.name) for f in dataclasses.fields(Budget)
+            if getattr(budget, f.name) != getattr(default, f.name)}
+
+
+def main(argv):
+    del argv
+    from tfmodels.config_flags import dataclass_from_flags
+    if not FLAGS.experiments:
+        raise app.UsageError("--experiments is required (a list of names, or 'all')")
+    run_experiments(FLAGS.experiments, FLAGS.work_dir, FLAGS.shared_data, FLAGS.report_dir,
+                    dataclass_from_flags(Budget))
+
+
+def run():
+    define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
