@@ -603,19 +603,20 @@ class ServingModule(tf.Module):
 def serving_spec(task_model, task_spec, seq_length: int, max_query_length: int = 64,
                  max_answer_length: int = 30) -> ServingSpec:
     """The ServingSpec of a task model (task_spec: finetune.tasks.TaskSpec) or of a
-    GptLanguageModel (task_spec None)."""
+    GptLanguageModel or LstmLanguageModel (GPT-1's LSTM baseline; task_spec None)."""
     from finetune.models import TaskModel, backbone_type
     from tfmodels.gpt import GptLanguageModel
+    from tfmodels.lstm import LstmLanguageModel
 
-    if isinstance(task_model, GptLanguageModel):
+    if isinstance(task_model, (GptLanguageModel, LstmLanguageModel)):
         kind, model_type, task = LM_KIND, "gpt", "language_model"
     elif isinstance(task_model, TaskModel):
         if task_spec is None:
             raise ValueError("a task model needs its task_spec (finetune.tasks.get_task)")
         kind, model_type, task = task_spec.kind, backbone_type(task_model), task_spec.name
     else:
-        raise TypeError(f"expected a finetune TaskModel or a GptLanguageModel, got "
-                        f"{type(task_model).__name__}")
+        raise TypeError(f"expected a finetune TaskModel, a GptLanguageModel or an "
+                        f"LstmLanguageModel, got {type(task_model).__name__}")
     config = task_model.config
     if not 1 <= seq_length <= config.max_positions:
         raise ValueError(f"seq_length must be in 1..{config.max_positions} (the model's "

@@ -6,7 +6,12 @@ becomes one vector, so that is the single branch (`TaskModel.encode`):
   BERT   the pooled [CLS] state, tanh(dense(h_[CLS])), pretrained by NSP: the BERT paper's
          GLUE / SWAG setup. With `feature_layers > 1` (the feature-based approach, whose best
          NER setup concatenates the top 4 layers) the [CLS] slice of the concatenation.
+         A causal BERT (the "LTR & No NSP" ablation) has a [CLS] that sees only itself: its
+         summary is the last real token's state, as for GPT-1, and the pooler is unused.
   GPT-1  the final state at the classify token, h_l^m at `classify_position` (Section 3.2).
+         GPT-1's LSTM baseline (tfmodels.lstm.LstmDecoder, Section 5) is fine-tuned exactly
+         like GPT-1 ("the same framework"): `backbone_type` is "gpt" (its input format) and
+         `backbone_architecture` "lstm"; its aux LM goes through `backbone.lm_logits`.
 
 Heads (all with TruncatedNormal(0.02) kernels, the papers' initialiser):
   SequenceClassifier   dropout(0.1) -> dense(num_labels): GLUE, SNLI, SciTail; `regression`
@@ -18,6 +23,10 @@ Heads (all with TruncatedNormal(0.02) kernels, the papers' initialiser):
   SpanModel            dense(2) on every token -> start / end logits (BERT's SQuAD; no dropout
                        before it, as in google-research/bert `run_squad.py`).
   TokenClassifier      dropout -> dense(num_labels) on every token (BERT's CoNLL-2003 NER).
+With `bilstm_layers > 0` a randomly initialised BiLSTM (`bilstm_units` per direction, padding
+masked) runs over the features first and every head reads its output, summaries at position 0
+(BERT) or the classify position (GPT-1): BERT's "+ BiLSTM" (Table 5) and feature-based NER
+(Section 5.3: frozen top-4 layers -> two-layer 768-d BiLSTM -> classifier).
 
 Inputs (finetune.features) — BERT: input_ids, segment_ids, input_mask [b, s]; GPT-1: input_ids,
 input_mask [b, s], classify_position [b]. Multiple choice and GPT-1 similarity add a view axis:
@@ -38,11 +47,17 @@ from keras import ops
 from tfmodels.bert import BertEncoder
 from tfmodels.gpt import GptDecoder
 from tfmodels.losses import causal_lm_loss
+from tfmodels.lstm import LstmDecoder
 
-Backbone = Union[BertEncoder, GptDecoder]
+Backbone = Union[BertEncoder, GptDecoder, LstmDecoder]
+_BACKBONES = (BertEncoder, GptDecoder, LstmDecoder)
 LossFn = Callable[[Dict, Dict], Dict]
 
 MODEL_TYPES = ("bert", "gpt")
+# Architecture -> input format (MODEL_TYPES: features, tokenizer, heads' summary, aux LM).
+# GPT-1's LSTM baseline is fine-tuned "using the same framework" (GPT-1 Section 5): GPT-1's
+# BPE, input transforms and auxiliary LM.
+INPUT_FORMATS = {"bert": "bert", "gpt": "gpt", "lstm": "gpt"}
 BERT_INPUT_KEYS = ("input_ids", "segment_ids", "input_mask")
 GPT_INPUT_KEYS = ("input_ids", "input_mask", "classify_position")
 # Token-classification label of positions the loss skips (non-first sub-tokens, specials, pads).
@@ -51,6 +66,10 @@ IGNORE_LABEL = -1
 MASKED_LOGIT = -1e9
 # GPT-1's semantic-similarity tasks (Table 4), read in both orders by the symmetric head.
 GPT_SIMILARITY_TASKS = ("mrpc", "qqp", "stsb")
+# Classification training losses (`task_loss(loss=...)`); soft_f1 is for kind "classification".
+LOSSES = ("cross_entropy", "soft_f1")
+# Keeps soft F1's denominator away from 0 (a class neither present nor predicted).
+SOFT_F1_EPSILON = 1e-7
 # Where the loss finds each label: the first key present wins (the names of the design brief,
 # then those finetune.features writes).
 LABEL_KEYS = {
@@ -63,21 +82,39 @@ LABEL_KEYS = {
 # ---- backbones --------------------------------------------------------------------------------
 
 def as_backbone(model) -> Backbone:
-    """The BertEncoder / GptDecoder itself, or the one inside a BertPretrainer,
-    GptLanguageModel or TaskModel (so a pretraining checkpoint can be passed directly)."""
-    if isinstance(model, (BertEncoder, GptDecoder)):
+    """The BertEncoder / GptDecoder / LstmDecoder itself, or the one inside a BertPretrainer,
+    GptLanguageModel, LstmLanguageModel or TaskModel (so a pretraining checkpoint can be
+    passed directly)."""
+    if isinstance(model, _BACKBONES):
         return model
     for attr in ("backbone", "encoder", "decoder"):
         inner = getattr(model, attr, None)
-        if isinstance(inner, (BertEncoder, GptDecoder)):
+        if isinstance(inner, _BACKBONES):
             return inner
-    raise TypeError(f"expected a BertEncoder or GptDecoder (or a model wrapping one), "
-                    f"got {type(model).__name__}")
+    raise TypeError(f"expected a BertEncoder, GptDecoder or LstmDecoder (or a model wrapping "
+                    f"one), got {type(model).__name__}")
+
+
+def backbone_architecture(model) -> str:
+    """"bert", "gpt" or "lstm" (GPT-1's LSTM baseline): which network it is."""
+    backbone = as_backbone(model)
+    if isinstance(backbone, BertEncoder):
+        return "bert"
+    return "lstm" if isinstance(backbone, LstmDecoder) else "gpt"
 
 
 def backbone_type(model) -> str:
-    """"bert" or "gpt"."""
-    return "bert" if isinstance(as_backbone(model), BertEncoder) else "gpt"
+    """"bert" or "gpt": the input format and objectives the backbone is fine-tuned with
+    (INPUT_FORMATS; the LSTM baseline is "gpt"). See `backbone_architecture` for the network."""
+    return INPUT_FORMATS[backbone_architecture(model)]
+
+
+def backbone_lm_logits(backbone, sequence_output):
+    """The backbone's tied LM output on its last states (compute dtype): `lm_logits` when the
+    backbone has one (GptDecoder, LstmDecoder), else the token embedding's transpose."""
+    if hasattr(backbone, "lm_logits"):
+        return backbone.lm_logits(sequence_output)
+    return backbone.token_embedding(sequence_output, reverse=True)
 
 
 def stack_views(inputs: Mapping) -> Dict:
@@ -128,8 +165,8 @@ class Encoded(NamedTuple):
     """What every head reads from the backbone, on inputs flattened to n = batch (* views)."""
 
     inputs: Dict            # the model's input tensors, flattened
-    features: object        # [n, s, hidden * feature_layers]
-    summary: object         # [n, hidden * feature_layers]: pooled [CLS] or GPT classify state
+    features: object        # [n, s, hidden * feature_layers] (2 * bilstm_units with a BiLSTM)
+    summary: object         # [n, same]: pooled [CLS] (BiLSTM: position 0) or GPT classify state
     lm_logits: object       # float32 [n, s, vocab] (GPT with aux_lm) or None
     views: Optional[int]    # k of a [b, k, s] input, None for [b, s]
 
@@ -144,6 +181,10 @@ class TaskModel(keras.Model):
     feature_layers: how many of the top hidden states to concatenate (1 = last layer only).
     dropout: rate of the dropout before the output layer ("classifier dropout", 0.1 in both).
     aux_lm: GPT-1 only; also return `lm_logits` for the auxiliary LM loss.
+    bilstm_layers, bilstm_units: a randomly initialised BiLSTM stack (0 = none) between the
+      features and the head, `bilstm_units` per direction; it is not part of the backbone, so
+      it trains under every strategy (frozen included). cuDNN is not used (use_cudnn=False):
+      its kernel asserts right-padded, non-empty masks and does not compile under XLA.
 
     A frozen backbone (`backbone.trainable = False`, see finetune.strategies) runs in inference
     mode: frozen features are fixed features, as when BERT's were extracted once for NER.
@@ -154,7 +195,8 @@ class TaskModel(keras.Model):
     reads_summary = True  # whether the head reads the per-sequence vector (else per-token)
 
     def __init__(self, backbone, feature_layers: int = 1, dropout: float = 0.1,
-                 aux_lm: bool = False, **kwargs):
+                 aux_lm: bool = False, bilstm_layers: int = 0, bilstm_units: int = 768,
+                 **kwargs):
         super().__init__(**kwargs)
         if isinstance(backbone, dict):
             backbone = keras.saving.deserialize_keras_object(backbone)
@@ -170,7 +212,18 @@ class TaskModel(keras.Model):
         self.feature_layers = feature_layers
         self.dropout_rate = dropout
         self.aux_lm = aux_lm
-        self.feature_size = cfg.hidden_size * feature_layers
+        # hidden_states widths: all hidden_size, except the LSTM's embeddings (embedding_size).
+        sizes = (getattr(self.backbone, "hidden_state_sizes", None)
+                 or (cfg.hidden_size,) * (cfg.num_layers + 1))
+        self.feature_size = sum(sizes[-feature_layers:])
+        if bilstm_layers < 0 or bilstm_units < 1:
+            raise ValueError(f"bilstm_layers must be >= 0 and bilstm_units >= 1, got "
+                             f"{bilstm_layers} and {bilstm_units}")
+        self.bilstm_layers = bilstm_layers
+        self.bilstm_units = bilstm_units
+        self.bilstm = [self._bilstm_layer(i) for i in range(bilstm_layers)]
+        # What the heads read: the features, or the BiLSTM's two directions concatenated.
+        self.head_input_size = 2 * bilstm_units if bilstm_layers else self.feature_size
         self.head_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy,
                                                  name="classifier_dropout")
         for layer in self.unused_backbone_layers:
@@ -178,10 +231,16 @@ class TaskModel(keras.Model):
 
     @property
     def unused_backbone_layers(self) -> List[keras.layers.Layer]:
-        """BERT's pooler unless the head reads the pooled vector (span and token heads, and
-        feature_layers > 1, read the hidden states)."""
-        if self.model_type == "bert" and not (self.reads_summary and self.feature_layers == 1):
+        """BERT's pooler unless the head reads the pooled vector (span and token heads,
+        feature_layers > 1 and a BiLSTM read the hidden states); the LSTM baseline's
+        `lm_projection` without aux_lm."""
+        if self.model_type == "bert" and not (self.reads_summary and self.feature_layers == 1
+                                              and not self.bilstm_layers
+                                              and not self.config.causal):
             return [self.backbone.pooler]
+        if not self.aux_lm and isinstance(self.backbone, LstmDecoder):
+            # The LSTM's projection to the tied embedding only feeds its LM output.
+            return [self.backbone.lm_projection]
         return []
 
     @property
@@ -194,9 +253,28 @@ class TaskModel(keras.Model):
         layer = keras.layers.Dense(units, kernel_initializer=init, dtype=self.dtype_policy,
                                    name=name)
         # Built now, like the backbones, so weights can be restored without a forward pass.
-        layer.build((None, self.feature_size))
+        layer.build((None, self.head_input_size))
         self.built = True
         return layer
+
+    def _bilstm_layer(self, index: int) -> keras.layers.Bidirectional:
+        """One BiLSTM layer (Keras' default initialisers), built now like the heads."""
+        lstm = keras.layers.LSTM(self.bilstm_units, return_sequences=True, use_cudnn=False,
+                                 dtype=self.dtype_policy, name=f"bilstm_{index}_lstm")
+        layer = keras.layers.Bidirectional(lstm, merge_mode="concat", dtype=self.dtype_policy,
+                                           name=f"bilstm_{index}")
+        width = self.feature_size if index == 0 else 2 * self.bilstm_units
+        layer.build((None, None, width))
+        return layer
+
+    def _run_bilstm(self, features, input_mask, training=None):
+        """features [n, s, f] -> [n, s, 2 * bilstm_units]. Masked steps neither update the
+        state nor emit (their outputs are zero), so the backward direction starts at each row's
+        last real token and padding changes nothing at real positions."""
+        mask = None if input_mask is None else ops.cast(input_mask, "bool")
+        for layer in self.bilstm:
+            features = layer(features, mask=mask, training=training)
+        return features
 
     def _project(self, layer, x, training=None):
         """dropout -> dense -> float32 (logits stay float32 under mixed precision)."""
@@ -213,14 +291,17 @@ class TaskModel(keras.Model):
             features = outputs["sequence_output"]
         else:
             features = ops.concatenate(outputs["hidden_states"][-self.feature_layers:], axis=-1)
-        if self.model_type == "bert":
-            summary = outputs["pooled_output"] if self.feature_layers == 1 else features[:, 0]
+        if self.bilstm_layers:
+            features = self._run_bilstm(features, flat.get("input_mask"), training)
+        if self.model_type == "bert" and not self.config.causal:
+            pooled = self.feature_layers == 1 and not self.bilstm_layers
+            summary = outputs["pooled_output"] if pooled else features[:, 0]
         else:
             summary = gather_positions(features, self._classify_position(flat))
         lm_logits = None
         if self.aux_lm:
-            lm_logits = ops.cast(self.backbone.token_embedding(
-                outputs["sequence_output"], reverse=True), "float32")
+            lm_logits = ops.cast(backbone_lm_logits(self.backbone, outputs["sequence_output"]),
+                                 "float32")
         return Encoded(flat, features, summary, lm_logits, views)
 
     @staticmethod
@@ -256,7 +337,8 @@ class TaskModel(keras.Model):
     def get_config(self):
         return {"backbone": keras.saving.serialize_keras_object(self.backbone),
                 "feature_layers": self.feature_layers, "dropout": self.dropout_rate,
-                "aux_lm": self.aux_lm, "name": self.name,
+                "aux_lm": self.aux_lm, "bilstm_layers": self.bilstm_layers,
+                "bilstm_units": self.bilstm_units, "name": self.name,
                 "dtype": keras.dtype_policies.serialize(self.dtype_policy)}
 
 
@@ -290,7 +372,7 @@ class SequenceClassifier(TaskModel):
         summary = encoded.summary
         if self.symmetric:
             self._require_views(encoded, 2, "the two orders of the pair")
-            summary = ops.sum(ops.reshape(summary, (-1, 2, self.feature_size)), axis=1)
+            summary = ops.sum(ops.reshape(summary, (-1, 2, self.head_input_size)), axis=1)
         else:
             self._require_views(encoded, None, "one sequence per example")
         logits = self._project(self.classifier, summary, training)
@@ -378,13 +460,15 @@ def build_task_model(task_spec, backbone, model_type: Optional[str] = None,
                      **options) -> TaskModel:
     """The head for `task_spec.kind` on `backbone`.
 
-    model_type: "bert" / "gpt"; checked against the backbone (inferred when None).
-    options: feature_layers, dropout, name; GPT-1 also aux_lm (default True, the paper) and
-      symmetric (default: the task is one of GPT_SIMILARITY_TASKS).
+    model_type: "bert" / "gpt" (the input format, `backbone_type`) or "lstm" (the
+      architecture); checked against the backbone (inferred when None).
+    options: feature_layers, dropout, bilstm_layers, bilstm_units, name; GPT-1 also aux_lm
+      (default True, the paper) and symmetric (default: the task is one of
+      GPT_SIMILARITY_TASKS).
     """
     backbone = as_backbone(backbone)
     actual = backbone_type(backbone)
-    if model_type is not None and model_type != actual:
+    if model_type is not None and model_type not in (actual, backbone_architecture(backbone)):
         raise ValueError(f"model_type {model_type!r} does not match the backbone, "
                          f"a {type(backbone).__name__} ({actual!r})")
     kind = task_spec.kind
@@ -439,6 +523,26 @@ def classification_loss(logits, labels) -> Dict:
             "accuracy": ops.mean(_correct(labels, logits))}
 
 
+def soft_f1_loss(logits, labels) -> Dict:
+    """1 - macro soft F1 over the batch, and accuracy; logits [b, n], labels int [b] (or [b, 1]).
+
+    Optimises an F1-like objective directly, for imbalanced sets such as MRPC (F1) and CoLA.
+    With p = softmax(logits), y = one-hot labels, per class c summed over the batch:
+    tp = sum p_c y_c, fp = sum p_c (1 - y_c), fn = sum (1 - p_c) y_c and
+    F1_c = 2 tp / (2 tp + fp + fn + eps). It is a batch-level statistic, so it needs reasonable
+    batch sizes (a class absent from the batch scores F1_c = 0, a constant 1/n of the loss).
+    """
+    labels = ops.reshape(ops.cast(labels, "int32"), (-1,))
+    logits = ops.cast(logits, "float32")
+    probs = ops.softmax(logits, axis=-1)
+    truth = ops.one_hot(labels, ops.shape(logits)[-1], dtype="float32")
+    tp = ops.sum(probs * truth, axis=0)
+    fp = ops.sum(probs * (1.0 - truth), axis=0)
+    fn = ops.sum((1.0 - probs) * truth, axis=0)
+    f1 = 2.0 * tp / (2.0 * tp + fp + fn + SOFT_F1_EPSILON)
+    return {"loss": 1.0 - ops.mean(f1), "accuracy": ops.mean(_correct(labels, logits))}
+
+
 def regression_loss(predictions, labels) -> Dict:
     """Mean squared error; predictions, labels float [b]."""
     error = ops.cast(predictions, "float32") - ops.cast(ops.reshape(labels, (-1,)), "float32")
@@ -478,7 +582,9 @@ def aux_lm_loss(lm_logits, inputs: Mapping):
         None if mask is None else ops.reshape(mask, (-1, seq)))["loss"]
 
 
-def _head_loss(kind: str, outputs: Mapping, batch: Mapping) -> Dict:
+def _head_loss(kind: str, outputs: Mapping, batch: Mapping, loss: str = "cross_entropy") -> Dict:
+    if loss == "soft_f1":
+        return soft_f1_loss(outputs["logits"], _label(batch, "label"))
     if kind in ("classification", "multiple_choice"):
         return classification_loss(outputs["logits"], _label(batch, "label"))
     if kind == "regression":
@@ -489,22 +595,31 @@ def _head_loss(kind: str, outputs: Mapping, batch: Mapping) -> Dict:
     return token_classification_loss(outputs["logits"], _label(batch, "label"))
 
 
-def task_loss(task_spec, model_type: str = "bert", lm_weight: float = 0.5) -> LossFn:
+def task_loss(task_spec, model_type: str = "bert", lm_weight: float = 0.5,
+              loss: str = "cross_entropy") -> LossFn:
     """loss_fn(outputs, batch) -> {"loss", metrics...} for `task_spec.kind`.
 
     GPT-1 with lm_weight > 0: loss = task loss + lm_weight * aux LM loss (L3 = L2 + lambda L1,
     lambda = 0.5), reported as `task_loss` and `lm_loss`; the model must return `lm_logits`
     (aux_lm=True). lm_weight is ignored for BERT, which has no auxiliary objective.
+    model_type: "bert", "gpt" or "lstm" (GPT-1's LSTM baseline: GPT-1's objectives).
+    loss: the head's loss, one of LOSSES: "cross_entropy" (every kind's own loss) or "soft_f1"
+    (`soft_f1_loss`; classification tasks only).
     """
-    if model_type not in MODEL_TYPES:
-        raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
+    if model_type not in INPUT_FORMATS:
+        raise ValueError(f"model_type must be one of {tuple(INPUT_FORMATS)}, got {model_type!r}")
     if lm_weight < 0:
         raise ValueError(f"lm_weight must be >= 0, got {lm_weight}")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     kind = task_spec.kind
-    with_lm = model_type == "gpt" and lm_weight > 0
+    if loss == "soft_f1" and kind != "classification":
+        raise ValueError(f"loss soft_f1 is for classification tasks; task "
+                         f"{task_spec.name!r} is a {kind} task (use cross_entropy)")
+    with_lm = INPUT_FORMATS[model_type] == "gpt" and lm_weight > 0
 
     def loss_fn(outputs: Mapping, batch: Mapping) -> Dict:
-        metrics = _head_loss(kind, outputs, batch)
+        metrics = _head_loss(kind, outputs, batch, loss)
         if with_lm:
             if "lm_logits" not in outputs:
                 raise ValueError("lm_weight > 0 needs the model's lm_logits: build it with "

@@ -8,6 +8,10 @@
   python -m finetune.run_finetune --task=story_cloze --model=gpt \
       --init_checkpoint=finetune-transformer-lm/model --data_dir=storycloze \
       --output_dir=runs/cloze
+  # GPT-1's LSTM baseline, fine-tuned the same way from pretraining.run_pretraining --model=lstm
+  python -m finetune.run_finetune --task=sst2 --model=lstm --init_checkpoint=runs/lstm \
+      --bpe_encoder_file=encoder_bpe_40000.json --bpe_merges_file=vocab_40000.bpe \
+      --data_dir=glue/SST-2 --output_dir=runs/lstm_sst2
   # SQuAD v1.1 from one file (no dev file: the last 10% of it is held out)
   python -m finetune.run_finetune --task=squad_v1 --init_checkpoint=... \
       --data_dir=squad/train-v1.1-subset.json --seq_length=384 --learning_rates=3e-5

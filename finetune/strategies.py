@@ -14,6 +14,10 @@ and every strategy trains the task head plus some top part of that stack:
 `transfer_layers` copies the embeddings and the first k layers of a pretrained backbone into a
 freshly initialised one: GPT-1's layer-transfer analysis (Figure 2, left).
 
+GPT-1's LSTM baseline (tfmodels.lstm) is the same stack with LSTM layers in place of transformer
+layers: [token embedding + lm_projection (its tied LM output's projection)] [LSTM 0] ...; every
+strategy and transfer_layers apply to it unchanged (k counts LSTM layers).
+
 Keras optimizers create slots for the variables they are built with, and a train step traces
 `model.trainable_variables` once, so after a change of the trainable set the caller builds a new
 TrainStep. To keep one optimizer (its Adam moments and schedule step) across stages, build it
@@ -25,22 +29,35 @@ from typing import List, Sequence
 
 import keras
 
-from finetune.models import as_backbone, backbone_type
+from finetune.models import as_backbone, backbone_architecture
 
 STRATEGIES = ("full", "frozen", "top_k")
 
 
+def stacked_layers(model) -> List[keras.layers.Layer]:
+    """The backbone's layer stack, bottom to top: transformer layers, or the LSTM baseline's
+    LSTM layers."""
+    backbone = as_backbone(model)
+    if backbone_architecture(backbone) == "lstm":
+        return list(backbone.lstm_layers)
+    return list(backbone.transformer_layers)
+
+
 def layer_groups(model) -> List[List[keras.layers.Layer]]:
     """The backbone's layers grouped bottom to top: embeddings, then one group per transformer
-    layer; BERT's pooler joins the top layer's group. `model`: a backbone or a model holding one."""
+    (or LSTM) layer; BERT's pooler joins the top layer's group, the LSTM's `lm_projection` (the
+    input of its tied LM output) the embeddings. `model`: a backbone or a model holding one."""
     backbone = as_backbone(model)
-    if backbone_type(backbone) == "bert":
+    architecture = backbone_architecture(backbone)
+    if architecture == "bert":
         embeddings = [backbone.token_embedding, backbone.segment_embedding,
                       backbone.position_embedding, backbone.embedding_layer_norm]
+    elif architecture == "lstm":
+        embeddings = [backbone.token_embedding, backbone.lm_projection]
     else:
         embeddings = [backbone.token_embedding, backbone.position_embedding]
-    groups = [embeddings] + [[layer] for layer in backbone.transformer_layers]
-    if backbone_type(backbone) == "bert":
+    groups = [embeddings] + [[layer] for layer in stacked_layers(backbone)]
+    if architecture == "bert":
         groups[-1].append(backbone.pooler)
     return groups
 
@@ -85,8 +102,8 @@ def frozen(model) -> keras.Model:
 
 
 def top_k(model, k: int) -> keras.Model:
-    """Train the top k transformer layers (and BERT's pooler when k >= 1) and the head;
-    embeddings and the lower layers stay frozen. k in 0..num_layers (0 = frozen)."""
+    """Train the top k transformer (or LSTM) layers (and BERT's pooler when k >= 1) and the
+    head; embeddings and the lower layers stay frozen. k in 0..num_layers (0 = frozen)."""
     num_layers = as_backbone(model).config.num_layers
     if not 0 <= k <= num_layers:
         raise ValueError(f"top_k: k must be in 0..{num_layers} (the backbone's layers), got {k}")
@@ -158,6 +175,8 @@ class GradualUnfreezing:
 
 def _transfer_mismatch(source_cfg, target_cfg) -> List[str]:
     fields = ["vocab_size", "hidden_size", "num_heads", "intermediate_size", "max_positions"]
+    if hasattr(source_cfg, "lstm_units"):  # the LSTM baseline: no heads, no position table
+        fields = ["vocab_size", "embedding_size", "lstm_units"]
     if hasattr(source_cfg, "type_vocab_size"):
         fields.append("type_vocab_size")
     return [f"{f} ({getattr(source_cfg, f)} vs {getattr(target_cfg, f)})"
@@ -185,7 +204,7 @@ def transfer_layers(source, target, k: int) -> List[str]:
     exceeds either model's depth.
     """
     source, target = as_backbone(source), as_backbone(target)
-    if backbone_type(source) != backbone_type(target):
+    if backbone_architecture(source) != backbone_architecture(target):
         raise ValueError(f"cannot transfer layers from a {type(source).__name__} into a "
                          f"{type(target).__name__}")
     mismatch = _transfer_mismatch(source.config, target.config)
@@ -197,7 +216,7 @@ def transfer_layers(source, target, k: int) -> List[str]:
         raise ValueError(f"k must be in 0..{depth} (source has {source.config.num_layers} "
                          f"layers, target {target.config.num_layers}), got {k}")
     pairs: Sequence = list(zip(layer_groups(source)[0], layer_groups(target)[0]))
-    pairs += list(zip(source.transformer_layers[:k], target.transformer_layers[:k]))
+    pairs += list(zip(stacked_layers(source)[:k], stacked_layers(target)[:k]))
     for src, dst in pairs:
         _copy_layer(src, dst)
     return [dst.name for _, dst in pairs]

@@ -35,6 +35,12 @@ OpenAI GPT-1 `.npy` release, a Hugging Face openai-gpt folder, a `.keras` file f
 pretraining (or any saved model holding a backbone, e.g. a fine-tuned one), or a pretraining
 `model_dir` holding `pretrained.keras`. Empty: random init from `model_config` (the papers'
 "no pretraining" ablation).
+
+`model=lstm` is GPT-1's LSTM baseline (Section 5, tfmodels.lstm): a `.keras` file or model_dir
+from `pretraining.run_pretraining --model=lstm`, or random init from an lstm_* config; it is
+fine-tuned exactly like GPT-1 (`input_format` "gpt": BPE files, input transforms, classify
+position, aux LM with `lm_weight`, GPT-1's learning rate and warmup), and every strategy
+applies to its LSTM layers.
 """
 from __future__ import annotations
 
@@ -53,13 +59,15 @@ from finetune import predictions as prediction_files
 from finetune import strategies
 from finetune.features import EncodedFeatures, decode_word_predictions, encode_examples
 from finetune.features import predict_answers
-from finetune.models import GPT_SIMILARITY_TASKS, as_backbone, backbone_type
-from finetune.models import build_task_model, task_loss
+from finetune.models import GPT_SIMILARITY_TASKS, INPUT_FORMATS, as_backbone
+from finetune.models import backbone_architecture
+from finetune.models import LOSSES, build_task_model, task_loss
 from finetune.readers.common import holdout_split
 from finetune.tasks import TaskSpec, get_task
 from tfmodels import configs
 from tfmodels.bert import BertEncoder
 from tfmodels.gpt import GptDecoder
+from tfmodels.lstm import LstmDecoder
 from tfmodels.optimization import create_optimizer
 from tfmodels.tokenizers.loading import load_tokenizer
 from tfmodels.training import TrainStep
@@ -68,6 +76,11 @@ BERT_LEARNING_RATES = (5e-5, 4e-5, 3e-5, 2e-5)   # BERT Section 4.1 / Appendix A
 GPT_LEARNING_RATES = (6.25e-5,)                  # GPT-1 Section 4.1
 WARMUP_FRACTION = {"bert": 0.1, "gpt": 0.002}    # BERT's 10%; GPT-1's 0.2%
 STRATEGIES = ("full", "frozen", "top_k", "gradual")
+MODELS = tuple(INPUT_FORMATS)  # bert, gpt, lstm (GPT-1's LSTM baseline)
+# Each model's backbone class, config class and default random-init config.
+_BACKBONES = {"bert": (BertEncoder, configs.BertConfig, "bert_base"),
+              "gpt": (GptDecoder, configs.GptConfig, "gpt1"),
+              "lstm": (LstmDecoder, configs.LstmConfig, "lstm_2048")}
 BPE_FILE_PAIRS = (("encoder_bpe_40000.json", "vocab_40000.bpe"),  # the OpenAI release
                   ("vocab.json", "merges.txt"))                    # Hugging Face openai-gpt
 _BERT_ONLY_KINDS = ("span", "token_classification")
@@ -77,13 +90,16 @@ _BERT_ONLY_KINDS = ("span", "token_classification")
 class FinetuneConfig:
     # What to fine-tune.
     task: str = dataclasses.field(default="", metadata={"help": "Task name (finetune.tasks)."})
-    model: str = dataclasses.field(default="bert", metadata={"help": "bert | gpt"})
+    model: str = dataclasses.field(
+        default="bert", metadata={"help": "bert | gpt | lstm (GPT-1's LSTM baseline, fine-tuned "
+                                          "like GPT-1: BPE, input transforms, aux LM)"})
     init_checkpoint: str = dataclasses.field(
         default="", metadata={"help": "HF BERT folder, TF1 BERT folder, OpenAI GPT .npy folder, "
                                       "HF openai-gpt folder, a .keras file or a pretraining "
                                       "model_dir (detected from the files); empty: random init."})
     model_config: str = dataclasses.field(
-        default="", metadata={"help": "Named config for random init ('' = bert_base / gpt1)."})
+        default="", metadata={"help": "Named config for random init ('' = bert_base / gpt1 / "
+                                      "lstm_2048)."})
     vocab_size: int = dataclasses.field(
         default=0, metadata={"help": "Random init: vocabulary size (0 = the tokenizer's)."})
     num_heads: int = dataclasses.field(
@@ -139,12 +155,21 @@ class FinetuneConfig:
     lm_weight: float = dataclasses.field(
         default=0.5, metadata={"help": "GPT-1 auxiliary LM weight lambda (0 = no aux LM)."})
     classifier_dropout: float = 0.1
+    loss: str = dataclasses.field(
+        default="cross_entropy",
+        metadata={"help": "cross_entropy | soft_f1 (1 - batch macro soft F1, for imbalanced "
+                          "classification such as MRPC / CoLA; classification tasks only)."})
     # What trains.
     strategy: str = dataclasses.field(
         default="full", metadata={"help": "full | frozen | top_k | gradual"})
     top_k: int = dataclasses.field(default=0, metadata={"help": "Layers trained by top_k."})
     feature_layers: int = dataclasses.field(
         default=1, metadata={"help": "Concatenate the top N hidden states (feature-based: 4)."})
+    bilstm_layers: int = dataclasses.field(
+        default=0, metadata={"help": "Randomly initialised BiLSTM layers between the features "
+                                     "and the head (0 = none; BERT's feature-based NER: 2)."})
+    bilstm_units: int = dataclasses.field(
+        default=768, metadata={"help": "BiLSTM units per direction (the head reads 2x this)."})
     unfreeze_layers_per_stage: int = 1
     unfreeze_steps_per_stage: int = dataclasses.field(
         default=0, metadata={"help": "gradual: steps between stages (0 = one epoch)."})
@@ -171,13 +196,13 @@ class FinetuneConfig:
         object.__setattr__(self, "learning_rates", tuple(float(v) for v in self.learning_rates))
         object.__setattr__(self, "seeds", tuple(int(v) for v in self.seeds))
         problems = []
-        if self.model not in ("bert", "gpt"):
-            problems.append(f"model must be bert or gpt, got {self.model!r}")
+        if self.model not in MODELS:
+            problems.append(f"model must be one of {MODELS}, got {self.model!r}")
         if not self.task:
             problems.append("task is required")
         else:
             spec = get_task(self.task)  # ValueError listing the known tasks
-            if self.model == "gpt" and spec.kind in _BERT_ONLY_KINDS:
+            if INPUT_FORMATS.get(self.model) == "gpt" and spec.kind in _BERT_ONLY_KINDS:
                 problems.append(f"task {self.task!r} is a {spec.kind} task, which only BERT does "
                                 f"(GPT-1 has no input transform for it); use --model=bert")
         if not self.data_dir:
@@ -203,17 +228,32 @@ class FinetuneConfig:
             problems.append(f"warmup_fraction must be <= 1, got {self.warmup_fraction}")
         if self.transfer_layers >= 0 and not self.init_checkpoint:
             problems.append("transfer_layers needs an init_checkpoint to transfer from")
+        if self.loss not in LOSSES:
+            problems.append(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        elif self.loss == "soft_f1" and self.task and spec.kind != "classification":
+            problems.append(f"loss soft_f1 is for classification tasks; task {self.task!r} is "
+                            f"a {spec.kind} task (use --loss=cross_entropy)")
+        if self.bilstm_layers < 0 or self.bilstm_units < 1:
+            problems.append(f"bilstm_layers must be >= 0 and bilstm_units >= 1, got "
+                            f"{self.bilstm_layers} and {self.bilstm_units}")
         if problems:
             raise ValueError("bad fine-tuning config: " + "; ".join(problems))
 
     @property
+    def input_format(self) -> str:
+        """"bert" or "gpt": the tokenizer, features, heads and losses `model` is fine-tuned
+        with (the LSTM baseline uses GPT-1's "same framework", so "gpt")."""
+        return INPUT_FORMATS[self.model]
+
+    @property
     def resolved_learning_rates(self) -> Tuple[float, ...]:
         return self.learning_rates or (
-            BERT_LEARNING_RATES if self.model == "bert" else GPT_LEARNING_RATES)
+            BERT_LEARNING_RATES if self.input_format == "bert" else GPT_LEARNING_RATES)
 
     @property
     def resolved_warmup_fraction(self) -> float:
-        return self.warmup_fraction if self.warmup_fraction >= 0 else WARMUP_FRACTION[self.model]
+        return (self.warmup_fraction if self.warmup_fraction >= 0
+                else WARMUP_FRACTION[self.input_format])
 
 
 # ---- checkpoints and tokenizers -----------------------------------------------------------------
@@ -325,14 +365,14 @@ def bpe_files(checkpoint: str = "", encoder_file: str = "", merges_file: str = "
 def tokenizer_files(config: FinetuneConfig) -> Dict[str, str]:
     """The vocabulary files: the flags, else the files beside the checkpoint.
     BERT: {"vocab_file"}; GPT-1: {"encoder_file", "merges_file"}."""
-    if config.model == "bert":
+    if config.input_format == "bert":
         return {"vocab_file": wordpiece_vocab_file(config.init_checkpoint, config.vocab_file)}
     return bpe_files(config.init_checkpoint, config.bpe_encoder_file, config.bpe_merges_file)
 
 
 def tokenizer_for(config: FinetuneConfig):
     files = tokenizer_files(config)
-    return load_tokenizer(config.model, files.get("vocab_file", ""),
+    return load_tokenizer(config.input_format, files.get("vocab_file", ""),
                           files.get("encoder_file", ""), files.get("merges_file", ""),
                           config.lower_case)
 
@@ -347,18 +387,20 @@ class Pretrained:
     weights: Optional[List[np.ndarray]]
     tokenizer: Any
     checkpoint_format: str
+    # Extra constructor arguments (the LSTM baseline's use_cudnn=False under jit_compile).
+    backbone_options: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def build(self, seed: int, transfer_layers: int = -1) -> keras.Model:
         """A fresh backbone under the current dtype policy: seeded init, then the pretrained
         weights (all, or the embeddings + first `transfer_layers` layers)."""
         keras.utils.set_random_seed(seed)
-        backbone = self.backbone_class(self.model_config)
+        backbone = self.backbone_class(self.model_config, **self.backbone_options)
         if self.weights is None:
             return backbone
         if transfer_layers < 0:
             backbone.set_weights(self.weights)
         else:
-            source = self.backbone_class(self.model_config)
+            source = self.backbone_class(self.model_config, **self.backbone_options)
             source.set_weights(self.weights)
             strategies.transfer_layers(source, backbone, transfer_layers)
         return backbone
@@ -372,20 +414,20 @@ def load_pretrained(config: FinetuneConfig, log: Callable[[str], None] = print) 
     if expected and expected != config.model:
         raise ValueError(f"init_checkpoint {config.init_checkpoint} is a {fmt} checkpoint "
                          f"({expected}), but model is {config.model!r}")
+    cls, config_cls, default_config = _BACKBONES[config.model]
     if fmt == "random":
-        name = config.model_config or ("bert_base" if config.model == "bert" else "gpt1")
+        name = config.model_config or default_config
         cfg = configs.get_config(name, vocab_size=config.vocab_size or tokenizer.vocab_size)
         weights = None
         log(f"random init from {name} (no pretraining)")
     else:
         backbone = as_backbone(load_checkpoint(config.init_checkpoint, fmt, config.num_heads))
-        if backbone_type(backbone) != config.model:
+        if backbone_architecture(backbone) != config.model:
             raise ValueError(f"init_checkpoint {config.init_checkpoint} holds a "
                              f"{type(backbone).__name__}, but model is {config.model!r}")
         cfg, weights = backbone.config, backbone.get_weights()
         log(f"loaded {fmt} checkpoint {config.init_checkpoint}")
-    cls = BertEncoder if config.model == "bert" else GptDecoder
-    if not isinstance(cfg, configs.BertConfig if config.model == "bert" else configs.GptConfig):
+    if not isinstance(cfg, config_cls):
         raise ValueError(f"model {config.model!r} needs a {cls.__name__} config, got "
                          f"{type(cfg).__name__} ({config.model_config!r})")
     if tokenizer.vocab_size > cfg.vocab_size:
@@ -394,7 +436,9 @@ def load_pretrained(config: FinetuneConfig, log: Callable[[str], None] = print) 
     if config.seq_length > cfg.max_positions:
         raise ValueError(f"seq_length {config.seq_length} exceeds the model's "
                          f"{cfg.max_positions} positions")
-    return Pretrained(cls, cfg, weights, tokenizer, fmt)
+    # XLA cannot compile the cuDNN LSTM kernel that Keras picks on GPUs.
+    options = {"use_cudnn": False} if config.model == "lstm" and config.jit_compile else {}
+    return Pretrained(cls, cfg, weights, tokenizer, fmt, options)
 
 
 # ---- data ------------------------------------------------------------------------------------
@@ -420,7 +464,7 @@ class TaskData:
 def _task_options(config: FinetuneConfig, task: TaskSpec) -> Dict[str, Any]:
     if task.kind == "span":
         return {"doc_stride": config.doc_stride, "max_query_length": config.max_query_length}
-    if task.kind in ("classification", "regression") and config.model == "gpt":
+    if task.kind in ("classification", "regression") and config.input_format == "gpt":
         return {"symmetric": task.name in GPT_SIMILARITY_TASKS}
     return {}
 
@@ -456,7 +500,7 @@ def load_task_data(config: FinetuneConfig, task: TaskSpec, tokenizer,
 
     def encode(examples):
         return Split(examples, encode_examples(
-            examples, task.kind, config.model, tokenizer, config.seq_length,
+            examples, task.kind, config.input_format, tokenizer, config.seq_length,
             label_names=task.label_names, **_task_options(config, task)))
 
     data = TaskData(encode(train), encode(dev), encode(test) if test else None, source)
@@ -672,8 +716,9 @@ class Context:
 def _build_task_model(ctx: Context, seed: int) -> keras.Model:
     config = ctx.config
     backbone = ctx.pretrained.build(seed, config.transfer_layers)
-    options = {"dropout": config.classifier_dropout, "feature_layers": config.feature_layers}
-    if config.model == "gpt":
+    options = {"dropout": config.classifier_dropout, "feature_layers": config.feature_layers,
+               "bilstm_layers": config.bilstm_layers, "bilstm_units": config.bilstm_units}
+    if config.input_format == "gpt":
         options["aux_lm"] = config.lm_weight > 0
     if ctx.task.kind == "span":
         options.pop("dropout")  # run_squad.py: no dropout before the span layer
@@ -717,7 +762,7 @@ def finetune_once(ctx: Context, learning_rate: float, seed: int) -> RunResult:
                     config.unfreeze_steps_per_stage or steps_per_epoch)
                 # One optimizer for all stages: built on every variable any stage trains.
                 optimizer.build(unfreezing.trainable_candidates())
-        loss_fn = task_loss(ctx.task, config.model, config.lm_weight)
+        loss_fn = task_loss(ctx.task, config.model, config.lm_weight, loss=config.loss)
         make_step = lambda: TrainStep(model, optimizer, loss_fn, strategy,
                                       jit_compile=config.jit_compile, clip_norm=config.clip_norm)
         train_step = make_step()

@@ -20,6 +20,10 @@ A and B, B replaced by text from another document half of the time (NSP label 1 
 random front/back truncation, then 15% masking with 80/10/10. The "other document" comes from
 the same chunk (a window of a few thousand documents) rather than the whole corpus, which is
 what keeps memory flat.
+
+The 80/10/10 mix is `mask_token_rate` / `random_token_rate` (the rest keep their token); the
+paper's Appendix C.2 ablation (Table 8, [MASK]/same/random) is, as (mask, random) rates:
+(0.8, 0.1) the default, (1.0, 0.0), (0.8, 0.2), (0.8, 0.0), (0.0, 0.8) and (0.0, 1.0).
 """
 from __future__ import annotations
 
@@ -41,6 +45,19 @@ from pretraining.example_encoding import encode_examples
 Document = List[List[int]]  # sentences of token ids
 
 
+def masking_rate_problems(mask_token_rate: float, random_token_rate: float) -> List[str]:
+    """What is wrong with an MLM replacement mix ([] if nothing): each rate in [0, 1] and
+    their sum <= 1 (the remainder keeps the original token)."""
+    problems = [f"{name} must be in [0, 1], got {rate}"
+                for name, rate in (("mask_token_rate", mask_token_rate),
+                                   ("random_token_rate", random_token_rate))
+                if not 0.0 <= rate <= 1.0]
+    if mask_token_rate + random_token_rate > 1.0 + 1e-9:
+        problems.append(f"mask_token_rate + random_token_rate must be <= 1 (the rest keep "
+                        f"their token), got {mask_token_rate} + {random_token_rate}")
+    return problems
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     mode: str = "bert"                      # bert | gpt
@@ -52,14 +69,22 @@ class DataConfig:
     max_seq_length: int = 128
     max_predictions_per_seq: int = 20
     masked_lm_prob: float = 0.15
-    mask_token_rate: float = 0.8
-    random_token_rate: float = 0.1
+    mask_token_rate: float = dataclasses.field(
+        default=0.8, metadata={"help": "Share of the selected tokens replaced by [MASK]."})
+    random_token_rate: float = dataclasses.field(
+        default=0.1, metadata={"help": "Share replaced by a random token (the rest of the "
+                                       "selected tokens keep theirs)."})
     short_seq_prob: float = 0.1
     dupe_factor: int = 10
     whole_word_mask: bool = False
     n_ctx: int = 512                        # GPT window length
     random_seed: int = 12345
     chunk_bytes: int = 1 << 20
+
+    def __post_init__(self):
+        problems = masking_rate_problems(self.mask_token_rate, self.random_token_rate)
+        if problems:
+            raise ValueError("bad data config: " + "; ".join(problems))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,7 +226,8 @@ def mask_instances(input_ids: np.ndarray, lengths: np.ndarray, special: np.ndarr
 
     Each row gets min(max_predictions, max(1, round(len * masked_lm_prob))) positions
     chosen uniformly among non-special ones (whole words together when `word_starts` is
-    given); 80% become [MASK], 10% a random token, 10% stay.
+    given); `mask_token_rate` (80%) become [MASK], `random_token_rate` (10%) a random token,
+    the rest stay.
     """
     n, seq = input_ids.shape
     predictions = config.max_predictions_per_seq
@@ -241,7 +267,10 @@ def mask_instances(input_ids: np.ndarray, lengths: np.ndarray, special: np.ndarr
                            np.where(draw < config.mask_token_rate + config.random_token_rate,
                                     rng.integers(0, vocab_size, (n, predictions)), targets))
     corrupted = input_ids.copy()
-    corrupted[rows, positions] = np.where(chosen, replacement, corrupted[rows, positions])
+    # Only the chosen predictions: the padding ones (position 0) must not write back over a
+    # chosen position 0.
+    chosen_rows, chosen_cols = np.nonzero(chosen)
+    corrupted[chosen_rows, positions[chosen]] = replacement[chosen_rows, chosen_cols]
     return {"input_ids": corrupted, "masked_lm_positions": positions,
             "masked_lm_ids": targets, "masked_lm_weights": chosen.astype(np.float32)}
 

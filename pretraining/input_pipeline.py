@@ -57,6 +57,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import tensorflow as tf
 
+from pretraining.create_data import masking_rate_problems
 from pretraining.masking import mask_packed_inputs
 from tfmodels.tokenizers.wordpiece import read_vocab_file
 
@@ -189,6 +190,8 @@ def original_input_ids(features: Features) -> tf.Tensor:
 class DynamicMasking:
     """In-graph MLM re-masking each time an example is read (a fresh mask every epoch).
 
+    mask_token_rate / random_token_rate: the replacement mix of the selected tokens (the rest
+      keep theirs); the paper's Appendix C.2 mixes are listed in pretraining.create_data.
     continuation_mask: bool [vocab] marking '##' pieces; given, whole words are masked.
     """
     vocab_size: int
@@ -201,6 +204,11 @@ class DynamicMasking:
     random_token_rate: float = 0.1
     continuation_mask: Optional[Any] = dataclasses.field(default=None, compare=False,
                                                          repr=False)
+
+    def __post_init__(self):
+        problems = masking_rate_problems(self.mask_token_rate, self.random_token_rate)
+        if problems:
+            raise ValueError("bad dynamic masking: " + "; ".join(problems))
 
     @classmethod
     def from_vocab_file(cls, vocab_file: str, whole_word: bool = False,
@@ -311,7 +319,8 @@ def bert_pretraining_dataset(file_patterns: Patterns, batch_size: int, seq_lengt
                              seed: Optional[int] = None, shuffle_buffer: int = 10000,
                              cycle_length: int = 8,
                              dynamic_masking: Optional[DynamicMasking] = None,
-                             use_nsp: bool = True, skip_batches: int = 0) -> tf.data.Dataset:
+                             use_nsp: bool = True, skip_batches: int = 0,
+                             unmasked: bool = False) -> tf.data.Dataset:
     """BERT pretraining batches (MLM + NSP) from `create_data` records.
 
     batch_size: PER-REPLICA batch size (`input_context.get_per_replica_batch_size`).
@@ -323,8 +332,12 @@ def bert_pretraining_dataset(file_patterns: Patterns, batch_size: int, seq_lengt
     record's static mask.
     skip_batches: drop the first batches (read but not parsed or masked): with a seed, how a
     resumed job continues where it stopped without an iterator checkpoint.
+    unmasked: yield the original text instead (static masks undone with `original_input_ids`,
+    no `masked_lm_*` features): the input of a left-to-right LM on the same records.
     """
     _check_sizes(batch_size, skip_batches)
+    if unmasked and dynamic_masking is not None:
+        raise ValueError("unmasked yields the original text; dynamic_masking would re-mask it")
     files = records_in(file_patterns)
     spec = bert_feature_spec(seq_length, max_predictions, use_nsp)
     _check_first_record(files, spec)
@@ -332,6 +345,9 @@ def bert_pretraining_dataset(file_patterns: Patterns, batch_size: int, seq_lengt
     def finish(features: Features) -> Features:
         if use_nsp:
             features["next_sentence_labels"] = tf.squeeze(features["next_sentence_labels"], -1)
+        if unmasked:
+            features["input_ids"] = original_input_ids(features)
+            features = {k: v for k, v in features.items() if not k.startswith("masked_lm_")}
         return features
 
     dataset = _serialized_records(files, is_training, input_context, seed, shuffle_buffer,

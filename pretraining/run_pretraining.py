@@ -11,6 +11,12 @@
   python -m pretraining.run_pretraining --model=gpt --model_config=gpt1 --seq_length=512 \
       --input_files='records/gpt/*.tfrecord' --model_dir=runs/gpt --global_batch_size=64 \
       --learning_rate=2.5e-4 --warmup_steps=2000 --decay=cosine
+  # GPT-1's LSTM baseline (Section 5): the same records, loss and schedule, 1 x 2048 LSTM
+  # (the default --model_config is bert_base, so name an lstm_* config: lstm_2048 is the
+  # paper's, lstm_small a CPU-sized one)
+  python -m pretraining.run_pretraining --model=lstm --model_config=lstm_2048 \
+      --seq_length=512 --input_files='records/gpt/*.tfrecord' --model_dir=runs/lstm \
+      --global_batch_size=64 --learning_rate=2.5e-4 --warmup_steps=2000 --decay=cosine
 
 Rerunning the same command after a crash resumes from the newest checkpoint in --model_dir.
 Multi-worker: run the same command on every worker with TF_CONFIG set and

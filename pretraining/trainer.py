@@ -2,7 +2,14 @@
 
 `run_pretraining(config)` is what the absl binary `pretraining/run_pretraining.py` calls and
 what tests call directly. One loop serves both models; the differences are three small
-functions picked by `config.model`: the model, the loss and the input pipeline.
+functions picked by `config.model`: the model, the loss and the input pipeline. `lstm` (GPT-1's
+LSTM baseline, tfmodels.lstm) takes GPT-1's records and causal LM loss.
+
+The BERT paper's pretraining ablations (Table 5, Appendix C.2): `use_nsp=False` is "No NSP"
+(MLM only); `objective=ltr` (with `use_nsp=False`) is "LTR & No NSP", a causal BERT trained
+as a left-to-right LM on the same records with their static masks undone; `mask_token_rate` /
+`random_token_rate` set the masking mix of dynamic masking (static masks are fixed when the
+records are made, by the same two fields of pretraining.create_data.DataConfig).
 
 Resume: a checkpoint holds the model, the optimizer (slots and iteration count), the dropout
 seed-generator states and the step; the input position is the step (the seeded pipelines skip
@@ -29,10 +36,12 @@ import keras
 import tensorflow as tf
 
 from pretraining import input_pipeline
+from pretraining.create_data import masking_rate_problems
 from tfmodels import configs
-from tfmodels.bert import BertPretrainer
+from tfmodels.bert import BertCausalLM, BertPretrainer
 from tfmodels.gpt import GptLanguageModel
-from tfmodels.losses import bert_pretraining_loss, gpt_pretraining_loss
+from tfmodels.lstm import LstmDecoder, LstmLanguageModel
+from tfmodels.losses import bert_pretraining_loss, causal_lm_loss, gpt_pretraining_loss
 from tfmodels.optimization import create_optimizer
 from tfmodels.training import TrainStep
 
@@ -40,7 +49,10 @@ from tfmodels.training import TrainStep
 @dataclasses.dataclass(frozen=True)
 class PretrainConfig:
     # What to train.
-    model: str = dataclasses.field(default="bert", metadata={"help": "bert | gpt"})
+    model: str = dataclasses.field(
+        default="bert", metadata={"help": "bert | gpt | lstm (GPT-1's LSTM baseline: GPT-1's "
+                                          "records and causal LM loss; needs an lstm_* "
+                                          "model_config, e.g. lstm_2048)"})
     model_config: str = dataclasses.field(
         default="bert_base", metadata={"help": f"Named size: {sorted(configs.NAMED_CONFIGS)}"})
     vocab_size: int = dataclasses.field(
@@ -52,9 +64,18 @@ class PretrainConfig:
     max_predictions_per_seq: int = 20
     use_nsp: bool = dataclasses.field(
         default=True, metadata={"help": "BERT: train next-sentence prediction too."})
+    objective: str = dataclasses.field(
+        default="", metadata={"help": "bert: mlm | ltr (left-to-right LM on a causal BERT, "
+                                      "needs --nouse_nsp); gpt, lstm: lm. '' = mlm / lm."})
     dynamic_masking: bool = dataclasses.field(
         default=False, metadata={"help": "BERT: re-mask in tf.data each time a record is "
                                          "read instead of using the records' static masks."})
+    mask_token_rate: float = dataclasses.field(
+        default=0.8, metadata={"help": "Dynamic masking: share of the selected tokens "
+                                       "replaced by [MASK]."})
+    random_token_rate: float = dataclasses.field(
+        default=0.1, metadata={"help": "Dynamic masking: share replaced by a random token "
+                                       "(the rest keep theirs)."})
     whole_word_masking: bool = False
     vocab_file: str = dataclasses.field(
         default="", metadata={"help": "WordPiece vocab (needed for dynamic masking)."})
@@ -103,8 +124,9 @@ class PretrainConfig:
 
     def __post_init__(self):
         problems = []
-        if self.model not in ("bert", "gpt"):
-            problems.append(f"model must be bert or gpt, got {self.model!r}")
+        if self.model not in ("bert", "gpt", "lstm"):
+            problems.append(f"model must be bert or gpt (or lstm, GPT-1's LSTM baseline), "
+                            f"got {self.model!r}")
         if not self.input_files:
             problems.append("input_files is empty")
         if not self.model_dir:
@@ -118,8 +140,30 @@ class PretrainConfig:
                             f"gradient_accumulation_steps {self.gradient_accumulation_steps}")
         if self.dynamic_masking and not self.vocab_file:
             problems.append("dynamic_masking needs vocab_file")
+        objectives = {"bert": ("mlm", "ltr")}.get(self.model, ("lm",))
+        if self.objective and self.objective not in objectives:
+            problems.append(f"objective {self.objective!r} is not one for model "
+                            f"{self.model!r} (expected one of {objectives})")
+        if self.objective == "ltr":
+            if self.use_nsp:
+                problems.append("objective ltr needs use_nsp=False: NSP reads [CLS], which "
+                                "sees only itself under left-to-right attention")
+            if self.dynamic_masking:
+                problems.append("objective ltr reads the original text; dynamic_masking "
+                                "does not apply")
+        problems += masking_rate_problems(self.mask_token_rate, self.random_token_rate)
+        if (self.mask_token_rate, self.random_token_rate) != (0.8, 0.1) and not (
+                self.dynamic_masking):
+            problems.append("mask_token_rate / random_token_rate apply to dynamic_masking; "
+                            "static masks are fixed when the records are made "
+                            "(create_pretraining_data --mask_token_rate --random_token_rate)")
         if problems:
             raise ValueError("bad pretraining config: " + "; ".join(problems))
+
+    @property
+    def pretraining_objective(self) -> str:
+        """`objective`, or the model's default: mlm (BERT), lm (GPT, LSTM)."""
+        return self.objective or ("mlm" if self.model == "bert" else "lm")
 
     @property
     def decay_shape(self) -> str:
@@ -160,18 +204,36 @@ def build_model(config: PretrainConfig) -> keras.Model:
     if config.model == "bert":
         if not isinstance(model_config, configs.BertConfig):
             raise ValueError(f"model bert needs a BERT config, got {config.model_config!r}")
-        return BertPretrainer(model_config)
-    if not isinstance(model_config, configs.GptConfig):
+        if config.pretraining_objective == "ltr":
+            return BertCausalLM(model_config.replace(causal=True))
+        model = BertPretrainer(model_config)
+        if not config.use_nsp:
+            # No loss reads them: None gradients break all-reduce and clipping (mirrored).
+            model.nsp_head.trainable = False
+            model.encoder.pooler.trainable = False
+        return model
+    if config.model == "lstm":
+        if not isinstance(model_config, configs.LstmConfig):
+            raise ValueError(f"model lstm needs an LSTM config (lstm_2048, lstm_small, "
+                             f"lstm_test), got {config.model_config!r}")
+    elif not isinstance(model_config, configs.GptConfig):
         raise ValueError(f"model gpt needs a GPT config, got {config.model_config!r}")
     if config.seq_length > model_config.max_positions:
         raise ValueError(f"seq_length {config.seq_length} exceeds {config.model_config}'s "
                          f"{model_config.max_positions} positions")
+    if config.model == "lstm":
+        # XLA cannot compile the cuDNN LSTM kernel that Keras picks on GPUs.
+        return LstmLanguageModel(LstmDecoder(
+            model_config, use_cudnn=False if config.jit_compile else "auto"))
     return GptLanguageModel(model_config)
 
 
 def loss_function(config: PretrainConfig) -> Callable:
-    if config.model == "gpt":
+    if config.model in ("gpt", "lstm"):  # the LSTM baseline: GPT-1's objective
         return gpt_pretraining_loss
+    if config.pretraining_objective == "ltr":
+        return lambda outputs, batch: causal_lm_loss(outputs["logits"], batch["input_ids"],
+                                                     batch["input_mask"])
     return lambda outputs, batch: bert_pretraining_loss(outputs, batch, use_nsp=config.use_nsp)
 
 
@@ -184,18 +246,20 @@ def dataset_function(config: PretrainConfig, micro_batch_size: int,
     files = config.input_files if training else config.eval_input_files
     if config.dynamic_masking and training:
         masking = input_pipeline.DynamicMasking.from_vocab_file(
-            config.vocab_file, whole_word=config.whole_word_masking)
+            config.vocab_file, whole_word=config.whole_word_masking,
+            mask_token_rate=config.mask_token_rate, random_token_rate=config.random_token_rate)
 
     def make(context: tf.distribute.InputContext) -> tf.data.Dataset:
         batch = context.get_per_replica_batch_size(micro_batch_size)
         common = dict(is_training=training, input_context=context, seed=config.seed,
                       shuffle_buffer=config.shuffle_buffer, skip_batches=skip_batches)
-        if config.model == "gpt":
+        if config.model in ("gpt", "lstm"):
             return input_pipeline.gpt_pretraining_dataset(
                 files, batch, config.seq_length, **common)
         return input_pipeline.bert_pretraining_dataset(
             files, batch, config.seq_length, config.max_predictions_per_seq,
-            dynamic_masking=masking, use_nsp=config.use_nsp, **common)
+            dynamic_masking=masking, use_nsp=config.use_nsp,
+            unmasked=config.pretraining_objective == "ltr", **common)
 
     return make
 

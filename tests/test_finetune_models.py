@@ -9,6 +9,7 @@ import tensorflow as tf
 from finetune import strategies
 from finetune.models import (MASKED_LOGIT, MultipleChoiceModel, SequenceClassifier, SpanModel,
                              TokenClassifier, build_task_model, task_loss)
+from finetune.models import soft_f1_loss
 from finetune.tasks import get_task
 from tfmodels import configs
 from tfmodels.bert import BertEncoder
@@ -455,3 +456,161 @@ def test_bert_classifier_under_mirrored_strategy_with_clipping(mirrored_strategy
         tf.data.Dataset.from_tensors(batch).repeat()))
     losses = [float(step(next(data))["loss"]) for _ in range(5)]
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+# ---- BiLSTM on top of the encoder (BERT Table 5 "+ BiLSTM", Section 5.3 feature-based NER) ----
+
+UNITS = 8  # per direction: the heads read 2 * UNITS
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("task, expected", [
+    ("sst2", {"logits": (3, 2)}),
+    ("squad_v1", {"start_logits": (3, 10), "end_logits": (3, 10)}),
+    ("conll2003", {"logits": (3, 10, 9)}),
+])
+def test_bilstm_heads_shapes(task, expected, layers):
+    model = build_task_model(get_task(task), bert(), bilstm_layers=layers, bilstm_units=UNITS)
+    assert len(model.bilstm) == layers and model.head_input_size == 2 * UNITS
+    head = model.span_classifier if task == "squad_v1" else model.classifier
+    assert head.kernel.shape[0] == 2 * UNITS
+    out = model(bert_inputs((3, 10), lengths=[10, 6, 3]))
+    assert {k: tuple(v.shape) for k, v in out.items()} == expected
+    assert all(v.dtype == tf.float32 and np.isfinite(v.numpy()).all() for v in out.values())
+    # The BiLSTM reads the hidden states, so the pooler gets no gradient and stays frozen.
+    assert model.unused_backbone_layers == [model.backbone.pooler]
+
+
+def test_bilstm_ignores_padding():
+    # Appending padding (input_mask 0) changes nothing at the real positions: the backward
+    # direction starts at each row's last real token. BERT's padding states are not zero, so
+    # an unmasked backward LSTM would carry them into every real position.
+    real = bert_inputs((2, 7), seed=4, lengths=[7, 5])
+    padded = {k: np.pad(v, ((0, 0), (0, 5))) for k, v in real.items()}
+    tagger = TokenClassifier(bert(), 4, bilstm_layers=2, bilstm_units=UNITS)
+    np.testing.assert_allclose(tagger(padded)["logits"][:, :7], tagger(real)["logits"],
+                               atol=1e-5)
+    classifier = SequenceClassifier(bert(), 3, bilstm_layers=1, bilstm_units=UNITS)
+    np.testing.assert_allclose(classifier(padded)["logits"], classifier(real)["logits"],
+                               atol=1e-5)
+    # GPT-1: the summary is the BiLSTM output at the classify position.
+    real = gpt_inputs((2, 7), seed=4, lengths=[7, 5])
+    padded = {k: (np.pad(v, ((0, 0), (0, 5))) if v.ndim == 2 else v) for k, v in real.items()}
+    model = SequenceClassifier(gpt(), 2, bilstm_layers=2, bilstm_units=UNITS)
+    np.testing.assert_allclose(model(padded)["logits"], model(real)["logits"], atol=1e-5)
+
+
+def test_bilstm_on_gpt_classification_and_similarity():
+    for task, shape in (("sst2", (3, 10)), ("mrpc", (3, 2, 10))):
+        model = build_task_model(get_task(task), gpt(), "gpt", bilstm_layers=1,
+                                 bilstm_units=UNITS)
+        out = model(gpt_inputs(shape, lengths=np.full(shape[:-1], 8)))
+        assert tuple(out["logits"].shape) == (3, 2)
+        assert tuple(out["lm_logits"].shape) == shape + (VOCAB,)
+    # Similarity sums the two orders' BiLSTM summaries: swapping the views changes nothing.
+    x = gpt_inputs((3, 2, 10), lengths=[[8, 6]] * 3)
+    swapped = {k: v[:, ::-1] for k, v in x.items()}
+    np.testing.assert_allclose(model(swapped)["logits"], model(x)["logits"], atol=1e-5)
+
+
+def test_bilstm_keras_file_round_trip(tmp_path):
+    model = build_task_model(get_task("conll2003"), bert(), bilstm_layers=2, bilstm_units=UNITS)
+    x = bert_inputs((2, 10), lengths=[10, 6])
+    model.save(tmp_path / "tagger.keras")
+    loaded = keras.saving.load_model(tmp_path / "tagger.keras")
+    assert loaded.get_config() == model.get_config()
+    assert loaded.bilstm_layers == 2 and loaded.bilstm_units == UNITS
+    np.testing.assert_array_equal(loaded(x)["logits"], model(x)["logits"])
+    # Weights are restorable without a forward pass (built eagerly, like the heads).
+    fresh = build_task_model(get_task("conll2003"), bert(), bilstm_layers=2, bilstm_units=UNITS)
+    fresh.set_weights(model.get_weights())
+    np.testing.assert_array_equal(fresh(x)["logits"], model(x)["logits"])
+
+
+def test_bilstm_and_head_train_on_a_frozen_backbone():
+    # BERT's feature-based NER: frozen top-4 features -> BiLSTM -> classifier.
+    encoder = BertEncoder(configs.get_config("bert_test", num_layers=3))
+    model = TokenClassifier(encoder, 5, feature_layers=4, bilstm_layers=2, bilstm_units=UNITS)
+    strategies.frozen(model)
+    names = [v.path for v in model.trainable_variables]
+    assert names and all(n.startswith(("bilstm_", "classifier/")) for n in names)
+    assert sum("bilstm_" in n for n in names) == 2 * 2 * 3  # layers x directions x 3
+    assert model.bilstm[0].forward_layer.cell.kernel.shape[0] == 4 * 32
+    batch = {**bert_inputs((2, 8), lengths=[8, 5]),
+             "label_ids": np.array([[-1, 1, 2, 0, 4, 3, 1, -1], [-1, 2, 2, 1, -1, -1, -1, -1]])}
+    with tf.GradientTape() as tape:
+        loss = task_loss(get_task("conll2003"), "bert")(model(batch, training=True), batch)["loss"]
+    grads = tape.gradient(loss, model.trainable_variables)
+    assert all(g is not None and np.isfinite(g.numpy()).all() for g in grads)
+    assert all(np.abs(g.numpy()).sum() > 0 for g in grads)
+
+
+def test_bilstm_under_mixed_precision_keeps_the_policy_and_float32_logits():
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = SpanModel(bert(), bilstm_layers=1, bilstm_units=UNITS)
+        out = model(bert_inputs((2, 8), lengths=[8, 5]))
+        assert model.bilstm[0].forward_layer.compute_dtype == "bfloat16"
+        assert model.bilstm[0].forward_layer.cell.kernel.dtype == "float32"
+        assert all(v.dtype == tf.float32 for v in out.values())
+        assert np.all(out["start_logits"].numpy()[1, 5:] == MASKED_LOGIT)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def test_bilstm_options_are_checked():
+    with pytest.raises(ValueError, match="bilstm_layers must be >= 0"):
+        SequenceClassifier(bert(), 2, bilstm_layers=-1)
+    with pytest.raises(ValueError, match="bilstm_units >= 1"):
+        SequenceClassifier(bert(), 2, bilstm_layers=1, bilstm_units=0)
+
+
+# ---- soft F1 loss -------------------------------------------------------------------------------
+
+def test_soft_f1_loss_by_hand():
+    # p = [[.8, .2], [.4, .6], [.3, .7]], labels [0, 1, 0]:
+    # class 0: tp = .8 + .3 = 1.1, fp = .4, fn = .2 + .7 = .9 -> F1 = 2.2 / 3.5 = 11/35
+    # class 1: tp = .6, fp = .2 + .7 = .9, fn = .4            -> F1 = 1.2 / 2.5 = 6/25
+    # loss = 1 - (11/35 + 6/25) / 2 = 1 - 97/175 = 78/175 = 0.445714...
+    logits = np.log(np.array([[0.8, 0.2], [0.4, 0.6], [0.3, 0.7]], "float32"))
+    metrics = soft_f1_loss(logits, np.array([0, 1, 0]))
+    assert set(metrics) == {"loss", "accuracy"}
+    np.testing.assert_allclose(metrics["loss"], 78 / 175, rtol=1e-5)
+    np.testing.assert_allclose(metrics["accuracy"], 2 / 3, rtol=1e-6)
+    # task_loss picks it; [b, 1] labels work too.
+    via_task = task_loss(get_task("mrpc"), "bert", loss="soft_f1")(
+        {"logits": logits}, {"label": np.array([[0], [1], [0]])})
+    np.testing.assert_allclose(via_task["loss"], 78 / 175, rtol=1e-5)
+
+
+def test_soft_f1_loss_perfect_predictions_and_gradient():
+    labels = np.array([0, 2, 1, 1, 0], "int32")
+    perfect = 30.0 * (np.eye(3, dtype="float32")[labels] - 0.5)
+    assert float(soft_f1_loss(perfect, labels)["loss"]) < 1e-6
+    logits = tf.constant(np.random.default_rng(0).normal(size=(5, 3)).astype("float32"))
+    with tf.GradientTape() as tape:
+        tape.watch(logits)
+        loss = soft_f1_loss(logits, labels)["loss"]
+    grad = tape.gradient(loss, logits).numpy()
+    assert 0.0 < float(loss) < 1.0
+    assert np.isfinite(grad).all() and np.abs(grad).sum() > 0
+    # Raising the true class's logit lowers the loss.
+    assert float(soft_f1_loss(logits - 0.1 * grad, labels)["loss"]) < float(loss)
+
+
+def test_soft_f1_with_gpt_aux_lm_and_wrong_kinds():
+    spec = get_task("sst2")
+    model = build_task_model(spec, gpt(), "gpt")
+    batch = {**gpt_inputs((3, 10), lengths=[10, 7, 5]), "label": np.array([0, 1, 1], "int32")}
+    out = model(batch)
+    metrics = task_loss(spec, "gpt", lm_weight=0.5, loss="soft_f1")(out, batch)
+    np.testing.assert_allclose(metrics["task_loss"], soft_f1_loss(out["logits"], batch["label"])
+                               ["loss"], rtol=1e-6)
+    np.testing.assert_allclose(metrics["loss"], metrics["task_loss"] + 0.5 * metrics["lm_loss"],
+                               rtol=1e-6)
+    for task in ("stsb", "swag", "squad_v1", "conll2003"):
+        with pytest.raises(ValueError, match="soft_f1 is for classification tasks"):
+            task_loss(get_task(task), "bert", loss="soft_f1")
+    with pytest.raises(ValueError, match="loss must be one of"):
+        task_loss(spec, "bert", loss="focal")

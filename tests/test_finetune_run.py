@@ -177,6 +177,20 @@ def test_conll_token_classification_uses_the_dev_file(files, shared_data, tmp_pa
     assert all(len(r["predictions"]) == len(r["words"]) == len(r["tags"]) for r in records)
 
 
+def test_mrpc_bilstm_with_soft_f1_end_to_end(files, shared_data, tmp_path):
+    # The two ablation switches together: a BiLSTM between encoder and head, soft-F1 loss.
+    config = tiny(files, "bert", task="mrpc", output_dir=str(tmp_path),
+                  data_dir=str(shared_data / "glue" / "MRPC" / "train.tsv"),
+                  bilstm_layers=1, bilstm_units=16, loss="soft_f1")
+    results = run_finetune(config, log=QUIET)
+    metrics = check_common(results, str(tmp_path), 6)
+    assert results["main_metric"] == "f1" and np.isfinite(metrics["f1"])
+    assert 0.0 <= metrics["f1"] <= 1.0 and 0.0 <= results["runs"][0]["final_loss"] <= 1.0
+    assert results["config"]["loss"] == "soft_f1" and results["config"]["bilstm_layers"] == 1
+    model = keras.saving.load_model(str(tmp_path / "model.keras"))
+    assert model.bilstm_layers == 1 and model.bilstm_units == 16
+
+
 def test_gradual_unfreezing_under_mirrored_strategy(files, shared_data, tmp_path,
                                                      mirrored_strategy):
     """7 steps, a stage every 3: the head alone, then + layer 1 (step 3), + layer 0 (step 6);
@@ -342,6 +356,28 @@ def test_config_errors_name_the_problem():
         FinetuneConfig(task="rte", data_dir="d", output_dir="o", strategy="half")
     with pytest.raises(ValueError, match="transfer_layers needs an init_checkpoint"):
         FinetuneConfig(task="rte", data_dir="d", output_dir="o", transfer_layers=2)
+
+
+def test_loss_and_bilstm_options_are_checked_and_become_flags():
+    with pytest.raises(ValueError, match="loss must be one of"):
+        FinetuneConfig(task="mrpc", data_dir="d", output_dir="o", loss="focal")
+    for task in ("stsb", "squad_v1", "conll2003", "swag"):
+        with pytest.raises(ValueError, match=f"soft_f1 is for classification tasks; task "
+                                             f"'{task}'"):
+            FinetuneConfig(task=task, data_dir="d", output_dir="o", loss="soft_f1")
+    with pytest.raises(ValueError, match="bilstm_layers must be >= 0"):
+        FinetuneConfig(task="mrpc", data_dir="d", output_dir="o", bilstm_layers=-1)
+    with pytest.raises(ValueError, match="bilstm_units >= 1"):
+        FinetuneConfig(task="mrpc", data_dir="d", output_dir="o", bilstm_units=0)
+    values = flags.FlagValues()
+    from tfmodels.config_flags import dataclass_from_flags, define_flags_from_dataclass
+    define_flags_from_dataclass(FinetuneConfig, flag_values=values)
+    values(["prog", "--task=cola", "--data_dir=d", "--output_dir=o", "--loss=soft_f1",
+            "--bilstm_layers=2", "--bilstm_units=64"])
+    config = dataclass_from_flags(FinetuneConfig, values)
+    assert (config.loss, config.bilstm_layers, config.bilstm_units) == ("soft_f1", 2, 64)
+    default = FinetuneConfig(task="cola", data_dir="d", output_dir="o")
+    assert (default.loss, default.bilstm_layers, default.bilstm_units) == ("cross_entropy", 0, 768)
 
 
 def test_loading_errors_name_the_problem(minilm_dir, files, shared_data, tmp_path):

@@ -274,6 +274,56 @@ def test_dynamic_masking_statistics_and_fresh_masks(bert_records, unmasked_bert_
     assert changed_rows > 0.9 * BATCH * len(plain)
 
 
+@pytest.mark.parametrize("mask_token_rate, random_token_rate", [
+    (1.0, 0.0), (0.0, 0.0), (0.0, 1.0)])
+def test_dynamic_masking_mixes(bert_records, unmasked_bert_records, vocab_file,
+                               mask_token_rate, random_token_rate):
+    masking = DynamicMasking.from_vocab_file(vocab_file, mask_token_rate=mask_token_rate,
+                                             random_token_rate=random_token_rate)
+    dataset = bert_pretraining_dataset([bert_records], BATCH, SEQ, PREDICTIONS,
+                                       is_training=False, dynamic_masking=masking)
+    plain = bert_pretraining_dataset([unmasked_bert_records], BATCH, SEQ, PREDICTIONS,
+                                     is_training=False)
+    shown, original = [], []
+    for batch, text in zip(take(dataset, 4), take(plain, 4)):
+        check_dynamic_batch(batch, text["input_ids"], masking)
+        weights = batch["masked_lm_weights"] > 0
+        rows = np.nonzero(weights)[0]
+        shown.append(batch["input_ids"][rows, batch["masked_lm_positions"][weights]])
+        original.append(batch["masked_lm_ids"][weights])
+    shown, original = np.concatenate(shown), np.concatenate(original)
+    assert len(shown) > 200
+    if mask_token_rate == 1.0:
+        assert (shown == masking.mask_id).all()
+    elif random_token_rate == 1.0:
+        # Random ids come from the whole vocabulary: [MASK] or the same id only by chance.
+        assert np.mean(shown == masking.mask_id) < 0.005
+        assert np.mean(shown == original) < 0.005
+    else:
+        np.testing.assert_array_equal(shown, original)
+
+
+def test_dynamic_masking_rates_are_checked(vocab_file):
+    with pytest.raises(ValueError, match=r"mask_token_rate \+ random_token_rate must be <= 1"):
+        DynamicMasking.from_vocab_file(vocab_file, mask_token_rate=0.9, random_token_rate=0.2)
+    with pytest.raises(ValueError, match=r"random_token_rate must be in \[0, 1\]"):
+        DynamicMasking(30522, 103, 101, 102, random_token_rate=-0.1)
+
+
+def test_unmasked_yields_the_original_text(bert_records, unmasked_bert_records, masking):
+    text = take(bert_pretraining_dataset([bert_records], BATCH, SEQ, PREDICTIONS,
+                                         is_training=False, unmasked=True, use_nsp=False), 4)
+    plain = take(bert_pretraining_dataset([unmasked_bert_records], BATCH, SEQ, PREDICTIONS,
+                                          is_training=False, use_nsp=False), 4)
+    for batch, original in zip(text, plain):
+        assert set(batch) == {"input_ids", "input_mask", "segment_ids"}
+        for key in batch:
+            np.testing.assert_array_equal(batch[key], original[key])
+    with pytest.raises(ValueError, match="dynamic_masking would re-mask"):
+        bert_pretraining_dataset([bert_records], BATCH, SEQ, PREDICTIONS, unmasked=True,
+                                 dynamic_masking=masking)
+
+
 def test_whole_word_dynamic_masking(bert_records, unmasked_bert_records, vocab_file):
     masking = DynamicMasking.from_vocab_file(vocab_file, whole_word=True)
     continuation = np.array([t.startswith("##") for t in read_vocab_file(vocab_file)])

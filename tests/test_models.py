@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from tfmodels import configs
-from tfmodels.bert import BertEncoder, BertPretrainer
+from tfmodels.bert import BertCausalLM, BertEncoder, BertPretrainer
 from tfmodels.gpt import GptDecoder, GptLanguageModel
 from tfmodels.layers.attention import MultiHeadSelfAttention, causal_mask, padding_mask
 from tfmodels.layers.embeddings import PositionEmbedding, TiedEmbedding
@@ -86,6 +86,53 @@ def test_gpt_is_causal():
         # Positions <= t see only unchanged tokens: bit-identical.
         np.testing.assert_array_equal(out[:, :t + 1], reference[:, :t + 1])
         assert not np.allclose(out[:, t + 1], reference[:, t + 1])
+
+
+def test_causal_bert_sees_only_the_past():
+    assert not configs.BertConfig().causal and not configs.get_config("bert_base").causal
+    batch = bert_batch(batch=2, seq=12)
+    inputs = {k: np.ones_like(batch[k]) if k == "input_mask" else batch[k]
+              for k in ("input_ids", "segment_ids", "input_mask")}
+    causal = BertEncoder(configs.get_config("bert_test", causal=True))
+    bidirectional = BertEncoder("bert_test")
+    reference = causal(inputs)["sequence_output"].numpy()
+    reference_bi = bidirectional(inputs)["sequence_output"].numpy()
+    for t in range(11):
+        changed = dict(inputs, input_ids=inputs["input_ids"].copy())
+        changed["input_ids"][:, t + 1:] = (changed["input_ids"][:, t + 1:] + 7) % VOCAB
+        out = causal(changed)["sequence_output"].numpy()
+        np.testing.assert_array_equal(out[:, :t + 1], reference[:, :t + 1])
+        assert not np.allclose(out[:, t + 1], reference[:, t + 1])
+        # Bidirectional: every position, [CLS] included, sees the change.
+        out_bi = bidirectional(changed)["sequence_output"].numpy()
+        assert not np.allclose(out_bi[:, 0], reference_bi[:, 0])
+
+
+def test_configs_without_causal_still_load():
+    stored = configs.config_to_dict(configs.get_config("bert_test"))
+    del stored["causal"]  # what configs, .keras files and checkpoints written before hold
+    assert configs.config_from_dict(stored) == configs.get_config("bert_test")
+    encoder = BertEncoder.from_config({"config": stored, "name": "old"})
+    assert encoder.config.causal is False
+    causal = configs.get_config("bert_test", causal=True)
+    assert configs.config_from_dict(configs.config_to_dict(causal)) == causal
+
+
+def test_bert_causal_lm():
+    with pytest.raises(ValueError, match="causal encoder"):
+        BertCausalLM("bert_test")
+    model = BertCausalLM(configs.get_config("bert_test", causal=True))
+    batch = bert_batch()
+    out = model(batch)
+    assert out["logits"].shape == (4, 16, VOCAB) and out["logits"].dtype == tf.float32
+    # The MLM head's transform on every position: the same as MaskedLMHead at positions 0..s-1.
+    positions = np.tile(np.arange(16, dtype="int32"), (4, 1))
+    every = model.lm_head(out["sequence_output"], positions,
+                          token_embedding=model.encoder.token_embedding)
+    np.testing.assert_allclose(out["logits"], every, rtol=1e-6, atol=1e-6)
+    assert not any("pooler" in v.path for v in model.trainable_variables)
+    losses, _ = _train(model, gpt_pretraining_loss, batch, jit_compile=True, steps=8)
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
 
 
 def test_bert_padding_invariance():
@@ -175,6 +222,7 @@ def test_mlm_head_round_trip():
 @pytest.mark.parametrize("make, batch", [
     (lambda: BertPretrainer("bert_test"), bert_batch()),
     (lambda: GptLanguageModel("gpt_test"), gpt_batch()),
+    (lambda: BertCausalLM(configs.get_config("bert_test", causal=True)), bert_batch()),
 ])
 def test_keras_file_round_trip(tmp_path, make, batch):
     model = make()
@@ -264,7 +312,9 @@ def test_mixed_precision(policy, kind):
 
 
 @pytest.mark.parametrize("make", [lambda: BertPretrainer(configs.get_config("bert_test")),
-                                  lambda: GptLanguageModel(configs.get_config("gpt_test"))])
+                                  lambda: GptLanguageModel(configs.get_config("gpt_test")),
+                                  lambda: BertCausalLM(configs.get_config("bert_test",
+                                                                          causal=True))])
 def test_tf_checkpoint_holds_every_weight(make, tmp_path):
     # Keras 3 leaves list attributes (our transformer_layers) out of tf.train.Checkpoint
     # unless the model adds them itself; a resumed run would keep random layers otherwise.

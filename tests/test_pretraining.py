@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from pretraining.create_data import DataConfig, create_pretraining_data
-from pretraining.trainer import PretrainConfig, run_pretraining
+from pretraining.trainer import PretrainConfig, build_model, dataset_function, run_pretraining
 from tests.conftest import PROJECT_ROOT
 
 SEQ, PREDICTIONS = 64, 10
@@ -91,14 +91,103 @@ def test_gpt_learns(gpt_records, tmp_path):
     assert mean_loss(history, "lm_loss", False) < mean_loss(history, "lm_loss", True) - 1.0
 
 
-def test_mirrored_over_two_logical_cpus(bert_records, tmp_path, mirrored_strategy):
+def test_bert_ltr_learns_and_fine_tunes_left_to_right(bert_records, tmp_path, shared_data):
+    from finetune.models import build_task_model
+    from finetune.tasks import get_task
+    from finetune.trainer import FinetuneConfig, load_pretrained
+    config = bert_config(bert_records, tmp_path, objective="ltr", use_nsp=False,
+                         eval_input_files=(bert_records,), eval_every=30, eval_batches=2)
+    # The same records with their static masks undone: the original text, no MLM features.
+    batch = next(iter(dataset_function(config, 8)(tf.distribute.InputContext())))
+    assert set(batch) == {"input_ids", "input_mask", "segment_ids"}
+    assert not (batch["input_ids"].numpy() == 103).any()  # no [MASK] left
+    history = run_pretraining(config, log=lambda m: None)
+    assert {"lm_loss", "perplexity", "lm_accuracy"} <= set(history[0])
+    assert "mlm_loss" not in history[0] and "eval_lm_loss" in history[-1]
+    assert mean_loss(history, "lm_loss", False) < mean_loss(history, "lm_loss", True) - 0.5
+    saved = keras.saving.load_model(str(tmp_path / "pretrained.keras"))
+    assert type(saved).__name__ == "BertCausalLM" and saved.config.causal
+    # Fine-tuning's own loading path (a pretraining model_dir) keeps the left-only mask.
+    finetune = FinetuneConfig(task="sst2", model="bert", init_checkpoint=str(tmp_path),
+                              vocab_file=str(shared_data / BERT_VOCAB), seq_length=SEQ,
+                              data_dir=str(tmp_path), output_dir=str(tmp_path / "ft"))
+    pretrained = load_pretrained(finetune, log=lambda m: None)
+    backbone = pretrained.build(seed=0)
+    assert backbone.config.causal
+    for a, b in zip(backbone.weights, saved.encoder.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    model = build_task_model(get_task("sst2"), backbone)
+    assert model.unused_backbone_layers == [backbone.pooler]
+    inputs = {"input_ids": batch["input_ids"][:4], "segment_ids": batch["segment_ids"][:4],
+              "input_mask": batch["input_mask"][:4]}
+    encoded = model.encode(inputs, training=False)
+    last = inputs["input_mask"].numpy().sum(1) - 1
+    expected = backbone(inputs)["sequence_output"].numpy()[np.arange(4), last]
+    np.testing.assert_allclose(encoded.summary.numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert model(inputs)["logits"].shape == (4, 2)
+
+
+def test_pretraining_objective_errors(bert_records, tmp_path):
+    with pytest.raises(ValueError) as error:
+        bert_config(bert_records, tmp_path, objective="ltr", dynamic_masking=True,
+                    vocab_file="vocab.txt")
+    message = str(error.value)
+    assert "objective ltr needs use_nsp=False" in message
+    assert "dynamic_masking does not apply" in message
+    with pytest.raises(ValueError, match="objective 'ltr' is not one for model 'gpt'"):
+        PretrainConfig(model="gpt", model_config="gpt_test", objective="ltr", use_nsp=False,
+                       input_files=(bert_records,), model_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="objective 'lm' is not one for model 'bert'"):
+        bert_config(bert_records, tmp_path, objective="lm")
+    with pytest.raises(ValueError, match="model bert needs a BERT config"):
+        build_model(bert_config(bert_records, tmp_path, objective="ltr", use_nsp=False,
+                                model_config="gpt_test"))
+    with pytest.raises(ValueError) as error:
+        bert_config(bert_records, tmp_path, mask_token_rate=1.2, random_token_rate=-0.1)
+    assert "mask_token_rate must be in [0, 1], got 1.2" in str(error.value)
+    assert "random_token_rate must be in [0, 1], got -0.1" in str(error.value)
+    with pytest.raises(ValueError, match=r"mask_token_rate \+ random_token_rate must be <= 1"):
+        bert_config(bert_records, tmp_path, mask_token_rate=0.8, random_token_rate=0.3)
+    with pytest.raises(ValueError, match="static masks are fixed when the records are made"):
+        bert_config(bert_records, tmp_path, mask_token_rate=1.0, random_token_rate=0.0)
+    assert build_model(bert_config(bert_records, tmp_path)).config.causal is False
+
+
+@pytest.mark.parametrize("mask_token_rate, random_token_rate", [(1.0, 0.0), (0.0, 0.0)])
+def test_dynamic_masking_mix_reaches_the_pipeline(bert_records, tmp_path, shared_data,
+                                                  mask_token_rate, random_token_rate):
+    config = bert_config(bert_records, tmp_path, dynamic_masking=True,
+                         vocab_file=str(shared_data / BERT_VOCAB),
+                         mask_token_rate=mask_token_rate, random_token_rate=random_token_rate)
+    batch = next(iter(dataset_function(config, 8)(tf.distribute.InputContext())))
+    weights = batch["masked_lm_weights"].numpy() > 0
+    rows = np.nonzero(weights)[0]
+    shown = batch["input_ids"].numpy()[rows, batch["masked_lm_positions"].numpy()[weights]]
+    expected = 103 if mask_token_rate else batch["masked_lm_ids"].numpy()[weights]
+    assert weights.sum() > 20 and (shown == expected).all()
+
+
+# BERT Table 5's rows: MLM + NSP, "No NSP" and "LTR & No NSP". Without NSP some weights get
+# no gradient, which the cross-replica all-reduce of the gradients must not see.
+# (LTR scores the whole vocabulary at every position, several times the cost of 10 MLM
+# predictions: fewer steps, compared first to last.)
+@pytest.mark.parametrize("options, loss, steps", [
+    (dict(), "mlm_loss", 20),
+    (dict(use_nsp=False), "mlm_loss", 20),
+    (dict(objective="ltr", use_nsp=False), "lm_loss", 6),
+])
+def test_mirrored_over_two_logical_cpus(bert_records, tmp_path, mirrored_strategy, options,
+                                        loss, steps):
     strategy = mirrored_strategy
     messages = []
-    history = run_pretraining(bert_config(bert_records, tmp_path, train_steps=20,
-                                          strategy="mirrored"),
+    history = run_pretraining(bert_config(bert_records, tmp_path, train_steps=steps,
+                                          strategy="mirrored", **options),
                               strategy=strategy, log=messages.append)
     assert any("2 replica(s)" in m for m in messages)
-    assert mean_loss(history, "mlm_loss", False) < mean_loss(history, "mlm_loss", True)
+    if steps >= 10:
+        assert mean_loss(history, loss, False) < mean_loss(history, loss, True)
+    else:
+        assert history[-1][loss] < history[0][loss]
 
 
 @pytest.mark.parametrize("options", [

@@ -1,4 +1,5 @@
-"""BERT (Devlin et al. 2018): the bidirectional encoder and its pretraining model (MLM + NSP).
+"""BERT (Devlin et al. 2018): the bidirectional encoder and its pretraining model (MLM + NSP),
+plus the left-to-right LM of the paper's "LTR & No NSP" ablation (`BertCausalLM`).
 
 Inputs follow google-research/bert's feature names so TFRecords, models and exported signatures
 speak the same language:
@@ -14,7 +15,7 @@ import keras
 from keras import ops
 
 from tfmodels import configs
-from tfmodels.layers.attention import padding_mask
+from tfmodels.layers.attention import causal_mask, padding_mask
 from tfmodels.layers.embeddings import PositionEmbedding, TiedEmbedding
 from tfmodels.layers.heads import MaskedLMHead
 from tfmodels.layers.tracking import CheckpointListsMixin
@@ -34,6 +35,8 @@ def _as_config(config, expected_cls):
 @keras.saving.register_keras_serializable(package="tfmodels")
 class BertEncoder(CheckpointListsMixin, keras.Model):
     """The BERT encoder ("backbone"): embeddings, L post-LN Transformer blocks and the pooler.
+
+    With `config.causal` every position attends only to itself and earlier positions.
 
     call(inputs: dict with `input_ids` and optionally `segment_ids` (default 0) and `input_mask`
     (default: all ones)) returns a dict:
@@ -104,6 +107,8 @@ class BertEncoder(CheckpointListsMixin, keras.Model):
         if input_mask is None:
             input_mask = ops.ones_like(input_ids)
         mask = padding_mask(input_mask)
+        if self.config.causal:
+            mask = mask * causal_mask(ops.shape(input_ids)[1])
         hidden = self.embed(input_ids, segment_ids, training=training)
         hidden_states = [hidden]
         for layer in self.transformer_layers:
@@ -161,6 +166,52 @@ class BertPretrainer(keras.Model):
                                    token_embedding=self.encoder.token_embedding)
         nsp_logits = ops.cast(self.nsp_head(outputs["pooled_output"]), "float32")
         return {**outputs, "mlm_logits": mlm_logits, "nsp_logits": nsp_logits}
+
+    def get_config(self):
+        return {"encoder": keras.saving.serialize_keras_object(self.encoder), "name": self.name,
+                "dtype": keras.dtype_policies.serialize(self.dtype_policy)}
+
+
+@keras.saving.register_keras_serializable(package="tfmodels")
+class BertCausalLM(keras.Model):
+    """A causal BERT encoder trained as a left-to-right LM: the "LTR & No NSP" ablation.
+
+    The MLM head's transform (dense -> GELU -> LayerNorm -> tied decoder + bias) runs on every
+    position. call(inputs: the encoder's inputs) returns the encoder's outputs plus `logits`:
+    float32 [batch, seq, vocab_size], where position t scores token t + 1.
+    """
+
+    def __init__(self, encoder: Union[BertEncoder, dict, str] = "bert_base", **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(encoder, dict) and "class_name" in encoder:
+            encoder = keras.saving.deserialize_keras_object(encoder)
+        if not isinstance(encoder, BertEncoder):
+            encoder = BertEncoder(encoder)
+        if not encoder.config.causal:
+            raise ValueError("BertCausalLM needs a causal encoder (BertConfig(causal=True)): "
+                             "a bidirectional one sees the token it predicts")
+        self.encoder = encoder
+        # No loss reads the pooler ([CLS] sees only itself): a None gradient would break
+        # all-reduce and clipping.
+        encoder.pooler.trainable = False
+        cfg = encoder.config
+        self.lm_head = MaskedLMHead(
+            cfg.vocab_size, layer_norm_epsilon=cfg.layer_norm_epsilon,
+            gelu_approximate=cfg.gelu_approximate,
+            kernel_initializer=keras.initializers.TruncatedNormal(stddev=cfg.initializer_range),
+            dtype=self.dtype_policy, name="lm_head")
+        self.lm_head.build((None, None, cfg.hidden_size))
+        self.built = True
+
+    @property
+    def config(self) -> configs.BertConfig:
+        return self.encoder.config
+
+    def call(self, inputs: Dict, training=None):
+        outputs = self.encoder(inputs, training=training)
+        logits = self.lm_head(outputs["sequence_output"], None,
+                              token_embedding=self.encoder.token_embedding)
+        return {**outputs, "logits": logits}
 
     def get_config(self):
         return {"encoder": keras.saving.serialize_keras_object(self.encoder), "name": self.name,

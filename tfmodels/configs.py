@@ -57,11 +57,16 @@ class TransformerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class BertConfig(TransformerConfig):
-    """BERT (Devlin et al. 2018): bidirectional encoder with segment embeddings."""
+    """BERT (Devlin et al. 2018): bidirectional encoder with segment embeddings.
+
+    `causal`: left-to-right attention (position t sees positions <= t), the "LTR & No NSP"
+    ablation of the BERT paper's Table 5; kept when such a model is fine-tuned.
+    """
 
     vocab_size: int = 30522
     type_vocab_size: int = 2
     layer_norm_epsilon: float = 1e-12
+    causal: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +80,46 @@ class GptConfig(TransformerConfig):
     vocab_size: int = 40478 + 3
     max_positions: int = 512
     layer_norm_epsilon: float = 1e-5
+
+
+@dataclasses.dataclass(frozen=True)
+class LstmConfig:
+    """GPT-1's LSTM baseline (Radford et al. 2018, Section 5, Table 5): "a single layer 2048
+    unit LSTM using the same framework" (GPT-1's BPE vocabulary, pretraining, input transforms
+    and auxiliary LM objective). Not a TransformerConfig: no heads, no attention, no positions.
+
+    embedding_size: width of the token embedding, which is also the tied LM output matrix
+      (the LSTM's `lstm_units`-wide states are projected back to it before the tied softmax).
+    max_positions: only bounds sequence lengths (a recurrent model has no position table); kept
+      so code that checks `seq_length <= config.max_positions` treats every backbone alike.
+    """
+
+    vocab_size: int = 40478 + 3
+    embedding_size: int = 768
+    lstm_units: int = 2048
+    num_layers: int = 1
+    max_positions: int = 512
+    hidden_dropout: float = 0.1
+    initializer_range: float = 0.02
+
+    def __post_init__(self):
+        for name in ("vocab_size", "embedding_size", "lstm_units", "num_layers",
+                     "max_positions"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    @property
+    def hidden_size(self) -> int:
+        """The width of every layer's output (what task heads read): `lstm_units`."""
+        return self.lstm_units
+
+    # The same (de)serialisation as TransformerConfig (a classmethod must be re-bound here).
+    to_dict = TransformerConfig.to_dict
+    from_dict = classmethod(TransformerConfig.from_dict.__func__)
+    replace = TransformerConfig.replace
+
+
+ModelConfig = Union[TransformerConfig, LstmConfig]
 
 
 # BERT sizes: the paper's Base/Large and the compact models released with it (Turc et al.).
@@ -101,11 +146,17 @@ NAMED_CONFIGS["gpt_test"] = GptConfig(
     max_positions=64)
 NAMED_CONFIGS["gpt_small"] = GptConfig(
     num_layers=4, hidden_size=256, num_heads=4, intermediate_size=1024, max_positions=512)
+# GPT-1's LSTM baseline: the paper's 1 x 2048 units (768-wide embedding, as GPT-1's), a
+# tiny one for tests and a small one for CPU ablations.
+NAMED_CONFIGS["lstm_2048"] = LstmConfig()
+NAMED_CONFIGS["lstm_test"] = LstmConfig(vocab_size=100, embedding_size=32, lstm_units=64,
+                                        max_positions=64)
+NAMED_CONFIGS["lstm_small"] = LstmConfig(embedding_size=256, lstm_units=512)
 
 
-def get_config(name_or_config: Union[str, TransformerConfig], **overrides) -> TransformerConfig:
+def get_config(name_or_config: Union[str, ModelConfig], **overrides) -> ModelConfig:
     """Returns a named config (see NAMED_CONFIGS), optionally with fields replaced."""
-    if isinstance(name_or_config, TransformerConfig):
+    if isinstance(name_or_config, (TransformerConfig, LstmConfig)):
         config = name_or_config
     else:
         if name_or_config not in NAMED_CONFIGS:
@@ -119,12 +170,13 @@ def config_from_dict(values: Dict[str, Any]) -> TransformerConfig:
     """Inverse of `config_to_dict`: picks the class from the stored `architecture` key."""
     values = dict(values)
     architecture = values.pop("architecture")
-    classes = {"bert": BertConfig, "gpt": GptConfig}
+    classes = {"bert": BertConfig, "gpt": GptConfig, "lstm": LstmConfig}
     if architecture not in classes:
         raise ValueError(f"unknown architecture {architecture!r}; expected one of {sorted(classes)}")
     return classes[architecture].from_dict(values)
 
 
-def config_to_dict(config: TransformerConfig) -> Dict[str, Any]:
-    architecture = "bert" if isinstance(config, BertConfig) else "gpt"
+def config_to_dict(config: ModelConfig) -> Dict[str, Any]:
+    architecture = ("bert" if isinstance(config, BertConfig)
+                    else "lstm" if isinstance(config, LstmConfig) else "gpt")
     return {"architecture": architecture, **config.to_dict()}

@@ -79,6 +79,11 @@ class GptDecoder(CheckpointListsMixin, keras.Model):
             hidden_states.append(hidden)
         return {"sequence_output": hidden, "hidden_states": hidden_states}
 
+    def lm_logits(self, sequence_output):
+        """[..., hidden] -> [..., vocab_size] through the tied token embedding (compute dtype);
+        the LSTM baseline (tfmodels.lstm) has the same method."""
+        return self.token_embedding(sequence_output, reverse=True)
+
     def get_config(self):
         return {"config": configs.config_to_dict(self.config), "name": self.name,
                 "dtype": keras.dtype_policies.serialize(self.dtype_policy)}
@@ -107,7 +112,7 @@ class GptLanguageModel(keras.Model):
 
     def call(self, inputs: Dict, training=None):
         outputs = self.decoder(inputs, training=training)
-        logits = self.decoder.token_embedding(outputs["sequence_output"], reverse=True)
+        logits = self.decoder.lm_logits(outputs["sequence_output"])
         return {**outputs, "logits": ops.cast(logits, "float32")}
 
     def get_config(self):

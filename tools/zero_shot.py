@@ -251,14 +251,18 @@ def evaluate_story_cloze(scorer: LmScorer, path: str, max_examples: int = 0) -> 
 
 def load_language_model(checkpoint: str, num_heads: int = 12):
     """A GptLanguageModel from a .keras file or an OpenAI / Hugging Face GPT-1 folder (a saved
-    model holding a GPT-1 decoder, e.g. a fine-tuned one, gets the tied LM head back)."""
+    model holding a GPT-1 decoder, e.g. a fine-tuned one, gets the tied LM head back); the
+    same for GPT-1's LSTM baseline (LstmLanguageModel; GPT-1 Figure 2 compares both)."""
     from finetune.models import as_backbone
     from finetune.trainer import load_checkpoint
     from tfmodels.gpt import GptDecoder, GptLanguageModel
+    from tfmodels.lstm import LstmDecoder, LstmLanguageModel
     model = load_checkpoint(checkpoint, num_heads=num_heads)
-    if isinstance(model, GptLanguageModel):
+    if isinstance(model, (GptLanguageModel, LstmLanguageModel)):
         return model
     backbone = as_backbone(model)
+    if isinstance(backbone, LstmDecoder):
+        return LstmLanguageModel(backbone)
     if not isinstance(backbone, GptDecoder):
         raise ValueError(f"{checkpoint} holds a {type(backbone).__name__}; the zero-shot "
                          "heuristics need a GPT-1 language model")

@@ -69,11 +69,14 @@ def config_from_hf(hf: Dict) -> configs.BertConfig:
         hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
         attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
         gelu_approximate=GELU_APPROXIMATE[act], layer_norm_epsilon=hf.get("layer_norm_eps", 1e-12),
-        initializer_range=hf.get("initializer_range", 0.02))
+        initializer_range=hf.get("initializer_range", 0.02),
+        causal=bool(hf.get("is_decoder", False)))
 
 
 def config_to_hf(cfg: configs.BertConfig) -> Dict:
-    return {"architectures": ["BertForPreTraining"], "model_type": "bert",
+    # HF BERT's is_decoder is its left-to-right self-attention mask (our `causal`).
+    causal = {"is_decoder": True} if cfg.causal else {}
+    return {**causal, "architectures": ["BertForPreTraining"], "model_type": "bert",
             "vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden_size,
             "num_hidden_layers": cfg.num_layers, "num_attention_heads": cfg.num_heads,
             "intermediate_size": cfg.intermediate_size,

@@ -14,6 +14,8 @@ class MaskedLMHead(keras.layers.Layer):
          [batch, num_predictions, vocab_size].
     Only the masked positions are projected onto the vocabulary, as in google-research/bert:
     the [hidden x vocab] matmul over every position would dominate the step.
+    positions=None projects every position ([batch, seq, vocab_size]): the left-to-right LM
+    (`BertCausalLM`) predicts a token everywhere.
     """
 
     def __init__(self, vocab_size: int, layer_norm_epsilon: float = 1e-12,
@@ -38,8 +40,10 @@ class MaskedLMHead(keras.layers.Layer):
         self.built = True
 
     def call(self, sequence_output, positions, token_embedding):
-        gathered = ops.take_along_axis(
-            sequence_output, ops.cast(positions, "int32")[:, :, None], axis=1)
+        gathered = sequence_output
+        if positions is not None:
+            gathered = ops.take_along_axis(
+                sequence_output, ops.cast(positions, "int32")[:, :, None], axis=1)
         hidden = gelu(self.transform(gathered), approximate=self.gelu_approximate)
         hidden = self.layer_norm(hidden)
         logits = token_embedding(hidden, reverse=True)
