@@ -22,6 +22,13 @@ from tfmodels.layers.tracking import CheckpointListsMixin
 from tfmodels.layers.transformer import TransformerBlock
 
 
+def _as_backbone(value, backbone_cls):
+    """A backbone from itself, its serialised form (a `.keras` config dict) or a config."""
+    if isinstance(value, dict) and "class_name" in value:
+        value = keras.saving.deserialize_keras_object(value)
+    return value if isinstance(value, backbone_cls) else backbone_cls(value)
+
+
 def _as_config(config, expected_cls):
     if isinstance(config, dict):
         config = configs.config_from_dict(config)
@@ -139,10 +146,7 @@ class BertPretrainer(keras.Model):
 
     def __init__(self, encoder: Union[BertEncoder, dict, str] = "bert_base", **kwargs):
         super().__init__(**kwargs)
-        if isinstance(encoder, dict) and "class_name" in encoder:
-            encoder = keras.saving.deserialize_keras_object(encoder)
-        if not isinstance(encoder, BertEncoder):
-            encoder = BertEncoder(encoder)
+        encoder = _as_backbone(encoder, BertEncoder)
         self.encoder = encoder
         cfg = encoder.config
         init = keras.initializers.TruncatedNormal(stddev=cfg.initializer_range)
@@ -183,10 +187,7 @@ class BertCausalLM(keras.Model):
 
     def __init__(self, encoder: Union[BertEncoder, dict, str] = "bert_base", **kwargs):
         super().__init__(**kwargs)
-        if isinstance(encoder, dict) and "class_name" in encoder:
-            encoder = keras.saving.deserialize_keras_object(encoder)
-        if not isinstance(encoder, BertEncoder):
-            encoder = BertEncoder(encoder)
+        encoder = _as_backbone(encoder, BertEncoder)
         if not encoder.config.causal:
             raise ValueError("BertCausalLM needs a causal encoder (BertConfig(causal=True)): "
                              "a bidirectional one sees the token it predicts")

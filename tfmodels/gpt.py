@@ -15,7 +15,7 @@ import keras
 from keras import ops
 
 from tfmodels import configs
-from tfmodels.bert import _as_config
+from tfmodels.bert import _as_backbone, _as_config
 from tfmodels.layers.attention import causal_mask, padding_mask
 from tfmodels.layers.embeddings import PositionEmbedding, TiedEmbedding
 from tfmodels.layers.tracking import CheckpointListsMixin
@@ -89,25 +89,24 @@ class GptDecoder(CheckpointListsMixin, keras.Model):
                 "dtype": keras.dtype_policies.serialize(self.dtype_policy)}
 
 
-@keras.saving.register_keras_serializable(package="tfmodels")
-class GptLanguageModel(keras.Model):
-    """GPT-1 decoder + LM head tied to the token embedding (no output bias, as in the original).
+class DecoderLanguageModel(keras.Model):
+    """A left-to-right decoder + its LM output tied to the token embedding (no output bias, as
+    in the original): GPT-1's pretraining model, and the LSTM baseline's (tfmodels.lstm).
 
     call(inputs) returns the decoder's outputs plus `logits`: float32 [batch, seq, vocab_size],
     where position t scores token t + 1.
     """
 
-    def __init__(self, decoder: Union[GptDecoder, dict, str] = "gpt1", **kwargs):
+    decoder_class: type = None        # set by each subclass
+    default_config: str = ""
+
+    def __init__(self, decoder=None, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(decoder, dict) and "class_name" in decoder:
-            decoder = keras.saving.deserialize_keras_object(decoder)
-        if not isinstance(decoder, GptDecoder):
-            decoder = GptDecoder(decoder)
-        self.decoder = decoder
+        self.decoder = _as_backbone(decoder or self.default_config, self.decoder_class)
         self.built = True
 
     @property
-    def config(self) -> configs.GptConfig:
+    def config(self):
         return self.decoder.config
 
     def call(self, inputs: Dict, training=None):
@@ -118,3 +117,11 @@ class GptLanguageModel(keras.Model):
     def get_config(self):
         return {"decoder": keras.saving.serialize_keras_object(self.decoder), "name": self.name,
                 "dtype": keras.dtype_policies.serialize(self.dtype_policy)}
+
+
+@keras.saving.register_keras_serializable(package="tfmodels")
+class GptLanguageModel(DecoderLanguageModel):
+    """GPT-1 decoder + LM head tied to the token embedding."""
+
+    decoder_class = GptDecoder
+    default_config = "gpt1"

@@ -21,6 +21,7 @@ from keras import ops
 
 from tfmodels import configs
 from tfmodels.bert import _as_config
+from tfmodels.gpt import DecoderLanguageModel
 from tfmodels.layers.embeddings import TiedEmbedding
 from tfmodels.layers.tracking import CheckpointListsMixin
 
@@ -100,31 +101,9 @@ class LstmDecoder(CheckpointListsMixin, keras.Model):
 
 
 @keras.saving.register_keras_serializable(package="tfmodels")
-class LstmLanguageModel(keras.Model):
-    """LstmDecoder + its tied LM output: GPT-1's pretraining objective on the LSTM baseline.
+class LstmLanguageModel(DecoderLanguageModel):
+    """LstmDecoder + its tied LM output: GPT-1's pretraining objective on the LSTM baseline
+    (what tfmodels.losses.gpt_pretraining_loss reads, like GptLanguageModel's)."""
 
-    call(inputs) returns the decoder's outputs plus `logits`: float32 [batch, seq, vocab_size],
-    where position t scores token t + 1 (what tfmodels.losses.gpt_pretraining_loss reads).
-    """
-
-    def __init__(self, decoder: Union[LstmDecoder, dict, str] = "lstm_2048", **kwargs):
-        super().__init__(**kwargs)
-        if isinstance(decoder, dict) and "class_name" in decoder:
-            decoder = keras.saving.deserialize_keras_object(decoder)
-        if not isinstance(decoder, LstmDecoder):
-            decoder = LstmDecoder(decoder)
-        self.decoder = decoder
-        self.built = True
-
-    @property
-    def config(self) -> configs.LstmConfig:
-        return self.decoder.config
-
-    def call(self, inputs: Dict, training=None):
-        outputs = self.decoder(inputs, training=training)
-        logits = self.decoder.lm_logits(outputs["sequence_output"])
-        return {**outputs, "logits": ops.cast(logits, "float32")}
-
-    def get_config(self):
-        return {"decoder": keras.saving.serialize_keras_object(self.decoder), "name": self.name,
-                "dtype": keras.dtype_policies.serialize(self.dtype_policy)}
+    decoder_class = LstmDecoder
+    default_config = "lstm_2048"
