@@ -62,8 +62,8 @@ class Budget:
     bert_learning_rate: float = 1e-3
     gpt_learning_rate: float = 1e-3
     bpe_merges: int = 6000
-    finetune_examples: int = 2000
-    finetune_epochs: float = 3.0
+    finetune_examples: int = 1000
+    finetune_epochs: float = 2.0
     finetune_batch_size: int = 32
     bert_finetune_learning_rate: float = 1e-4
     gpt_finetune_learning_rate: float = 1e-4
