@@ -84,5 +84,7 @@ def test_jobs_are_cached_and_deterministic(tmp_path, shared_data):
                        rows=rows, seeds=1), tmp_path / "report", "python -m x", 1.0)
     text = path.read_text(encoding="utf-8")
     assert "| pretrained |" in text and "over 1 fine-tuning seed" in text
+    index = reports.write_index(tmp_path / "report").read_text(encoding="utf-8")
+    assert "- [Tiny](tiny.md)" in index
     results = list((tmp_path / "work" / "finetune").glob("a-sst2-s0-*/results.json"))
     assert len(results) == 2 and json.loads(results[0].read_text())["task"] == "sst2"

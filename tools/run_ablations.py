@@ -44,7 +44,7 @@ def run_experiments(names, work_dir: str, shared: str, report_dir: str, budget: 
     """Runs each named experiment (or all); returns {name: report path}."""
     import tensorflow as tf
     from tools.ablations.experiments import EXPERIMENTS
-    from tools.ablations.report import write_report
+    from tools.ablations.report import write_index, write_report
     from tools.ablations.workspace import Workspace
     if list(names) == ["all"]:
         names = list(EXPERIMENTS)
@@ -65,6 +65,7 @@ def run_experiments(names, work_dir: str, shared: str, report_dir: str, budget: 
         written[name] = write_report(report, pathlib.Path(report_dir), command,
                                      time.perf_counter() - started)
         log(f"wrote {written[name]}")
+        write_index(pathlib.Path(report_dir))
     return written
 
 

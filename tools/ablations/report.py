@@ -131,3 +131,19 @@ def write_report(report: Report, report_dir: pathlib.Path, command: str,
     path = report_dir / f"{report.name}.md"
     atomic_write_text(str(path), "\n".join(lines) + "\n")
     return path
+
+
+def write_index(report_dir: pathlib.Path) -> pathlib.Path:
+    """<report_dir>/README.md: a link to every report there, titled by its first line."""
+    from finetune.predictions import atomic_write_text
+    lines = ["# Ablation reports", "",
+             "Written by `python -m tools.run_ablations` (see the README); one file per "
+             "experiment.", ""]
+    for path in sorted(report_dir.glob("*.md")):
+        if path.name == "README.md":
+            continue
+        title = path.read_text(encoding="utf-8").splitlines()[0].lstrip("# ").strip()
+        lines.append(f"- [{title}]({path.name})")
+    index = report_dir / "README.md"
+    atomic_write_text(str(index), "\n".join(lines) + "\n")
+    return index
