@@ -278,7 +278,7 @@ def layer_transfer(ws: Workspace) -> reports.Report:
         intro=_gpt_intro(ws, "Row k copies the embeddings and the first k pretrained layers and "
                              "re-initialises the rest. The paper (RACE, MultiNLI): every "
                              "transferred layer helps, up to 9% for the full transfer."),
-        columns=columns, rows=rows, seeds=_seeds(ws),
+        columns=columns, rows=rows, seeds=_seeds(ws), bar_chart=False,
         figures=[("layer_transfer_curve.png", "score vs layers transferred", draw)])
 
 
@@ -320,7 +320,8 @@ def zero_shot_vs_steps(ws: Workspace) -> reports.Report:
                f"checkpoint of the {ws.budget.gpt_config} and {ws.budget.lstm_config} "
                f"pretraining runs. The paper: zero-shot performance rises steadily with "
                f"pretraining, and the LSTM's is lower and noisier."),
-        columns=list(tasks), rows=rows, seeds=1,
+        columns=list(tasks), rows=rows, seeds=1, bar_chart=False,
+        what_varies="pretraining seed (zero-shot: no fine-tuning)",
         notes=[f"One pretraining seed per model; the plot's band is the binomial standard "
                f"error over {n} examples (none for MCC)."],
         figures=[("zero_shot_vs_steps_curve.png", "zero-shot score vs steps", draw)])

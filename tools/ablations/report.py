@@ -25,6 +25,8 @@ class Report:
     notes: List[str] = dataclasses.field(default_factory=list)
     # (file name, caption, plot function(path) -> bool); the bar chart of the table is added.
     figures: List[Tuple[str, str, object]] = dataclasses.field(default_factory=list)
+    bar_chart: bool = True           # False where a line plot tells the story better
+    what_varies: str = "fine-tuning seed"
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:
@@ -112,12 +114,13 @@ def write_report(report: Report, report_dir: pathlib.Path, command: str,
     report_dir.mkdir(parents=True, exist_ok=True)
     lines = [f"# {report.title}", "", report.intro, "",
              f"Scores on held-back data, x100 where the papers print percentages; each cell is "
-             f"mean ± std over {report.seeds} fine-tuning seed{'s' if report.seeds > 1 else ''}.",
+             f"mean ± std over {report.seeds} {report.what_varies}"
+             f"{'s' if report.seeds > 1 else ''}.",
              ""]
     lines += markdown_table(report.columns, report.rows)
     figures = list(report.figures)
     bar_file = f"{report.name}.png"
-    if report.rows and bar_plot(report_dir / bar_file, report.title, report.columns,
+    if report.bar_chart and report.rows and bar_plot(report_dir / bar_file, report.title, report.columns,
                                 report.rows, report.seeds):
         figures.insert(0, (bar_file, "the table as bars", None))
     for file, caption, draw in figures:
