@@ -113,7 +113,7 @@ def bert_masking(ws: Workspace) -> reports.Report:
         rte = ws.finetune_seeds(tag, "rte", "bert", checkpoint)
         tuned = ws.finetune_seeds(tag, "conll2003", "bert", checkpoint)
         features = ws.finetune_seeds(f"{tag}_features", "conll2003", "bert", checkpoint,
-                                     **FEATURE_BASED)
+                                     **feature_based(ws))
         rows.append((f"{mask:.0%} [MASK] / {same:.0%} same / {random:.0%} random",
                      {"RTE acc": rte["accuracy"], "CoNLL F1 (fine-tune)": tuned["f1"],
                       "CoNLL F1 (feature-based)": features["f1"]}))
@@ -129,19 +129,24 @@ def bert_masking(ws: Workspace) -> reports.Report:
         columns=columns, rows=rows, seeds=_seeds(ws))
 
 
-# The feature-based NER setup of BERT Section 5.3: frozen encoder, concatenated top four
-# hidden layers, a randomly initialised two-layer BiLSTM, then the classifier.
-FEATURE_BASED = dict(strategy="frozen", feature_layers=4, bilstm_layers=2, bilstm_units=128,
-                     learning_rates=(1e-3,))
+def feature_based(ws: Workspace, model_config: str = "") -> dict:
+    """The feature-based NER setup of BERT Section 5.3: frozen encoder, concatenated top four
+    hidden layers (fewer when the model has fewer), a randomly initialised two-layer BiLSTM,
+    then the classifier."""
+    from tfmodels import configs
+    layers = configs.get_config(model_config or ws.budget.bert_config).num_layers
+    return dict(strategy="frozen", feature_layers=min(4, layers + 1), bilstm_layers=2,
+                bilstm_units=128, learning_rates=(1e-3,))
 
 
 @experiment
 def bert_feature_based(ws: Workspace) -> reports.Report:
     b = ws.budget
     checkpoint = bert_pretrained(ws)
+    features = feature_based(ws)
     variants = (("Fine-tuning", {}),
-                ("Frozen: last hidden + BiLSTM", dict(FEATURE_BASED, feature_layers=1)),
-                ("Frozen: concat last four + BiLSTM", FEATURE_BASED),
+                ("Frozen: last hidden + BiLSTM", dict(features, feature_layers=1)),
+                ("Frozen: concat last four + BiLSTM", features),
                 ("Frozen: last hidden, linear head", dict(strategy="frozen",
                                                          learning_rates=(1e-3,))))
     rows = [(label, task_row(ws, f"features_{i}", ("conll2003",), "bert", checkpoint, **extra))
