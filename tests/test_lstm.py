@@ -13,6 +13,7 @@ from finetune.models import (SequenceClassifier, backbone_architecture, backbone
 from finetune.tasks import get_task
 from finetune.trainer import FinetuneConfig, load_pretrained, run_finetune
 from pretraining.trainer import PretrainConfig, build_model, run_pretraining
+from tests.test_finetune_models import gpt_inputs  # same VOCAB (100)
 from tests.test_pretraining import SEQ, gpt_records  # noqa: F401  (module fixture)
 from tfmodels import configs
 from tfmodels.gpt import GptDecoder
@@ -27,16 +28,6 @@ QUIET = lambda message: None
 def ids(batch=3, seq=12, seed=0):
     rng = np.random.default_rng(seed)
     return rng.integers(1, VOCAB, size=(batch, seq)).astype("int32")
-
-
-def gpt_inputs(shape, seed=0, lengths=None):
-    """GPT-1 features [..., s] with classify_position at the last real token."""
-    rng = np.random.default_rng(seed)
-    seq = shape[-1]
-    lengths = np.full(shape[:-1], seq) if lengths is None else np.asarray(lengths)
-    mask = (np.arange(seq) < lengths[..., None]).astype("int32")
-    return {"input_ids": (rng.integers(1, VOCAB, size=shape) * mask).astype("int32"),
-            "input_mask": mask, "classify_position": (lengths - 1).astype("int32")}
 
 
 def lstm(**overrides):
