@@ -7,38 +7,18 @@ through the models' `get_config`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Union
+from typing import Any, ClassVar, Dict, Tuple, Union
 
 
-@dataclasses.dataclass(frozen=True)
-class TransformerConfig:
-    """Fields shared by both architectures."""
+class _ModelConfig:
+    """What every model config shares: the positive-size check and JSON-friendly (de)serialisation."""
 
-    vocab_size: int
-    hidden_size: int = 768
-    num_layers: int = 12
-    num_heads: int = 12
-    intermediate_size: int = 3072
-    max_positions: int = 512
-    hidden_dropout: float = 0.1
-    attention_dropout: float = 0.1
-    # Both original code bases use the tanh approximation of GELU.
-    gelu_approximate: bool = True
-    layer_norm_epsilon: float = 1e-12
-    initializer_range: float = 0.02
+    POSITIVE_FIELDS: ClassVar[Tuple[str, ...]] = ()
 
-    def __post_init__(self):
-        if self.hidden_size % self.num_heads:
-            raise ValueError(
-                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads",
-                     "intermediate_size", "max_positions"):
+    def _check_positive(self) -> None:
+        for name in self.POSITIVE_FIELDS:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-
-    @property
-    def head_size(self) -> int:
-        return self.hidden_size // self.num_heads
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -54,6 +34,37 @@ class TransformerConfig:
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
 
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig(_ModelConfig):
+    """Fields shared by both architectures."""
+
+    POSITIVE_FIELDS: ClassVar[Tuple[str, ...]] = (
+        "vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+        "max_positions")
+
+    vocab_size: int
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_positions: int = 512
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    # Both original code bases use the tanh approximation of GELU.
+    gelu_approximate: bool = True
+    layer_norm_epsilon: float = 1e-12
+    initializer_range: float = 0.02
+
+    def __post_init__(self):
+        self._check_positive()  # first: num_heads 0 would divide by zero below
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_heads
 
 @dataclasses.dataclass(frozen=True)
 class BertConfig(TransformerConfig):
@@ -83,7 +94,7 @@ class GptConfig(TransformerConfig):
 
 
 @dataclasses.dataclass(frozen=True)
-class LstmConfig:
+class LstmConfig(_ModelConfig):
     """GPT-1's LSTM baseline (Radford et al. 2018, Section 5, Table 5): "a single layer 2048
     unit LSTM using the same framework" (GPT-1's BPE vocabulary, pretraining, input transforms
     and auxiliary LM objective). Not a TransformerConfig: no heads, no attention, no positions.
@@ -102,21 +113,16 @@ class LstmConfig:
     hidden_dropout: float = 0.1
     initializer_range: float = 0.02
 
+    POSITIVE_FIELDS: ClassVar[Tuple[str, ...]] = (
+        "vocab_size", "embedding_size", "lstm_units", "num_layers", "max_positions")
+
     def __post_init__(self):
-        for name in ("vocab_size", "embedding_size", "lstm_units", "num_layers",
-                     "max_positions"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        self._check_positive()
 
     @property
     def hidden_size(self) -> int:
         """The width of every layer's output (what task heads read): `lstm_units`."""
         return self.lstm_units
-
-    # The same (de)serialisation as TransformerConfig (a classmethod must be re-bound here).
-    to_dict = TransformerConfig.to_dict
-    from_dict = classmethod(TransformerConfig.from_dict.__func__)
-    replace = TransformerConfig.replace
 
 
 ModelConfig = Union[TransformerConfig, LstmConfig]
