@@ -16,6 +16,7 @@ CoNLL-2003: eng.testa; SQuAD: whole held-out articles).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import hashlib
 import json
@@ -135,10 +136,14 @@ class Workspace:
             write_bpe_files(learned, vocab, str(encoder), str(merges))
         return str(encoder), str(merges)
 
+    @functools.lru_cache(maxsize=None)  # one tokenizer load per workspace, not per job
     def bpe_vocab_size(self) -> int:
         from tfmodels.tokenizers.gpt_bpe import GptBpeTokenizer
         return GptBpeTokenizer(*self.bpe_files()).vocab_size
 
+    # Once per workspace and mix: experiments ask for the same records for every variant, and
+    # even a resumed creation re-reads the corpus to check its chunks.
+    @functools.lru_cache(maxsize=None)
     def records(self, mode: str, mask_token_rate: float = 0.8,
                 random_token_rate: float = 0.1) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
         """(train shards, held-out shards): the last shard is held out for evaluation.
