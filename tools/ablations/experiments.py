@@ -264,8 +264,10 @@ def layer_transfer(ws: Workspace) -> reports.Report:
     tasks = ("story_cloze", "rte")
     checkpoint = gpt_pretrained(ws)
     num_layers = configs.get_config(ws.budget.gpt_config).num_layers
-    rows = [(f"{k} of {num_layers} layers", task_row(ws, f"transfer_{k}", tasks, "gpt",
-                                                     checkpoint, transfer_layers=k))
+    # Transferring all n layers is plain fine-tuning: that row is gpt_aux_lm's cached jobs.
+    rows = [(f"{k} of {num_layers} layers",
+             task_row(ws, "gpt_aux", tasks, "gpt", checkpoint) if k == num_layers else
+             task_row(ws, f"transfer_{k}", tasks, "gpt", checkpoint, transfer_layers=k))
             for k in range(num_layers + 1)]
     columns = columns_of(tasks)
 
