@@ -122,6 +122,11 @@ class FinetuneConfig:
                                      "held-out slice is cut from these."})
     max_eval_examples: int = dataclasses.field(
         default=0, metadata={"help": "Evaluate on the first N dev examples (0 = all)."})
+    holdout_before_cap: bool = dataclasses.field(
+        default=False, metadata={"help": (
+            "Without a dev file: cut the held-out slice from the whole training file, then "
+            "cap the rest with --max_train_examples, so the evaluation set does not shrink "
+            "(or change) with the training budget.")})
     holdout_fraction: float = dataclasses.field(
         default=0.1, metadata={"help": "Without a dev file: evaluate on this last fraction of "
                                        "the training examples (held back from training)."})
@@ -480,15 +485,19 @@ def load_task_data(config: FinetuneConfig, task: TaskSpec, tokenizer,
     if not os.path.exists(config.data_dir):
         raise FileNotFoundError(f"data_dir {config.data_dir} does not exist")
     train = task.read(config.data_dir, "train")
-    if config.max_train_examples:
+    has_dev = _has_split(config, task, "dev")
+    cap_first = has_dev or not config.holdout_before_cap
+    if config.max_train_examples and cap_first:
         train = train[:config.max_train_examples]
-    if _has_split(config, task, "dev"):
+    if has_dev:
         dev, source = task.read(config.data_dir, "dev"), "dev"
     else:
         # SQuAD: hold out whole articles (questions on one context must not straddle the cut).
         group = (lambda e: e.article) if task.kind == "span" else None
         train, dev = holdout_split(train, config.holdout_fraction, group=group)
         source = "holdout"
+        if config.max_train_examples and not cap_first:
+            train = train[:config.max_train_examples]
     if config.max_eval_examples:
         dev = dev[:config.max_eval_examples]
     if not train or not dev:

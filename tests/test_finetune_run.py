@@ -539,3 +539,25 @@ def test_zero_shot_binary_on_the_shared_files(scorer, files, shared_data, tmp_pa
     assert results["cola"]["examples"] == 12 and -1 <= results["cola"]["mcc_fixed_threshold"] <= 1
     assert results["cola"]["mcc_best_threshold"] >= results["cola"]["mcc_fixed_threshold"]
     assert 0 <= results["sst2"]["accuracy"] <= 1 and 0 <= results["story_cloze"]["accuracy"] <= 1
+
+
+def test_holdout_before_cap_keeps_the_evaluation_set_fixed(files, shared_data):
+    """By default the held-out slice is cut from the capped examples (it shrinks with the
+    budget); holdout_before_cap cuts it from the whole file first, so every training budget is
+    scored on the same examples and trains on exactly max_train_examples."""
+    task = get_task("mrpc")
+    tokenizer = WordPieceTokenizer(files["vocab"])
+    data_dir = str(shared_data / "glue" / "MRPC" / "train.tsv")
+    everything = task.read(data_dir, "train")
+    _, tail = holdout_split(everything, 0.1)
+    config = dict(task="mrpc", data_dir=data_dir, output_dir="unused")
+    capped = trainer.load_task_data(tiny(files, "bert", max_train_examples=100, **config),
+                                    task, tokenizer, QUIET)
+    assert (len(capped.train.examples), len(capped.eval.examples)) == (90, 10)
+    for cap in (100, 200):
+        fixed = trainer.load_task_data(
+            tiny(files, "bert", max_train_examples=cap, holdout_before_cap=True,
+                 max_eval_examples=50, **config), task, tokenizer, QUIET)
+        assert len(fixed.train.examples) == cap
+        assert fixed.eval.examples == tail[:50]
+        assert fixed.train.examples == everything[:cap]

