@@ -69,7 +69,9 @@ class Budget:
     finetune_epochs: float = 2.0
     finetune_batch_size: int = 32
     bert_finetune_learning_rate: float = 1e-4
-    gpt_finetune_learning_rate: float = 1e-4
+    # The 600-step GPT fine-tuned at 1e-4 stayed at SST-2's majority class (0.56 on the 1,000
+    # held-back sentences); 3e-4 gave 0.60 and 1e-3 0.62, MRPC and RTE unchanged (seed 0).
+    gpt_finetune_learning_rate: float = 3e-4
     seeds: Tuple[int, ...] = (0, 1, 2)
     pretrain_seed: int = 1
     jit_compile: bool = True            # pretraining (fine-tuning is not faster with XLA on CPU)
