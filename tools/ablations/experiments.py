@@ -349,6 +349,7 @@ def zero_shot_vs_steps(ws: Workspace) -> reports.Report:
                f"pretraining, and the LSTM's is lower and noisier."),
         columns=list(tasks), rows=rows, seeds=1, bar_chart=False,
         what_varies="pretraining seed (zero-shot: no fine-tuning)",
+        scored_on=f"the first {n} examples of each task (no fine-tuning)",
         notes=[f"One pretraining seed per model; the plot's band is the binomial standard "
                f"error over {n} examples (none for MCC)."],
         figures=[("zero_shot_vs_steps_curve.png", "zero-shot score vs steps", draw)])

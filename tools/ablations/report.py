@@ -14,6 +14,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 Row = Tuple[str, Dict[str, List[float]]]
 
 
+HELD_BACK = ("held-back data (the last 10% of each training file, at most 1,000 examples, the "
+             "same for every variant and budget; Story Cloze: the second half of its CSV; "
+             "CoNLL-2003: eng.testa)")
+
+
 @dataclasses.dataclass
 class Report:
     name: str
@@ -27,6 +32,7 @@ class Report:
     figures: List[Tuple[str, str, object]] = dataclasses.field(default_factory=list)
     bar_chart: bool = True           # False where a line plot tells the story better
     what_varies: str = "fine-tuning seed"
+    scored_on: str = HELD_BACK
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:
@@ -113,15 +119,15 @@ def write_report(report: Report, report_dir: pathlib.Path, command: str,
     from finetune.predictions import atomic_write_text
     report_dir.mkdir(parents=True, exist_ok=True)
     lines = [f"# {report.title}", "", report.intro, "",
-             f"Scores on held-back data, x100 where the papers print percentages; each cell is "
-             f"mean ± std over {report.seeds} {report.what_varies}"
+             f"Scores on {report.scored_on}, x100 where the papers print percentages; each "
+             f"cell is mean ± std over {report.seeds} {report.what_varies}"
              f"{'s' if report.seeds > 1 else ''}.",
              ""]
     lines += markdown_table(report.columns, report.rows)
     figures = list(report.figures)
     bar_file = f"{report.name}.png"
-    if report.bar_chart and report.rows and bar_plot(report_dir / bar_file, report.title, report.columns,
-                                report.rows, report.seeds):
+    if report.bar_chart and report.rows and bar_plot(
+            report_dir / bar_file, report.title, report.columns, report.rows, report.seeds):
         figures.insert(0, (bar_file, "the table as bars", None))
     for file, caption, draw in figures:
         if draw is not None and not draw(report_dir / file):
