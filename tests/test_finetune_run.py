@@ -499,6 +499,10 @@ def test_sst2_and_multiple_choice_compare_continuations(scorer):
         expected = (direct_log_probs(scorer, context + pos, len(context)).sum()
                     - direct_log_probs(scorer, context + neg, len(context)).sum())
         assert margin == pytest.approx(expected, abs=1e-4)
+    # The median cut calls the top half positive whatever the margins' offset.
+    median = zero_shot.median_threshold_accuracy(np.array([-9.0, -8.0, -7.0, -6.0]),
+                                                 np.array([0, 0, 1, 1]))
+    assert median == {"accuracy_median_threshold": 1.0, "median_margin": -7.5}
     scores = zero_shot.choice_scores(scorer, ["she went to the store ."],
                                      [["she bought milk .", "the moon exploded loudly ."]])[0]
     context = scorer.encode(["she went to the store ."])[0]

@@ -342,7 +342,8 @@ def zero_shot_vs_steps(ws: Workspace) -> reports.Report:
         name="zero_shot_vs_steps",
         title="Zero-shot behaviour vs pretraining updates (GPT-1 Figure 2, right)",
         intro=(f"The heuristics of tools/zero_shot.py (CoLA: MCC of the mean token "
-               f"log-probability at the median threshold; SST-2: ' very' + positive/negative; "
+               f"log-probability at the median threshold; SST-2: ' very' + positive/negative, "
+               f"the margin cut at its median, because this BPE splits ' negative' in two; "
                f"Story Cloze: the likelier ending) on the first {n} examples, at every "
                f"checkpoint of the {ws.budget.gpt_config} and {ws.budget.lstm_config} "
                f"pretraining runs. The paper: zero-shot performance rises steadily with "
