@@ -486,9 +486,9 @@ def load_task_data(config: FinetuneConfig, task: TaskSpec, tokenizer,
         raise FileNotFoundError(f"data_dir {config.data_dir} does not exist")
     train = task.read(config.data_dir, "train")
     has_dev = _has_split(config, task, "dev")
-    cap_first = has_dev or not config.holdout_before_cap
-    if config.max_train_examples and cap_first:
-        train = train[:config.max_train_examples]
+    holdout_first = config.holdout_before_cap and not has_dev
+    if not holdout_first:
+        train = train[:config.max_train_examples or None]
     if has_dev:
         dev, source = task.read(config.data_dir, "dev"), "dev"
     else:
@@ -496,8 +496,8 @@ def load_task_data(config: FinetuneConfig, task: TaskSpec, tokenizer,
         group = (lambda e: e.article) if task.kind == "span" else None
         train, dev = holdout_split(train, config.holdout_fraction, group=group)
         source = "holdout"
-        if config.max_train_examples and not cap_first:
-            train = train[:config.max_train_examples]
+        if holdout_first:
+            train = train[:config.max_train_examples or None]
     if config.max_eval_examples:
         dev = dev[:config.max_eval_examples]
     if not train or not dev:

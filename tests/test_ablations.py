@@ -90,13 +90,12 @@ def test_jobs_are_cached_and_deterministic(tmp_path, shared_data):
     assert len(results) == 2 and json.loads(results[0].read_text())["task"] == "sst2"
 
 
-def test_fixed_encoder_is_the_budgets_pretrained_bert(tmp_path):
+def test_fixed_encoder_is_the_budgets_pretrained_bert(tmp_path, minilm_dir):
     """Fine-tuning-choice experiments use a real pretrained encoder when the budget names one
-    (and say which in the report); '' means pretraining bert_config in the workspace."""
+    (and say which in the report, its depth read from the loaded checkpoint); '' means
+    pretraining bert_config in the workspace."""
     from tools.ablations.experiments import fixed_encoder
-    folder = tmp_path / "encoder"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"num_hidden_layers": 6, "hidden_size": 384}))
+    folder = minilm_dir
     ws = Workspace(str(tmp_path / "work"), str(tmp_path), Budget(bert_encoder=str(folder)))
     checkpoint, described, depth = fixed_encoder(ws)
     assert (checkpoint, depth) == (str(folder), 6) and "6 x 384" in described

