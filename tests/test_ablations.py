@@ -100,3 +100,37 @@ def test_fixed_encoder_is_the_budgets_pretrained_bert(tmp_path, minilm_dir):
     checkpoint, described, depth = fixed_encoder(ws)
     assert (checkpoint, depth) == (str(folder), 6) and "6 x 384" in described
     assert Workspace(str(tmp_path / "w2"), str(tmp_path), Budget(bert_encoder="")).bert_encoder() is None
+
+
+def test_learned_wordpiece_vocabulary_runs_pretraining_and_fine_tuning(tmp_path, shared_data):
+    """Budget.bert_vocab_size: a WordPiece vocabulary learned from the pretraining text sizes
+    the pretrained BERT's embedding, and its fine-tuning jobs (and random init) read it; the
+    external encoder keeps its own vocabulary."""
+    import keras
+    from tools.ablations.workspace import BERT_VOCAB, WIKITEXT
+    # A small shared folder: the first articles of WikiText-2 (the records take seconds) and
+    # the real SST-2 and BERT vocabulary.
+    shared = tmp_path / "shared"
+    (shared / WIKITEXT).parent.mkdir(parents=True)
+    lines = (shared_data / WIKITEXT).read_text(encoding="utf-8").splitlines(keepends=True)
+    (shared / WIKITEXT).write_text("".join(lines[:900]), encoding="utf-8")
+    for folder in ("glue", "bert_vocab"):
+        (shared / folder).symlink_to(shared_data / folder)
+    budget = Budget(bert_config="bert_test", bert_vocab_size=400, pretrain_steps=8,
+                    pretrain_batch_size=4, pretrain_seq_length=32, finetune_examples=32,
+                    finetune_epochs=1, seeds=(0,), jit_compile=False, bert_encoder="")
+    ws = Workspace(str(tmp_path / "work"), str(shared), budget, lambda m: None)
+    vocab = ws.wordpiece_file()
+    tokens = open(vocab, encoding="utf-8").read().split("\n")[:-1]
+    assert tokens[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    # tf-text's learner lands near the target, not under it (see learn_wordpiece_vocab).
+    assert 200 < len(tokens) < 1000 and ws.wordpiece_vocab_size() == len(tokens)
+    assert "records/bert_32_mask0.8_random0.1_wordpiece400/" in ws.records("bert")[0][0]
+    model_dir = ws.pretrain("wp", "bert", "bert_test", ws.records("bert"))
+    model = keras.models.load_model(str(model_dir / "pretrained.keras"), compile=False)
+    assert max(w.shape[0] for w in model.weights if "embedding" in w.path) == len(tokens)
+    assert ws.bert_vocab(model_dir) == vocab and ws.bert_vocab("") == vocab
+    assert ws.finetune_seeds("wp", "sst2", "bert", str(model_dir))["accuracy"][0] > 0
+    random_init = ws.finetune_seeds("wp_random", "sst2", "bert", "", model_config="bert_test")
+    assert random_init["accuracy"][0] > 0
+    assert ws.bert_vocab("/elsewhere/model") == str(shared / BERT_VOCAB)

@@ -65,6 +65,10 @@ class Budget:
     bert_learning_rate: float = 1e-3
     gpt_learning_rate: float = 1e-3
     bpe_merges: int = 6000
+    # 0: the original uncased WordPiece vocabulary (30,522 tokens); N: at most N WordPiece
+    # tokens learned from the pretraining text, as the GPT side learns its BPE: a 2.5M-token
+    # run sees most of 30,522 embeddings only a handful of times.
+    bert_vocab_size: int = 0
     finetune_examples: int = 1000
     finetune_epochs: float = 2.0
     finetune_batch_size: int = 32
@@ -147,10 +151,42 @@ class Workspace:
             write_bpe_files(learned, vocab, str(encoder), str(merges))
         return str(encoder), str(merges)
 
+    def wordpiece_file(self) -> str:
+        """The BERT vocabulary the workspace pretrains with (see Budget.bert_vocab_size)."""
+        size = self.budget.bert_vocab_size
+        if not size:
+            return str(self.shared / BERT_VOCAB)
+        path = self.root / "vocab" / f"wordpiece_{size}" / "vocab.txt"
+        if not path.exists():
+            from tfmodels.tokenizers.wordpiece_vocab import learn_wordpiece_vocab, write_vocab_file
+            self.log(f"learning a {size}-token WordPiece vocabulary")
+            lines = [line for line in self._documents().read_text(encoding="utf-8").splitlines()
+                     if line.strip()]
+            write_vocab_file(learn_wordpiece_vocab(lines, size), str(path))
+        return str(path)
+
+    def bert_vocab(self, init_checkpoint) -> str:
+        """The vocabulary a BERT fine-tuning job reads: the workspace's for its own pretraining
+        runs and random init; for the external encoder (Budget.bert_encoder) the vocab.txt
+        beside it, or the original uncased one (all-MiniLM-L6-v2's own)."""
+        checkpoint = str(init_checkpoint or "")
+        if not checkpoint or pathlib.Path(checkpoint).is_relative_to(self.root):
+            return self.wordpiece_file()
+        folder = checkpoint if os.path.isdir(checkpoint) else os.path.dirname(checkpoint)
+        beside = os.path.join(folder, "vocab.txt")
+        if self.budget.bert_encoder != "minilm" and os.path.isfile(beside):
+            return beside
+        return str(self.shared / BERT_VOCAB)
+
     @functools.lru_cache(maxsize=None)  # one tokenizer load per workspace, not per job
     def bpe_vocab_size(self) -> int:
         from tfmodels.tokenizers.gpt_bpe import GptBpeTokenizer
         return GptBpeTokenizer(*self.bpe_files()).vocab_size
+
+    @functools.lru_cache(maxsize=None)
+    def wordpiece_vocab_size(self) -> int:
+        with open(self.wordpiece_file(), encoding="utf-8") as f:
+            return sum(1 for line in f if line.strip())
 
     # Once per workspace and mix: experiments ask for the same records for every variant, and
     # even a resumed creation re-reads the corpus to check its chunks.
@@ -162,11 +198,13 @@ class Workspace:
         from pretraining.create_data import DataConfig, create_pretraining_data
         length = self.budget.pretrain_seq_length
         if mode == "bert":
-            config = DataConfig(vocab_file=str(self.shared / BERT_VOCAB), max_seq_length=length,
+            config = DataConfig(vocab_file=self.wordpiece_file(), max_seq_length=length,
                                 max_predictions_per_seq=20, dupe_factor=5,
                                 mask_token_rate=mask_token_rate,
                                 random_token_rate=random_token_rate, chunk_bytes=128 << 10)
             name = f"bert_{length}_mask{mask_token_rate:g}_random{random_token_rate:g}"
+            if self.budget.bert_vocab_size:
+                name += f"_wordpiece{self.budget.bert_vocab_size}"
         else:
             encoder, merges = self.bpe_files()
             config = DataConfig(mode="gpt", n_ctx=length, bpe_encoder_file=encoder,
@@ -202,6 +240,8 @@ class Workspace:
             mixed_precision=b.mixed_precision)
         if model != "bert":
             settings["vocab_size"] = self.bpe_vocab_size()
+        elif b.bert_vocab_size:
+            settings["vocab_size"] = self.wordpiece_vocab_size()
         settings.update(overrides)
         model_dir = self.root / "pretrain" / f"{name}-{settings_hash(settings)}"
         done = model_dir / "done.json"
@@ -257,7 +297,7 @@ class Workspace:
             encoder, merges = self.bpe_files()
             settings.update(bpe_encoder_file=encoder, bpe_merges_file=merges)
         else:
-            settings.update(vocab_file=str(self.shared / BERT_VOCAB))
+            settings.update(vocab_file=self.bert_vocab(init_checkpoint))
         if not spec.get("all_examples"):
             # A fixed evaluation set (the file's last 10%, at most EVAL_EXAMPLES) that does not
             # shrink with --finetune_examples: 100 held-back examples would put the seed-to-seed
