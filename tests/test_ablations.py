@@ -68,11 +68,14 @@ def test_jobs_are_cached_and_deterministic(tmp_path, shared_data):
     assert summary["final_eval"]["eval_lm_loss"] > 0
     first = ws.finetune_seeds("a", "sst2", "gpt", str(model_dir))
     assert ws.jobs_run == 2
+    timings = dict(ws.job_seconds)
+    assert len(timings) == 2 and all(seconds > 0 for seconds in timings.values())
     # Rerun: nothing runs again.
     again = Workspace(str(tmp_path / "work"), str(shared_data), budget, logs.append)
     assert again.pretrain("tiny", "gpt", "gpt_test", records) == model_dir
     assert again.finetune_seeds("a", "sst2", "gpt", str(model_dir)) == first
     assert again.jobs_run == 0
+    assert again.job_seconds == timings      # a cached job keeps the time it took when it ran
     # Same settings in another folder: the same numbers.
     assert again.finetune_seeds("b", "sst2", "gpt", str(model_dir)) == first
     # Changing a setting is a new job, not a stale result.
@@ -81,9 +84,12 @@ def test_jobs_are_cached_and_deterministic(tmp_path, shared_data):
     rows = [("pretrained", {"SST-2 acc": first["accuracy"]})]
     path = reports.write_report(
         reports.Report(name="tiny", title="Tiny", intro="A test.", columns=["SST-2 acc"],
-                       rows=rows, seeds=1), tmp_path / "report", "python -m x", 1.0)
+                       rows=rows, seeds=1), tmp_path / "report", "python -m x", 1.0,
+        {**timings, "old": None})
     text = path.read_text(encoding="utf-8")
     assert "| pretrained |" in text and "over 1 fine-tuning seed" in text
+    assert (f"(3 jobs, {sum(timings.values()) / 60:.1f} min when they ran (1 untimed, cached "
+            "before timings were kept); 0.0 min in the run that wrote this;") in text
     index = reports.write_index(tmp_path / "report").read_text(encoding="utf-8")
     assert "- [Tiny](tiny.md)" in index
     results = list((tmp_path / "work" / "finetune").glob("a-sst2-s0-*/results.json"))

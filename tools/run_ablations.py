@@ -57,13 +57,14 @@ def run_experiments(names, work_dir: str, shared: str, report_dir: str, budget: 
     written = {}
     for name in names:
         started = time.perf_counter()
+        workspace.job_seconds = {}
         log(f"== {name}")
         report = EXPERIMENTS[name](workspace)
         command = f"python -m tools.run_ablations --experiments={name}" + "".join(
             f" --{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
             for k, v in budget_changes(budget).items())
         written[name] = write_report(report, pathlib.Path(report_dir), command,
-                                     time.perf_counter() - started)
+                                     time.perf_counter() - started, workspace.job_seconds)
         log(f"wrote {written[name]}")
         write_index(pathlib.Path(report_dir))
     return written

@@ -113,9 +113,10 @@ def line_plot(path: pathlib.Path, title: str, x_label: str, y_label: str,
     return True
 
 
-def write_report(report: Report, report_dir: pathlib.Path, command: str,
-                 seconds: float) -> pathlib.Path:
-    """<report_dir>/<name>.md (+ PNGs); returns the markdown path."""
+def write_report(report: Report, report_dir: pathlib.Path, command: str, seconds: float,
+                 job_seconds: Optional[Dict[str, Optional[float]]] = None) -> pathlib.Path:
+    """<report_dir>/<name>.md (+ PNGs); returns the markdown path. seconds: this run's wall
+    time; job_seconds: every job the experiment used -> the seconds it took when it ran."""
     from finetune.predictions import atomic_write_text
     report_dir.mkdir(parents=True, exist_ok=True)
     lines = [f"# {report.title}", "", report.intro, "",
@@ -135,11 +136,23 @@ def write_report(report: Report, report_dir: pathlib.Path, command: str,
         lines += ["", f"![{caption}]({file})"]
     if report.notes:
         lines += ["", "Notes:", ""] + [f"- {note}" for note in report.notes]
-    lines += ["", f"Regenerate: `{command}` ({seconds / 60:.1f} min of jobs in the run that "
-                  f"wrote this; cached jobs are skipped on a rerun)."]
+    lines += ["", f"Regenerate: `{command}` ({compute_line(seconds, job_seconds)}; cached jobs "
+                  "are skipped on a rerun)."]
     path = report_dir / f"{report.name}.md"
     atomic_write_text(str(path), "\n".join(lines) + "\n")
     return path
+
+
+def compute_line(seconds: float, job_seconds: Optional[Dict[str, Optional[float]]]) -> str:
+    """What the experiment cost: the time of all its jobs, whichever run did them."""
+    wall = f"{seconds / 60:.1f} min in the run that wrote this"
+    if not job_seconds:
+        return wall
+    known = [s for s in job_seconds.values() if s is not None]
+    text = f"{len(job_seconds)} jobs, {sum(known) / 60:.1f} min when they ran"
+    if len(known) < len(job_seconds):
+        text += f" ({len(job_seconds) - len(known)} untimed, cached before timings were kept)"
+    return f"{text}; {wall}"
 
 
 def write_index(report_dir: pathlib.Path) -> pathlib.Path:

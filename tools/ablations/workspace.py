@@ -125,6 +125,9 @@ class Workspace:
         self.budget, self.log = budget, log
         self.root.mkdir(parents=True, exist_ok=True)
         self.jobs_run = 0       # jobs actually run by this process (not taken from the cache)
+        # Every job an experiment used, cached or not -> the seconds it took when it ran
+        # (None: cached by a version that kept no timing); the report sums them.
+        self.job_seconds: Dict[str, Optional[float]] = {}
 
     # ---- data --------------------------------------------------------------------------------
 
@@ -246,6 +249,7 @@ class Workspace:
         model_dir = self.root / "pretrain" / f"{name}-{settings_hash(settings)}"
         done = model_dir / "done.json"
         if done.exists():
+            self.job_seconds[str(model_dir)] = self.pretrain_summary(model_dir).get("seconds")
             return model_dir
         self.log(f"pretraining {name} ({model} {model_config}, {b.pretrain_steps} steps) "
                  f"in {model_dir}")
@@ -253,9 +257,11 @@ class Workspace:
         history = run_pretraining(PretrainConfig(model_dir=str(model_dir), **settings),
                                   log=lambda m: self.log("  " + m))
         evals = [row for row in history if any(k.startswith("eval_") for k in row)]
-        _write_json(done, {"settings": settings, "seconds": time.perf_counter() - started,
+        seconds = time.perf_counter() - started
+        _write_json(done, {"settings": settings, "seconds": seconds,
                            "final_eval": evals[-1] if evals else {},
                            "final_train": history[-1] if history else {}})
+        self.job_seconds[str(model_dir)] = seconds
         self.jobs_run += 1
         return model_dir
 
@@ -315,8 +321,12 @@ class Workspace:
             started = time.perf_counter()
             results = run_finetune(FinetuneConfig(output_dir=str(output_dir), **settings),
                                    log=lambda m: None)
-            source = f"{time.perf_counter() - started:.0f} s"
+            seconds = time.perf_counter() - started
+            _write_json(output_dir / "job.json", {"seconds": seconds})
+            source = f"{seconds:.0f} s"
             self.jobs_run += 1
+        self.job_seconds[str(output_dir)] = (_read_json(output_dir / "job.json")
+                                             or {}).get("seconds")
         metrics = dict(results["selected_run"]["metrics"])
         self.log(f"  {name} {task} seed {seed} ({source}): " + ", ".join(
             f"{k} {metrics[k]:.4f}" for k, _ in spec["metrics"] if k in metrics))
@@ -352,6 +362,7 @@ class Workspace:
             cached = model_dir / "zero_shot" / f"step_{step}.json"
             row = _read_json(cached)
             if row is None or any(ZERO_SHOT_METRICS[t] not in row.get(t, {}) for t in tasks):
+                started = time.perf_counter()
                 # Not scored yet, or scored before a metric the curve reads existed.
                 keras.backend.clear_session()
                 keras.utils.set_random_seed(config.seed)
@@ -367,11 +378,12 @@ class Workspace:
                     max_examples=self.budget.zero_shot_examples, batch_size=16),
                     log=lambda m: None)
                 keras_file.unlink()
-                row = {"step": step, **results}
+                row = {"step": step, **results, "seconds": time.perf_counter() - started}
                 _write_json(cached, row)
                 self.jobs_run += 1
             self.log(f"  zero-shot step {step}: " + ", ".join(
                 f"{t} {zero_shot_value(t, row[t]):.3f}" for t in tasks))
+            self.job_seconds[str(cached)] = row.get("seconds")
             rows.append(row)
         return rows
 
