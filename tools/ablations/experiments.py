@@ -85,7 +85,7 @@ def bert_objectives(ws: Workspace) -> reports.Report:
                                             model_config=b.bert_config)))
     return reports.Report(
         name="bert_objectives", title="BERT pretraining objectives (BERT Table 5)",
-        intro=(f"{b.bert_config} pretrained for {b.pretrain_steps} steps (batch "
+        intro=(f"{b.bert_config} pretrained for {b.bert_pretrain_steps} steps (batch "
                f"{b.pretrain_batch_size} x {b.pretrain_seq_length}) on WikiText-2 validation "
                "with each objective, then fine-tuned on the first "
                f"{b.finetune_examples} examples of each task ({b.finetune_epochs:g} epochs, lr "
@@ -119,7 +119,7 @@ def bert_masking(ws: Workspace) -> reports.Report:
                       "CoNLL F1 (feature-based)": features["f1"]}))
     return reports.Report(
         name="bert_masking", title="MLM masking mixes (BERT Table 8)",
-        intro=(f"{b.bert_config} pretrained {b.pretrain_steps} steps on records whose static "
+        intro=(f"{b.bert_config} pretrained {b.bert_pretrain_steps} steps on records whose static "
                "masks use each mix (the 15% of positions chosen are replaced by [MASK], kept, or "
                "replaced by a random token), then RTE (the NLI task in the shared data, standing "
                "in for MNLI) and CoNLL-2003 NER fine-tuned, and NER feature-based (frozen "
@@ -146,7 +146,7 @@ def fixed_encoder(ws: Workspace) -> Tuple[str, str, int]:
     if encoder is None:
         from tfmodels import configs
         b = ws.budget
-        return (bert_pretrained(ws), f"{b.bert_config} pretrained {b.pretrain_steps} steps "
+        return (bert_pretrained(ws), f"{b.bert_config} pretrained {b.bert_pretrain_steps} steps "
                 f"(MLM + NSP) on WikiText-2", configs.get_config(b.bert_config).num_layers)
     # Any format run_finetune reads (HF, TF1, .keras): its depth from the loaded encoder.
     from finetune.models import as_backbone
@@ -174,7 +174,7 @@ def bert_feature_based(ws: Workspace) -> reports.Report:
         name="bert_feature_based", title="Feature-based vs fine-tuning on NER (BERT Table 7)",
         intro=(f"{described} on CoNLL-2003 (first {b.finetune_examples} sentences of "
                f"eng.train, first 1000 of eng.testa; {b.finetune_epochs:g} epochs, lr "
-               f"{b.bert_finetune_learning_rate:g} when fine-tuning). "
+               f"{ws.finetune_learning_rate('bert', checkpoint):g} when fine-tuning). "
                "Frozen rows train only the BiLSTM / head (lr 1e-3). The paper: concatenating "
                "the last four layers of a frozen BERT-Base comes within 0.3 F1 of fine-tuning."),
         columns=columns_of(("conll2003",)), rows=rows, seeds=_seeds(ws))
@@ -184,7 +184,7 @@ def bert_feature_based(ws: Workspace) -> reports.Report:
 def model_size(ws: Workspace) -> reports.Report:
     tasks = ("sst2", "mrpc", "rte")
     rows = []
-    for config in ("bert_tiny", "bert_mini", "bert_small"):
+    for config in ws.budget.model_size_configs:
         checkpoint = bert_pretrained(ws, model_config=config)
         final = Workspace.pretrain_summary(pathlib.Path(checkpoint))["final_eval"]
         row = task_row(ws, f"size_{config}", tasks, "bert", checkpoint)
@@ -192,7 +192,7 @@ def model_size(ws: Workspace) -> reports.Report:
         rows.append((config, row))
     return reports.Report(
         name="model_size", title="Model size (BERT Table 6)",
-        intro=(f"The named compact BERT configs, each pretrained {ws.budget.pretrain_steps} "
+        intro=(f"The named compact BERT configs, each pretrained {ws.budget.bert_pretrain_steps} "
                "steps on the same records, then fine-tuned. The paper: larger models are better "
                "on every task, even the small MRPC. The perplexity column is one pretraining "
                "run (one seed) on the held-out shard."),
@@ -211,7 +211,7 @@ def loss_imbalanced(ws: Workspace) -> reports.Report:
         intro=(f"MRPC (68% positive) and CoLA (70% acceptable), {described}, fine-tuned "
                f"on the first {ws.budget.finetune_examples} examples "
                f"({ws.budget.finetune_epochs:g} epochs, lr "
-               f"{ws.budget.bert_finetune_learning_rate:g}): the soft-F1 loss (1 - macro F1 "
+               f"{ws.finetune_learning_rate('bert', checkpoint):g}): the soft-F1 loss (1 - macro F1 "
                "of the batch's probabilities) optimises an F1-like objective directly."),
         columns=columns_of(tasks), rows=rows, seeds=_seeds(ws))
 
