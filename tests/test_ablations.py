@@ -90,8 +90,11 @@ def test_jobs_are_cached_and_deterministic(tmp_path, shared_data):
     assert "| pretrained |" in text and "over 1 fine-tuning seed" in text
     assert (f"(3 jobs, {sum(timings.values()) / 60:.1f} min when they ran (1 untimed, cached "
             "before timings were kept); 0.0 min in the run that wrote this;") in text
+    (tmp_path / "report" / "longer").mkdir()
+    (tmp_path / "report" / "longer" / "tiny.md").write_text("# Tiny, longer\n")
     index = reports.write_index(tmp_path / "report").read_text(encoding="utf-8")
     assert "- [Tiny](tiny.md)" in index
+    assert "`longer/`:\n\n- [Tiny, longer](longer/tiny.md)" in index
     results = list((tmp_path / "work" / "finetune").glob("a-sst2-s0-*/results.json"))
     assert len(results) == 2 and json.loads(results[0].read_text())["task"] == "sst2"
 

@@ -156,16 +156,25 @@ def compute_line(seconds: float, job_seconds: Optional[Dict[str, Optional[float]
 
 
 def write_index(report_dir: pathlib.Path) -> pathlib.Path:
-    """<report_dir>/README.md: a link to every report there, titled by its first line."""
+    """<report_dir>/README.md: a link to every report there, titled by its first line, then
+    the reports of other budgets kept in its subfolders (one folder per budget)."""
     from finetune.predictions import atomic_write_text
     lines = ["# Ablation reports", "",
              "Written by `python -m tools.run_ablations` (see the README); one file per "
              "experiment.", ""]
-    for path in sorted(report_dir.glob("*.md")):
-        if path.name == "README.md":
-            continue
-        title = path.read_text(encoding="utf-8").splitlines()[0].lstrip("# ").strip()
-        lines.append(f"- [{title}]({path.name})")
+
+    def links(paths):
+        for path in sorted(paths):
+            if path.name == "README.md":
+                continue
+            title = path.read_text(encoding="utf-8").splitlines()[0].lstrip("# ").strip()
+            yield f"- [{title}]({path.relative_to(report_dir).as_posix()})"
+
+    lines += links(report_dir.glob("*.md"))
+    for folder in sorted(p for p in report_dir.iterdir() if p.is_dir()):
+        found = list(links(folder.glob("*.md")))
+        if found:
+            lines += ["", f"Another budget, `{folder.name}/`:", ""] + found
     index = report_dir / "README.md"
     atomic_write_text(str(index), "\n".join(lines) + "\n")
     return index
