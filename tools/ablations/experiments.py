@@ -68,6 +68,16 @@ def bert_pretrained(ws: Workspace, objective: str = "mlm", use_nsp: bool = True,
                            use_nsp=use_nsp, **overrides))
 
 
+def bert_pretraining_text(ws: Workspace) -> str:
+    """How the experiment's BERTs were pretrained, for the reports: 'pretrained N steps ...'."""
+    b = ws.budget
+    vocab = (f"a {ws.wordpiece_vocab_size():,}-token WordPiece vocabulary learned from the same "
+             "text" if b.bert_vocab_size else "the original uncased WordPiece vocabulary")
+    return (f"pretrained {b.bert_pretrain_steps} steps (batch "
+            f"{b.pretrain_batch_size} x {b.pretrain_seq_length}) on WikiText-2 validation with "
+            f"{vocab}")
+
+
 @experiment
 def bert_objectives(ws: Workspace) -> reports.Report:
     tasks = ("sst2", "mrpc", "squad_v1")
@@ -85,9 +95,8 @@ def bert_objectives(ws: Workspace) -> reports.Report:
                                             model_config=b.bert_config)))
     return reports.Report(
         name="bert_objectives", title="BERT pretraining objectives (BERT Table 5)",
-        intro=(f"{b.bert_config} pretrained for {b.bert_pretrain_steps} steps (batch "
-               f"{b.pretrain_batch_size} x {b.pretrain_seq_length}) on WikiText-2 validation "
-               "with each objective, then fine-tuned on the first "
+        intro=(f"{b.bert_config} {bert_pretraining_text(ws)}, with each objective, then "
+               "fine-tuned on the first "
                f"{b.finetune_examples} examples of each task ({b.finetune_epochs:g} epochs, lr "
                f"{b.bert_finetune_learning_rate:g}). LTR models keep the left-only mask when "
                "fine-tuned and read the last token's state; the BiLSTM row adds a randomly "
@@ -119,8 +128,8 @@ def bert_masking(ws: Workspace) -> reports.Report:
                       "CoNLL F1 (feature-based)": features["f1"]}))
     return reports.Report(
         name="bert_masking", title="MLM masking mixes (BERT Table 8)",
-        intro=(f"{b.bert_config} pretrained {b.bert_pretrain_steps} steps on records whose static "
-               "masks use each mix (the 15% of positions chosen are replaced by [MASK], kept, or "
+        intro=(f"{b.bert_config} {bert_pretraining_text(ws)}, on records whose static masks "
+               "use each mix (the 15% of positions chosen are replaced by [MASK], kept, or "
                "replaced by a random token), then RTE (the NLI task in the shared data, standing "
                "in for MNLI) and CoNLL-2003 NER fine-tuned, and NER feature-based (frozen "
                "encoder, top 4 layers concatenated, 2-layer BiLSTM). The paper: fine-tuning is "
@@ -146,8 +155,8 @@ def fixed_encoder(ws: Workspace) -> Tuple[str, str, int]:
     if encoder is None:
         from tfmodels import configs
         b = ws.budget
-        return (bert_pretrained(ws), f"{b.bert_config} pretrained {b.bert_pretrain_steps} steps "
-                f"(MLM + NSP) on WikiText-2", configs.get_config(b.bert_config).num_layers)
+        return (bert_pretrained(ws), f"{b.bert_config} {bert_pretraining_text(ws)} (MLM + NSP)",
+                configs.get_config(b.bert_config).num_layers)
     # Any format run_finetune reads (HF, TF1, .keras): its depth from the loaded encoder.
     from finetune.models import as_backbone
     from finetune.trainer import load_checkpoint
@@ -194,8 +203,8 @@ def model_size(ws: Workspace) -> reports.Report:
         rows.append((config, row))
     return reports.Report(
         name="model_size", title="Model size (BERT Table 6)",
-        intro=(f"The named compact BERT configs, each pretrained {ws.budget.bert_pretrain_steps} "
-               f"steps at lr {ws.budget.model_size_learning_rate:g} on the same records, then "
+        intro=(f"The named compact BERT configs, each {bert_pretraining_text(ws)}, at lr "
+               f"{ws.budget.model_size_learning_rate:g} on the same records, then "
                "fine-tuned. The paper: larger models are better "
                "on every task, even the small MRPC."),
         columns=["held-out MLM ppl", "held-out MLM acc"] + columns_of(tasks), rows=rows,
