@@ -223,8 +223,8 @@ def loss_imbalanced(ws: Workspace) -> reports.Report:
         intro=(f"MRPC (68% positive) and CoLA (70% acceptable), {described}, fine-tuned "
                f"on the first {ws.budget.finetune_examples} examples "
                f"({ws.budget.finetune_epochs:g} epochs, lr "
-               f"{ws.finetune_learning_rate('bert', checkpoint):g}): the soft-F1 loss (1 - macro F1 "
-               "of the batch's probabilities) optimises an F1-like objective directly."),
+               f"{ws.finetune_learning_rate('bert', checkpoint):g}): the soft-F1 loss (1 - macro "
+               "F1 of the batch's probabilities) optimises an F1-like objective directly."),
         columns=columns_of(tasks), rows=rows, seeds=_seeds(ws))
 
 
