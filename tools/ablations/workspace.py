@@ -157,6 +157,11 @@ class Workspace:
             os.replace(temp, path)
         return path
 
+    def _document_lines(self) -> List[str]:
+        """The non-empty lines of the pretraining text, which the vocabularies are learned from."""
+        return [line for line in self._documents().read_text(encoding="utf-8").splitlines()
+                if line.strip()]
+
     def bpe_files(self) -> Tuple[str, str]:
         """(encoder JSON, merges) learned from the pretraining text."""
         folder = self.root / "vocab" / f"bpe_{self.budget.bpe_merges}"
@@ -164,9 +169,8 @@ class Workspace:
         if not (encoder.exists() and merges.exists()):
             from tfmodels.tokenizers.bpe_vocab import learn_bpe_merges, write_bpe_files
             self.log(f"learning {self.budget.bpe_merges} BPE merges")
-            lines = [line for line in self._documents().read_text(encoding="utf-8").splitlines()
-                     if line.strip()]
-            learned, vocab = learn_bpe_merges(lines, num_merges=self.budget.bpe_merges)
+            learned, vocab = learn_bpe_merges(self._document_lines(),
+                                              num_merges=self.budget.bpe_merges)
             write_bpe_files(learned, vocab, str(encoder), str(merges))
         return str(encoder), str(merges)
 
@@ -179,9 +183,7 @@ class Workspace:
         if not path.exists():
             from tfmodels.tokenizers.wordpiece_vocab import learn_wordpiece_vocab, write_vocab_file
             self.log(f"learning a {size}-token WordPiece vocabulary")
-            lines = [line for line in self._documents().read_text(encoding="utf-8").splitlines()
-                     if line.strip()]
-            write_vocab_file(learn_wordpiece_vocab(lines, size), str(path))
+            write_vocab_file(learn_wordpiece_vocab(self._document_lines(), size), str(path))
         return str(path)
 
     def pretrained_here(self, init_checkpoint) -> bool:
@@ -343,6 +345,7 @@ class Workspace:
         output_dir = self.root / "finetune" / f"{name}-{task}-s{seed}-{settings_hash(settings)}"
         results = _read_json(output_dir / "results.json")
         source = "cached"
+        seconds = (_read_json(output_dir / "job.json") or {}).get("seconds")
         if results is None:
             import keras
             keras.backend.clear_session()
@@ -353,8 +356,7 @@ class Workspace:
             _write_json(output_dir / "job.json", {"seconds": seconds})
             source = f"{seconds:.0f} s"
             self.jobs_run += 1
-        self.job_seconds[str(output_dir)] = (_read_json(output_dir / "job.json")
-                                             or {}).get("seconds")
+        self.job_seconds[str(output_dir)] = seconds
         metrics = dict(results["selected_run"]["metrics"])
         self.log(f"  {name} {task} seed {seed} ({source}): " + ", ".join(
             f"{k} {metrics[k]:.4f}" for k, _ in spec["metrics"] if k in metrics))
