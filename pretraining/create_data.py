@@ -6,13 +6,22 @@ google-research/bert format); with `input_format='plain'` every non-empty line i
 and blank lines still separate documents.
 
 Work is split into chunks: each input file is cut at document boundaries into pieces of
-about `chunk_bytes`, and each chunk becomes one output shard. The main process reads and
-tokenises chunks (tf-text, batched) and writes shards (temporary file, renamed when
-complete); worker processes, which never import TensorFlow, build and serialise the
-instances. Memory is bounded by the chunk size whatever
-the corpus size; a rerun skips shards that already exist (resume); a chunk's random seed
-depends only on (seed, file name, chunk index), so the output does not depend on the number
-of workers.
+about `chunk_bytes`, and each chunk becomes one output shard (none if it yields no
+instance). The main process reads and tokenises chunks (tf-text, batched) and writes shards
+(temporary file, renamed when complete); worker processes, which never import TensorFlow,
+build and serialise the instances. Memory is bounded by the chunk size whatever the corpus
+size; a chunk's random seed depends only on (seed, file name, chunk index), so the output
+does not depend on the number of workers.
+
+Reruns: the output folder is stamped with the settings and inputs before the first shard
+(`creation_settings.json`), and every finished chunk is logged (`progress.jsonl`). A rerun
+with the same settings and inputs resumes, skipping finished chunks, whatever point the
+earlier run was killed at; one with other settings or inputs is refused, naming the
+difference. `manifest.json` totals every chunk, earlier runs' included.
+
+GPT windows are cut from ONE token stream over the whole corpus (documents joined by
+`_delimiter_`, across chunks and files, the paper's contiguous text), so a corpus of many
+short files loses nothing but the final partial window, whose size is reported.
 
 BERT instances follow google-research/bert's `create_pretraining_data.py`: per document a
 target length (shorter with probability `short_seq_prob`), chunks of sentences split into
@@ -318,19 +327,28 @@ def bert_records(documents: List[Document], config: DataConfig, special: Dict,
     return [records[i] for i in order], int(lengths.sum())
 
 
-def gpt_records(documents: List[Document], config: DataConfig,
-                delimiter_id: int) -> Tuple[List[bytes], int]:
-    """Documents -> one stream with `_delimiter_` between documents -> n_ctx windows."""
+def gpt_stream(documents: List[Document], delimiter_id: int) -> List[int]:
+    """A chunk's documents as one token stream, each document followed by `_delimiter_`."""
     stream: List[int] = []
     for doc in documents:
         for sentence in doc:
             stream.extend(sentence)
         stream.append(delimiter_id)
-    n = len(stream) // config.n_ctx
-    if n == 0:
+    return stream
+
+
+def gpt_windows(stream: List[int], n_ctx: int) -> Tuple[np.ndarray, List[int]]:
+    """(complete n_ctx windows [n, n_ctx], the tokens left over for the next chunk)."""
+    n = len(stream) // n_ctx
+    windows = np.array(stream[:n * n_ctx], np.int64).reshape(n, n_ctx)
+    return windows, stream[n * n_ctx:]
+
+
+def gpt_records(windows: np.ndarray) -> Tuple[List[bytes], int]:
+    """Token windows [n, n_ctx] -> (records, tokens)."""
+    if not len(windows):
         return [], 0
-    windows = np.array(stream[:n * config.n_ctx], np.int64).reshape(n, config.n_ctx)
-    return encode_examples({"input_ids": windows}), n * config.n_ctx
+    return encode_examples({"input_ids": windows}), int(windows.size)
 
 
 def chunk_seed(seed: int, chunk: Chunk) -> int:
@@ -352,13 +370,20 @@ def write_atomically(path: str, records: List[bytes]) -> None:
         raise
 
 
+def write_json_atomically(path: str, value) -> None:
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
 def build_records(args) -> Tuple[List[bytes], int]:
-    """Worker: a chunk's tokenised documents -> serialised records (pure numpy / python, so
-    workers start in a fraction of a second: they never import TensorFlow)."""
-    documents, config, seed, special = args
+    """Worker: a chunk's tokenised documents (BERT) or windows (GPT) -> serialised records
+    (pure numpy / python, so workers start in a fraction of a second: they never import
+    TensorFlow)."""
+    payload, config, seed, special = args
     if config.mode == "gpt":
-        return gpt_records(documents, config, special["delimiter_id"])
-    return bert_records(documents, config, special, seed)
+        return gpt_records(payload)
+    return bert_records(payload, config, special, seed)
 
 
 def bounded_imap(pool, function, jobs: Iterator, max_in_flight: int) -> Iterator:
@@ -382,39 +407,163 @@ def _special_ids(tokenizer, config: DataConfig) -> Dict:
             "is_continuation": np.array([t.startswith("##") for t in tokenizer.vocab])}
 
 
+# ----------------------------------------------------------------------------------------
+# The output folder's state: what makes a rerun resume safely, or refuse.
+#
+#   creation_settings.json  the settings and inputs (path, size), written before any shard:
+#                           a rerun with other settings or inputs is refused, naming the
+#                           difference, whatever state the earlier run died in.
+#   progress.jsonl          one line per finished chunk (its shard, records, bytes, and for
+#                           GPT the tokens carried into the next chunk), appended after the
+#                           shard is renamed into place: a chunk counts as done only if its
+#                           line is complete and its shard has the recorded size.
+#   manifest.json           written at the end: totals over all chunks (earlier runs'
+#                           included) and every shard with its input, byte size and records.
+
+SETTINGS_FILE = "creation_settings.json"
+PROGRESS_FILE = "progress.jsonl"
+MANIFEST_FILE = "manifest.json"
+
+
+def _input_identity(files: Sequence[str]) -> List[Dict]:
+    return [{"path": os.path.abspath(f), "bytes": os.path.getsize(f)} for f in files]
+
+
+def settings_differences(previous: Dict, current: Dict) -> List[str]:
+    """Human-readable differences between two settings stamps ([] if the same)."""
+    problems = []
+    old_config, new_config = previous.get("config", {}), current["config"]
+    for key in sorted(set(old_config) | set(new_config)):
+        if old_config.get(key) != new_config.get(key):
+            problems.append(f"{key} was {old_config.get(key)!r}, now {new_config.get(key)!r}")
+    old_inputs = {i["path"]: i["bytes"] for i in previous.get("inputs", [])}
+    new_inputs = {i["path"]: i["bytes"] for i in current["inputs"]}
+    added = [p for p in new_inputs if p not in old_inputs]
+    removed = [p for p in old_inputs if p not in new_inputs]
+    resized = [f"{p} ({old_inputs[p]} -> {new_inputs[p]} bytes)" for p in new_inputs
+               if p in old_inputs and old_inputs[p] != new_inputs[p]]
+    for label, paths in (("inputs not in the earlier run", added),
+                         ("inputs of the earlier run missing now", removed),
+                         ("inputs changed since the earlier run", resized)):
+        if paths:
+            shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3
+                                            else "")
+            problems.append(f"{label}: {shown}")
+    return problems
+
+
+def _claim_output_dir(output_dir: str, stamp: Dict, log) -> None:
+    """Writes the settings stamp, or checks it against an existing one (module notes)."""
+    settings_path = os.path.join(output_dir, SETTINGS_FILE)
+    manifest_path = os.path.join(output_dir, MANIFEST_FILE)
+    if os.path.exists(settings_path):
+        with open(settings_path, encoding="utf-8") as f:
+            previous = json.load(f)
+        differences = settings_differences(previous, stamp)
+        if differences:
+            raise ValueError(f"{output_dir} holds records made with other settings or inputs "
+                             f"({'; '.join(differences)}); use a new --output_dir, or delete "
+                             f"this one to start over")
+        return
+    ours = [name for name in os.listdir(output_dir)
+            if name.endswith((".tfrecord", ".tfrecord.tmp")) or name == PROGRESS_FILE]
+    if os.path.exists(manifest_path):
+        # Written before settings stamps existed: its shards are rewritten (same names) if
+        # it describes the same settings and inputs, refused otherwise.
+        with open(manifest_path, encoding="utf-8") as f:
+            legacy = json.load(f)
+        legacy_stamp = {"config": legacy.get("config", {}),
+                        "inputs": [{"path": os.path.abspath(p),
+                                    "bytes": os.path.getsize(p) if os.path.exists(p) else -1}
+                                   for p in legacy.get("inputs", [])]}
+        differences = settings_differences(legacy_stamp, stamp)
+        if differences:
+            raise ValueError(f"{output_dir} holds records made with other settings or inputs "
+                             f"({'; '.join(differences)}); use a new --output_dir")
+        log(f"{output_dir}: made before settings stamps; rewriting its shards")
+    elif ours:
+        raise ValueError(f"{output_dir} holds {len(ours)} record or progress files but no "
+                         f"{SETTINGS_FILE}, so their settings are unknown; use a new "
+                         f"--output_dir")
+    write_json_atomically(settings_path, stamp)
+
+
+def _finished_chunks(output_dir: str) -> Dict[str, Dict]:
+    """{shard name: progress entry} of chunks whose entry is complete and whose shard (if it
+    has records) is on disk with the recorded size; anything else is redone."""
+    path = os.path.join(output_dir, PROGRESS_FILE)
+    finished: Dict[str, Dict] = {}
+    if not os.path.exists(path):
+        return finished
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill: that chunk is redone
+            shard = os.path.join(output_dir, entry["shard"])
+            if entry["records"] == 0 or (os.path.exists(shard)
+                                         and os.path.getsize(shard) == entry["bytes"]):
+                finished[entry["shard"]] = entry
+    return finished
+
+
+def _append_progress(output_dir: str, entry: Dict) -> None:
+    with open(os.path.join(output_dir, PROGRESS_FILE), "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def create_pretraining_data(input_files: Sequence[str], output_dir: str, config: DataConfig,
                             num_workers: int = 1, log=print) -> Dict[str, float]:
-    """Writes one shard per input chunk under `output_dir` and a manifest.json summary."""
+    """Writes one shard per input chunk under `output_dir` and a manifest.json summary.
+
+    GPT windows run over the whole corpus as one stream (documents joined by `_delimiter_`,
+    across chunks and files): only the final partial window is dropped. A chunk with no
+    complete instance writes no shard. Raises ValueError when nothing at all comes out.
+    """
     if config.mode not in ("bert", "gpt"):
         raise ValueError(f"mode must be bert or gpt, got {config.mode!r}")
     files = expand_patterns(input_files)
-    os.makedirs(output_dir, exist_ok=True)
-    manifest_path = os.path.join(output_dir, "manifest.json")
-    settings = dataclasses.asdict(config)
-    if os.path.exists(manifest_path):
-        with open(manifest_path, encoding="utf-8") as f:
-            previous = json.load(f)["config"]
-        if previous != settings:
-            changed = sorted(k for k in settings if previous.get(k) != settings[k])
-            raise ValueError(f"{output_dir} holds shards made with other settings "
-                             f"({changed}); use a new output_dir")
+    directories = [f for f in files if os.path.isdir(f)]
+    if directories:
+        raise ValueError(f"input files must be text files; these are folders: {directories}")
     tokenizer = make_tokenizer(config)  # fails fast on bad vocabulary files
     special = _special_ids(tokenizer, config)
+    os.makedirs(output_dir, exist_ok=True)
+    settings = dataclasses.asdict(config)
+    _claim_output_dir(output_dir, {"config": settings, "inputs": _input_identity(files)}, log)
+    for name in os.listdir(output_dir):  # a killed run's half-written shards
+        if name.endswith(".tfrecord.tmp"):
+            os.remove(os.path.join(output_dir, name))
     chunks = [c for path in files for c in split_into_chunks(path, config.chunk_bytes)]
-    pending = [c for c in chunks if not os.path.exists(os.path.join(output_dir, c.shard_name()))]
+    finished = _finished_chunks(output_dir)
+    pending = [c for c in chunks if c.shard_name() not in finished]
     start = time.time()
-    totals = {"documents": 0, "instances": 0, "tokens": 0, "shards": len(chunks),
-              "skipped": len(chunks) - len(pending)}
-    if totals["skipped"]:
-        log(f"resuming: {totals['skipped']} of {len(chunks)} shards already written")
+    skipped = len(chunks) - len(pending)
+    if skipped:
+        log(f"resuming: {skipped} of {len(chunks)} chunks already written")
+    # What each job's chunk told the parent (documents, GPT carry), in job order.
+    chunk_notes: collections.deque = collections.deque()
 
     def jobs():
-        # The parent reads and tokenises (tf-text, batched); workers build the records.
-        for chunk in pending:
+        # The parent reads and tokenises (tf-text, batched) and, for GPT, cuts the running
+        # token stream into windows; workers build the records.
+        carry: List[int] = []
+        for chunk in chunks:
+            entry = finished.get(chunk.shard_name())
+            if entry is not None:
+                carry = entry.get("carry", [])
+                continue
             documents = tokenize_documents(read_documents(chunk, config.input_format),
                                            tokenizer, config.mode)
-            totals["documents"] += len(documents)
-            yield documents, config, chunk_seed(config.random_seed, chunk), special
+            payload = documents
+            if config.mode == "gpt":
+                payload, carry = gpt_windows(
+                    carry + gpt_stream(documents, special["delimiter_id"]), config.n_ctx)
+            chunk_notes.append({"documents": len(documents), "carry": list(carry)})
+            yield payload, config, chunk_seed(config.random_seed, chunk), special
 
     pool = (multiprocessing.get_context("spawn").Pool(num_workers) if num_workers > 1
             else None)
@@ -422,22 +571,60 @@ def create_pretraining_data(input_files: Sequence[str], output_dir: str, config:
                else map(build_records, jobs()))
     try:
         for done, (chunk, (records, tokens)) in enumerate(zip(pending, results), 1):
-            write_atomically(os.path.join(output_dir, chunk.shard_name()), records)
-            totals["instances"] += len(records)
-            totals["tokens"] += tokens
+            notes = chunk_notes.popleft()
+            shard = os.path.join(output_dir, chunk.shard_name())
+            if records:
+                write_atomically(shard, records)
+            elif os.path.exists(shard):
+                os.remove(shard)  # left by an earlier run of this chunk
+            entry = {"shard": chunk.shard_name(), "input": os.path.abspath(chunk.path),
+                     "chunk": chunk.index, "byte_range": [chunk.start, chunk.end],
+                     "records": len(records), "tokens": tokens,
+                     "bytes": os.path.getsize(shard) if records else 0,
+                     "documents": notes["documents"]}
+            if config.mode == "gpt":
+                entry["carry"] = notes["carry"]
+            _append_progress(output_dir, entry)
+            finished[entry["shard"]] = entry
             log(f"[{done}/{len(pending)}] {chunk.shard_name()}: {len(records)} instances, "
                 f"{time.time() - start:.1f} s")
     finally:
         if pool is not None:
             pool.terminate()
             pool.join()
-    totals["seconds"] = time.time() - start
+    entries = [finished[c.shard_name()] for c in chunks]
+    documents_per_input: Dict[str, int] = {os.path.abspath(f): 0 for f in files}
+    for entry in entries:
+        documents_per_input[entry["input"]] += entry["documents"]
+    empty_inputs = [f for f in files if documents_per_input[os.path.abspath(f)] == 0]
+    if empty_inputs:
+        log(f"warning: {len(empty_inputs)} input file(s) hold no text: "
+            + ", ".join(empty_inputs[:10]) + (" ..." if len(empty_inputs) > 10 else ""))
+    dropped = len(entries[-1].get("carry", [])) if entries and config.mode == "gpt" else 0
+    totals = {"documents": sum(e["documents"] for e in entries),
+              "instances": sum(e["records"] for e in entries),
+              "tokens": sum(e["tokens"] for e in entries),
+              "shards": sum(1 for e in entries if e["records"]), "chunks": len(chunks),
+              "skipped": skipped, "seconds": time.time() - start}
+    if config.mode == "gpt":
+        totals["dropped_tokens"] = dropped  # the final partial window
+    if totals["instances"] == 0:
+        unit = (f"the corpus holds {dropped} tokens, fewer than one n_ctx={config.n_ctx} "
+                f"window" if config.mode == "gpt" else
+                "no document gives a sentence pair (BERT needs documents of 2+ sentences "
+                "or long sentences)")
+        raise ValueError(f"no pretraining instances from {len(files)} input file(s) "
+                         f"({totals['documents']} documents): {unit}")
     totals["instances_per_second"] = totals["instances"] / max(totals["seconds"], 1e-9)
-    with open(manifest_path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump({"config": settings, "inputs": files, "totals": totals,
-                   "shards": [c.shard_name() for c in chunks]}, f, indent=2)
-    os.replace(manifest_path + ".tmp", manifest_path)
-    log(f"done: {totals['documents']} documents, {totals['instances']} instances, "
-        f"{totals['tokens']} tokens, {totals['seconds']:.1f} s "
-        f"({totals['instances_per_second']:.0f} instances/s)")
+    shards = [{"file": e["shard"], "input": e["input"], "chunk": e["chunk"],
+               "records": e["records"], "bytes": e["bytes"], "tokens": e["tokens"]}
+              for e in entries if e["records"]]
+    write_json_atomically(os.path.join(output_dir, MANIFEST_FILE),
+                          {"config": settings, "inputs": files, "empty_inputs": empty_inputs,
+                           "totals": totals, "shards": shards})
+    dropped_note = (f", the last {dropped} tokens (a partial {config.n_ctx}-token window) "
+                    f"dropped" if config.mode == "gpt" else "")
+    log(f"done: {totals['documents']} documents, {totals['instances']} instances in "
+        f"{totals['shards']} shards, {totals['tokens']} tokens{dropped_note}, "
+        f"{totals['seconds']:.1f} s ({totals['instances_per_second']:.0f} instances/s)")
     return totals

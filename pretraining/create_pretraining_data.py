@@ -8,11 +8,13 @@
       --bpe_encoder_file=encoder_bpe_40000.json --bpe_merges_file=vocab_40000.bpe --n_ctx=512
 
 Records use google-research/bert's feature names and dtypes (BERT) or a single `input_ids`
-feature of n_ctx tokens (GPT). A rerun with the same flags resumes, skipping finished shards.
+feature of n_ctx tokens (GPT). A rerun with the same flags resumes, skipping finished shards;
+one with other settings or inputs into the same --output_dir is refused.
 """
-from absl import app, flags
+from absl import flags
 
 from pretraining.create_data import DataConfig, create_pretraining_data
+from tfmodels.cli import run_binary
 from tfmodels.config_flags import dataclass_from_flags, define_flags_from_dataclass
 
 FLAGS = flags.FLAGS
@@ -31,7 +33,7 @@ def main(argv):
 
 def run():
     flags.mark_flags_as_required(["input_files", "output_dir"])
-    app.run(main)
+    run_binary(main)
 
 
 if __name__ == "__main__":

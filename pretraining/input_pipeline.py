@@ -40,18 +40,23 @@ parallel while loop, so the masks are not reproducible even with a seed, and the
 not saved in iterator checkpoints. The records under the masks (which examples, in which
 order) are still deterministic and resume exactly.
 
-Errors: `records_in` raises ValueError naming a pattern that matches nothing. When eager, the
-first record is read at construction time and checked against the requested lengths, so a
-`seq_length` / `max_predictions` mismatch is a ValueError naming the file; a mismatch in a
-later file raises `tf.errors.InvalidArgumentError` ("Number of int64 values != expected")
-while iterating. A corrupt or truncated file raises `tf.errors.DataLossError` while
-iterating ("corrupted record at N" / "truncated record at N"); tf.data cannot say which file,
-so call `find_corrupt_records(file_patterns)` to name it.
+Errors: `records_in` raises ValueError naming a pattern that matches no record file (it
+leaves out manifests, progress files and *.tmp). When eager, each file's first record is read
+at construction time and checked against the requested lengths, so a `seq_length` /
+`max_predictions` mismatch is a ValueError naming the file. `check_record_files` (called by
+the trainer before step 1) refuses empty and truncated files by name (against the sizes in
+manifest.json, or by walking the record headers) and sets smaller than one batch. A file
+corrupted inside raises `tf.errors.DataLossError` while iterating ("corrupted record at N");
+tf.data cannot say which file, so `find_corrupt_records(file_patterns)` names it (the trainer
+does this and re-raises).
 """
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import re
+import struct
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -66,10 +71,16 @@ Features = Dict[str, tf.Tensor]
 Patterns = Union[str, Sequence[str]]
 
 
-def records_in(file_patterns: Patterns) -> List[str]:
-    """Expands glob patterns (local or gs://) into a sorted, de-duplicated file list.
+# Files that sit beside the shards of pretraining/create_data.py and are not records.
+NOT_RECORD_SUFFIXES = (".json", ".jsonl", ".tmp")
 
-    Raises ValueError naming the first pattern that matches no file.
+
+def records_in(file_patterns: Patterns) -> List[str]:
+    """Expands glob patterns (local or gs://) into a sorted, de-duplicated list of record
+    files: folders, manifests and progress files (*.json, *.jsonl) and half-written files
+    (*.tmp) are left out, so `records/bert128/*` reads the shards only.
+
+    Raises ValueError naming the first pattern that matches no record file.
     """
     if isinstance(file_patterns, str):
         file_patterns = [file_patterns]
@@ -80,24 +91,112 @@ def records_in(file_patterns: Patterns) -> List[str]:
         matched = tf.io.gfile.glob(pattern)
         if not matched:
             raise ValueError(f"record file pattern {pattern!r} matches no file")
-        files.update(matched)
+        records = [path for path in matched if not path.endswith(NOT_RECORD_SUFFIXES)
+                   and not tf.io.gfile.isdir(path)]
+        if not records:
+            raise ValueError(f"record file pattern {pattern!r} matches no record file (only "
+                             f"{', '.join(sorted(matched)[:3])}); name the shards, e.g. "
+                             f"'<folder>/*.tfrecord'")
+        files.update(records)
     return sorted(files)
 
 
+def _manifest_shards(folder: str, cache: Dict[str, Dict[str, Dict]]) -> Dict[str, Dict]:
+    """{shard file name: manifest entry (records, bytes)} of `folder`'s manifest.json."""
+    if folder not in cache:
+        cache[folder] = {}
+        path = os.path.join(folder, "manifest.json")
+        if tf.io.gfile.exists(path):
+            with tf.io.gfile.GFile(path) as f:
+                try:
+                    shards = json.load(f).get("shards", [])
+                except ValueError:
+                    raise ValueError(f"{path}: not valid JSON") from None
+            cache[folder] = {s["file"]: s for s in shards if isinstance(s, dict)}
+    return cache[folder]
+
+
+def walk_record_headers(path: str) -> Tuple[int, int]:
+    """(records, bytes they span) found by following the TFRecord length headers without
+    reading the payloads; bytes < file size means the file is cut short (a shard cut inside
+    a record header reads, in tf.data, as a shorter shard without any error)."""
+    size = tf.io.gfile.stat(path).length
+    count = position = 0
+    with tf.io.gfile.GFile(path, "rb") as f:
+        while position < size:
+            header = f.read(12)  # uint64 length + uint32 CRC of the length
+            if len(header) < 12:
+                break
+            length = struct.unpack("<Q", header[:8])[0]
+            end = position + 12 + length + 4  # payload + its CRC
+            if end > size:
+                break
+            f.seek(end)
+            position, count = end, count + 1
+    return count, position
+
+
+def check_record_files(file_patterns: Patterns, min_records: int = 1,
+                       what: str = "input_files") -> List[str]:
+    """The record files of `file_patterns`, after checking each one before training starts.
+
+    A shard listed in its folder's manifest.json (pretraining/create_data.py) must have the
+    byte size the manifest records (cheap: no reading); any other file has its record
+    headers walked. Empty and truncated files are refused by name, and so is a set holding
+    fewer than `min_records` records (a global batch: fewer would never fill one).
+    """
+    files = records_in(file_patterns)
+    manifests: Dict[str, Dict[str, Dict]] = {}
+    problems, total = [], 0
+    for path in files:
+        size = tf.io.gfile.stat(path).length
+        listed = _manifest_shards(os.path.dirname(path), manifests).get(os.path.basename(path))
+        if size == 0:
+            problems.append(f"{path} is empty (0 bytes)")
+        elif listed is not None:
+            if size != listed["bytes"]:
+                problems.append(f"{path} has {size} bytes, its manifest.json says "
+                                f"{listed['bytes']} ({listed['records']} records): truncated "
+                                f"or overwritten")
+            total += listed["records"]
+        else:
+            records, spanned = walk_record_headers(path)
+            if spanned != size:
+                problems.append(f"{path} is truncated: {records} complete records end at byte "
+                                f"{spanned} of {size}")
+            total += records
+    if problems:
+        raise ValueError(f"{what}: {len(problems)} of {len(files)} record files cannot be "
+                         f"used: " + "; ".join(problems[:5])
+                         + (f"; and {len(problems) - 5} more" if len(problems) > 5 else ""))
+    if total < min_records:
+        raise ValueError(f"{what}: {total} records in {len(files)} file(s) "
+                         f"({', '.join(files[:3])}{' ...' if len(files) > 3 else ''}), fewer "
+                         f"than one batch of {min_records}")
+    return files
+
+
 def find_corrupt_records(file_patterns: Patterns) -> Dict[str, str]:
-    """{file: 'record N: error'} for every file that cannot be read to the end.
+    """{file: 'record N: error'} for every file that cannot be read to the end, or that ends
+    inside a record (cut short in a record header, which tf.data reads as a shorter file).
 
     tf.data's DataLossError ("corrupted record at <byte offset>") does not name the file;
     call this when it is raised (it reads every file once, so only then).
     """
     problems = {}
     for path in records_in(file_patterns):
-        count = 0
+        count = spanned = 0
         try:
-            for _ in tf.data.TFRecordDataset(path):  # one at a time, to count good records
+            for record in tf.data.TFRecordDataset(path):  # one at a time, to count good ones
                 count += 1
+                spanned += 16 + len(record.numpy())  # length, its CRC, payload, its CRC
         except tf.errors.DataLossError as e:
             problems[path] = f"record {count}: {_error_text(e)}"
+            continue
+        size = tf.io.gfile.stat(path).length
+        if spanned != size:
+            problems[path] = (f"record {count}: truncated, the file ends inside a record "
+                              f"header ({count} records end at byte {spanned} of {size})")
     return problems
 
 
@@ -129,14 +228,15 @@ def gpt_feature_spec(seq_length: int) -> Dict[str, tf.io.FixedLenFeature]:
 
 
 def _check_first_record(files: Sequence[str], spec: Dict[str, tf.io.FixedLenFeature]) -> None:
-    """Reads one record and compares its feature lengths with `spec` (eager only).
+    """Reads each file's first record and compares its feature lengths with `spec` (eager
+    only).
 
     Turns the usual configuration mistake (records made at another seq_length) into an
     error that names the file and both lengths, before a training job starts.
     """
     if not tf.executing_eagerly():
         return  # e.g. a dataset_fn traced by ParameterServerStrategy
-    for path in files[:3]:  # a shard may be empty; do not scan far
+    for path in files:  # one record per file: mixed shards are a common mistake too
         try:
             record = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
         except tf.errors.DataLossError as e:
@@ -157,7 +257,6 @@ def _check_first_record(files: Sequence[str], spec: Dict[str, tf.io.FixedLenFeat
                              f"lengths {wrong} in the file, expected {expected} (None: "
                              f"missing). Were they made with another max_seq_length / "
                              f"max_predictions_per_seq / mode?")
-        return
 
 
 # ----------------------------------------------------------------------------------------

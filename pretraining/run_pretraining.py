@@ -27,9 +27,8 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from absl import app
-
 from pretraining.trainer import PretrainConfig, run_pretraining
+from tfmodels.cli import run_binary
 from tfmodels.config_flags import dataclass_from_flags, define_flags_from_dataclass
 
 define_flags_from_dataclass(PretrainConfig)
@@ -41,7 +40,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    run_binary(main)
 
 
 if __name__ == "__main__":

@@ -356,6 +356,70 @@ class MetricLog:
         return rows
 
 
+# The fields that decide a model's variables: a checkpoint of another value cannot be resumed.
+_MODEL_FIELDS = ("model", "model_config", "vocab_size", "objective", "use_nsp")
+
+
+def _check_model_dir_config(config: PretrainConfig, latest: str) -> None:
+    """Refuses a model_dir whose checkpoint was written for another model, naming both (the
+    restore itself would only say which tensor shapes differ)."""
+    path = os.path.join(config.model_dir, "pretrain_config.json")
+    if not tf.io.gfile.exists(path):
+        return
+    with tf.io.gfile.GFile(path) as f:
+        try:
+            previous = json.load(f)
+        except ValueError:
+            return
+    current = dataclasses.asdict(config)
+    differences = [f"{k} {previous.get(k)!r} there, {current[k]!r} now" for k in _MODEL_FIELDS
+                   if k in previous and previous[k] != current[k]]
+    if differences:
+        raise ValueError(f"model_dir {config.model_dir} holds a checkpoint ({latest}) of "
+                         f"another model: {'; '.join(differences)}. Use another --model_dir "
+                         f"(or --init_checkpoint to start from its weights)")
+
+
+def _restore(checkpoint: tf.train.Checkpoint, latest: str, config: PretrainConfig) -> None:
+    try:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+    except (ValueError, AssertionError, tf.errors.OpError) as e:
+        message = getattr(e, "message", None) or str(e)
+        raise ValueError(f"checkpoint {latest} in model_dir does not fit this model "
+                         f"({config.model} {config.model_config}): "
+                         f"{' '.join(message.split())[:300]}. Use another --model_dir") from e
+
+
+def _drop_metrics_after(path: str, step: int) -> None:
+    """Keeps the metrics.jsonl rows of steps <= `step` (the restored one): a killed run may
+    have logged steps past its last checkpoint, which the resumed run logs again."""
+    if not tf.io.gfile.exists(path):
+        return
+    kept = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by the kill
+            if row.get("step", 0) <= step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.writelines(kept)
+    os.replace(path + ".tmp", path)
+
+
+def _next_batch(iterator, config: PretrainConfig):
+    """The next training batch; a data error names the shard (tf.data cannot)."""
+    try:
+        return next(iterator)
+    except tf.errors.DataLossError as e:
+        problems = input_pipeline.find_corrupt_records(config.input_files)
+        named = "; ".join(f"{path}: {problem}" for path, problem in problems.items())
+        raise ValueError(f"corrupt record file in input_files: "
+                         f"{named or input_pipeline._error_text(e)}") from e
+
+
 def run_pretraining(config: PretrainConfig, strategy: Optional[tf.distribute.Strategy] = None,
                     log: Callable[[str], None] = print) -> List[Dict[str, float]]:
     """Trains until `config.train_steps` optimizer updates, resuming from `model_dir`.
@@ -376,6 +440,12 @@ def run_pretraining(config: PretrainConfig, strategy: Optional[tf.distribute.Str
     loss_fn = loss_function(config)
     chief = _is_chief(strategy)
     try:
+        # Every shard checked before step 1: an empty or truncated one is refused by name,
+        # and a corpus smaller than one global batch (which would never fill it) too.
+        input_pipeline.check_record_files(config.input_files, config.global_batch_size)
+        if config.eval_input_files:
+            input_pipeline.check_record_files(config.eval_input_files, micro_batch,
+                                              what="eval_input_files")
         with strategy.scope():
             model = build_model(config)
             # The schedule counts optimizer iterations, which Keras advances every micro-step.
@@ -400,7 +470,8 @@ def run_pretraining(config: PretrainConfig, strategy: Optional[tf.distribute.Str
         # Every worker restores from the chief's folder: it holds the only complete history.
         latest = tf.train.latest_checkpoint(config.model_dir)
         if latest:
-            checkpoint.restore(latest).assert_existing_objects_matched()
+            _check_model_dir_config(config, latest)
+            _restore(checkpoint, latest, config)
             log(f"resumed from {latest} at micro-step {int(step_counter.numpy())}")
         elif config.init_checkpoint:
             source = _resolve_checkpoint(config.init_checkpoint)
@@ -416,6 +487,8 @@ def run_pretraining(config: PretrainConfig, strategy: Optional[tf.distribute.Str
             tf.io.gfile.makedirs(config.model_dir)
             with open(os.path.join(config.model_dir, "pretrain_config.json"), "w") as f:
                 json.dump(dataclasses.asdict(config), f, indent=2)
+        if chief:
+            _drop_metrics_after(os.path.join(config.model_dir, "metrics.jsonl"), step)
         metric_log = MetricLog(config.model_dir, enabled=chief)
         evaluator = None
         if config.eval_input_files:
@@ -429,7 +502,7 @@ def run_pretraining(config: PretrainConfig, strategy: Optional[tf.distribute.Str
         window_start, window_step = time.perf_counter(), step
         tokens_per_micro_step = micro_batch * config.seq_length
         while step < micro_steps:
-            metrics = train_step(next(iterator))
+            metrics = train_step(_next_batch(iterator, config))
             step += 1
             step_counter.assign(step)
             metric_log.add(step, metrics)

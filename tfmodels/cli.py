@@ -1,0 +1,100 @@
+"""How every binary of the project reports an expected error: one line on stderr, exit code 2.
+
+`run_binary(main)` replaces `absl.app.run(main)`. Bad flags, files, configs and data are the
+user's to fix, so for them a traceback is noise: the binary prints
+
+    bert-gpt-pretrain: error: <what went wrong, naming the file / flag / record>
+
+and exits with status 2 (the status argparse and absl give a usage error). Anything else (a
+bug) keeps its traceback. `--verbose_errors` (or absl's `--verbosity=1` and up) prints the
+traceback of expected errors too.
+
+Expected errors: ValueError (our validation; UnicodeDecodeError is one), OSError (missing,
+unreadable files: FileNotFoundError, IsADirectoryError, PermissionError), absl flag errors,
+and TensorFlow's data and file errors (NotFoundError, DataLossError, InvalidArgumentError,
+FailedPreconditionError, ...), whose messages lose their op decorations here.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+import traceback
+from typing import Callable, List, Optional
+
+from absl import app, flags, logging
+
+flags.DEFINE_bool("verbose_errors", False,
+                  "Print the full traceback of expected errors (bad flags, files, data).")
+
+FLAGS = flags.FLAGS
+USAGE_ERROR_EXIT_CODE = 2
+
+
+def _program_name() -> str:
+    return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+
+
+def _tensorflow_error_types() -> tuple:
+    """TensorFlow's OpError, only if TensorFlow is already imported (never import it here:
+    some binaries and their workers run without it)."""
+    tf_errors = sys.modules.get("tensorflow.python.framework.errors_impl")
+    return (tf_errors.OpError,) if tf_errors is not None else ()
+
+
+def is_expected_error(error: BaseException) -> bool:
+    return isinstance(error, (ValueError, OSError, flags.Error) + _tensorflow_error_types())
+
+
+def one_line_message(error: BaseException) -> str:
+    """The error's message on one line; TensorFlow's op decorations
+    ({{function_node ...}}, [[{{node ...}}]], [Op:...]) removed."""
+    tf_types = _tensorflow_error_types()
+    text = error.message if tf_types and isinstance(error, tf_types) else str(error)
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)
+    text = re.sub(r"\s*\[\[\{\{node [^]]*\]\]", "", text)
+    text = re.sub(r"\s*\[Op:[^\]]*\]", "", text)
+    return " ".join(text.split()) or type(error).__name__
+
+
+def _show_traceback() -> bool:
+    try:
+        return bool(FLAGS.verbose_errors) or logging.get_verbosity() >= logging.DEBUG
+    except flags.UnparsedFlagAccessError:
+        return "--verbose_errors" in sys.argv
+
+
+def report_and_exit(error: BaseException) -> None:
+    """Prints `error` as one line (with its traceback if asked) and exits with status 2."""
+    if _show_traceback():
+        traceback.print_exception(type(error), error, error.__traceback__)
+    sys.stderr.write(f"{_program_name()}: error: {one_line_message(error)}\n")
+    sys.stderr.flush()
+    sys.exit(USAGE_ERROR_EXIT_CODE)
+
+
+def _parse_flags(argv: List[str]) -> List[str]:
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        report_and_exit(error)
+        raise  # unreachable: report_and_exit exits
+
+
+def guarded(main: Callable) -> Callable:
+    """`main` with expected errors turned into one line on stderr and exit code 2."""
+    def guarded_main(argv):
+        try:
+            return main(argv)
+        except Exception as error:  # noqa: BLE001 - sorted below
+            if not is_expected_error(error):
+                raise
+            report_and_exit(error)
+    guarded_main.__name__ = getattr(main, "__name__", "main")
+    guarded_main.__doc__ = main.__doc__
+    return guarded_main
+
+
+def run_binary(main: Callable, argv: Optional[List[str]] = None) -> None:
+    """`absl.app.run(main)` with the project's error reporting (module docstring)."""
+    app.run(guarded(main), argv=argv, flags_parser=_parse_flags)
