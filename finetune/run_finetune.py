@@ -24,9 +24,8 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from absl import app
-
 from finetune.trainer import FinetuneConfig, run_finetune
+from tfmodels.cli import run_binary
 from tfmodels.config_flags import dataclass_from_flags, define_flags_from_dataclass
 
 define_flags_from_dataclass(FinetuneConfig)
@@ -38,7 +37,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    run_binary(main)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ bug) keeps its traceback. `--verbose_errors` (or absl's `--verbosity=1` and up) 
 traceback of expected errors too.
 
 Expected errors: ValueError (our validation; UnicodeDecodeError is one), OSError (missing,
-unreadable files: FileNotFoundError, IsADirectoryError, PermissionError), absl flag errors,
+unreadable files: FileNotFoundError, IsADirectoryError, PermissionError), absl flag errors
+and `app.UsageError`,
 and TensorFlow's data and file errors (NotFoundError, DataLossError, InvalidArgumentError,
 FailedPreconditionError, ...), whose messages lose their op decorations here.
 """
@@ -43,7 +44,8 @@ def _tensorflow_error_types() -> tuple:
 
 
 def is_expected_error(error: BaseException) -> bool:
-    return isinstance(error, (ValueError, OSError, flags.Error) + _tensorflow_error_types())
+    return isinstance(error, (ValueError, OSError, flags.Error, app.UsageError)
+                      + _tensorflow_error_types())
 
 
 def one_line_message(error: BaseException) -> str:

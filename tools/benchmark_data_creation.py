@@ -17,9 +17,10 @@ import sys
 import tempfile
 import time
 
-from absl import app, flags
+from absl import flags
 
 from pretraining.corpora import wikitext_documents, write_documents
+from tfmodels.cli import run_binary
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("shared_data", "../shared/data", "Folder of the real third-party data.")
@@ -102,4 +103,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_binary(main)

@@ -20,11 +20,12 @@ from typing import Optional
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import tensorflow as tf
-from absl import app, flags
+from absl import flags
 
 from pretraining.create_data import DataConfig, create_pretraining_data
 from pretraining.input_pipeline import DynamicMasking, bert_pretraining_dataset
 from pretraining.corpora import wikitext_documents, write_documents
+from tfmodels.cli import run_binary
 # Its flags are reused here (absl flags are global): --batch_size, --seq_length,
 # --predictions, --bert_config, --steps and --jit_compile.
 from tools.benchmark_training import make_batch, make_stepper
@@ -110,4 +111,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_binary(main)

@@ -24,7 +24,7 @@ from typing import Callable, Dict, List
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import app, flags
+from absl import flags
 
 from finetune import export
 from finetune.examples import TextExample
@@ -33,6 +33,7 @@ from finetune.models import build_task_model
 from finetune.tasks import get_task
 from tfmodels import configs
 from tfmodels.bert import BertEncoder
+from tfmodels.cli import run_binary
 from tfmodels.tokenizers.wordpiece import WordPieceTokenizer
 
 FLAGS = flags.FLAGS
@@ -119,7 +120,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    run_binary(main)
 
 
 if __name__ == "__main__":

@@ -19,10 +19,11 @@ import keras
 import keras_hub
 import numpy as np
 import tensorflow as tf
-from absl import app, flags
+from absl import flags
 
 from tfmodels import configs
 from tfmodels.bert import BertPretrainer
+from tfmodels.cli import run_binary
 from tfmodels.gpt import GptLanguageModel
 from tfmodels.losses import bert_pretraining_loss, gpt_pretraining_loss
 from tfmodels.optimization import create_optimizer
@@ -187,4 +188,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_binary(main)

@@ -12,9 +12,10 @@ pair frequency over the same pre-tokenisation as GPT-1's tokenizer.
 import os
 from typing import Iterator, List
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from pretraining.corpora import expand_patterns
+from tfmodels.cli import run_binary
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("kind", "wordpiece", ["wordpiece", "bpe"], "Vocabulary type.")
@@ -65,7 +66,7 @@ def main(argv):
 
 def run():
     flags.mark_flags_as_required(["input_files", "output"])
-    app.run(main)
+    run_binary(main)
 
 
 if __name__ == "__main__":

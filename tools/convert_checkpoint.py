@@ -16,7 +16,7 @@ import os
 import shutil
 
 import keras
-from absl import app, flags, logging
+from absl import flags, logging
 
 from tfmodels.bert import BertEncoder, BertPretrainer
 from tfmodels.checkpoints import slots as slot_lib
@@ -25,6 +25,7 @@ from tfmodels.checkpoints.hf_gpt import load_hf_gpt
 from tfmodels.checkpoints.keras_hub_bert import to_keras_hub
 from tfmodels.checkpoints.openai_gpt import load_openai_gpt
 from tfmodels.checkpoints.tf1_bert import load_tf1_bert
+from tfmodels.cli import run_binary
 
 FLAGS = flags.FLAGS
 
@@ -87,7 +88,7 @@ def main(argv):
 def run():
     define_flags()
     flags.mark_flags_as_required(["from_format", "input", "output"])
-    app.run(main)
+    run_binary(main)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from finetune import export
+from tfmodels.cli import run_binary
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "A fine-tuned model.keras, or a GptLanguageModel .keras.")
@@ -52,7 +53,7 @@ def main(argv):
 
 def run():
     flags.mark_flags_as_required(["model", "export_base"])
-    app.run(main)
+    run_binary(main)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ from typing import Dict, List
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np
-from absl import app, flags
+from absl import flags
+
+from tfmodels.cli import run_binary
 
 DEMO = pathlib.Path(__file__).resolve().parent / "demo_data"
 
@@ -195,7 +197,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    run_binary(main)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,9 @@ import os
 import pathlib
 
 import numpy as np
-from absl import app, flags
+from absl import flags
+
+from tfmodels.cli import run_binary
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("shared_data", "../shared/data", "Folder of the real third-party data.")
@@ -116,4 +118,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_binary(main)

@@ -29,7 +29,9 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Sequence, Tuple
 
 import numpy as np
-from absl import app, flags
+from absl import flags
+
+from tfmodels.cli import run_binary
 
 FLAGS = flags.FLAGS
 
@@ -207,13 +209,16 @@ def write_records(path: str, records: Iterator[Dict[str, Any]]) -> None:
 
 def main(argv):
     del argv
+    where = "stdin" if FLAGS.input == "-" else FLAGS.input
+    lines = read_lines(FLAGS.input)  # before loading the model: a wrong file fails fast
+    if not lines:
+        raise ValueError(f"{where}: no input lines (empty); expected one example per line")
     fn, specs = load_signature(
         FLAGS.saved_model, FLAGS.keras_model, FLAGS.signature,
         **({} if FLAGS.saved_model else dict(
             task=FLAGS.task, seq_length=FLAGS.seq_length, vocab_file=FLAGS.vocab_file,
             bpe_encoder_file=FLAGS.bpe_encoder_file, bpe_merges_file=FLAGS.bpe_merges_file)))
-    rows = parse_lines(read_lines(FLAGS.input), specs,
-                       "stdin" if FLAGS.input == "-" else FLAGS.input)
+    rows = parse_lines(lines, specs, where)
     scalars = {"max_new_tokens": FLAGS.max_new_tokens, "top_k": FLAGS.top_k, "seed": FLAGS.seed}
     write_records(FLAGS.output, predict(fn, specs, rows, FLAGS.batch_size, scalars,
                                         FLAGS.top_tokens))
@@ -221,7 +226,7 @@ def main(argv):
 
 def run():
     define_flags()
-    app.run(main)
+    run_binary(main)
 
 
 if __name__ == "__main__":

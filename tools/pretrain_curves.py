@@ -17,10 +17,11 @@ import pathlib
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from absl import app, flags
+from absl import flags
 
 from pretraining.create_data import DataConfig, create_pretraining_data
 from pretraining.trainer import PretrainConfig, run_pretraining
+from tfmodels.cli import run_binary
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("shared_data", "../shared/data", "Folder of the real third-party data.")
@@ -143,4 +144,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_binary(main)

@@ -20,12 +20,13 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from finetune.readers.common import holdout_split
 from finetune.tasks import get_task
 from finetune.trainer import FinetuneConfig, run_finetune
 from tfmodels.checkpoints.hf_bert import minilm_folder
+from tfmodels.cli import run_binary
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("shared_data", "../shared/data", "Folder of the real third-party data.")
@@ -137,4 +138,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_binary(main)

@@ -25,6 +25,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from absl import app, flags
 
+from tfmodels.cli import run_binary
 from tools.ablations.workspace import Budget
 
 FLAGS = flags.FLAGS
@@ -88,7 +89,7 @@ def main(argv):
 
 def run():
     define_flags()
-    app.run(main)
+    run_binary(main)
 
 
 if __name__ == "__main__":

@@ -351,11 +351,10 @@ def main(argv):
 
 
 def run():
-    from absl import app
-
+    from tfmodels.cli import run_binary
     from tfmodels.config_flags import define_flags_from_dataclass
     define_flags_from_dataclass(ZeroShotConfig)
-    app.run(main)
+    run_binary(main)
 
 
 if __name__ == "__main__":
