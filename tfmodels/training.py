@@ -56,7 +56,15 @@ class TrainStep:
             metrics = self.loss_fn(outputs, batch)
             loss = metrics["loss"] / self.strategy.num_replicas_in_sync
             scaled = self.optimizer.scale_loss(loss)
-        return tape.gradient(scaled, variables), metrics
+        grads = tape.gradient(scaled, variables)
+        # Embedding lookups give IndexedSlices with one slice per token occurrence, so indices
+        # repeat. Keras' Adam squares the slices before summing the repeats (its second moment
+        # gets sum(g_i^2) instead of (sum g_i)^2), and all-reduces of IndexedSlices concatenate
+        # them: the token, segment and position embeddings got a wrong update (found by
+        # tools/training_parity against torch). Dense gradients give Adam's exact update, as in
+        # torch and google-research/bert.
+        return [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
+                for g in grads], metrics
 
     def _clip(self, grads):
         if not self.clip_norm:
