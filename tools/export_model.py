@@ -20,6 +20,7 @@ from absl import flags, logging
 
 from finetune import export
 from tfmodels.cli import run_binary
+from tfmodels.model_files import check_keras_file
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "A fine-tuned model.keras, or a GptLanguageModel .keras.")
@@ -38,6 +39,7 @@ flags.DEFINE_integer("max_answer_length", 0, "SQuAD answer pieces (0 = the run's
 
 def main(argv):
     del argv
+    check_keras_file(FLAGS.model)
     source = export.Source(
         FLAGS.model, task=FLAGS.task, seq_length=FLAGS.seq_length, vocab_file=FLAGS.vocab_file,
         bpe_encoder_file=FLAGS.bpe_encoder_file, bpe_merges_file=FLAGS.bpe_merges_file,

@@ -207,12 +207,23 @@ def write_records(path: str, records: Iterator[Dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(lines))
 
 
+def check_model_files(saved_model: str, keras_model: str) -> None:
+    """A damaged export or .keras file named as such, before TensorFlow trips over it."""
+    from tfmodels.model_files import check_keras_file, check_saved_model
+    if saved_model:
+        from finetune import export
+        check_saved_model(export.latest_version(saved_model))
+    elif keras_model:
+        check_keras_file(keras_model)
+
+
 def main(argv):
     del argv
     where = "stdin" if FLAGS.input == "-" else FLAGS.input
     lines = read_lines(FLAGS.input)  # before loading the model: a wrong file fails fast
     if not lines:
         raise ValueError(f"{where}: no input lines (empty); expected one example per line")
+    check_model_files(FLAGS.saved_model, FLAGS.keras_model)
     fn, specs = load_signature(
         FLAGS.saved_model, FLAGS.keras_model, FLAGS.signature,
         **({} if FLAGS.saved_model else dict(
