@@ -123,7 +123,8 @@ def bert_story(out: pathlib.Path, seed: int) -> Dict[str, float]:
     results = run_finetune(FinetuneConfig(
         task="sst2", model="bert", init_checkpoint=str(out / "bert_pretrain"),
         vocab_file=str(vocab_file), data_dir=str(DEMO / "sentiment.tsv"),
-        output_dir=str(out / "finetune"), seq_length=32, train_batch_size=16,
+        output_dir=str(out / "finetune"), overwrite_output_dir=True,  # a rerun redoes it
+        seq_length=32, train_batch_size=16,
         epochs=FLAGS.finetune_epochs, learning_rates=(1e-3,), seeds=(seed,),
         log_every=1000), log=lambda m: print("  " + m))
     accuracy = float(results["runs"][0]["metrics"]["accuracy"])

@@ -350,7 +350,9 @@ class Workspace:
             import keras
             keras.backend.clear_session()
             started = time.perf_counter()
-            results = run_finetune(FinetuneConfig(output_dir=str(output_dir), **settings),
+            # A job without results.json was cut short: its leftovers are replaced.
+            results = run_finetune(FinetuneConfig(output_dir=str(output_dir),
+                                                  overwrite_output_dir=True, **settings),
                                    log=lambda m: None)
             seconds = time.perf_counter() - started
             _write_json(output_dir / "job.json", {"seconds": seconds})
