@@ -60,9 +60,10 @@ class TrainStep:
         # Embedding lookups give IndexedSlices with one slice per token occurrence, so indices
         # repeat. Keras' Adam squares the slices before summing the repeats (its second moment
         # gets sum(g_i^2) instead of (sum g_i)^2), and all-reduces of IndexedSlices concatenate
-        # them: the token, segment and position embeddings got a wrong update (found by
-        # tools/training_parity against torch). Dense gradients give Adam's exact update, as in
-        # torch and google-research/bert.
+        # them: embeddings not also used densely got a wrong update (BERT's token and segment
+        # embeddings in fine-tuning, its segment embeddings in pretraining, GPT-1's tokens
+        # without the tied aux LM; found by tools/training_parity against torch). Dense
+        # gradients give Adam's exact update, as in torch and google-research/bert.
         return [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
                 for g in grads], metrics
 
