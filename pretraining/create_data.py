@@ -622,8 +622,10 @@ def create_pretraining_data(input_files: Sequence[str], output_dir: str, config:
     write_json_atomically(os.path.join(output_dir, MANIFEST_FILE),
                           {"config": settings, "inputs": files, "empty_inputs": empty_inputs,
                            "totals": totals, "shards": shards})
-    dropped_note = (f", the last {dropped} tokens (a partial {config.n_ctx}-token window) "
-                    f"dropped" if config.mode == "gpt" else "")
+    dropped_note = ""
+    if config.mode == "gpt":
+        dropped_note = (f", the last {dropped} tokens (a partial {config.n_ctx}-token window) "
+                        f"dropped" if dropped else ", no partial window left over")
     log(f"done: {totals['documents']} documents, {totals['instances']} instances in "
         f"{totals['shards']} shards, {totals['tokens']} tokens{dropped_note}, "
         f"{totals['seconds']:.1f} s ({totals['instances_per_second']:.0f} instances/s)")
