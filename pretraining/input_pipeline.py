@@ -137,13 +137,14 @@ def walk_record_headers(path: str) -> Tuple[int, int]:
 
 
 def check_record_files(file_patterns: Patterns, min_records: int = 1,
-                       what: str = "input_files") -> List[str]:
+                       what: str = "input_files", batch: str = "batch") -> List[str]:
     """The record files of `file_patterns`, after checking each one before training starts.
 
     A shard listed in its folder's manifest.json (pretraining/create_data.py) must have the
     byte size the manifest records (cheap: no reading); any other file has its record
     headers walked. Empty and truncated files are refused by name, and so is a set holding
-    fewer than `min_records` records (a global batch: fewer would never fill one).
+    fewer than `min_records` records (a global batch: fewer would never fill one; `batch`
+    names it in the message).
     """
     files = records_in(file_patterns)
     manifests: Dict[str, Dict[str, Dict]] = {}
@@ -172,7 +173,7 @@ def check_record_files(file_patterns: Patterns, min_records: int = 1,
     if total < min_records:
         raise ValueError(f"{what}: {total} records in {len(files)} file(s) "
                          f"({', '.join(files[:3])}{' ...' if len(files) > 3 else ''}), fewer "
-                         f"than one batch of {min_records}")
+                         f"than one {batch} of {min_records}")
     return files
 
 

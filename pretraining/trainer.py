@@ -372,8 +372,10 @@ def _check_model_dir_config(config: PretrainConfig, latest: str) -> None:
         except ValueError:
             return
     current = dataclasses.asdict(config)
-    differences = [f"{k} {previous.get(k)!r} there, {current[k]!r} now" for k in _MODEL_FIELDS
-                   if k in previous and previous[k] != current[k]]
+    shown = lambda k, v: f"{v!r}" + (" (the model_config's)" if k == "vocab_size" and not v
+                                     else "")  # noqa: E731
+    differences = [f"{k} {shown(k, previous[k])} there, {shown(k, current[k])} now"
+                   for k in _MODEL_FIELDS if k in previous and previous[k] != current[k]]
     if differences:
         raise ValueError(f"model_dir {config.model_dir} holds a checkpoint ({latest}) of "
                          f"another model: {'; '.join(differences)}. Use another --model_dir "
@@ -442,7 +444,8 @@ def run_pretraining(config: PretrainConfig, strategy: Optional[tf.distribute.Str
     try:
         # Every shard checked before step 1: an empty or truncated one is refused by name,
         # and a corpus smaller than one global batch (which would never fill it) too.
-        input_pipeline.check_record_files(config.input_files, config.global_batch_size)
+        input_pipeline.check_record_files(config.input_files, config.global_batch_size,
+                                          batch="global batch (--global_batch_size)")
         if config.eval_input_files:
             input_pipeline.check_record_files(config.eval_input_files, micro_batch,
                                               what="eval_input_files")

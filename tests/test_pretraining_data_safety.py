@@ -283,7 +283,7 @@ def test_empty_or_too_small_corpora_are_errors_not_hangs(tmp_path):
         run_pretraining(gpt_pretrain_config(empty, tmp_path / "m1"), log=quiet)
     small = write_gpt_shards(tmp_path / "small", [1, 2])
     with pytest.raises(ValueError, match=r"input_files: 3 records in 2 file\(s\) .* fewer than "
-                                         r"one batch of 4"):
+                                         r"one global batch \(--global_batch_size\) of 4"):
         run_pretraining(gpt_pretrain_config(small, tmp_path / "m2"), log=quiet)
 
 
@@ -318,7 +318,7 @@ def test_model_dir_of_another_config_names_both(tmp_path):
     files = write_gpt_shards(tmp_path / "records", [8])
     run_pretraining(gpt_pretrain_config(files, tmp_path / "model", train_steps=1), log=quiet)
     with pytest.raises(ValueError, match=r"holds a checkpoint .*ckpt-1.* of another model: "
-                                         r"vocab_size 0 there, 120 now"):
+                                         r"vocab_size 0 \(the model_config's\) there, 120 now"):
         run_pretraining(gpt_pretrain_config(files, tmp_path / "model", train_steps=2,
                                             vocab_size=120), log=quiet)
     # Without the config file (an older model_dir) the restore error still names the model.
