@@ -357,7 +357,7 @@ class MetricLog:
 
 
 # The fields that decide a model's variables: a checkpoint of another value cannot be resumed.
-_MODEL_FIELDS = ("model", "model_config", "vocab_size", "objective", "use_nsp")
+_MODEL_FIELDS = ("model", "model_config", "vocab_size", "objective")
 
 
 def _check_model_dir_config(config: PretrainConfig, latest: str) -> None:
@@ -372,6 +372,9 @@ def _check_model_dir_config(config: PretrainConfig, latest: str) -> None:
         except ValueError:
             return
     current = dataclasses.asdict(config)
+    for fields in (previous, current):  # '' is the model's default objective
+        fields["objective"] = fields.get("objective") or (
+            "mlm" if fields.get("model") == "bert" else "lm")
     shown = lambda k, v: f"{v!r}" + (" (the model_config's)" if k == "vocab_size" and not v
                                      else "")  # noqa: E731
     differences = [f"{k} {shown(k, previous[k])} there, {shown(k, current[k])} now"
