@@ -58,6 +58,17 @@ def test_reference_decaying_layer_norm_and_biases_fails_the_weight_bar():
     assert "norm" in result.worst_weight or "bias" in result.worst_weight, result.worst_weight
 
 
+def test_torch_epsilon_placement_is_a_different_recipe():
+    """torch adds eps to the bias-corrected sqrt(v_hat), Keras to the raw sqrt(v): with
+    eps 1e-6 that is eps / sqrt(1 - beta_2^t) (3e-5 at step 1) in torch's terms, which
+    matters for small gradients. The harness sets torch's eps per step; without it the
+    weights part by far more than the bar."""
+    result = harness.compare_head(cases.make_case("gpt_classify"), steps=20, drift=False,
+                                  match_epsilon=False)
+    assert not result.passed
+    assert result.weight_difference > 100 * harness.WEIGHT_BAR
+
+
 def test_span_difference_from_transformers_is_padding_in_the_softmax():
     """BertForQuestionAnswering's own loss (like google-research/bert's) puts padding in the
     start/end softmax; ours keeps it out. On padded windows the first loss differs already;

@@ -79,6 +79,26 @@ def recipe_for(case: ParityCase, steps: int) -> Recipe:
     return Recipe(case.learning_rate, 1000, WARMUP_FRACTION["gpt"])
 
 
+# Printed once by the tool: how the torch reference is set to our recipe, and what is left.
+RECIPE_NOTES = """\
+Reference optimizer: torch.optim.AdamW + transformers.get_linear_schedule_with_warmup +
+torch.nn.utils.clip_grad_norm_(1.0), set to OUR recipe where transformers' defaults differ:
+- epsilon 1e-6 (BERT's; torch and transformers default to 1e-8), applied at Keras' place:
+  torch's eps before step t is 1e-6 / sqrt(1 - beta_2^t), which makes torch's
+  m_hat / (sqrt(v_hat) + eps_t) equal Keras' lr-folded bias correction m / (sqrt(v) + eps).
+- weight decay 0.01, decoupled, on exactly the tensors our optimizer decays (asked of it per
+  variable): all but LayerNorm gains / betas and biases, embeddings included. transformers'
+  Trainer default is weight_decay 0.0; its bias / LayerNorm exclusion picks the same set.
+- bias correction on both sides (google-research/bert's AdamWeightDecayOptimizer has none;
+  neither side follows it).
+- warmup then linear decay to 0, read at the start of each step on both sides (step 0 trains
+  at lr 0 when there is warmup); BERT: 10% warmup over a 20-step run, GPT-1: 0.2% over a
+  1,000-step run (2 warmup steps) of which the first 20 run.
+- left as is: clip_grad_norm_ divides by (norm + 1e-6), tf.clip_by_global_norm by
+  max(norm, 1.0): under 1e-6 relative.
+"""
+
+
 # ---- our side -----------------------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -278,8 +298,8 @@ def describe_setup(results: Sequence[HeadResult]) -> str:
         differs = ", ".join(s.differs_from_transformers_rule) or "none"
         lines.append(f"- {r.case.name}: {r.case.description}; reference {r.case.reference_note}."
                      f" {r.recipe.describe()}. Reference decays {len(s.decayed)} tensors, not "
-                     f"{len(s.not_decayed)} (ours' choice; differs from transformers' Trainer "
-                     f"rule on: {differs}); {s.epsilon_rule}.")
+                     f"{len(s.not_decayed)} (as ours; transformers' Trainer rule differs on: "
+                     f"{differs}).")
     return "\n".join(lines)
 
 
