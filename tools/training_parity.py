@@ -18,7 +18,9 @@ import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from absl import app, flags
+from absl import flags
+
+from tfmodels.cli import run_binary
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("heads", None, "Heads to compare (default: all, MiniLM included).")
@@ -63,4 +65,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_binary(main)
