@@ -1,10 +1,11 @@
 """SavedModels for TF Serving: a fine-tuned task model (or the GPT-1 LM) plus its tokenizer,
 exported so that raw text goes in and named, decoded predictions come out.
 
-Why a module of its own: the eager encoders (finetune.features) are numpy code that a server
-cannot run. Here the same tokenization and packing are rebuilt from TensorFlow ops and traced
-into the SavedModel, so a client sends strings and gets labels, answers or tags back, with the
-exact inputs the model was fine-tuned on.
+Text becomes model inputs through finetune.text_inputs / tfmodels.preprocessing, the in-graph
+code the fine-tuning features also run, traced into the SavedModel: a client sends strings and
+gets labels, answers or tags back, from exactly the rows the model was fine-tuned on. Rows are
+padded only to the longest of each request (at most seq_length), so a short sentence does not
+pay for seq_length positions.
 
 Layout (what TF Serving's file-system source polls):
 
@@ -32,22 +33,23 @@ Signatures (`serving_default` takes raw strings, `serving_ids` pre-tokenised int
                                                             num_tokens; `generate` (text,
                                                             max_new_tokens, top_k, seed) ->
                                                             token_ids, text
+  every kind but the LM  `preprocess`: the same text inputs -> the model inputs serving_default
+                        builds (what serving_ids takes)
 serving_ids inputs: BERT input_ids, segment_ids, input_mask; GPT-1 input_ids, input_mask and
-(task models) classify_position; int32 [b, (views,) seq_length] as finetune.features writes.
+(task models) classify_position; int32 [b, (views,) w] for any width w <= seq_length, padded at
+the end (the LM: exactly seq_length, which generation fills).
 Its graph holds only core TensorFlow ops, so stock TF Serving serves it; `ids_only=True` exports
 nothing else (and aliases it as serving_default). The raw-text signatures need the
 tensorflow-text kernels in the server; `audit_ops` lists the ops that do (BUILD_NOTES.md,
 "Serving: custom ops").
 
-Differences from the eager encoders, by design:
+Differences from the fine-tuning features, by design:
 - SQuAD is served on ONE window: the question (max_query_length pieces) and the first
   seq_length - len(question) - 3 context pieces; a longer context is cut, not strided (for
   long contexts, send windows yourself or use finetune.features + serving_ids).
   Character offsets are exact for words whose normalised form keeps its UTF-8 length (all
   ASCII); other words map each piece to the whole word's span (the original run_squad
   granularity), so an answer inside such a word comes back as the whole word.
-- GPT-1 text is not run through ftfy (Python only): ids equal `encode(clean=True)` for text ftfy
-  leaves unchanged; clients may ftfy before sending.
 - The GPT-1 LM keeps the LAST seq_length tokens of a long text (the context nearest the
   next token); task models truncate longest-first from the end, as the encoders do.
 
@@ -77,159 +79,24 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from finetune.text_inputs import pack_choices, pack_texts, pack_words, split_views
+from tfmodels.preprocessing import TextPacker, first_n, sanitize_text, whitespace_words
 from tfmodels.tokenizers.loading import load_tokenizer
 
 DEFAULT_SIGNATURE = "serving_default"
 IDS_SIGNATURE = "serving_ids"
 GENERATE_SIGNATURE = "generate"
+PREPROCESS_SIGNATURE = "preprocess"
 LM_KIND = "language_model"
 OUTSIDE_TAG = "O"       # NER tag of words truncated away (finetune.features.tokens)
 EXPORT_INFO = "export.json"
 OPS_FILE = "ops.json"
 WARMUP_FILE = "tf_serving_warmup_requests"
 TEXT = tf.TensorSpec([None], tf.string)
-# Python's str.isspace() code points: what str.split() and re's \s separate words on.
-WHITESPACE = (9, 10, 11, 12, 13, 28, 29, 30, 31, 32, 133, 160, 5760, *range(8192, 8203), 8232,
-              8233, 8239, 8287, 12288)
-
-
-# ---- in-graph text -> model inputs ------------------------------------------------------------
-
-def sanitize_text(texts) -> tf.Tensor:
-    """string [...] -> valid UTF-8: bytes that are not UTF-8 become U+FFFD (never an op error)."""
-    return tf.strings.unicode_transcode(texts, "UTF-8", "UTF-8", errors="replace",
-                                        replacement_char=0xFFFD)
-
-
-def whitespace_words(texts: tf.Tensor):
-    """string [b] -> (words, byte starts, byte ends), ragged [b, (words)]: maximal runs of
-    non-whitespace characters, exactly Python's `str.split()` / re `\\S+` (core ops only)."""
-    chars, offsets = tf.strings.unicode_decode_with_offsets(texts, "UTF-8")
-    space = tf.reduce_any(chars.flat_values[:, None] == tf.constant(WHITESPACE)[None], axis=1)
-    rows = chars.value_rowids()
-    index = tf.range(tf.size(space, out_type=tf.int64))
-    first = index == tf.gather(chars.row_starts(), rows)
-    last = index == tf.gather(chars.row_limits(), rows) - 1
-    prev = tf.maximum(index - 1, 0)
-    after = tf.minimum(index + 1, tf.maximum(tf.size(space, out_type=tf.int64) - 1, 0))
-    starts = ~space & (first | tf.gather(space, prev))
-    ends = ~space & (last | tf.gather(space, after))
-    byte = offsets.flat_values
-    length = tf.cast(tf.strings.length(texts), tf.int64)
-    byte_end = tf.where(last, tf.gather(length, rows), tf.gather(byte, after))
-    word_rows = tf.boolean_mask(rows, starts)
-    start, end = tf.boolean_mask(byte, starts), tf.boolean_mask(byte_end, ends)
-    words = tf.strings.substr(tf.gather(texts, word_rows), start, end - start)
-    nrows = tf.shape(texts, out_type=tf.int64)[0]
-    return tuple(tf.RaggedTensor.from_value_rowids(v, word_rows, nrows=nrows)
-                 for v in (words, start, end))
-
-
-def keep_lengths(lengths: tf.Tensor, budget: int) -> tf.Tensor:
-    """Longest-first truncation of several parts per row, in graph: int [rows, n] -> int [rows, n].
-
-    The closed form of `finetune.features.truncate_longest_first`: the largest cap c with
-    sum(min(len, c)) <= budget, then one spare token each to the parts above the cap that were
-    longest (on equal lengths the later part). With the lengths sorted ascending (S, prefix
-    sums P), c = (budget - P_k) // (n - k) for the first k with P_k + (n - k) S_k > budget.
-    """
-    n = lengths.shape[-1]
-    lengths = tf.cast(lengths, tf.int32)
-    fits = tf.reduce_sum(lengths, axis=1, keepdims=True) <= budget
-    s = tf.sort(lengths, axis=1)
-    p = tf.cumsum(s, axis=1, exclusive=True)
-    rest = n - tf.range(n)
-    k = tf.argmax(tf.cast(p + rest * s > budget, tf.int32), axis=1, output_type=tf.int32)
-    cap = ((budget - tf.gather(p, k, batch_dims=1)) // tf.gather(rest, k))[:, None]
-    keep = tf.minimum(lengths, cap)
-    spare = budget - tf.reduce_sum(keep, axis=1, keepdims=True)
-    above = (lengths > cap) & ~fits
-    # longer[r, i, j]: part j goes before part i for the spare tokens.
-    later = (tf.range(n)[None, :] > tf.range(n)[:, None])[None]
-    longer = (lengths[:, None, :] > lengths[:, :, None]) | (
-        (lengths[:, None, :] == lengths[:, :, None]) & later)
-    rank = tf.reduce_sum(tf.cast(above[:, None, :] & longer, tf.int32), axis=2)
-    keep += tf.cast(above & (rank < spare), tf.int32)
-    return tf.where(fits, lengths, keep)
-
-
-def _first(part: tf.RaggedTensor, keep: tf.Tensor) -> tf.RaggedTensor:
-    """The first keep[r] items of each row r."""
-    position = tf.ragged.range(part.row_lengths())
-    return tf.ragged.boolean_mask(part, position < tf.cast(keep, position.dtype)[:, None])
-
-
-def _column(value: int, rows: tf.Tensor) -> tf.RaggedTensor:
-    return tf.RaggedTensor.from_tensor(tf.fill(tf.stack([rows, 1]), tf.constant(value, tf.int32)))
-
-
-def _ragged(x: tf.RaggedTensor) -> tf.RaggedTensor:
-    return tf.cast(x, tf.int32).with_row_splits_dtype(tf.int64)
-
-
-class Packer(tf.Module):
-    """Tokenises and lays out rows in graph, as `finetune.features.common` does eagerly.
-
-    BERT: `[CLS] A [SEP] (B [SEP])`, segment ids 1 from B on, pad [PAD]; GPT-1:
-    `start A (delimiter B) classify`, pad 0, classify_position = the last real token.
-    """
-
-    def __init__(self, tokenizer, model_type: str, seq_length: int):
-        super().__init__(name="packer")
-        self.tokenizer = tokenizer
-        self.model_type = model_type
-        self.seq_length = seq_length
-        if model_type == "bert":
-            self.specials = (tokenizer.cls_id, tokenizer.sep_id, tokenizer.sep_id)
-            self.pad_id = tokenizer.pad_id
-        else:
-            self.specials = (tokenizer.start_id, tokenizer.delimiter_id, tokenizer.classify_id)
-            self.pad_id = 0
-
-    def tokenize(self, texts) -> tf.RaggedTensor:
-        """string [n] (already sanitised) -> int32 [n, (ids)]."""
-        return _ragged(self.tokenizer.tokenize(texts))
-
-    def pack(self, parts: Sequence[tf.RaggedTensor], groups: Optional[Sequence[Sequence[int]]]
-             = None, truncate: bool = True) -> Dict[str, tf.Tensor]:
-        """Token parts (ragged [n, (t)]) -> int32 input_ids / segment_ids / input_mask [n, s]
-        and last_position [n]; `groups` join parts into the layout's one or two segments
-        (default: one segment per part), after each part is truncated longest-first."""
-        groups = groups or [[i] for i in range(len(parts))]
-        parts = [_ragged(p) for p in parts]
-        if truncate:
-            budget = self.seq_length - len(groups) - 1
-            lengths = tf.stack([tf.cast(p.row_lengths(), tf.int32) for p in parts], axis=1)
-            keep = keep_lengths(lengths, budget)
-            parts = [_first(p, keep[:, i]) for i, p in enumerate(parts)]
-        segments = [tf.concat([parts[i] for i in g], axis=1) if len(g) > 1 else parts[g[0]]
-                    for g in groups]
-        rows = segments[0].nrows(out_type=tf.int32)
-        begin, middle, end = (_column(v, rows) for v in self.specials)
-        pieces = [begin, segments[0], *([middle, segments[1]] if len(segments) == 2 else []), end]
-        ids = tf.concat(pieces, axis=1)
-        first = 3 if len(segments) == 2 else len(pieces)  # pieces of segment 0: begin A (middle)
-        second = 1 if self.model_type == "bert" else 0
-        types = tf.concat([tf.zeros_like(p) for p in pieces[:first]]
-                          + [tf.ones_like(p) * second for p in pieces[first:]], axis=1)
-        shape = [None, self.seq_length]
-        return {"input_ids": ids.to_tensor(self.pad_id, shape=shape),
-                "segment_ids": types.to_tensor(0, shape=shape),
-                "input_mask": tf.ones_like(ids).to_tensor(0, shape=shape),
-                "last_position": tf.cast(ids.row_lengths(), tf.int32) - 1}
-
-    def model_inputs(self, packed: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-        """The arrays each model reads (finetune.features.common.model_inputs)."""
-        if self.model_type == "bert":
-            return {k: packed[k] for k in ("input_ids", "segment_ids", "input_mask")}
-        return {"input_ids": packed["input_ids"], "input_mask": packed["input_mask"],
-                "classify_position": packed["last_position"]}
 
 
 def _split_views(inputs: Mapping[str, tf.Tensor], views: int) -> Dict[str, tf.Tensor]:
-    """[n * views, ...] -> [n, views, ...]."""
-    return {k: tf.reshape(v, tf.concat([[-1, views], tf.shape(v)[1:]], 0))
-            for k, v in inputs.items()}
+    return split_views(dict(inputs), views)
 
 
 # ---- what each task kind serves ----------------------------------------------------------------
@@ -263,7 +130,9 @@ class Head:
     def ids_inputs(self) -> Dict[str, tf.TensorSpec]:
         s = self.spec
         lead = [None] if s.views is None else [None, s.views]
-        seq = tf.TensorSpec(lead + [s.seq_length], tf.int32)
+        # Any width up to seq_length: a client may pad a batch only to its longest row. The LM
+        # keeps seq_length (generation appends into the window).
+        seq = tf.TensorSpec(lead + [s.seq_length if s.kind == LM_KIND else None], tf.int32)
         if s.model_type == "bert":
             return {"input_ids": seq, "segment_ids": seq, "input_mask": seq}
         specs = {"input_ids": seq, "input_mask": seq}
@@ -271,7 +140,7 @@ class Head:
             specs["classify_position"] = tf.TensorSpec(lead, tf.int32)
         return specs
 
-    def encode(self, packer: Packer, texts: Mapping[str, tf.Tensor]):
+    def encode(self, packer: TextPacker, texts: Mapping[str, tf.Tensor]):
         """Sanitised text inputs -> (model inputs, state for decode_text)."""
         raise NotImplementedError
 
@@ -301,17 +170,9 @@ class SequenceHead(Head):
 
     def encode(self, packer, texts):
         if not self.spec.is_pair:
-            return packer.model_inputs(packer.pack([packer.tokenize(texts["text"])])), None
-        a, b = packer.tokenize(texts["text_a"]), packer.tokenize(texts["text_b"])
-        if not self.spec.symmetric:
-            return packer.model_inputs(packer.pack([a, b])), None
-        # Truncate once so the second view is exactly the swap of the first (the encoder's rule).
-        keep = keep_lengths(tf.stack([tf.cast(a.row_lengths(), tf.int32),
-                                      tf.cast(b.row_lengths(), tf.int32)], 1),
-                            packer.seq_length - 3)
-        a, b = _first(a, keep[:, 0]), _first(b, keep[:, 1])
-        views = [packer.model_inputs(packer.pack(p, truncate=False)) for p in ([a, b], [b, a])]
-        return {k: tf.stack([views[0][k], views[1][k]], axis=1) for k in views[0]}, None
+            return pack_texts(packer, packer.tokenize(texts["text"])), None
+        return pack_texts(packer, packer.tokenize(texts["text_a"]),
+                          packer.tokenize(texts["text_b"]), self.spec.symmetric), None
 
     def decode(self, outputs, inputs):
         if self.spec.kind == "regression":
@@ -329,16 +190,9 @@ class ChoiceHead(Head):
                 "endings": tf.TensorSpec([None, self.spec.views], tf.string)}
 
     def encode(self, packer, texts):
-        c = self.spec.views
-        rows = tf.repeat(tf.range(tf.shape(texts["context"])[0]), c)
-        context = tf.gather(packer.tokenize(texts["context"]), rows)
-        question = tf.gather(packer.tokenize(texts["question"]), rows)
         endings = packer.tokenize(tf.reshape(texts["endings"], [-1]))
-        if self.spec.model_type == "bert":
-            packed = packer.pack([context, tf.concat([question, endings], axis=1)])
-        else:
-            packed = packer.pack([context, question, endings], groups=[[0, 1], [2]])
-        return _split_views(packer.model_inputs(packed), c), None
+        return pack_choices(packer, packer.tokenize(texts["context"]),
+                            packer.tokenize(texts["question"]), endings, self.spec.views), None
 
     def decode(self, outputs, inputs):
         logits = outputs["logits"]
@@ -369,24 +223,23 @@ class SpanHead(Head):
         tokenizer = packer.tokenizer
         question = packer.tokenize(texts["question"])[:, :self.spec.max_query_length]
         context = texts["context"]
-        # Words as run_squad's doc_tokens; pieces with byte offsets inside each word (the
-        # tokenizer's FastBertTokenizer: WordPieceTokenizer has no public offsets method).
+        # Words as run_squad's doc_tokens; pieces with byte offsets inside each word.
         words, word_start, word_end = whitespace_words(context)
         flat = words.flat_values
-        normal = tokenizer.normalize(flat)
-        pieces, piece_start, piece_end = tokenizer._tokenizer.tokenize_with_offsets(normal)
-        exact = tf.strings.length(normal) == tf.strings.length(flat)
+        pieces, piece_start, piece_end = tokenizer.tokenize_with_offsets(flat)
+        # Offsets are into the normalised word: exact when normalising kept its byte length.
+        exact = tf.strings.length(tokenizer.normalize(flat)) == tf.strings.length(flat)
         exact_rows = tf.gather(exact, pieces.value_rowids())
         base = tf.gather(tf.cast(word_start.flat_values, tf.int64), pieces.value_rowids())
         limit = tf.gather(tf.cast(word_end.flat_values, tf.int64), pieces.value_rowids())
         char_start = tf.where(exact_rows, base + tf.cast(piece_start.flat_values, tf.int64), base)
         char_end = tf.where(exact_rows, base + tf.cast(piece_end.flat_values, tf.int64), limit)
         splits = tf.gather(pieces.row_splits, words.row_splits)
-        ids = _ragged(tf.RaggedTensor.from_row_splits(pieces.flat_values, splits))
+        ids = tf.cast(tf.RaggedTensor.from_row_splits(pieces.flat_values, splits), tf.int32)
         starts = tf.RaggedTensor.from_row_splits(char_start, splits)
         ends = tf.RaggedTensor.from_row_splits(char_end, splits)
         window = self.spec.seq_length - tf.cast(question.row_lengths(), tf.int32) - 3
-        ids, starts, ends = (_first(x, window) for x in (ids, starts, ends))
+        ids, starts, ends = (first_n(x, window) for x in (ids, starts, ends))
         packed = packer.pack([question, ids], truncate=False)
         shape = [None, self.spec.seq_length]
         offset = tf.cast(question.row_lengths(), tf.int32) + 2
@@ -434,24 +287,8 @@ class TaggerHead(Head):
 
     def encode(self, packer, texts):
         words = whitespace_words(texts["sentence"])[0]
-        pieces = packer.tokenize(words.flat_values)
-        lengths = tf.cast(pieces.row_lengths(), tf.int32)
-        # A word with no pieces (control characters only) gets one [UNK].
-        unk = _column(packer.tokenizer.unk_id, pieces.nrows(out_type=tf.int32))
-        pieces = tf.ragged.boolean_mask(
-            tf.concat([pieces, unk], axis=1),
-            tf.concat([tf.ones_like(pieces, tf.bool),
-                       tf.RaggedTensor.from_tensor((lengths == 0)[:, None])], axis=1))
-        lengths = tf.maximum(lengths, 1)
-        # Position of each word's first piece inside its sentence (+1 for [CLS]).
-        start = tf.cumsum(lengths, exclusive=True)
-        sentence_start = tf.gather(tf.concat([start, [tf.reduce_sum(lengths)]], 0),
-                                   words.row_splits[:-1])
-        position = start - tf.gather(sentence_start, words.value_rowids()) + 1
-        sentence_pieces = tf.RaggedTensor.from_row_splits(
-            pieces.flat_values, tf.gather(pieces.row_splits, words.row_splits))
-        packed = packer.pack([sentence_pieces])
-        return packer.model_inputs(packed), (words, position)
+        inputs, position = pack_words(packer, words, packer.tokenizer.unk_id)
+        return inputs, (words, position.flat_values)
 
     def decode(self, outputs, inputs):
         tag_ids = tf.argmax(outputs["logits"], axis=-1, output_type=tf.int32)
@@ -461,8 +298,9 @@ class TaggerHead(Head):
         words, position = state
         tag_ids = tf.argmax(outputs["logits"], axis=-1, output_type=tf.int32)
         kept = position < self.spec.seq_length - 1
+        # Rows are only as wide as the request's longest: kept positions are inside their row.
         at = tf.stack([tf.cast(words.value_rowids(), tf.int32),
-                       tf.minimum(position, self.spec.seq_length - 1)], axis=1)
+                       tf.minimum(position, tf.shape(tag_ids)[1] - 1)], axis=1)
         names = tf.gather(tf.constant(self.spec.label_names), tf.gather_nd(tag_ids, at))
         tags = words.with_flat_values(tf.where(kept, names, OUTSIDE_TAG))
         return {"tags": tags.to_tensor(""), "num_words": tf.cast(words.row_lengths(), tf.int32)}
@@ -531,8 +369,8 @@ class ServingModule(tf.Module):
         self.model = model
         self.head = head
         self.ids_only = ids_only
-        self.packer = None if ids_only else Packer(tokenizer, head.spec.model_type,
-                                                   head.spec.seq_length)
+        self.packer = None if ids_only else TextPacker(tokenizer, head.spec.model_type,
+                                                       head.spec.seq_length)
         if tokenizer is not None and head.spec.model_type == "gpt":
             # id -> text piece for decoding generated ids, padded to the model's vocabulary.
             pieces = [tokenizer.decoder[i] + ("</w>" if i >= tokenizer.bpe_vocab_size else "")
@@ -552,6 +390,12 @@ class ServingModule(tf.Module):
         texts = {k: sanitize_text(v) for k, v in texts.items()}
         inputs, state = self.head.encode(self.packer, texts)
         return self.head.decode_text(self._run(inputs), inputs, state)
+
+    def preprocess(self, texts):
+        """The model inputs serving_default builds from raw text (no model call): what a
+        client of serving_ids would send, and what tests compare with the training features."""
+        texts = {k: sanitize_text(v) for k, v in texts.items()}
+        return self.head.encode(self.packer, texts)[0]
 
     def generate(self, request):
         """Greedy (top_k <= 1) or top-k sampling of max_new_tokens tokens after each text; a
@@ -597,7 +441,9 @@ class ServingModule(tf.Module):
         if self.ids_only:
             return {DEFAULT_SIGNATURE: ids, IDS_SIGNATURE: ids}
         return {DEFAULT_SIGNATURE: _concrete(self.serve_text, self.head.text_inputs),
-                IDS_SIGNATURE: ids, **self.head.extra_signatures(self)}
+                IDS_SIGNATURE: ids,
+                PREPROCESS_SIGNATURE: _concrete(self.preprocess, self.head.text_inputs),
+                **self.head.extra_signatures(self)}
 
 
 def serving_spec(task_model, task_spec, seq_length: int, max_query_length: int = 64,
@@ -676,26 +522,30 @@ def write_vocab_files(tokenizer, folder: str) -> Dict[str, str]:
             f.write("".join(t + "\n" for t in tokenizer.vocab))
         return {"vocab_file": path}
     encoder = {t: i for t, i in tokenizer.encoder.items() if i < tokenizer.bpe_vocab_size}
-    ranks = tokenizer._eager.ranks  # (a, b) -> rank: the merges file in order
+    merges_in_order = tokenizer.merges
     vocab, merges = os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt")
     with open(vocab, "w", encoding="utf-8") as f:
         json.dump(encoder, f, ensure_ascii=False)
     with open(merges, "w", encoding="utf-8") as f:
-        f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in sorted(ranks, key=ranks.get)))
+        f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges_in_order))
     return {"encoder_file": vocab, "merges_file": merges}
 
 
-def example_request(specs: Mapping[str, tf.TensorSpec], seq_length: int) -> Dict[str, np.ndarray]:
-    """A small valid request (batch 1) for a signature's inputs: warmup and tests."""
+def example_request(specs: Mapping[str, tf.TensorSpec], seq_length: int,
+                    width: Optional[int] = None) -> Dict[str, np.ndarray]:
+    """A small valid request (batch 1) for a signature's inputs: warmup and tests. Id inputs of
+    open width get `width` positions (default seq_length), strings a short or a long text."""
+    width = width or seq_length
     values = {}
     for name, spec in specs.items():
-        shape = [1 if d is None else d for d in spec.shape]
+        shape = [1 if i == 0 else width if d is None else d for i, d in enumerate(spec.shape)]
         if spec.dtype == tf.string:
-            values[name] = np.full(shape, b"a warm up request", dtype=object)
+            text = "a warm up request" if width < seq_length else " ".join(["warm up"] * seq_length)
+            values[name] = np.full(shape, text.encode(), dtype=object)
         elif name in ("max_new_tokens", "top_k"):
             values[name] = np.array(1, np.int32)
         elif name == "input_mask":
-            values[name] = (np.arange(seq_length) < 2).astype(np.int32) * np.ones(shape, np.int32)
+            values[name] = (np.arange(shape[-1]) < 2).astype(np.int32) * np.ones(shape, np.int32)
         elif name == "classify_position":
             values[name] = np.ones(shape, np.int32)
         else:
@@ -820,10 +670,13 @@ def export_saved_model(task_model, task_spec, tokenizer, export_base: str, model
         extra = os.path.join(temp, "assets.extra")
         os.makedirs(extra, exist_ok=True)
         if warmup:
+            # A short and a full-length request per signature: rows are as wide as a
+            # request's longest, so the server sees both ends of the range.
             write_warmup(os.path.join(extra, WARMUP_FILE), [
                 predict_request(model_name, name, example_request(
-                    fn.structured_input_signature[1], seq_length))
-                for name, fn in module.serving_signatures.items()])
+                    fn.structured_input_signature[1], seq_length, width))
+                for name, fn in module.serving_signatures.items()
+                for width in sorted({min(8, seq_length), seq_length})])
         custom = audit_ops(temp)
         _write_json(os.path.join(extra, OPS_FILE), {
             "custom_ops": custom,

@@ -10,7 +10,7 @@ import pytest
 
 from finetune.examples import ChoiceExample, SpanExample, TextExample, TokenExample
 from finetune.features import (IGNORE_LABEL, best_span, decode_word_predictions, encode_examples,
-                               predict_answers, truncate_longest_first)
+                               predict_answers)
 from tfmodels.tokenizers.gpt_bpe import GptBpeTokenizer
 from tfmodels.tokenizers.wordpiece import WordPieceTokenizer
 
@@ -58,19 +58,6 @@ def conll_sentences(shared_data, count):
 
 
 # ---- classification and pairs -------------------------------------------------------------
-
-def test_truncate_longest_first():
-    parts = [list(range(5)), list(range(5))]
-    assert [len(p) for p in truncate_longest_first(parts, 7)] == [3, 4]  # tie: the later keeps more
-    def lengths(parts, budget):
-        return [len(p) for p in truncate_longest_first(parts, budget)]
-
-    assert lengths([list(range(30)), list(range(20))], 29) == [15, 14]  # the longer keeps more
-    assert lengths([[1, 2], list(range(10))], 7) == [2, 5]
-    assert lengths([list(range(9)), [1], list(range(4))], 8) == [4, 1, 3]
-    assert truncate_longest_first([[1, 2, 3], [4]], 10) == [[1, 2, 3], [4]]
-    assert truncate_longest_first([[1, 2, 3, 4], [5]], 3) == [[1, 2], [5]]  # keeps the prefix
-
 
 def test_bert_pair_layout(wp):
     examples = [TextExample("t:1", "The cat sat.", "A dog ran!", "entailment"),
@@ -406,6 +393,6 @@ def test_bad_input_errors_name_the_example(wp, gpt):
     with pytest.raises(ValueError, match=r"'t:3'.*symmetric=True needs a text pair"):
         encode_examples([TextExample("t:3", "a", None, 1.0)], "regression", "gpt", gpt, 16,
                         symmetric=True)
-    with pytest.raises(ValueError, match="needs a WordPieceTokenizer"):
+    with pytest.raises(ValueError, match="reads text through a WordPieceTokenizer"):
         encode_examples([TextExample("t:1", "a", None, "no")], "classification", "bert", gpt, 16,
                         label_names=names)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfmodels.tokenizers.wordpiece import WordPieceTokenizer, pack_segments
+from tfmodels.tokenizers.wordpiece import WordPieceTokenizer
 from tfmodels.tokenizers.wordpiece_vocab import learn_wordpiece_vocab, write_vocab_file
 
 
@@ -86,36 +86,6 @@ def test_cased_vocabulary_keeps_case_and_accents(shared_data):
     uncased = WordPieceTokenizer(str(shared_data / "bert_vocab/bert-base-uncased-vocab.txt"))
     tokens = [uncased.id_to_token(i) for i in uncased.tokenize(["Café in Zürich"])[0]]
     assert tokens == ["cafe", "in", "zurich"]
-
-
-def ragged(rows):
-    return tf.ragged.constant(rows, dtype=tf.int32)
-
-
-def test_pack_pair_layout_and_padding():
-    packed = pack_segments([ragged([[5, 6, 7]]), ragged([[8, 9]])], 10, cls_id=101,
-                           sep_id=102)
-    assert packed["input_ids"].numpy().tolist() == [[101, 5, 6, 7, 102, 8, 9, 102, 0, 0]]
-    assert packed["segment_ids"].numpy().tolist() == [[0, 0, 0, 0, 0, 1, 1, 1, 0, 0]]
-    assert packed["input_mask"].numpy().tolist() == [[1, 1, 1, 1, 1, 1, 1, 1, 0, 0]]
-
-
-def test_pack_longest_first_truncation():
-    a10, b3 = list(range(10, 20)), [30, 31, 32]
-    # Budget 10 - 3 specials = 7: B (3, the shorter) is kept, A is cut to 4.
-    packed = pack_segments([ragged([a10]), ragged([b3])], 10, cls_id=1, sep_id=2)
-    assert packed["input_ids"].numpy().tolist() == [[1, 10, 11, 12, 13, 2, 30, 31, 32, 2]]
-    # Both long: budget 7 -> the shorter (or, on a tie, the first) keeps 3, the other 4.
-    packed = pack_segments([ragged([a10, a10]), ragged([list(range(40, 46)), a10])], 10,
-                           cls_id=1, sep_id=2)
-    assert packed["input_ids"].numpy().tolist() == [
-        [1, 10, 11, 12, 13, 2, 40, 41, 42, 2],
-        [1, 10, 11, 12, 2, 10, 11, 12, 13, 2]]
-    # Single segment: simple cut; an empty segment is just [CLS] [SEP].
-    packed = pack_segments([ragged([a10, []])], 6, cls_id=1, sep_id=2)
-    assert packed["input_ids"].numpy().tolist() == [[1, 10, 11, 12, 13, 2], [1, 2, 0, 0, 0, 0]]
-    with pytest.raises(ValueError, match="no room"):
-        pack_segments([ragged([a10]), ragged([b3])], 2, cls_id=1, sep_id=2)
 
 
 def test_empty_and_over_long_text(minilm):

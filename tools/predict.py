@@ -161,18 +161,31 @@ def to_records(outputs: Mapping[str, np.ndarray], first_line: int, top_tokens: i
 def predict(fn: Callable, specs: Mapping[str, Any], rows: Sequence[Dict[str, Any]],
             batch_size: int = 32, scalars: Mapping[str, int] = (), top_tokens: int = 10,
             progress: bool = True) -> Iterator[Dict[str, Any]]:
-    """Runs `fn` (a signature) on parsed rows in batches; yields one record per row."""
+    """Runs `fn` (a signature) on parsed rows in batches; yields one record per row, in input
+    order. Rows are batched by length (the export pads a request only to its longest row), so
+    one long line does not widen every batch."""
     import tensorflow as tf
     bar = Progress(len(rows), enabled=progress and len(rows) > batch_size)
+
+    def length(row):
+        return sum(len(v) if isinstance(v, (str, bytes)) else sum(map(len, v))
+                   for v in row.values())
+
+    order = sorted(range(len(rows)), key=lambda i: length(rows[i]))
+    records: List[Dict[str, Any]] = [None] * len(rows)
     for start in range(0, len(rows), batch_size):
-        batch = rows[start:start + batch_size]
+        indices = order[start:start + batch_size]
+        batch = [rows[i] for i in indices]
         inputs = {name: tf.constant([row[name] for row in batch], tf.string)
                   for name in batch[0]}
         inputs.update({k: tf.constant(v, tf.int32) for k, v in dict(scalars).items()
                        if k in specs})
         outputs = {k: v.numpy() for k, v in fn(**inputs).items()}
-        yield from to_records(outputs, start + 1, top_tokens)
+        for i, record in zip(indices, to_records(outputs, 0, top_tokens)):
+            record["line"] = i + 1
+            records[i] = record
         bar.update(start + len(batch))
+    yield from records
 
 
 def load_signature(saved_model: str = "", keras_model: str = "", signature: str =

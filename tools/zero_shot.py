@@ -68,7 +68,9 @@ class LmScorer:
         self._token_log_probs = token_log_probs
 
     def encode(self, texts: Sequence[str]) -> List[List[int]]:
-        return self.tokenizer.encode(list(texts))
+        """Ids through the in-graph tokenizer fine-tuning and exports use (the one text path)."""
+        from tfmodels.preprocessing import TextPacker
+        return TextPacker(self.tokenizer, "gpt", self.max_length).tokenize(list(texts)).to_list()
 
     def log_probs(self, contexts: Sequence[Sequence[int]],
                   continuations: Sequence[Sequence[int]]) -> List[np.ndarray]:

@@ -6,8 +6,10 @@ One call for every task kind, so the fine-tuning loop does not branch per datase
                               label_names=spec.label_names, **task_options)
     dataset = tf.data.Dataset.from_tensor_slices((encoded.inputs(), encoded.labels()))
 
-Shapes are static (every array [features, ...] with seq_length columns) for tf.data
-`drop_remainder`, XLA and TPUs. Tokenization is eager and batched over all examples.
+Arrays are stored with seq_length columns; fine-tuning batches them by length and trims each
+batch to its longest row (finetune.batching), or keeps seq_length under --pad_to_max_length
+(TPUs). Tokenization and packing run the in-graph code exported models run
+(tfmodels.preprocessing, finetune.text_inputs), batched over all examples.
 
 Arrays (all int32 unless noted; every kind also has `example_index` [n]):
   kind                  inputs                                         labels
@@ -22,7 +24,7 @@ Arrays (all int32 unless noted; every kind also has `example_index` [n]):
    (BERT)               TokenFeature                                   (-1 = ignore), label_mask
 Label arrays are present only when the examples are labelled (not for test files).
 
-Modules: common (tokenizing, truncation, layouts, padding), sequence (classification,
+Modules: common (features container, chunked tokenization, labels, errors), sequence (classification,
 regression, pairs, multiple choice), squad (windows, span labels, `best_span` decoding),
 tokens (NER first-sub-token labels, `decode_word_predictions`).
 """
@@ -31,8 +33,8 @@ from __future__ import annotations
 import numbers
 from typing import Any, Sequence
 
-from finetune.features.common import (BERT_INPUT_KEYS, GPT_INPUT_KEYS, MODELS, EncodedFeatures,
-                                      truncate_longest_first)
+from finetune.features.common import (BERT_INPUT_KEYS, GPT_INPUT_KEYS, MODELS, SEQUENCE_KEYS,
+                                      EncodedFeatures)
 from finetune.features.sequence import encode_choice_examples, encode_text_examples
 from finetune.features.squad import (SpanFeature, SpanPrediction, best_span,
                                      encode_span_examples, predict_answers)
@@ -54,7 +56,7 @@ __all__ = [
     "KINDS", "MODELS", "BERT_INPUT_KEYS", "GPT_INPUT_KEYS", "IGNORE_LABEL", "EncodedFeatures",
     "SpanFeature", "SpanPrediction", "TokenFeature", "encode_examples", "encode_text_examples",
     "encode_choice_examples", "encode_span_examples", "encode_token_examples", "best_span",
-    "predict_answers", "decode_word_predictions", "truncate_longest_first",
+    "predict_answers", "decode_word_predictions", "SEQUENCE_KEYS",
 ]
 
 

@@ -9,7 +9,8 @@ input transforms and classifies the final state at `classify_position`:
                    arrays [n, 2, seq], the head sums the two final states
   multiple choice  [s] context question [$] ending_k [e] per candidate, arrays [n, k, seq]
 BERT multiple choice follows its SWAG setup: A = context, B = question (start phrase) + ending.
-Texts are truncated longest-first so the special tokens always fit.
+Texts are truncated longest-first so the special tokens always fit; the rows are built by
+finetune.text_inputs, the code exported models run on raw text.
 """
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ from typing import List, Sequence
 
 import numpy as np
 
+import tensorflow as tf
+
 from finetune.examples import ChoiceExample, TextExample
 from finetune.features.common import (EncodedFeatures, Tokens, check_seq_length, check_text,
-                                      check_tokens, example_error, label_index, labels_present,
-                                      lookup_label, model_inputs, pack_rows,
-                                      truncate_longest_first)
+                                      check_tokens, example_error, in_chunks, label_index,
+                                      labels_present, lookup_label, to_numpy)
+from finetune.text_inputs import pack_choices, pack_texts
 
 
 def _check_types(examples: Sequence, cls: type) -> None:
@@ -31,11 +34,6 @@ def _check_types(examples: Sequence, cls: type) -> None:
     for i, ex in enumerate(examples):
         if not isinstance(ex, cls):
             raise ValueError(f"example {i} is a {type(ex).__name__}, expected {cls.__name__}")
-
-
-def _split_views(arrays: dict, views: int) -> dict:
-    """[n * views, ...] -> [n, views, ...] (candidates or the two orders of a symmetric pair)."""
-    return {k: v.reshape((-1, views) + v.shape[1:]) for k, v in arrays.items()}
 
 
 def encode_text_examples(examples: Sequence[TextExample], model: str, tokenizer, seq_length: int,
@@ -60,29 +58,25 @@ def encode_text_examples(examples: Sequence[TextExample], model: str, tokenizer,
     pairs = any(ex.text_b is not None for ex in examples)
     check_seq_length(seq_length, 1 + pairs, 1 + pairs, "a text pair" if pairs else "one text")
 
-    tokens = Tokens(tokenizer, model)
-    texts = [ex.text_a for ex in examples] + [ex.text_b for ex in examples if ex.text_b is not None]
-    ids = iter(tokens.ids(texts))
-    ids_a = [next(ids) for _ in examples]
-    rows: List[List[List[int]]] = []
-    for ex, a in zip(examples, ids_a):
-        check_tokens(a, "example", ex.guid, "text_a", ex.text_a)
-        rows.append([a])
-    for ex, row in zip(examples, rows):
-        if ex.text_b is not None:
-            b = next(ids)
-            check_tokens(b, "example", ex.guid, "text_b", ex.text_b)
-            row.append(b)
-
-    layout = tokens.layout
-    if symmetric:
-        # Truncate once so the second view is exactly the swap of the first.
-        fitted = [truncate_longest_first(r, seq_length - layout.num_specials(2)) for r in rows]
-        swapped = [view for a, b in fitted for view in ([a, b], [b, a])]
-        packed = pack_rows(swapped, layout, seq_length, tokens.pad_id, truncate=False)
-        arrays = _split_views(model_inputs(packed, model), 2)
-    else:
-        arrays = model_inputs(pack_rows(rows, layout, seq_length, tokens.pad_id), model)
+    tokens = Tokens(tokenizer, model, seq_length)
+    ids_a = tokens.ragged([ex.text_a for ex in examples])
+    paired = np.array([ex.text_b is not None for ex in examples])
+    ids_b = tokens.ragged([ex.text_b for ex in examples if ex.text_b is not None])
+    for name, ids, rows in (("text_a", ids_a, np.arange(len(examples))),
+                            ("text_b", ids_b, np.flatnonzero(paired))):
+        for i in np.flatnonzero(ids.row_lengths().numpy() == 0)[:1]:
+            ex = examples[rows[i]]
+            check_tokens([], "example", ex.guid, name, getattr(ex, name))
+    # Singles and pairs are packed apart (a task has one or the other; tests mix them).
+    arrays = {}
+    for rows, b in ((np.flatnonzero(~paired), None), (np.flatnonzero(paired), ids_b)):
+        if not len(rows):
+            continue
+        a = tf.gather(ids_a, rows)
+        part = in_chunks(len(rows), lambda i, j: to_numpy(pack_texts(
+            tokens.packer, a[i:j], None if b is None else b[i:j], symmetric, width=seq_length)))
+        for k, v in part.items():
+            arrays.setdefault(k, np.zeros((len(examples),) + v.shape[1:], v.dtype))[rows] = v
     arrays["example_index"] = np.arange(len(examples), dtype=np.int32)
 
     label_keys = ()
@@ -134,26 +128,19 @@ def encode_choice_examples(examples: Sequence[ChoiceExample], model: str, tokeni
     with_question = model == "gpt" and any(ex.question.strip() for ex in examples)
     check_seq_length(seq_length, 2, 2 + with_question, "context + question / ending pairs")
 
-    tokens = Tokens(tokenizer, model)
-    texts = ([ex.context for ex in examples] + [ex.question for ex in examples]
-             + [e for ex in examples for e in ex.endings])
-    ids = tokens.ids(texts)
+    tokens = Tokens(tokenizer, model, seq_length)
     n = len(examples)
-    contexts, questions, endings = ids[:n], ids[n:2 * n], ids[2 * n:]
-    rows = []
-    for i, ex in enumerate(examples):
-        check_tokens(contexts[i], "example", ex.guid, "context", ex.context)
-        for k in range(num_choices):
-            ending = endings[i * num_choices + k]
-            check_tokens(ending, "example", ex.guid, f"ending {k}", ex.endings[k])
-            if model == "bert":
-                # BERT's SWAG: B = start phrase + ending, truncated against the context as one.
-                rows.append([contexts[i], questions[i] + ending])
-            else:
-                rows.append([contexts[i], questions[i], ending])
-    groups = None if model == "bert" else [[0, 1], [2]]
-    packed = pack_rows(rows, tokens.layout, seq_length, tokens.pad_id, groups=groups)
-    arrays = _split_views(model_inputs(packed, model), num_choices)
+    contexts = tokens.ragged([ex.context for ex in examples])
+    questions = tokens.ragged([ex.question for ex in examples])
+    endings = tokens.ragged([e for ex in examples for e in ex.endings])
+    for i in np.flatnonzero(contexts.row_lengths().numpy() == 0)[:1]:
+        check_tokens([], "example", examples[i].guid, "context", examples[i].context)
+    for i in np.flatnonzero(endings.row_lengths().numpy() == 0)[:1]:
+        ex, k = examples[i // num_choices], i % num_choices
+        check_tokens([], "example", ex.guid, f"ending {k}", ex.endings[k])
+    arrays = in_chunks(n, lambda i, j: to_numpy(pack_choices(
+        tokens.packer, contexts[i:j], questions[i:j], endings[i * num_choices:j * num_choices],
+        num_choices, width=seq_length)))
     arrays["example_index"] = np.arange(n, dtype=np.int32)
 
     label_keys = ()

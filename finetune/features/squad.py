@@ -28,7 +28,8 @@ import numpy as np
 
 from finetune.examples import SpanExample
 from finetune.features.common import (EncodedFeatures, Tokens, check_text, check_tokens,
-                                      example_error, labels_present, model_inputs, pack_rows)
+                                      example_error, in_chunks, labels_present, to_numpy)
+from tfmodels.preprocessing import ragged_from_lists
 
 _WORD = re.compile(r"\S+")  # Unicode whitespace, a superset of run_squad's " \t\r\n\u202f"
 
@@ -243,7 +244,7 @@ def encode_span_examples(examples: Sequence[SpanExample], tokenizer, seq_length:
     labelled = labels_present([ex.answers or (() if ex.is_impossible else None) for ex in examples],
                               "question", [ex.qid for ex in examples])
 
-    tokens = Tokens(tokenizer, "bert")
+    tokens = Tokens(tokenizer, "bert", seq_length)
     contexts = tokenize_contexts([ex.context for ex in examples], tokens)
     answerable = [ex for ex in examples if labelled and not ex.is_impossible]
     ids = tokens.ids([ex.question for ex in examples] + [ex.answers[0][0] for ex in answerable])
@@ -274,8 +275,11 @@ def encode_span_examples(examples: Sequence[SpanExample], tokenizer, seq_length:
             starts.append(answer[0] - start + offset if inside else 0)
             ends.append(answer[1] - start + offset if inside else 0)
 
-    packed = pack_rows(rows, tokens.layout, seq_length, tokens.pad_id, truncate=False)
-    arrays = model_inputs(packed, "bert")
+    # The windows are cut here (doc_stride); the rows are laid out by the shared packer.
+    arrays = in_chunks(len(rows), lambda i, j: to_numpy(tokens.packer.model_inputs(
+        tokens.packer.pack([ragged_from_lists([r[0] for r in rows[i:j]]),
+                            ragged_from_lists([r[1] for r in rows[i:j]])],
+                           truncate=False, width=seq_length))))
     arrays["example_index"] = np.array([m.example_index for m in metadata], np.int32)
     label_keys: Tuple[str, ...] = ()
     if labelled:

@@ -18,9 +18,12 @@ from typing import List, Sequence, Tuple
 import numpy as np
 
 from finetune.examples import TokenExample
+import tensorflow as tf
+
 from finetune.features.common import (EncodedFeatures, Tokens, check_seq_length, check_text,
-                                      example_error, label_index, labels_present, lookup_label,
-                                      model_inputs, pack_rows)
+                                      example_error, in_chunks, label_index, labels_present,
+                                      lookup_label, to_numpy)
+from finetune.text_inputs import pack_words
 
 IGNORE_LABEL = -1
 
@@ -59,34 +62,29 @@ def encode_token_examples(examples: Sequence[TokenExample], tokenizer, seq_lengt
                                 f"has {len(ex.words)} words but {len(ex.tags)} tags")
     tagged = labels_present([ex.tags for ex in examples], "sentence", [ex.guid for ex in examples])
 
-    tokens = Tokens(tokenizer, "bert")
-    unique = list(dict.fromkeys(w for ex in examples for w in ex.words))
-    pieces_of = {w: ids or [tokenizer.unk_id] for w, ids in zip(unique, tokens.ids(unique))}
-    budget = seq_length - 2
-    rows, metadata = [], []
-    label_ids = np.full((len(examples), seq_length), IGNORE_LABEL, np.int32)
-    for n, ex in enumerate(examples):
-        pieces: List[int] = []
-        positions = []
-        for word in ex.words:
-            if len(pieces) >= budget:
-                break  # this word's first piece would not fit: dropped, decoded as "O"
-            positions.append(len(pieces) + 1)  # +1 for [CLS]
-            pieces.extend(pieces_of[word])
-        rows.append([pieces[:budget]])
-        positions = np.array(positions, np.int32)
-        metadata.append(TokenFeature(n, ex.guid, len(ex.words), positions, tuple(label_names)))
-        if tagged:
-            label_ids[n, positions] = [lookup_label(index, t, "sentence", ex.guid)
-                                       for t in ex.tags[:len(positions)]]
-            for tag in ex.tags[len(positions):]:  # dropped words must still carry valid tags
-                lookup_label(index, tag, "sentence", ex.guid)
+    tokens = Tokens(tokenizer, "bert", seq_length)
+    positions = []
 
-    arrays = model_inputs(pack_rows(rows, tokens.layout, seq_length, tokens.pad_id,
-                                    truncate=False), "bert")
+    def build(i, j):
+        words = tf.ragged.constant([list(ex.words) for ex in examples[i:j]], tf.string)
+        inputs, position = pack_words(tokens.packer, words, tokenizer.unk_id, width=seq_length)
+        positions.extend(position.to_list())
+        return to_numpy(inputs)
+
+    arrays = in_chunks(len(examples), build)
+    label_ids = np.full((len(examples), seq_length), IGNORE_LABEL, np.int32)
     label_mask = np.zeros((len(examples), seq_length), np.int32)
-    for n, feature in enumerate(metadata):
-        label_mask[n, feature.word_positions] = 1
+    metadata = []
+    for n, (ex, word_positions) in enumerate(zip(examples, positions)):
+        # Words whose first piece is past [CLS] + seq_length - 2 pieces were cut: "O".
+        kept = np.array([p for p in word_positions if p < seq_length - 1], np.int32)
+        metadata.append(TokenFeature(n, ex.guid, len(ex.words), kept, tuple(label_names)))
+        label_mask[n, kept] = 1
+        if tagged:
+            label_ids[n, kept] = [lookup_label(index, t, "sentence", ex.guid)
+                                  for t in ex.tags[:len(kept)]]
+            for tag in ex.tags[len(kept):]:  # dropped words must still carry valid tags
+                lookup_label(index, tag, "sentence", ex.guid)
     arrays["label_mask"] = label_mask
     arrays["example_index"] = np.arange(len(examples), dtype=np.int32)
     label_keys: Tuple[str, ...] = ()

@@ -1,4 +1,5 @@
-"""BERT's WordPiece tokenizer on tensorflow-text ops, and `[CLS] A [SEP] B [SEP]` packing.
+"""BERT's WordPiece tokenizer on tensorflow-text ops (`encode` packs `[CLS] A [SEP] B [SEP]`
+through tfmodels.preprocessing, the one packer).
 
 One implementation runs eagerly (data creation, tests), inside `tf.function` / tf.data
 (training input pipelines) and inside exported SavedModels (raw text in): it is a `tf.Module`
@@ -134,13 +135,21 @@ class WordPieceTokenizer(tf.Module):
         """int [batch, (pieces)] -> string [batch]: words joined by spaces, '##' merged."""
         return self._tokenizer.detokenize(ids)
 
+    def tokenize_with_offsets(self, texts: Texts):
+        """string [batch] -> (ids, starts, ends), ragged [batch, (pieces)]: byte offsets of each
+        piece in the NORMALISED text (`normalize`; equal to the input's for ASCII)."""
+        return self._tokenizer.tokenize_with_offsets(self.normalize(texts))
+
     def encode(self, texts_a: Texts, texts_b: Optional[Texts] = None,
                seq_length: int = 128) -> Dict[str, tf.Tensor]:
-        """Tokenises and packs one or two segments into fixed-length BERT inputs."""
-        segments = [self.tokenize(texts_a)]
-        if texts_b is not None:
-            segments.append(self.tokenize(texts_b))
-        return pack_segments(segments, seq_length, self.cls_id, self.sep_id, self.pad_id)
+        """Tokenises and packs one or two segments into `[CLS] A [SEP] (B [SEP])` rows of
+        `seq_length` (tfmodels.preprocessing.TextPacker: longest-first truncation)."""
+        from tfmodels.preprocessing import TextPacker
+        packer = TextPacker(self, "bert", seq_length)
+        parts = [packer.tokenize(texts_a)] + (
+            [packer.tokenize(texts_b)] if texts_b is not None else [])
+        packed = packer.pack(parts, width=seq_length)
+        return {k: packed[k] for k in ("input_ids", "segment_ids", "input_mask")}
 
 
 def group_pieces_into_words(pieces: tf.RaggedTensor,
@@ -158,54 +167,3 @@ def group_pieces_into_words(pieces: tf.RaggedTensor,
     words = tf.RaggedTensor.from_value_rowids(flat, word_ids, nrows=tf.reduce_sum(starts_int))
     words_per_row = tf.RaggedTensor.from_row_splits(starts_int, pieces.row_splits)
     return tf.RaggedTensor.from_row_lengths(words, tf.reduce_sum(words_per_row, axis=1))
-
-
-def truncate_longest_first(segments: List[tf.RaggedTensor], budget: int) -> List[tf.RaggedTensor]:
-    """Trims tokens from the end of the longer segment until the total fits `budget`.
-
-    Hugging Face's 'longest_first' rule, in closed form per row so it runs in graph mode:
-    with s the shorter and l the longer length (on a tie the first segment counts as the
-    shorter), a short segment (s <= budget // 2) is kept whole and the other cut to
-    budget - s; otherwise the shorter keeps budget // 2 and the longer budget - budget // 2.
-    google-research/bert's `_truncate_seq_pair` is the same except on ties, where it trims
-    the second segment first (so the odd token goes to the other side).
-    """
-    if len(segments) == 1:
-        return [segments[0][:, :budget]]
-    if len(segments) != 2:
-        raise ValueError(f"pack one or two segments, got {len(segments)}")
-    budget = tf.constant(budget, tf.int32)
-    a, b = (tf.cast(s.row_lengths(), tf.int32) for s in segments)
-    first_is_shorter = a <= b
-    short, long = tf.minimum(a, b), tf.maximum(a, b)
-    half = budget // 2
-    fits = short + long <= budget
-    keep_short = tf.where(fits | (short <= half), short, half)
-    keep_long = tf.where(fits, long, tf.where(short <= half, budget - short, budget - half))
-    keep_a = tf.where(first_is_shorter, keep_short, keep_long)
-    keep_b = tf.where(first_is_shorter, keep_long, keep_short)
-    return [tf.ragged.boolean_mask(segments[0], tf.ragged.range(a) < keep_a[:, None]),
-            tf.ragged.boolean_mask(segments[1], tf.ragged.range(b) < keep_b[:, None])]
-
-
-def pack_segments(segments: List[tf.RaggedTensor], seq_length: int, cls_id: int, sep_id: int,
-                  pad_id: int = 0) -> Dict[str, tf.Tensor]:
-    """Packs one or two token segments into `[CLS] A [SEP] (B [SEP])` and pads.
-
-    segments: int RaggedTensors [batch, (tokens)].
-    Returns int32 tensors of static shape [batch, seq_length]: `input_ids`, `segment_ids`
-    (0 for [CLS], A and its [SEP]; 1 for B and its [SEP]) and `input_mask` (1 = real token).
-    Truncation is longest-first so the special tokens always fit.
-    """
-    segments = [tf.cast(s, tf.int32) for s in segments]
-    budget = seq_length - 1 - len(segments)
-    if budget < 0:
-        raise ValueError(f"seq_length {seq_length} leaves no room for {len(segments)} segments")
-    trimmed = truncate_longest_first(segments, budget)
-    ids, segment_ids = tf_text.combine_segments(
-        trimmed, start_of_sequence_id=cls_id, end_of_segment_id=sep_id)
-    input_ids, input_mask = tf_text.pad_model_inputs(ids, seq_length, pad_value=pad_id)
-    segment_ids, _ = tf_text.pad_model_inputs(segment_ids, seq_length, pad_value=0)
-    return {"input_ids": tf.cast(input_ids, tf.int32),
-            "segment_ids": tf.cast(segment_ids, tf.int32),
-            "input_mask": tf.cast(input_mask, tf.int32)}
