@@ -24,13 +24,14 @@ import time
 from typing import Dict, List
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from finetune import batching
 from finetune.tasks import get_task
 from finetune.trainer import (Context, FinetuneConfig, finetune_once, load_pretrained,
                               load_task_data, make_strategy)
 from tfmodels.checkpoints.hf_bert import minilm_folder
+from tfmodels.cli import run_binary
 from tools.machine import cpu_description
 
 FLAGS = flags.FLAGS
@@ -124,4 +125,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_binary(main)
