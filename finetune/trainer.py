@@ -55,6 +55,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from finetune import batching
 from finetune import predictions as prediction_files
 from finetune import strategies
 from finetune.features import EncodedFeatures, decode_word_predictions, encode_examples
@@ -68,6 +69,7 @@ from tfmodels import configs
 from tfmodels.bert import BertEncoder
 from tfmodels.gpt import GptDecoder
 from tfmodels.lstm import LstmDecoder
+from tfmodels.model_files import check_keras_file
 from tfmodels.optimization import create_optimizer
 from tfmodels.tokenizers.loading import load_tokenizer
 from tfmodels.training import TrainStep
@@ -116,6 +118,10 @@ class FinetuneConfig:
     data_dir: str = dataclasses.field(
         default="", metadata={"help": "The task's data folder, or one training file."})
     output_dir: str = ""
+    overwrite_output_dir: bool = dataclasses.field(
+        default=False, metadata={"help": "Write into an output_dir that holds results of an "
+                                         "earlier run (its results.json, model.keras and "
+                                         "predictions are replaced)."})
     seq_length: int = 128
     max_train_examples: int = dataclasses.field(
         default=0, metadata={"help": "Use the first N training examples (0 = all); the "
@@ -144,6 +150,10 @@ class FinetuneConfig:
     # Optimisation.
     train_batch_size: int = 32
     eval_batch_size: int = 64
+    pad_to_max_length: bool = dataclasses.field(
+        default=False, metadata={"help": "Pad every batch to seq_length (one static shape, for "
+                                         "TPUs) instead of grouping rows by length and padding "
+                                         "each batch only to its longest row."})
     epochs: float = 3.0
     train_steps: int = dataclasses.field(
         default=0, metadata={"help": "Override the step count (0 = epochs x steps/epoch)."})
@@ -198,9 +208,14 @@ class FinetuneConfig:
 
     def __post_init__(self):
         # absl list flags arrive as strings.
-        object.__setattr__(self, "learning_rates", tuple(float(v) for v in self.learning_rates))
-        object.__setattr__(self, "seeds", tuple(int(v) for v in self.seeds))
         problems = []
+        for name, kind in (("learning_rates", float), ("seeds", int)):
+            try:
+                object.__setattr__(self, name, tuple(kind(v) for v in getattr(self, name)))
+            except (TypeError, ValueError):
+                problems.append(f"{name} must be a comma-separated list of {kind.__name__}s, "
+                                f"got {','.join(map(str, getattr(self, name)))!r}")
+                object.__setattr__(self, name, ())
         if self.model not in MODELS:
             problems.append(f"model must be one of {MODELS}, got {self.model!r}")
         if not self.task:
@@ -214,7 +229,7 @@ class FinetuneConfig:
             problems.append("data_dir is required")
         if not self.output_dir:
             problems.append("output_dir is required")
-        if not self.seeds:
+        if not self.seeds and not any(p.startswith("seeds") for p in problems):
             problems.append("seeds is empty")
         if any(lr <= 0 for lr in self.learning_rates):
             problems.append(f"learning rates must be positive, got {self.learning_rates}")
@@ -315,6 +330,7 @@ def load_checkpoint(path: str, fmt: Optional[str] = None, num_heads: int = 12) -
         if os.path.isdir(path):
             path = os.path.join(path, "pretrained.keras")
         import finetune.models  # noqa: F401  (registers the task models for deserialisation)
+        check_keras_file(path)  # Keras would call a cut-short file "not found"
         return keras.saving.load_model(path, compile=False)
     if fmt == "hf_bert":
         from tfmodels.checkpoints.hf_bert import load_hf_bert
@@ -413,8 +429,10 @@ class Pretrained:
 
 def load_pretrained(config: FinetuneConfig, log: Callable[[str], None] = print) -> Pretrained:
     """Tokenizer + checkpoint (or random-init config), checked against each other."""
-    tokenizer = tokenizer_for(config)
+    # The checkpoint first: when it is missing, its vocabulary beside it is missing too, and
+    # the missing checkpoint is what the user must fix.
     fmt = detect_checkpoint_format(config.init_checkpoint)
+    tokenizer = tokenizer_for(config)
     expected = _FORMAT_MODEL.get(fmt)
     if expected and expected != config.model:
         raise ValueError(f"init_checkpoint {config.init_checkpoint} is a {fmt} checkpoint "
@@ -435,7 +453,8 @@ def load_pretrained(config: FinetuneConfig, log: Callable[[str], None] = print) 
     if not isinstance(cfg, config_cls):
         raise ValueError(f"model {config.model!r} needs a {cls.__name__} config, got "
                          f"{type(cfg).__name__} ({config.model_config!r})")
-    if tokenizer.vocab_size > cfg.vocab_size:
+    if tokenizer.vocab_size != cfg.vocab_size:
+        # Smaller is as wrong as larger: the same id would mean another token.
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but the model's embedding "
                          f"has {cfg.vocab_size} rows: vocabulary and checkpoint do not match")
     if config.seq_length > cfg.max_positions:
@@ -522,50 +541,30 @@ def load_task_data(config: FinetuneConfig, task: TaskSpec, tokenizer,
     return data
 
 
-def train_dataset(features: EncodedFeatures, batch_size: int, seed: int) -> tf.data.Dataset:
-    """Inputs + labels, shuffled with `seed`, repeated, static batches (drop_remainder)."""
-    arrays = {**features.inputs(), **features.labels()}
-    n = len(features)
-    return (tf.data.Dataset.from_tensor_slices(arrays)
-            .shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat()
-            .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
-
-
-def _padded_inputs(features: EncodedFeatures, batch_size: int) -> Dict[str, np.ndarray]:
-    """Inputs padded to a multiple of batch_size with copies of the last row (real inputs, so
-    the padded rows run like any other; their outputs are dropped)."""
-    n = len(features)
-    pad = -n % batch_size
-    return {k: np.concatenate([v, np.repeat(v[-1:], pad, axis=0)]) if pad else v
-            for k, v in features.inputs().items()}
+def train_dataset(features: EncodedFeatures, batch_size: int, seed: int,
+                  pad_to_max_length: bool = False) -> tf.data.Dataset:
+    """Inputs + labels, shuffled with `seed`, repeated, batches of `batch_size` rows grouped by
+    length and trimmed to their longest (finetune.batching; pad_to_max_length: seq_length)."""
+    return batching.train_dataset({**features.inputs(), **features.labels()}, batch_size, seed,
+                                  pad_to_max_length)
 
 
 class Predictor:
-    """Batched inference under the strategy: model outputs for every feature, in order."""
+    """Batched inference under the strategy: model outputs for every feature, in order.
+    Rows are run in length order, each batch only as wide as its longest (finetune.batching)."""
 
     def __init__(self, model: keras.Model, strategy: tf.distribute.Strategy,
-                 output_keys: Sequence[str], batch_size: int):
-        self.strategy, self.batch_size = strategy, batch_size
-
-        def replica(batch):
-            outputs = model(batch, training=False)
-            return {k: outputs[k] for k in output_keys}
-
-        @tf.function(autograph=False)  # no Python control flow to convert
-        def step(batch):
-            per_replica = strategy.run(replica, args=(batch,))
-            return {k: strategy.gather(v, axis=0) for k, v in per_replica.items()}
-
-        self.step = step
+                 output_keys: Sequence[str], batch_size: int, sequence_outputs: bool = False,
+                 pad_to_max_length: bool = False):
+        self.batch_size = batch_size
+        self.sequence_outputs = sequence_outputs
+        self.pad_to_max_length = pad_to_max_length
+        self.predict_batch = batching.distributed_predictor(model, strategy, output_keys)
 
     def __call__(self, features: EncodedFeatures) -> Dict[str, np.ndarray]:
-        dataset = tf.data.Dataset.from_tensor_slices(
-            _padded_inputs(features, self.batch_size)).batch(self.batch_size, drop_remainder=True)
-        chunks: Dict[str, List[np.ndarray]] = {}
-        for batch in self.strategy.experimental_distribute_dataset(dataset):
-            for k, v in self.step(batch).items():
-                chunks.setdefault(k, []).append(v.numpy())
-        return {k: np.concatenate(v)[:len(features)] for k, v in chunks.items()}
+        return batching.predict_in_length_order(
+            self.predict_batch, features.inputs(), self.batch_size, self.sequence_outputs,
+            self.pad_to_max_length)
 
 
 # ---- decoding: the only per-kind code ------------------------------------------------------------
@@ -613,6 +612,11 @@ class KindDecoder:
     output_keys: Tuple[str, ...]
     decode: Callable[[Dict[str, np.ndarray], Split, FinetuneConfig], Decoded]
     gold: Callable[[Any, TaskSpec], Any]     # example -> what the metric compares against
+    sequence_outputs: bool = False           # outputs have a per-position axis (span, tags)
+
+    def predictor(self, model, strategy, config: "FinetuneConfig") -> "Predictor":
+        return Predictor(model, strategy, self.output_keys, config.eval_batch_size,
+                         self.sequence_outputs, config.pad_to_max_length)
 
 
 DECODERS: Dict[str, KindDecoder] = {
@@ -621,9 +625,10 @@ DECODERS: Dict[str, KindDecoder] = {
     "regression": KindDecoder(("predictions",), _decode_regression, lambda ex, task: float(ex.label)),
     "multiple_choice": KindDecoder(("logits",), _decode_classes, lambda ex, task: int(ex.label)),
     "span": KindDecoder(("start_logits", "end_logits"), _decode_spans,
-                        lambda ex, task: [a for a, _ in ex.answers] or [""]),
+                        lambda ex, task: [a for a, _ in ex.answers] or [""],
+                        sequence_outputs=True),
     "token_classification": KindDecoder(("logits",), _decode_tags,
-                                        lambda ex, task: list(ex.tags)),
+                                        lambda ex, task: list(ex.tags), sequence_outputs=True),
 }
 
 
@@ -739,8 +744,7 @@ def _build_task_model(ctx: Context, seed: int) -> keras.Model:
 
 def evaluate(ctx: Context, model: keras.Model, split: Split) -> Tuple[Dict[str, float], Decoded]:
     kind = DECODERS[ctx.task.kind]
-    outputs = Predictor(model, ctx.strategy, kind.output_keys,
-                        ctx.config.eval_batch_size)(split.features)
+    outputs = kind.predictor(model, ctx.strategy, ctx.config)(split.features)
     decoded = kind.decode(outputs, split, ctx.config)
     return score(ctx.task, split.examples, decoded, ctx.config), decoded
 
@@ -776,7 +780,8 @@ def finetune_once(ctx: Context, learning_rate: float, seed: int) -> RunResult:
                                       jit_compile=config.jit_compile, clip_norm=config.clip_norm)
         train_step = make_step()
         iterator = iter(strategy.experimental_distribute_dataset(
-            train_dataset(ctx.data.train.features, config.train_batch_size, seed)))
+            train_dataset(ctx.data.train.features, config.train_batch_size, seed,
+                          config.pad_to_max_length)))
         result = RunResult(learning_rate, seed, {}, train_steps=total)
         log(f"lr {learning_rate:g} seed {seed}: {total} steps ({steps_per_epoch}/epoch, "
             f"{warmup} warmup), {model.count_params():,} parameters, policy {policy}")
@@ -851,6 +856,10 @@ def make_strategy(config: FinetuneConfig) -> tf.distribute.Strategy:
 RunFn = Callable[[Context, float, int], RunResult]
 
 
+# What run_finetune writes in output_dir (a rerun would replace them).
+FINETUNE_OUTPUTS = ("results.json", "model.keras", "predictions")
+
+
 def run_finetune(config: FinetuneConfig, run_fn: RunFn = finetune_once,
                  strategy: Optional[tf.distribute.Strategy] = None,
                  log: Callable[[str], None] = print) -> Dict[str, Any]:
@@ -859,6 +868,12 @@ def run_finetune(config: FinetuneConfig, run_fn: RunFn = finetune_once,
 
     run_fn: one run (default `finetune_once`); tests substitute a fake to check selection.
     """
+    earlier = [name for name in FINETUNE_OUTPUTS
+               if os.path.exists(os.path.join(config.output_dir, name))]
+    if earlier and not config.overwrite_output_dir:
+        raise ValueError(f"output_dir {config.output_dir} already holds fine-tuning results "
+                         f"({', '.join(earlier)}); pass --overwrite_output_dir to replace them, "
+                         f"or use another folder")
     strategy = strategy or make_strategy(config)
     task = get_task(config.task)
     pretrained = load_pretrained(config, log)
@@ -892,8 +907,7 @@ def run_finetune(config: FinetuneConfig, run_fn: RunFn = finetune_once,
     if selected.model is not None:
         if data.test is not None:
             kind = DECODERS[task.kind]
-            outputs = Predictor(selected.model, strategy, kind.output_keys,
-                                config.eval_batch_size)(data.test.features)
+            outputs = kind.predictor(selected.model, strategy, config)(data.test.features)
             files["test"] = write_predictions(
                 task, data.test, kind.decode(outputs, data.test, config),
                 os.path.join(config.output_dir, "predictions", "test"), threshold)
@@ -905,7 +919,8 @@ def run_finetune(config: FinetuneConfig, run_fn: RunFn = finetune_once,
         export_path = export_saved_model(
             selected.model, task, pretrained.tokenizer, config.export_dir, task.name,
             config.seq_length, max_query_length=config.max_query_length,
-            max_answer_length=config.max_answer_length)
+            max_answer_length=config.max_answer_length,
+            pad_to_max_length=config.pad_to_max_length)
         log(f"exported {export_path}")
     results = {
         "task": task.name, "kind": task.kind, "model": config.model,

@@ -27,6 +27,10 @@ Here:
   (final sigma included) except for ~40 code points added in Unicode 14+.
 - Symbols missing from the encoder map to `<unk>` as in the original (`encoder.get(t, 0)`, id 0
   is `<unk>` there); with an encoder that has no `<unk>` they are dropped.
+- A word longer than MAX_BPE_PIECE_CHARS (64) characters is merged in pieces of 64 (its
+  `</w>` on the last piece), in both paths: BPE costs O(length^2) per word, and the original,
+  merging it whole, took minutes on a 200 KB "word" and hung on a multi-MB one. Every word of
+  up to 64 characters (all of ordinary text) keeps the original's ids.
 """
 from __future__ import annotations
 
@@ -44,6 +48,11 @@ UNK_TOKEN = "<unk>"
 _NO_MERGE = 2 ** 31 - 1  # rank of a pair that is not in the merge list
 _ENCODE_CHUNK = 4096  # lines per pre-tokenisation call of the eager path
 _CACHE_LIMIT = 1 << 20  # words memoised by the eager path before the cache is cleared
+# BPE costs O(length^2) per word (each merge round rescans the word), so a word longer than
+# this many characters is merged in pieces of it (its `</w>` still on its last character):
+# a line holding one multi-MB "word" takes linear time instead of hanging. Words up to this
+# length (every word of ordinary text; the longest vocabulary token has 32) are unchanged.
+MAX_BPE_PIECE_CHARS = 64
 
 # Python's str.isspace() characters (what the original's `\s` means); RE2's \s is ASCII only.
 _SPACE = r"\t\x0b\x0c\r\x1c-\x1f\x85\p{Z}"
@@ -183,9 +192,19 @@ class _EagerBpe:
         self.cache: Dict[bytes, List[int]] = {}
 
     def bpe(self, word: str) -> List[int]:
-        """The original merge loop on one word: ids of its symbols."""
-        ranks = self.ranks
+        """The original merge loop on one word (in pieces of MAX_BPE_PIECE_CHARS when it is
+        longer): ids of its symbols."""
         symbols = list(word[:-1]) + [word[-1] + WORD_END]
+        step = MAX_BPE_PIECE_CHARS
+        merged = [s for start in range(0, len(symbols), step)
+                  for s in self.merge(symbols[start:start + step])]
+        ids = [self.encoder.get(s, self.unk_id) for s in merged]
+        return [i for i in ids if i is not None]
+
+    def merge(self, symbols: List[str]) -> List[str]:
+        """Merges the lowest-ranked pair (all occurrences, left to right) until none is
+        left in the merge list."""
+        ranks = self.ranks
         while len(symbols) > 1:
             pair = min(zip(symbols, symbols[1:]), key=lambda p: ranks.get(p, _NO_MERGE))
             if pair not in ranks:
@@ -199,8 +218,7 @@ class _EagerBpe:
                     merged.append(symbols[i])
                     i += 1
             symbols = merged
-        ids = [self.encoder.get(s, self.unk_id) for s in symbols]
-        return [i for i in ids if i is not None]
+        return symbols
 
     def word_ids(self, words: List[bytes]) -> List[List[int]]:
         """UTF-8 words -> ids per word, memoised."""
@@ -260,6 +278,12 @@ class GptBpeTokenizer(tf.Module):
     def decoder(self) -> Dict[int, str]:
         """id -> token."""
         return self._eager.decoder
+
+    @property
+    def merges(self) -> List[Tuple[str, str]]:
+        """The merge list in rank order (what a merges file holds)."""
+        ranks = self._eager.ranks
+        return sorted(ranks, key=ranks.get)
 
     @property
     def special_tokens(self) -> Tuple[str, str, str]:
@@ -360,17 +384,31 @@ class GptBpeTokenizer(tf.Module):
         return symbols, splits, tf.reduce_any(match)
 
     def _bpe_graph(self, words: tf.Tensor) -> tf.RaggedTensor:
-        """string [n] words -> int32 RaggedTensor [n, (ids)] after all merges."""
+        """string [n] words -> int32 RaggedTensor [n, (ids)] after all merges (words longer
+        than MAX_BPE_PIECE_CHARS merged in pieces, as the eager path)."""
         chars = tf.strings.unicode_split(words, "UTF-8")
         flat, last = chars.flat_values, chars.row_limits() - 1
         flat = tf.tensor_scatter_nd_update(
             flat, last[:, None], tf.strings.join([tf.gather(flat, last), WORD_END]))
+        # Pieces of at most MAX_BPE_PIECE_CHARS characters, each merged as a row of its own.
+        lengths = chars.row_lengths()
+        step = tf.constant(MAX_BPE_PIECE_CHARS, tf.int64)
+        pieces_per_word = (lengths + step - 1) // step
+        word_of_piece = tf.repeat(tf.range(tf.size(lengths, tf.int64)), pieces_per_word)
+        first_piece = tf.cumsum(pieces_per_word, exclusive=True)
+        piece_in_word = (tf.range(tf.reduce_sum(pieces_per_word))
+                         - tf.gather(first_piece, word_of_piece))
+        piece_starts = tf.gather(chars.row_starts(), word_of_piece) + piece_in_word * step
+        piece_splits = tf.concat([piece_starts, tf.size(flat, tf.int64)[None]], 0)
         symbols, splits, _ = tf.while_loop(
             lambda symbols, splits, more: more, self._merge_step,
-            (self._symbol_ids.lookup(flat), chars.row_splits, tf.constant(True)),
+            (self._symbol_ids.lookup(flat), piece_splits, tf.constant(True)),
             shape_invariants=(tf.TensorShape([None]), tf.TensorShape([None]),
                               tf.TensorShape([])))
-        ids = tf.RaggedTensor.from_row_splits(symbols, splits, validate=False)
+        pieces = tf.RaggedTensor.from_row_splits(symbols, splits, validate=False)
+        ids = tf.RaggedTensor.from_row_splits(
+            pieces, tf.concat([[0], tf.cumsum(pieces_per_word)], 0), validate=False
+        ).merge_dims(1, 2)
         unknown = ids == self.vocab_size
         if self.unk_id is None:
             return tf.cast(tf.ragged.boolean_mask(ids, ~unknown), tf.int32)
