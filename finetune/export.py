@@ -116,6 +116,7 @@ class ServingSpec:
     max_query_length: int = 64
     max_answer_length: int = 30
     vocab_size: int = 0                 # the model's output vocabulary (LM)
+    pad_to_max_length: bool = False     # every request seq_length wide (else its longest row)
 
 
 class Head:
@@ -369,8 +370,8 @@ class ServingModule(tf.Module):
         self.model = model
         self.head = head
         self.ids_only = ids_only
-        self.packer = None if ids_only else TextPacker(tokenizer, head.spec.model_type,
-                                                       head.spec.seq_length)
+        self.packer = None if ids_only else TextPacker(
+            tokenizer, head.spec.model_type, head.spec.seq_length, head.spec.pad_to_max_length)
         if tokenizer is not None and head.spec.model_type == "gpt":
             # id -> text piece for decoding generated ids, padded to the model's vocabulary.
             pieces = [tokenizer.decoder[i] + ("</w>" if i >= tokenizer.bpe_vocab_size else "")
@@ -490,9 +491,11 @@ def serving_spec(task_model, task_spec, seq_length: int, max_query_length: int =
 
 def build_serving_module(task_model, task_spec, tokenizer, seq_length: int,
                          ids_only: bool = False, max_query_length: int = 64,
-                         max_answer_length: int = 30) -> ServingModule:
+                         max_answer_length: int = 30,
+                         pad_to_max_length: bool = False) -> ServingModule:
     """The module `export_saved_model` saves; its `serving_signatures` are callable in-process."""
     spec = serving_spec(task_model, task_spec, seq_length, max_query_length, max_answer_length)
+    spec = dataclasses.replace(spec, pad_to_max_length=pad_to_max_length)
     if not ids_only:
         _check_tokenizer(tokenizer, spec, task_model.config.vocab_size)
     return ServingModule(task_model, HEADS[spec.kind](spec), tokenizer, ids_only=ids_only)
@@ -645,7 +648,8 @@ def _signature_info(signatures: Mapping) -> Dict[str, Any]:
 
 def export_saved_model(task_model, task_spec, tokenizer, export_base: str, model_name: str,
                        seq_length: int, ids_only: bool = False, max_query_length: int = 64,
-                       max_answer_length: int = 30, warmup: bool = True) -> str:
+                       max_answer_length: int = 30, warmup: bool = True,
+                       pad_to_max_length: bool = False) -> str:
     """Exports `task_model` as version N+1 of `<export_base>/<model_name>/`; returns its path.
 
     task_model: a finetune TaskModel (task_spec = its finetune.tasks.TaskSpec) or a
@@ -654,11 +658,13 @@ def export_saved_model(task_model, task_spec, tokenizer, export_base: str, model
     ids_only: export only `serving_ids` (also as serving_default): core TensorFlow ops only.
     max_query_length / max_answer_length: SQuAD (as finetune.features.squad / best_span).
     warmup: write assets.extra/tf_serving_warmup_requests.
+    pad_to_max_length: pack every raw-text request to seq_length (one static shape) instead of
+      to its longest row.
     """
     if not model_name or os.sep in model_name or model_name.startswith("."):
         raise ValueError(f"model_name must be a plain folder name, got {model_name!r}")
     module = build_serving_module(task_model, task_spec, tokenizer, seq_length, ids_only,
-                                  max_query_length, max_answer_length)
+                                  max_query_length, max_answer_length, pad_to_max_length)
     model_dir = os.path.join(export_base, model_name)
     os.makedirs(model_dir, exist_ok=True)
     temp = os.path.join(model_dir, f".tmp-{next_version(model_dir)}-{uuid.uuid4().hex[:8]}")

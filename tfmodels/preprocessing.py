@@ -125,9 +125,12 @@ class TextPacker(tf.Module):
     tokenizer: a WordPieceTokenizer (model_type "bert") or GptBpeTokenizer ("gpt"); anything with
     `tokenize(texts) -> ragged ids` and the layout's special-token ids.
     seq_length: the longest row (special tokens included) after truncation.
+    pad_to_max_length: rows are always seq_length wide (one static shape: TPUs, XLA-compiled
+      serving); else as wide as the batch's longest unless `pack` is given a width.
     """
 
-    def __init__(self, tokenizer, model_type: str, seq_length: int):
+    def __init__(self, tokenizer, model_type: str, seq_length: int,
+                 pad_to_max_length: bool = False):
         super().__init__(name="text_packer")
         if model_type not in MODEL_TYPES:
             raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
@@ -141,6 +144,7 @@ class TextPacker(tf.Module):
         self.tokenizer = tokenizer
         self.model_type = model_type
         self.seq_length = int(seq_length)
+        self.pad_to_max_length = bool(pad_to_max_length)
         if model_type == "bert":
             self.specials = (tokenizer.cls_id, tokenizer.sep_id, tokenizer.sep_id)
             self.pad_id = tokenizer.pad_id
@@ -193,6 +197,8 @@ class TextPacker(tf.Module):
         second = 1 if self.model_type == "bert" else 0
         types = tf.concat([tf.zeros_like(p) for p in pieces[:first]]
                           + [tf.ones_like(p) * second for p in pieces[first:]], axis=1)
+        if width is None and self.pad_to_max_length:
+            width = self.seq_length
         if width is None:
             # The batch's longest row; at least 2 positions so an empty batch still has a
             # position axis the models can slice.

@@ -12,6 +12,12 @@ on texts long enough to fill seq_length. The three are timed round-robin (one ca
 iteration) so machine noise hits them alike; the table gives p50 / p99 latency, examples per
 second and p50 relative to Keras (the ratio is what compares across machines; with 20
 iterations p99 is the slowest call).
+
+A second table compares an export that pads each request only to its longest row (the
+default) with one padding every request to seq_length (`pad_to_max_length=True`, the former
+behaviour): batch 1 of a short sentence and batch 32 of real SST-2 sentences, outputs checked
+equal within 1e-5; its last line is `serving padding: <case> X.XXx ...` (fixed p50 / per-request
+p50).
 """
 import os
 
@@ -35,6 +41,7 @@ from tfmodels import configs
 from tfmodels.bert import BertEncoder
 from tfmodels.cli import run_binary
 from tfmodels.tokenizers.wordpiece import WordPieceTokenizer
+from tools.machine import cpu_description
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_config", "bert_base", "Named BERT config (random weights).")
@@ -44,6 +51,10 @@ flags.DEFINE_list("iterations", ["50", "20"], "Timed calls per batch size (after
 flags.DEFINE_string("vocab_file", "../shared/data/bert_vocab/bert-base-uncased-vocab.txt",
                     "WordPiece vocabulary.")
 flags.DEFINE_integer("words_per_text", 200, "Words per synthetic review (> seq_length pieces).")
+flags.DEFINE_string("shared_data", "../shared/data", "Folder of the real third-party data.")
+flags.DEFINE_string("short_text", "The film is a small delight: warm, funny and sharply "
+                    "acted from start to finish.", "The batch-1 short request (~20 pieces).")
+flags.DEFINE_integer("padding_iterations", 30, "Timed calls per case of the padding table.")
 
 
 def synthetic_texts(tokenizer: WordPieceTokenizer, count: int, words: int, seed: int = 0
@@ -110,13 +121,59 @@ def main(argv):
                 rows.append((name, batch, iterations, p50, percentile_ms(t, 99),
                              batch / (p50 / 1e3), p50 / keras_p50))
 
+        padding_rows, diffs = padding_cases(model, task, tokenizer, base, seq)
+
+    print(f"\nmachine: {cpu_description()}")
     print(f"\nServing latency, {FLAGS.model_config} SST-2 classifier, seq_length {seq}, "
-          f"CPU ({os.cpu_count()} cores), random weights\n")
+          f"random weights\n")
     print("| path | batch | iterations | p50 ms | p99 ms | examples/s | p50 / keras |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, batch, iterations, p50, p99, rate, ratio in rows:
         print(f"| {name} | {batch} | {iterations} | {p50:.1f} | {p99:.1f} | {rate:.1f} | "
               f"{ratio:.2f} |")
+
+
+    print(f"\nShort texts: an export padding each request to its longest row vs one padding to "
+          f"seq_length {seq} (raw text in, serving_default)\n")
+    print("| case | export | p50 ms | p99 ms | p50 fixed / p50 per-request |")
+    print("|---|---|---:|---:|---:|")
+    for case, export_name, p50, p99, ratio in padding_rows:
+        print(f"| {case} | {export_name} | {p50:.1f} | {p99:.1f} | {ratio:.2f}x |")
+    ratios = {case: ratio for case, name, _, _, ratio in padding_rows if name == "per-request"}
+    print("serving padding: " + " ".join(f"{case} {r:.2f}x" for case, r in ratios.items())
+          + f"; max |probability difference| {max(diffs):.1e}")
+
+
+def real_sst2_sentences(count: int) -> List[str]:
+    examples = get_task("sst2").read(os.path.join(FLAGS.shared_data, "glue", "SST-2"), "train")
+    return [e.text_a for e in examples[:count]]
+
+
+def padding_cases(model, task, tokenizer, base: str, seq: int):
+    """p50/p99 of serving_default on a short sentence (batch 1) and 32 real SST-2 sentences,
+    per-request width vs fixed seq_length, interleaved; outputs must agree (padding is
+    masked)."""
+    exports = {name: tf.saved_model.load(export.export_saved_model(
+        model, task, tokenizer, base, f"sst2_{name}", seq, warmup=False,
+        pad_to_max_length=(name == "fixed"))).signatures["serving_default"]
+        for name in ("fixed", "per-request")}
+    cases = {"batch 1, short sentence": [FLAGS.short_text],
+             "batch 32, real SST-2": real_sst2_sentences(32)}
+    rows, diffs = [], []
+    for case, texts in cases.items():
+        text = tf.constant(texts)
+        calls = {name: (lambda fn=fn: fn(text=text)["probabilities"].numpy())
+                 for name, fn in exports.items()}
+        diffs.append(float(np.abs(calls["fixed"]() - calls["per-request"]()).max()))
+        if diffs[-1] > 1e-5:
+            raise AssertionError(f"{case}: per-request padding changed the outputs by "
+                                 f"{diffs[-1]:.2e} (> 1e-5)")
+        times = time_round_robin(calls, FLAGS.padding_iterations)
+        fixed_p50 = percentile_ms(times["fixed"], 50)
+        for name, t in times.items():
+            p50 = percentile_ms(t, 50)
+            rows.append((case, name, p50, percentile_ms(t, 99), fixed_p50 / p50))
+    return rows, diffs
 
 
 def run():

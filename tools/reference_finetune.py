@@ -39,6 +39,12 @@ flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate.")
 flags.DEFINE_list("seeds", ["0"], "Random seeds (shuffling, dropout, head init): one run of "
                   "each side per seed; the gap is judged on the means.")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile our training step.")
+flags.DEFINE_bool("group_by_length", False,
+                  "Length-aware batching on both sides: ours buckets rows by length and pads "
+                  "each batch to its longest (the default of run_finetune); the reference "
+                  "orders rows with transformers' LengthGroupedSampler and pads each batch to "
+                  "its longest (padding='longest', the DataCollatorWithPadding idiom). Off: "
+                  "both pad every batch to --seq_length.")
 
 GLUE_FOLDERS = {"sst2": "SST-2", "mrpc": "MRPC", "rte": "RTE", "cola": "CoLA", "wnli": "WNLI"}
 
@@ -56,7 +62,8 @@ def reference_run(checkpoint: str, task, train, heldout, seed: int) -> dict:
 
     def encode(examples):
         pairs = [e.text_b for e in examples] if task.is_pair else None
-        batch = tokenizer([e.text_a for e in examples], pairs, padding="max_length",
+        padding = "longest" if FLAGS.group_by_length else "max_length"
+        batch = tokenizer([e.text_a for e in examples], pairs, padding=padding,
                           truncation="longest_first", max_length=FLAGS.seq_length,
                           return_tensors="pt")
         batch["labels"] = torch.tensor([labels[e.label] for e in examples])
@@ -71,7 +78,16 @@ def reference_run(checkpoint: str, task, train, heldout, seed: int) -> dict:
                                    {"params": no_decay, "weight_decay": 0.0}],
                                   lr=FLAGS.learning_rate, eps=1e-6)
     schedule = get_linear_schedule_with_warmup(optimizer, int(round(0.1 * steps)), steps)
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed)
+    if FLAGS.group_by_length:
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+        lengths = [len(ids) for ids in tokenizer(
+            [e.text_a for e in train], [e.text_b for e in train] if task.is_pair else None,
+            truncation="longest_first", max_length=FLAGS.seq_length)["input_ids"]]
+        order = torch.tensor(list(LengthGroupedSampler(FLAGS.batch_size, lengths=lengths,
+                                                       generator=generator)))
+    else:
+        order = torch.randperm(len(train), generator=generator)
     model.train()
     timed_from = None
     for step in range(steps):
@@ -88,9 +104,10 @@ def reference_run(checkpoint: str, task, train, heldout, seed: int) -> dict:
     seconds = (time.perf_counter() - timed_from) / max(steps - 1, 1)
     model.eval()
     correct = 0
+    by_length = sorted(heldout, key=lambda e: len(e.text_a) + len(e.text_b or ""))
     with torch.no_grad():
         for start in range(0, len(heldout), 64):
-            chunk = heldout[start:start + 64]
+            chunk = (by_length if FLAGS.group_by_length else heldout)[start:start + 64]
             batch = encode(chunk)
             gold = batch.pop("labels")
             correct += int((model(**batch).logits.argmax(-1) == gold).sum())
@@ -111,7 +128,8 @@ def main(argv):
             train_batch_size=FLAGS.batch_size, epochs=1.0,
             max_train_examples=FLAGS.max_train_examples, learning_rates=(FLAGS.learning_rate,),
             seeds=seeds, warmup_fraction=0.1, weight_decay=0.01, clip_norm=1.0,
-            jit_compile=FLAGS.jit_compile, save_model=False, log_every=50))
+            jit_compile=FLAGS.jit_compile, save_model=False, log_every=50,
+            pad_to_max_length=not FLAGS.group_by_length))
     ours_by_seed = {run["seed"]: run for run in ours["runs"]}
     rows = []
     for seed in seeds:
@@ -121,7 +139,8 @@ def main(argv):
                      run["train_steps"], reference["accuracy"], reference["seconds_per_step"]))
     print(f"\n{FLAGS.task}: {len(train)} train / {len(heldout)} held out, batch "
           f"{FLAGS.batch_size}, length {FLAGS.seq_length}, 1 epoch ({rows[0][3]} steps), "
-          f"lr {FLAGS.learning_rate:g}, jit_compile={FLAGS.jit_compile}\n")
+          f"lr {FLAGS.learning_rate:g}, jit_compile={FLAGS.jit_compile}, "
+          f"group_by_length={FLAGS.group_by_length}\n")
     print("| seed | ours accuracy | reference accuracy | ours s/step | reference s/step |")
     print("|---|---|---|---|---|")
     for seed, acc, sps, _, ref_acc, ref_sps in rows:
