@@ -79,7 +79,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from finetune.text_inputs import pack_choices, pack_texts, pack_words, split_views
+from finetune.text_inputs import pack_choices, pack_texts, pack_words
 from tfmodels.preprocessing import TextPacker, first_n, sanitize_text, whitespace_words
 from tfmodels.tokenizers.loading import load_tokenizer
 
@@ -93,10 +93,6 @@ EXPORT_INFO = "export.json"
 OPS_FILE = "ops.json"
 WARMUP_FILE = "tf_serving_warmup_requests"
 TEXT = tf.TensorSpec([None], tf.string)
-
-
-def _split_views(inputs: Mapping[str, tf.Tensor], views: int) -> Dict[str, tf.Tensor]:
-    return split_views(dict(inputs), views)
 
 
 # ---- what each task kind serves ----------------------------------------------------------------

@@ -15,7 +15,7 @@ finetune.text_inputs, the code exported models run on raw text.
 from __future__ import annotations
 
 import math
-from typing import List, Sequence
+from typing import Sequence
 
 import numpy as np
 
