@@ -540,8 +540,9 @@ def _random_backbone(cls, cfg, seed: int):
     return make
 
 
-def minilm_backbone() -> Callable[[], BertEncoder]:
-    """The real all-MiniLM-L6-v2 through our converter, rebuilt with every dropout at 0."""
+def minilm_backbone() -> Tuple[Callable[[], BertEncoder], configs.BertConfig]:
+    """(a builder of the real all-MiniLM-L6-v2 through our converter, rebuilt with every
+    dropout at 0; its config)."""
     folder = hf_bert.minilm_folder()
     loaded, _ = hf_bert.load_hf_bert(folder)
     weights = slot_lib.read_slots(slot_lib.bert_slots(loaded))
@@ -551,7 +552,7 @@ def minilm_backbone() -> Callable[[], BertEncoder]:
         encoder = BertEncoder(cfg)
         slot_lib.assign(slot_lib.bert_slots(encoder), weights, folder)
         return encoder
-    return make
+    return make, cfg
 
 
 def _head(attr: str, torch_prefix: str):
@@ -588,8 +589,7 @@ def make_case(head: str, steps: int = 20, batch: int = 8, seq: int = 24, seed: i
             lambda: transformers.BertForSequenceClassification(_hf_bert_config(BERT_CONFIG, 2)),
             _hf_classification_loss, "BertForSequenceClassification", lr)
     if head == "bert_classify_minilm":
-        make_backbone = minilm_backbone()
-        cfg = make_backbone().config
+        make_backbone, cfg = minilm_backbone()
         return ParityCase(
             head, "BERT sequence classification (pair) on the real all-MiniLM-L6-v2",
             "bert", get_task("mrpc"),

@@ -143,7 +143,6 @@ class ReferenceSettings:
     not_decayed: List[str]
     differs_from_transformers_rule: List[str]   # tensors where our decay choice differs from
                                                 # transformers' Trainer (bias / LayerNorm names)
-    epsilon_rule: str
 
 
 def transformers_decays(name: str) -> bool:
@@ -160,8 +159,7 @@ def reference_settings(ties: Sequence[Tie], optimizer) -> ReferenceSettings:
         (decayed if optimizer._use_weight_decay(tie.ours) else not_decayed).extend(tie.torch_names)
     differs = sorted(n for n in decayed if not transformers_decays(n)) + sorted(
         n for n in not_decayed if transformers_decays(n))
-    return ReferenceSettings(decayed, not_decayed, differs,
-                             "eps_t = eps / sqrt(1 - beta_2^t) before step t (Keras' placement)")
+    return ReferenceSettings(decayed, not_decayed, differs)
 
 
 def run_reference(case: ParityCase, recipe: Recipe, steps: int, ties: Sequence[Tie],
