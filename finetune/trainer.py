@@ -65,8 +65,9 @@ from finetune.models import backbone_architecture
 from finetune.models import LOSSES, build_task_model, task_loss
 from finetune.readers.common import holdout_split
 from finetune.tasks import TaskSpec, get_task
-from tfmodels import configs
+from tfmodels import configs, precision
 from tfmodels.bert import BertEncoder
+from tfmodels.config_flags import AutoBool
 from tfmodels.gpt import GptDecoder
 from tfmodels.lstm import LstmDecoder
 from tfmodels.model_files import check_keras_file
@@ -196,9 +197,13 @@ class FinetuneConfig:
         default="one_device", metadata={"help": "one_device | mirrored | multi_worker | tpu"})
     tpu: str = ""
     num_cpu_devices: int = 0
-    jit_compile: bool = False
+    jit_compile: AutoBool = dataclasses.field(
+        default=False, metadata={"help": "XLA-compile the training step; auto: on for GPUs and "
+                                         "TPUs, off on CPUs (tfmodels.precision)."})
     mixed_precision: str = dataclasses.field(
-        default="", metadata={"help": "'' (float32) | mixed_bfloat16 | mixed_float16"})
+        default="", metadata={"help": "'' (float32) | float32 | mixed_bfloat16 | mixed_float16 | "
+                                      "auto (bf16 on AMX CPUs and TPUs, fp16/bf16 on GPUs, else "
+                                      "float32: tfmodels.precision)"})
     eval_every_epoch: bool = False
     log_every: int = 100
     save_model: bool = True
@@ -237,8 +242,7 @@ class FinetuneConfig:
             problems.append(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if not 0.0 < self.holdout_fraction < 1.0:
             problems.append(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
-        if self.mixed_precision not in ("", "mixed_bfloat16", "mixed_float16"):
-            problems.append(f"unknown mixed_precision {self.mixed_precision!r}")
+        problems += precision.check_settings(self.mixed_precision, self.jit_compile)
         for name in ("seq_length", "train_batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be positive, got {getattr(self, name)}")
@@ -875,6 +879,12 @@ def run_finetune(config: FinetuneConfig, run_fn: RunFn = finetune_once,
                          f"({', '.join(earlier)}); pass --overwrite_output_dir to replace them, "
                          f"or use another folder")
     strategy = strategy or make_strategy(config)
+    # auto settings are decided once, here: every run of the sweep uses the same choice.
+    chosen = precision.resolve_precision(config.mixed_precision, config.jit_compile,
+                                         strategy=strategy)
+    log(chosen.describe())
+    config = dataclasses.replace(config, mixed_precision=chosen.policy,
+                                 jit_compile=chosen.jit_compile)
     task = get_task(config.task)
     pretrained = load_pretrained(config, log)
     data = load_task_data(config, task, pretrained.tokenizer, log)
@@ -939,6 +949,7 @@ def run_finetune(config: FinetuneConfig, run_fn: RunFn = finetune_once,
         "num_eval_examples": len(data.eval.examples),
         "num_test_examples": len(data.test.examples) if data.test else 0,
         "prediction_files": files, "model_file": model_path, "export": export_path,
+        "precision": chosen.as_dict(),
         "config": {**dataclasses.asdict(config),
                    "learning_rates": list(learning_rates),
                    "warmup_fraction": config.resolved_warmup_fraction},

@@ -37,8 +37,9 @@ import tensorflow as tf
 
 from pretraining import input_pipeline
 from pretraining.create_data import masking_rate_problems
-from tfmodels import configs
+from tfmodels import configs, precision
 from tfmodels.bert import BertCausalLM, BertPretrainer
+from tfmodels.config_flags import AutoBool
 from tfmodels.gpt import GptLanguageModel
 from tfmodels.lstm import LstmDecoder, LstmLanguageModel
 from tfmodels.losses import bert_pretraining_loss, causal_lm_loss, gpt_pretraining_loss
@@ -103,8 +104,12 @@ class PretrainConfig:
         default=0, metadata={"help": "Split the CPU into this many logical devices (testing "
                                      "mirrored strategies without accelerators)."})
     mixed_precision: str = dataclasses.field(
-        default="", metadata={"help": "'' (float32) | mixed_bfloat16 | mixed_float16"})
-    jit_compile: bool = False
+        default="", metadata={"help": "'' (float32) | float32 | mixed_bfloat16 | mixed_float16 | "
+                                      "auto (bf16 on AMX CPUs and TPUs, fp16/bf16 on GPUs, else "
+                                      "float32: tfmodels.precision)"})
+    jit_compile: AutoBool = dataclasses.field(
+        default=False, metadata={"help": "XLA-compile the training step; auto: on for GPUs and "
+                                         "TPUs, off on CPUs (tfmodels.precision)."})
     deterministic: bool = dataclasses.field(
         default=False, metadata={"help": "Enable TF op determinism (reproducible losses)."})
     seed: int = 12345
@@ -133,8 +138,7 @@ class PretrainConfig:
             problems.append("model_dir is required")
         if self.strategy not in ("one_device", "mirrored", "multi_worker", "tpu"):
             problems.append(f"unknown strategy {self.strategy!r}")
-        if self.mixed_precision not in ("", "mixed_bfloat16", "mixed_float16"):
-            problems.append(f"unknown mixed_precision {self.mixed_precision!r}")
+        problems += precision.check_settings(self.mixed_precision, self.jit_compile)
         if self.global_batch_size % self.gradient_accumulation_steps:
             problems.append(f"global_batch_size {self.global_batch_size} is not divisible by "
                             f"gradient_accumulation_steps {self.gradient_accumulation_steps}")
@@ -437,6 +441,11 @@ def run_pretraining(config: PretrainConfig, strategy: Optional[tf.distribute.Str
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
+    chosen = precision.resolve_precision(config.mixed_precision, config.jit_compile,
+                                         strategy=strategy)
+    log(chosen.describe())
+    config = dataclasses.replace(config, mixed_precision=chosen.policy,
+                                 jit_compile=chosen.jit_compile)
     policy = config.mixed_precision or "float32"
     keras.mixed_precision.set_global_policy(policy)
     accumulation = config.gradient_accumulation_steps
@@ -493,6 +502,10 @@ def run_pretraining(config: PretrainConfig, strategy: Optional[tf.distribute.Str
             tf.io.gfile.makedirs(config.model_dir)
             with open(os.path.join(config.model_dir, "pretrain_config.json"), "w") as f:
                 json.dump(dataclasses.asdict(config), f, indent=2)
+            # The settings asked for (auto?) and why they resolved as they did: beside the
+            # config, which holds the resolved ones and must stay a PretrainConfig's fields.
+            with open(os.path.join(config.model_dir, "precision.json"), "w") as f:
+                json.dump(chosen.as_dict(), f, indent=2)
         if chief:
             _drop_metrics_after(os.path.join(config.model_dir, "metrics.jsonl"), step)
         metric_log = MetricLog(config.model_dir, enabled=chief)

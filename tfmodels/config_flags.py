@@ -2,15 +2,57 @@
 
 Each field becomes a flag of the same name, type and default, with the help text taken from the
 comment-free `metadata={"help": ...}` of the field when it has one. Tuples of strings become
-list flags.
+list flags; an `AutoBool` field becomes a bool flag that also takes `auto`.
 """
 from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any, Dict, Type
+from typing import Any, Dict, Literal, Type, Union
 
 from absl import flags
+
+# A setting that is on, off, or chosen at run time ("auto"; tfmodels.precision decides).
+AutoBool = Union[bool, Literal["auto"]]
+
+
+class AutoBoolParser(flags.ArgumentParser):
+    """absl's boolean spellings (true/t/1, false/f/0, any case) plus "auto"."""
+
+    def parse(self, argument):
+        if isinstance(argument, bool) or argument == "auto":
+            return argument
+        if isinstance(argument, str) and argument.lower() == "auto":
+            return "auto"
+        return flags.BooleanParser().parse(argument)
+
+    def flag_type(self) -> str:
+        return "bool or auto"
+
+
+class AutoBoolFlag(flags.Flag):
+    """A boolean flag (`--name`, `--noname`, `--name=false`) that also takes `--name=auto`.
+
+    absl treats a flag with `boolean=True` as valueless, so `--name` alone still means true
+    and `--noname` false; only the `=` form passes a value (`--name auto` would not)."""
+
+    def __init__(self, name: str, default: Any, help_string: str):
+        super().__init__(AutoBoolParser(), None, name, default, help_string, boolean=True)
+
+    def _serialize(self, value) -> str:
+        if value == "auto":
+            return f"--{self.name}=auto"
+        return super()._serialize(value)
+
+    def _get_parsed_value_as_string(self, value):
+        if value == "auto":
+            return repr("auto")
+        return super()._get_parsed_value_as_string(value)
+
+
+def DEFINE_auto_bool(name: str, default: Any, help_text: str,  # noqa: N802 (absl's style)
+                     flag_values=flags.FLAGS) -> None:
+    flags.DEFINE_flag(AutoBoolFlag(name, default, help_text), flag_values)
 
 
 def _base_type(field: dataclasses.Field, owner: Type) -> Any:
@@ -28,7 +70,9 @@ def define_flags_from_dataclass(config_cls: Type, flag_values=flags.FLAGS,
                    else field.default_factory())  # type: ignore[misc]
         help_text = field.metadata.get("help", f"{config_cls.__name__}.{field.name}")
         kind = _base_type(field, config_cls)
-        if kind is bool:
+        if kind == AutoBool:
+            DEFINE_auto_bool(field.name, default, help_text, flag_values=flag_values)
+        elif kind is bool:
             flags.DEFINE_bool(field.name, default, help_text, flag_values=flag_values)
         elif kind is int:
             flags.DEFINE_integer(field.name, default, help_text, flag_values=flag_values)
