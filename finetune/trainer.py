@@ -198,8 +198,9 @@ class FinetuneConfig:
     tpu: str = ""
     num_cpu_devices: int = 0
     jit_compile: AutoBool = dataclasses.field(
-        default=False, metadata={"help": "XLA-compile the training step; auto: on for GPUs and "
-                                         "TPUs, off on CPUs (tfmodels.precision)."})
+        default=False, metadata={"help": "XLA-compile the training step; --jit_compile=auto: "
+                                         "on for GPUs and TPUs, off on CPUs "
+                                         "(tfmodels.precision)."})
     mixed_precision: str = dataclasses.field(
         default="", metadata={"help": "'' (float32) | float32 | mixed_bfloat16 | mixed_float16 | "
                                       "auto (bf16 on AMX CPUs and TPUs, fp16/bf16 on GPUs, else "

@@ -108,8 +108,9 @@ class PretrainConfig:
                                       "auto (bf16 on AMX CPUs and TPUs, fp16/bf16 on GPUs, else "
                                       "float32: tfmodels.precision)"})
     jit_compile: AutoBool = dataclasses.field(
-        default=False, metadata={"help": "XLA-compile the training step; auto: on for GPUs and "
-                                         "TPUs, off on CPUs (tfmodels.precision)."})
+        default=False, metadata={"help": "XLA-compile the training step; --jit_compile=auto: "
+                                         "on for GPUs and TPUs, off on CPUs "
+                                         "(tfmodels.precision)."})
     deterministic: bool = dataclasses.field(
         default=False, metadata={"help": "Enable TF op determinism (reproducible losses)."})
     seed: int = 12345

@@ -173,7 +173,7 @@ def test_jit_compile_flag_takes_bools_and_auto(argv, expected):
 def test_jit_compile_flag_refuses_other_words():
     values = flags.FlagValues()
     DEFINE_auto_bool("jit_compile", False, "XLA", flag_values=values)
-    with pytest.raises(flags.IllegalFlagValueError, match="jit_compile=maybe"):
+    with pytest.raises(flags.IllegalFlagValueError, match="jit_compile=maybe: expected true, false or auto"):
         values(["prog", "--jit_compile=maybe"])
 
 

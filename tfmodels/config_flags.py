@@ -24,7 +24,10 @@ class AutoBoolParser(flags.ArgumentParser):
             return argument
         if isinstance(argument, str) and argument.lower() == "auto":
             return "auto"
-        return flags.BooleanParser().parse(argument)
+        try:
+            return flags.BooleanParser().parse(argument)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected true, false or auto, got {argument!r}") from None
 
     def flag_type(self) -> str:
         return "bool or auto"
