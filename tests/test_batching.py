@@ -105,3 +105,35 @@ def test_model_outputs_do_not_depend_on_the_width():
     width = int(arrays["input_mask"].sum(1).max())
     trimmed = model(batching.trim(inputs, width), training=False)["logits"].numpy()
     np.testing.assert_allclose(trimmed, full, atol=1e-5)
+
+
+def train_on_buckets(jit_compile, batches):
+    from finetune.models import task_loss
+    from tfmodels.training import TrainStep
+    arrays, _ = features(96)
+    tf.keras.utils.set_random_seed(0)
+    spec = get_task("sst2")
+    model = build_task_model(spec, BertEncoder(configs.get_config(
+        "bert_test", vocab_size=1000, max_positions=SEQ)), "bert")
+    step = TrainStep(model, tf.keras.optimizers.Adam(1e-3), task_loss(spec, "bert"),
+                     jit_compile=jit_compile, clip_norm=1.0)
+    widths = []
+    for batch in batching.train_dataset(arrays, 8, seed=0).take(batches):
+        widths.append(batch["input_ids"].shape[1])
+        assert np.isfinite(float(step(batch)["loss"]))
+    return step, widths
+
+
+def test_bucketed_batches_trace_the_step_a_bounded_number_of_times():
+    """Varying widths must not retrace the step per batch: reduce_retracing generalises the
+    width after the second shape (XLA then compiles one program per bucket at most)."""
+    step, widths = train_on_buckets(False, 12)
+    assert len(set(widths)) >= 4, widths
+    assert step._grads.experimental_get_tracing_count() <= 3
+
+
+@pytest.mark.slow
+def test_xla_training_on_bucketed_batches():
+    step, widths = train_on_buckets(True, 6)
+    assert len(set(widths)) >= 3, widths
+    assert step._grads.experimental_get_tracing_count() <= 3
