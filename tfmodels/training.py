@@ -86,13 +86,15 @@ class TrainStep:
             grads, _ = tf.clip_by_global_norm(grads, self.clip_norm)
         return _scale(grads, 1.0 / replicas) if replicas > 1 else grads
 
-    def _replica_step(self, batch):
+    def replica_step(self, batch):
+        """One step on this replica's batch, in a replica context (`strategy.run`): what
+        Keras' own distributed train function calls (finetune.api)."""
         grads, metrics = self._grads(batch)
         self.optimizer.apply(self._clip(grads), self.model.trainable_variables)
         return metrics
 
     def _distributed_step(self, batch):
-        per_replica = self.strategy.run(self._replica_step, args=(batch,))
+        per_replica = self.strategy.run(self.replica_step, args=(batch,))
         return {name: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
                 for name, value in per_replica.items()}
 

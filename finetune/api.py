@@ -1,0 +1,407 @@
+"""Fine-tuning from Python, in the Keras idiom: raw strings in, probabilities and task metrics out.
+
+    from finetune import TextClassifier
+    clf = TextClassifier.from_checkpoint(minilm_dir, num_classes=2, seq_length=64)
+    clf.fit(train_texts, train_labels, epochs=1, batch_size=32)
+    clf.predict(["a gripping, beautiful film"])        # probabilities [n, classes]
+    clf.evaluate(dev_texts, dev_labels)               # {"accuracy": ...} (the task's metrics)
+    clf.save("sst2.keras")                            # keras.saving.load_model gives it back
+    clf.export("exports/sst2")                        # TF Serving layout, raw text in
+
+A TextClassifier is a `keras.Model` holding the fine-tuning TaskModel (finetune.models) and the
+model's tokenizer. Nothing here is a second implementation of the binaries' pieces:
+- text -> rows: `finetune.features.encode_examples`, i.e. the in-graph `TextPacker` +
+  `finetune.text_inputs.pack_texts` that the exports run on each request;
+- training: Keras `fit` drives the project's `TrainStep` (AdamW with the papers' decay
+  exclusions and warmup + linear decay, global-norm clipping of the all-reduced gradient,
+  dense embedding gradients, optional XLA) on the length-bucketed batches of
+  `finetune.batching`;
+- prediction and evaluation: `finetune.trainer.Predictor` (length-ordered batches) and the
+  task's metric (`finetune.tasks`);
+- export: `finetune.export.export_saved_model`.
+
+Inputs: a list (or array) of strings; for pairs, a list of (text_a, text_b) tuples or a dict
+{"text_a": [...], "text_b": [...]}; or a `tf.data.Dataset` of those (batched or not), optionally
+yielding (texts, labels). Labels: class ids, label names, or floats (regression).
+Create it inside `strategy.scope()` to train under a tf.distribute strategy.
+
+Covered: single-text and pair classification, regression (STS-B), for BERT and GPT-1 (GPT-1's
+aux LM and symmetric similarity as the binaries do). Span QA, multiple choice, tagging and LM
+generation are served by the binaries and exports, not (yet) by this API.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from finetune import batching
+from finetune.examples import TextExample
+from finetune.features import encode_examples
+from finetune.models import GPT_SIMILARITY_TASKS, as_backbone, backbone_type, build_task_model
+from finetune.models import task_loss
+from finetune.tasks import TaskSpec, get_task
+from finetune import metrics as task_metrics
+from tfmodels.optimization import create_optimizer
+from tfmodels.progress import ProgressCallback
+from tfmodels.tokenizers.loading import load_tokenizer
+from tfmodels.training import TrainStep
+
+Texts = Any  # list of str | list of (str, str) | {"text_a", "text_b"} | tf.data.Dataset
+
+
+def _task_spec(task: str, num_classes: int, label_names: Sequence[str], pair: bool,
+               regression: bool) -> TaskSpec:
+    """A registered task (its labels, pair-ness, metric), or a custom one: accuracy (with F1 for
+    two classes) for classes, Pearson / Spearman for regression."""
+    if task:
+        return get_task(task)
+    if regression:
+        return TaskSpec(name="text_regressor", kind="regression", read=None,
+                        metric=task_metrics.pearson_spearman, main_metric="corr", files={},
+                        is_pair=pair)
+    names = tuple(label_names) or tuple(str(i) for i in range(num_classes))
+    if num_classes and len(names) != num_classes:
+        raise ValueError(f"{len(names)} label_names for num_classes={num_classes}")
+    if len(names) < 2:
+        raise ValueError(f"a classifier needs at least 2 classes, got {len(names)}")
+    metric = task_metrics.f1_and_accuracy if len(names) == 2 else task_metrics.accuracy
+    return TaskSpec(name="text_classifier", kind="classification", read=None, metric=metric,
+                    main_metric="accuracy", files={}, label_names=names, is_pair=pair)
+
+
+def load_backbone_and_tokenizer(checkpoint: str, model: str = "bert", vocab_file: str = "",
+                                bpe_encoder_file: str = "", bpe_merges_file: str = "",
+                                lower_case: bool = True):
+    """The backbone a checkpoint holds (any format fine-tuning reads) and its tokenizer (the
+    vocabulary beside it unless given), checked against each other."""
+    from finetune.trainer import bpe_files, load_checkpoint, wordpiece_vocab_file
+    backbone = as_backbone(load_checkpoint(checkpoint))
+    model_type = backbone_type(backbone)
+    if model_type != ("gpt" if model in ("gpt", "lstm") else "bert"):
+        raise ValueError(f"{checkpoint} holds a {type(backbone).__name__}, not a {model} model")
+    if model_type == "bert":
+        tokenizer = load_tokenizer("bert", wordpiece_vocab_file(checkpoint, vocab_file),
+                                   lower_case=lower_case)
+    else:
+        files = bpe_files(checkpoint, bpe_encoder_file, bpe_merges_file)
+        tokenizer = load_tokenizer("gpt", encoder_file=files["encoder_file"],
+                                   merges_file=files["merges_file"])
+    if tokenizer.vocab_size != backbone.config.vocab_size:
+        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but the model's embedding "
+                         f"has {backbone.config.vocab_size} rows: vocabulary and checkpoint do "
+                         "not match")
+    return backbone, tokenizer
+
+
+# ---- inputs ------------------------------------------------------------------------------------
+
+def _text(value) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, np.generic):
+        value = value.item()
+        return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+    if not isinstance(value, str):
+        raise ValueError(f"expected a text (str), got {type(value).__name__}: {value!r}")
+    return value
+
+
+def _rows(value) -> List[Any]:
+    """One dataset element's field -> a list of rows (unbatched elements give one row)."""
+    array = np.asarray(value, dtype=object) if not isinstance(value, np.ndarray) else value
+    return [array.item()] if array.ndim == 0 else list(array)
+
+
+def _from_dataset(dataset: tf.data.Dataset) -> Tuple[Any, Optional[List[Any]]]:
+    """A dataset of texts (or pairs, or (texts, labels)) -> Python columns."""
+    texts_a, texts_b, labels = [], [], []
+    for element in dataset.as_numpy_iterator():
+        x, y = element if isinstance(element, tuple) and len(element) == 2 and not (
+            isinstance(element[0], (bytes, str, np.bytes_))
+            and isinstance(element[1], (bytes, str, np.bytes_))) else (element, None)
+        if isinstance(x, dict):
+            texts_a += _rows(x["text_a"])
+            texts_b += _rows(x["text_b"])
+        elif isinstance(x, tuple):
+            texts_a += _rows(x[0])
+            texts_b += _rows(x[1])
+        else:
+            texts_a += _rows(x)
+        if y is not None:
+            labels += _rows(y)
+    x = {"text_a": texts_a, "text_b": texts_b} if texts_b else texts_a
+    return x, (labels or None)
+
+
+def _columns(x: Texts, pair: bool) -> Tuple[List[str], Optional[List[str]]]:
+    if isinstance(x, dict):
+        a, b = list(x["text_a"]), list(x["text_b"])
+    elif pair:
+        items = list(x)
+        bad = [i for i, item in enumerate(items) if not (isinstance(item, (tuple, list))
+                                                         and len(item) == 2)]
+        if bad:
+            raise ValueError(f"a pair classifier takes (text_a, text_b) pairs; item {bad[0]} is "
+                             f"{items[bad[0]]!r}")
+        a, b = [i[0] for i in items], [i[1] for i in items]
+    else:
+        if isinstance(x, str):
+            raise ValueError("pass a list of texts, not one string")
+        a, b = list(x), None
+    if pair != (b is not None):
+        raise ValueError("this classifier reads text pairs; pass (text_a, text_b) tuples"
+                         if pair else "this classifier reads single texts, got pairs")
+    if b is not None and len(a) != len(b):
+        raise ValueError(f"{len(a)} first texts but {len(b)} second texts")
+    return [_text(t) for t in a], (None if b is None else [_text(t) for t in b])
+
+
+class TextClassifier(keras.Model):
+    """BERT or GPT-1 fine-tuned to classify (or score) a text or a text pair; see the module
+    docstring. Build it with `from_checkpoint`; `keras.saving.load_model` restores a saved one.
+
+    call(model inputs) -> logits [b, classes] (regression: scores [b]); `predict`, `evaluate`,
+    `fit` take raw texts.
+    """
+
+    def __init__(self, task_model, tokenizer=None, seq_length: int = 128, task: str = "",
+                 label_names: Sequence[str] = (), pair: bool = False, regression: bool = False,
+                 lower_case: bool = True, lm_weight: float = 0.5, **kwargs):
+        super().__init__(**kwargs)
+        self.task_model = task_model
+        self.tokenizer = tokenizer
+        self.seq_length = int(seq_length)
+        self.task = task
+        self.label_names = tuple(label_names)
+        self.pair = bool(pair)
+        self.regression = bool(regression)
+        self.lower_case = bool(lower_case)
+        self.lm_weight = float(lm_weight)
+        self.model_type = backbone_type(task_model)
+        self.task_spec = _task_spec(task, len(self.label_names), self.label_names, pair,
+                                    regression)
+        self.output_key = "predictions" if self.task_spec.kind == "regression" else "logits"
+        # The task model carries its own weights; this wrapper adds none.
+        self.built = bool(task_model.built)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str, num_classes: int = 2, seq_length: int = 128,
+                        task: str = "", label_names: Sequence[str] = (), pair: bool = False,
+                        regression: bool = False, model: str = "bert", vocab_file: str = "",
+                        bpe_encoder_file: str = "", bpe_merges_file: str = "",
+                        lower_case: bool = True, dropout: float = 0.1, lm_weight: float = 0.5,
+                        seed: int = 0) -> "TextClassifier":
+        """A new head on a pretrained checkpoint (any format `bert-gpt-finetune` reads).
+
+        task: a registered task (e.g. "sst2", "mrpc", "stsb"): its labels, pair-ness and
+          metrics; else num_classes / label_names / pair / regression describe it.
+        """
+        spec = _task_spec(task, 0 if label_names else num_classes,
+                          label_names or tuple(str(i) for i in range(num_classes)), pair,
+                          regression)
+        backbone, tokenizer = load_backbone_and_tokenizer(
+            checkpoint, model, vocab_file, bpe_encoder_file, bpe_merges_file, lower_case)
+        if not 1 <= seq_length <= backbone.config.max_positions:
+            raise ValueError(f"seq_length must be in 1..{backbone.config.max_positions}, got "
+                             f"{seq_length}")
+        keras.utils.set_random_seed(seed)
+        options = {"dropout": dropout, "name": spec.name}
+        if backbone_type(backbone) == "gpt":
+            options["aux_lm"] = lm_weight > 0
+        task_model = build_task_model(spec, backbone, **options)
+        return cls(task_model, tokenizer, seq_length, task=task,
+                   label_names=spec.label_names, pair=spec.is_pair,
+                   regression=spec.kind == "regression", lower_case=lower_case,
+                   lm_weight=lm_weight)
+
+    # ---- Keras ---------------------------------------------------------------------------------
+
+    def call(self, inputs, training=None):
+        return self.task_model(inputs, training=training)[self.output_key]
+
+    def get_config(self):
+        return {**super().get_config(),
+                "task_model": keras.saving.serialize_keras_object(self.task_model),
+                "seq_length": self.seq_length, "task": self.task,
+                "label_names": list(self.label_names), "pair": self.pair,
+                "regression": self.regression, "lower_case": self.lower_case,
+                "lm_weight": self.lm_weight}
+
+    @classmethod
+    def from_config(cls, config):
+        import finetune.models  # noqa: F401  (registers the task models)
+        config = dict(config)
+        task_model = keras.saving.deserialize_keras_object(config.pop("task_model"))
+        return cls(task_model, **config)
+
+    def save_assets(self, dir_path):
+        """The vocabulary travels inside the .keras file (keras.saving's assets)."""
+        from finetune.export import write_vocab_files
+        write_vocab_files(self.tokenizer, dir_path)
+
+    def load_assets(self, dir_path):
+        if self.model_type == "bert":
+            self.tokenizer = load_tokenizer("bert", os.path.join(dir_path, "vocab.txt"),
+                                            lower_case=self.lower_case)
+        else:
+            self.tokenizer = load_tokenizer("gpt", encoder_file=os.path.join(dir_path,
+                                                                             "vocab.json"),
+                                            merges_file=os.path.join(dir_path, "merges.txt"))
+
+    def train_step(self, data):
+        # Keras' fit loop (callbacks, History, epochs) around the project's step, run in the
+        # replica context Keras' distributed train function provides.
+        return self._train_step.replica_step(data)
+
+    # ---- raw text in ---------------------------------------------------------------------------
+
+    def encode(self, x: Texts, y: Optional[Sequence[Any]] = None):
+        """Texts (and labels) -> EncodedFeatures through the shared in-graph packer."""
+        if isinstance(x, tf.data.Dataset):
+            x, dataset_labels = _from_dataset(x)
+            y = dataset_labels if y is None else y
+        a, b = _columns(x, self.pair)
+        if y is not None:
+            y = list(_rows(y) if isinstance(y, (np.ndarray, tf.Tensor)) else y)
+            if len(y) != len(a):
+                raise ValueError(f"{len(a)} texts but {len(y)} labels")
+            y = [self._label_name(v) for v in y]
+        examples = [TextExample(str(i), t, None if b is None else b[i],
+                                None if y is None else y[i]) for i, t in enumerate(a)]
+        if not examples:
+            raise ValueError("no texts")
+        symmetric = self.model_type == "gpt" and bool(getattr(self.task_model, "symmetric",
+                                                              False))
+        options = {"symmetric": symmetric} if self.model_type == "gpt" else {}
+        return examples, encode_examples(examples, self.task_spec.kind, self.model_type,
+                                         self.tokenizer, self.seq_length,
+                                         label_names=self.label_names, **options)
+
+    def _label_name(self, value):
+        if isinstance(value, np.generic):
+            value = value.item()
+        if self.task_spec.kind == "regression":
+            return float(value)
+        if isinstance(value, bytes):
+            value = value.decode("utf-8")
+        if isinstance(value, str):
+            if value not in self.label_names:
+                raise ValueError(f"label {value!r} is not one of {list(self.label_names)}")
+            return value
+        index = int(value)
+        if not 0 <= index < len(self.label_names) or index != value:
+            raise ValueError(f"label {value!r} is not a class id in 0..{len(self.label_names) - 1}")
+        return self.label_names[index]
+
+    def fit(self, x: Texts = None, y: Optional[Sequence[Any]] = None, epochs: float = 1,
+            batch_size: int = 32, learning_rate: float = 5e-5, warmup_fraction: float = -1.0,
+            weight_decay: float = 0.01, clip_norm: float = 1.0, jit_compile: bool = False,
+            pad_to_max_length: bool = False, seed: int = 0, verbose: int = 1,
+            callbacks: Sequence[keras.callbacks.Callback] = ()):
+        """Fine-tunes on raw texts and labels; returns Keras' History (loss, accuracy per epoch).
+
+        epochs may be fractional; the schedule (warmup_fraction: BERT 0.1, GPT-1 0.002 when
+        < 0, then linear decay) spans this call. verbose 1: a progress line on stderr.
+        """
+        from finetune.trainer import WARMUP_FRACTION
+        _, features = self.encode(x, y)
+        if not features.label_keys:
+            raise ValueError("fit needs labels (y, or (texts, labels) from the dataset)")
+        strategy = self.distribute_strategy
+        steps_per_epoch = len(features) // batch_size
+        if steps_per_epoch < 1:
+            raise ValueError(f"{len(features)} examples are fewer than one batch of {batch_size}")
+        total = max(1, int(round(epochs * steps_per_epoch)))
+        if warmup_fraction < 0:
+            warmup_fraction = WARMUP_FRACTION[self.model_type]
+        with strategy.scope():
+            optimizer = create_optimizer(learning_rate, total_steps=total,
+                                         warmup_steps=int(round(warmup_fraction * total)),
+                                         weight_decay=weight_decay)
+        self._train_step = TrainStep(self.task_model, optimizer,
+                                     task_loss(self.task_spec, self.model_type, self.lm_weight),
+                                     strategy, jit_compile=jit_compile, clip_norm=clip_norm)
+        # Keras checks that the model is compiled; the optimizer lives in TrainStep (it clips
+        # the all-reduced gradient, which a Keras optimizer cannot under a strategy).
+        self.compile(optimizer=optimizer, jit_compile=False)
+        dataset = batching.train_dataset({**features.inputs(), **features.labels()},
+                                         batch_size, seed, pad_to_max_length)
+        epochs_run = max(1, math.ceil(total / steps_per_epoch))
+        shown = [ProgressCallback(total, "fit")] if verbose else []
+        try:
+            return super().fit(dataset, epochs=epochs_run,
+                               steps_per_epoch=min(steps_per_epoch, total), verbose=0,
+                               shuffle=False, callbacks=[*shown, *callbacks])
+        finally:
+            # The schedule belongs to this call; a saved model carries no optimizer state.
+            self.optimizer = None
+            self.compiled = False
+
+    def predict_outputs(self, x: Texts, batch_size: int = 64) -> Dict[str, np.ndarray]:
+        """The task model's raw outputs (logits or predictions) for every text, in order."""
+        from finetune.trainer import Predictor
+        _, features = self.encode(x)
+        return Predictor(self.task_model, self.distribute_strategy, (self.output_key,),
+                         batch_size)(features)
+
+    def predict(self, x: Texts, batch_size: int = 64, **unused) -> np.ndarray:
+        """Class probabilities [n, classes] (regression: scores [n])."""
+        outputs = self.predict_outputs(x, batch_size)[self.output_key]
+        if self.task_spec.kind == "regression":
+            return outputs.astype(np.float32)
+        z = np.exp(outputs - outputs.max(-1, keepdims=True))
+        return (z / z.sum(-1, keepdims=True)).astype(np.float32)
+
+    def predict_labels(self, x: Texts, batch_size: int = 64) -> List[str]:
+        """The most probable label name of every text."""
+        return [self.label_names[i] for i in self.predict(x, batch_size).argmax(-1)]
+
+    def evaluate(self, x: Texts = None, y: Optional[Sequence[Any]] = None, batch_size: int = 64,
+                 **unused) -> Dict[str, float]:
+        """The task's metrics (accuracy, F1, MCC, Pearson / Spearman ...) on texts and labels."""
+        examples, features = self.encode(x, y)
+        if not features.label_keys:
+            raise ValueError("evaluate needs labels (y, or (texts, labels) from the dataset)")
+        predictions = self.predict(x if not isinstance(x, tf.data.Dataset) else
+                                   {"text_a": [e.text_a for e in examples],
+                                    "text_b": [e.text_b for e in examples]}
+                                   if self.pair else [e.text_a for e in examples], batch_size)
+        if self.task_spec.kind == "regression":
+            gold, predicted = [float(e.label) for e in examples], predictions.tolist()
+        else:
+            gold = [self.label_names.index(e.label) for e in examples]
+            predicted = predictions.argmax(-1).tolist()
+        return {k: float(v) for k, v in self.task_spec.metric(gold, predicted).items()}
+
+    def export(self, export_dir: str, seq_length: Optional[int] = None,
+               ids_only: bool = False) -> str:
+        """TF Serving layout `<export_dir>/<next version>/` (raw text in: the same packer);
+        returns the version folder."""
+        base, name = os.path.split(os.path.normpath(export_dir))
+        from finetune.export import export_saved_model
+        return export_saved_model(self.task_model, self.task_spec, self.tokenizer, base or ".",
+                                  name, seq_length or self.seq_length, ids_only=ids_only)
+
+
+keras.saving.register_keras_serializable(package="finetune")(TextClassifier)
+
+
+class TextRegressor(TextClassifier):
+    """A TextClassifier that predicts one score per text or pair (STS-B): `predict` gives the
+    scores, `evaluate` Pearson / Spearman."""
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str, seq_length: int = 128, task: str = "",
+                        pair: bool = True, **options) -> "TextRegressor":
+        if task and get_task(task).kind != "regression":
+            raise ValueError(f"task {task!r} is not a regression task")
+        return super().from_checkpoint(checkpoint, num_classes=1, seq_length=seq_length,
+                                       task=task, pair=pair, regression=True, **options)
+
+
+keras.saving.register_keras_serializable(package="finetune")(TextRegressor)

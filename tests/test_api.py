@@ -1,0 +1,141 @@
+"""finetune.TextClassifier / TextRegressor: raw texts in through the shared in-graph packer,
+Keras fit on the project's TrainStep, task metrics, keras.saving round trip, TF Serving export,
+tf.data input, a MirroredStrategy scope and XLA; plus the README's quick start as written."""
+import pathlib
+import re
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from finetune import TextClassifier, TextRegressor
+from tfmodels import configs
+from tfmodels.bert import BertEncoder
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+POSITIVE = ["a warm and funny film", "great acting and a lovely story", "funny , warm , great",
+            "a lovely , great film", "warm performances and great fun", "great fun"]
+NEGATIVE = ["a dull and tired mess", "boring , dull and badly acted", "a tired , boring plot",
+            "dull mess", "badly written and boring", "a boring mess"]
+TEXTS = POSITIVE + NEGATIVE
+LABELS = [1] * len(POSITIVE) + [0] * len(NEGATIVE)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> str:
+    """A small random BERT saved as .keras with its WordPiece vocab.txt beside it."""
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    words = sorted({w for t in TEXTS for w in t.split()} | {"film", "plot", "the", "a"})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    keras.utils.set_random_seed(0)
+    encoder = BertEncoder(configs.get_config("bert_test", vocab_size=len(vocab)))
+    encoder.save(folder / "encoder.keras")
+    return str(folder / "encoder.keras")
+
+
+def test_fit_predict_evaluate_on_raw_texts(checkpoint):
+    clf = TextClassifier.from_checkpoint(checkpoint, num_classes=2, seq_length=16,
+                                         label_names=("negative", "positive"))
+    before = clf.evaluate(TEXTS, LABELS)
+    history = clf.fit(TEXTS * 8, LABELS * 8, epochs=5, batch_size=8, learning_rate=3e-3,
+                      verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    after = clf.evaluate(TEXTS, ["positive" if y else "negative" for y in LABELS])
+    assert set(after) >= {"accuracy", "f1"} and after["accuracy"] == 1.0 > before["accuracy"]
+    probabilities = clf.predict(["great fun", "a dull mess"])
+    assert probabilities.shape == (2, 2)
+    np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-6)
+    assert clf.predict_labels(["great fun", "a dull mess"]) == ["positive", "negative"]
+
+
+def test_datasets_of_strings_equal_lists(checkpoint):
+    clf = TextClassifier.from_checkpoint(checkpoint, num_classes=2, seq_length=16)
+    from_list = clf.predict(TEXTS)
+    for dataset in (tf.data.Dataset.from_tensor_slices(TEXTS),
+                    tf.data.Dataset.from_tensor_slices(TEXTS).batch(5)):
+        np.testing.assert_allclose(clf.predict(dataset), from_list, atol=1e-6)
+    labelled = tf.data.Dataset.from_tensor_slices((TEXTS, LABELS)).batch(4)
+    assert clf.evaluate(labelled) == clf.evaluate(TEXTS, LABELS)
+    clf.fit(labelled, epochs=1, batch_size=4, verbose=0)
+
+
+def test_rows_are_the_exports_rows(checkpoint, tmp_path):
+    """fit/predict encode with the packer the SavedModel runs: same rows, same probabilities."""
+    clf = TextClassifier.from_checkpoint(checkpoint, num_classes=2, seq_length=16)
+    clf.fit(TEXTS, LABELS, epochs=1, batch_size=4, verbose=0)
+    version = clf.export(str(tmp_path / "exports" / "sentiment"))
+    assert version.endswith("sentiment/1")
+    loaded = tf.saved_model.load(version)
+    served = loaded.signatures["serving_default"](text=tf.constant(TEXTS))
+    np.testing.assert_allclose(served["probabilities"].numpy(), clf.predict(TEXTS), atol=1e-5)
+    rows = loaded.signatures["preprocess"](text=tf.constant(TEXTS[:1]))
+    _, features = clf.encode(TEXTS[:1])
+    width = int(rows["input_ids"].shape[1])
+    np.testing.assert_array_equal(rows["input_ids"].numpy(),
+                                  features.arrays["input_ids"][:, :width])
+
+
+def test_keras_saving_round_trip(checkpoint, tmp_path):
+    clf = TextClassifier.from_checkpoint(checkpoint, num_classes=2, seq_length=16)
+    clf.fit(TEXTS, LABELS, epochs=1, batch_size=4, verbose=0)
+    clf.save(tmp_path / "clf.keras")
+    back = keras.saving.load_model(tmp_path / "clf.keras")
+    assert isinstance(back, TextClassifier) and back.seq_length == 16
+    np.testing.assert_allclose(back.predict(TEXTS), clf.predict(TEXTS), atol=1e-6)
+    back.fit(TEXTS, LABELS, epochs=1, batch_size=4, verbose=0)  # trains on after loading
+
+
+def test_pairs_and_regression(checkpoint, tmp_path):
+    pairs = [(a, b) for a, b in zip(POSITIVE, NEGATIVE)] * 2
+    scores = [float(i % 5) for i in range(len(pairs))]
+    reg = TextRegressor.from_checkpoint(checkpoint, seq_length=24)
+    reg.fit(pairs, scores, epochs=2, batch_size=4, learning_rate=1e-3, verbose=0)
+    assert reg.predict(pairs).shape == (len(pairs),)
+    assert set(reg.evaluate(pairs, scores)) >= {"pearson", "spearman"}
+    as_columns = {"text_a": [a for a, _ in pairs], "text_b": [b for _, b in pairs]}
+    np.testing.assert_allclose(reg.predict(as_columns), reg.predict(pairs), atol=1e-6)
+    nli = TextClassifier.from_checkpoint(checkpoint, task="rte", seq_length=24)
+    assert nli.label_names == ("entailment", "not_entailment") and nli.pair
+    with pytest.raises(ValueError, match="pairs"):
+        nli.predict(["one text only"])
+    reg.save(tmp_path / "reg.keras")
+    assert isinstance(keras.saving.load_model(tmp_path / "reg.keras"), TextRegressor)
+
+
+def test_mirrored_strategy_and_xla(checkpoint, mirrored_strategy):
+    with mirrored_strategy.scope():
+        clf = TextClassifier.from_checkpoint(checkpoint, num_classes=2, seq_length=16)
+    history = clf.fit(TEXTS * 4, LABELS * 4, epochs=2, batch_size=8, learning_rate=1e-3,
+                      jit_compile=True, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert clf.predict(TEXTS).shape == (len(TEXTS), 2)
+
+
+def test_bad_inputs_are_named(checkpoint):
+    clf = TextClassifier.from_checkpoint(checkpoint, num_classes=2, seq_length=16)
+    with pytest.raises(ValueError, match="3 texts but 2 labels"):
+        clf.fit(TEXTS[:3], [0, 1])
+    with pytest.raises(ValueError, match="not a class id"):
+        clf.evaluate(TEXTS[:2], [0, 2])
+    with pytest.raises(ValueError, match="list of texts"):
+        clf.predict("one string")
+
+
+def readme_quick_start() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Quick start in Python", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_readme_quick_start_runs_as_written(minilm_dir, tmp_path, monkeypatch, capsys):
+    """The README's Python quick start, unchanged, on the real MiniLM (about a minute)."""
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "tools" / "demo_data").symlink_to(ROOT / "tools" / "demo_data")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(readme_quick_start(), "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "accuracy" in printed
+    assert (tmp_path / "sst2.keras").is_file()
+    assert (tmp_path / "exports" / "sst2" / "1" / "saved_model.pb").is_file()
