@@ -535,20 +535,22 @@ def _gpt_similarity_loss(lm_weight: float):
 
 def _random_backbone(cls, cfg, seed: int):
     def make():
+        # Seeded here, so the head built right after the backbone repeats run to run too.
         keras.utils.set_random_seed(seed)
         return cls(cfg)
     return make
 
 
-def minilm_backbone() -> Tuple[Callable[[], BertEncoder], configs.BertConfig]:
+def minilm_backbone(seed: int = 0) -> Tuple[Callable[[], BertEncoder], configs.BertConfig]:
     """(a builder of the real all-MiniLM-L6-v2 through our converter, rebuilt with every
-    dropout at 0; its config)."""
+    dropout at 0 and Keras' seed set for the head built after it; its config)."""
     folder = hf_bert.minilm_folder()
     loaded, _ = hf_bert.load_hf_bert(folder)
     weights = slot_lib.read_slots(slot_lib.bert_slots(loaded))
     cfg = dataclasses.replace(loaded.config, hidden_dropout=0.0, attention_dropout=0.0)
 
     def make():
+        keras.utils.set_random_seed(seed)
         encoder = BertEncoder(cfg)
         slot_lib.assign(slot_lib.bert_slots(encoder), weights, folder)
         return encoder
@@ -589,7 +591,7 @@ def make_case(head: str, steps: int = 20, batch: int = 8, seq: int = 24, seed: i
             lambda: transformers.BertForSequenceClassification(_hf_bert_config(BERT_CONFIG, 2)),
             _hf_classification_loss, "BertForSequenceClassification", lr)
     if head == "bert_classify_minilm":
-        make_backbone, cfg = minilm_backbone()
+        make_backbone, cfg = minilm_backbone(seed)
         return ParityCase(
             head, "BERT sequence classification (pair) on the real all-MiniLM-L6-v2",
             "bert", get_task("mrpc"),
