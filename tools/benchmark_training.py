@@ -128,15 +128,17 @@ def training_flops(cfg: configs.TransformerConfig, batch: int, seq: int,
 def matmul_flops(dtype: str, jit_compile: bool, size: int = 2048,
                  min_seconds: float = 1.0) -> float:
     """Measured FLOP/s of a size^3 matmul in `dtype` (the roofline a step is compared with),
-    through oneDNN (plain tf.function) or XLA; repeated for at least `min_seconds`."""
+    through oneDNN (plain tf.function) or XLA: the fastest of the calls made in `min_seconds`
+    (at least 3), the least disturbed by other load, as the steps' best round is."""
     a = tf.cast(tf.random.normal((size, size)), dtype)
     matmul = tf.function(lambda x: tf.matmul(x, x), jit_compile=jit_compile)
     matmul(a).numpy()
-    repeats, start = 0, time.perf_counter()
-    while repeats < 2 or time.perf_counter() - start < min_seconds:
+    best, calls, start = float("inf"), 0, time.perf_counter()
+    while calls < 3 or time.perf_counter() - start < min_seconds:
+        began = time.perf_counter()
         matmul(a).numpy()
-        repeats += 1
-    return 2.0 * size ** 3 * repeats / (time.perf_counter() - start)
+        best, calls = min(best, time.perf_counter() - began), calls + 1
+    return 2.0 * size ** 3 / best
 
 
 def make_steppers(model: keras.Model, loss_fn: Callable, batch: Dict[str, np.ndarray],
