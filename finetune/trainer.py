@@ -64,6 +64,7 @@ from finetune.models import GPT_SIMILARITY_TASKS, INPUT_FORMATS, as_backbone
 from finetune.models import backbone_architecture
 from finetune.models import LOSSES, build_task_model, task_loss
 from finetune.readers.common import holdout_split
+from finetune.readers.tfds import TFDS_TASKS
 from finetune.tasks import TaskSpec, get_task
 from tfmodels import configs, precision
 from tfmodels.bert import BertEncoder
@@ -87,6 +88,7 @@ _BACKBONES = {"bert": (BertEncoder, configs.BertConfig, "bert_base"),
 BPE_FILE_PAIRS = (("encoder_bpe_40000.json", "vocab_40000.bpe"),  # the OpenAI release
                   ("vocab.json", "merges.txt"))                    # Hugging Face openai-gpt
 _BERT_ONLY_KINDS = ("span", "token_classification")
+DATA_SOURCES = ("files", "tfds")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +120,13 @@ class FinetuneConfig:
     # Data.
     data_dir: str = dataclasses.field(
         default="", metadata={"help": "The task's data folder, or one training file."})
+    data_source: str = dataclasses.field(
+        default="files", metadata={"help": "files: data_dir's TSV / JSON files | tfds: a GLUE "
+                                           "task (or SNLI) prepared with TensorFlow Datasets "
+                                           "in tfds_data_dir (finetune.readers.tfds)."})
+    tfds_data_dir: str = dataclasses.field(
+        default="", metadata={"help": "data_source=tfds: the TFDS data_dir ('' = TFDS' "
+                                      "default, ~/tensorflow_datasets); never downloads."})
     output_dir: str = ""
     overwrite_output_dir: bool = dataclasses.field(
         default=False, metadata={"help": "Write into an output_dir that holds results of an "
@@ -231,8 +240,13 @@ class FinetuneConfig:
             if INPUT_FORMATS.get(self.model) == "gpt" and spec.kind in _BERT_ONLY_KINDS:
                 problems.append(f"task {self.task!r} is a {spec.kind} task, which only BERT does "
                                 f"(GPT-1 has no input transform for it); use --model=bert")
-        if not self.data_dir:
+        if self.data_source not in DATA_SOURCES:
+            problems.append(f"data_source must be one of {DATA_SOURCES}, got {self.data_source!r}")
+        elif self.data_source == "files" and not self.data_dir:
             problems.append("data_dir is required")
+        elif self.data_source == "tfds" and self.task and self.task not in TFDS_TASKS:
+            problems.append(f"task {self.task!r} has no TFDS reader (data_source=tfds reads "
+                            f"{', '.join(sorted(TFDS_TASKS))})")
         if not self.output_dir:
             problems.append("output_dir is required")
         if not self.seeds and not any(p.startswith("seeds") for p in problems):
@@ -506,15 +520,25 @@ def _has_split(config: FinetuneConfig, task: TaskSpec, split: str) -> bool:
 def load_task_data(config: FinetuneConfig, task: TaskSpec, tokenizer,
                    log: Callable[[str], None] = print) -> TaskData:
     """Reads and encodes train, eval (dev file or held-out tail of train) and test."""
-    if not os.path.exists(config.data_dir):
-        raise FileNotFoundError(f"data_dir {config.data_dir} does not exist")
-    train = task.read(config.data_dir, "train")
-    has_dev = _has_split(config, task, "dev")
+    if config.data_source == "tfds":
+        from finetune.readers import tfds as tfds_reader
+        read = lambda split: tfds_reader.read_tfds_glue(task.name, split, config.tfds_data_dir,
+                                                        task.label_names)
+        has_split = lambda split: tfds_reader.has_split(task.name, split, config.tfds_data_dir)
+    else:
+        if not os.path.exists(config.data_dir):
+            raise FileNotFoundError(f"data_dir {config.data_dir} does not exist")
+        read = lambda split: task.read(config.data_dir, split)
+        has_split = lambda split: _has_split(config, task, split)
+    where = (f"TFDS {config.tfds_data_dir or '(default data_dir)'}"
+             if config.data_source == "tfds" else config.data_dir)
+    train = read("train")
+    has_dev = has_split("dev")
     holdout_first = config.holdout_before_cap and not has_dev
     if not holdout_first:
         train = train[:config.max_train_examples or None]
     if has_dev:
-        dev, source = task.read(config.data_dir, "dev"), "dev"
+        dev, source = read("dev"), "dev"
     else:
         # SQuAD: hold out whole articles (questions on one context must not straddle the cut).
         group = (lambda e: e.article) if task.kind == "span" else None
@@ -525,11 +549,11 @@ def load_task_data(config: FinetuneConfig, task: TaskSpec, tokenizer,
     if config.max_eval_examples:
         dev = dev[:config.max_eval_examples]
     if not train or not dev:
-        raise ValueError(f"{config.data_dir}: {len(train)} training and {len(dev)} evaluation "
+        raise ValueError(f"{where}: {len(train)} training and {len(dev)} evaluation "
                          f"examples; both must be non-empty")
     test = None
-    if config.predict_test and _has_split(config, task, "test"):
-        test = task.read(config.data_dir, "test")
+    if config.predict_test and has_split("test"):
+        test = read("test")
 
     def encode(examples):
         return Split(examples, encode_examples(
@@ -541,7 +565,7 @@ def load_task_data(config: FinetuneConfig, task: TaskSpec, tokenizer,
         f"{len(dev)} {source} examples, {len(test) if test else 0} test examples")
     for name, split in (("training", data.train), (source, data.eval)):
         if not split.features.label_keys:
-            raise ValueError(f"the {name} examples of {task.name} in {config.data_dir} have no "
+            raise ValueError(f"the {name} examples of {task.name} in {where} have no "
                              "labels (is it a test file?)")
     return data
 
