@@ -22,7 +22,6 @@ from tfmodels.bert import BertEncoder, BertPretrainer
 from tfmodels.checkpoints import slots as slot_lib
 from tfmodels.checkpoints.hf_bert import load_hf_bert, save_hf_bert
 from tfmodels.checkpoints.hf_gpt import load_hf_gpt
-from tfmodels.checkpoints.keras_hub_bert import to_keras_hub
 from tfmodels.checkpoints.openai_gpt import load_openai_gpt
 from tfmodels.checkpoints.tf1_bert import load_tf1_bert
 from tfmodels.cli import run_binary
@@ -71,6 +70,11 @@ def convert(from_format: str, to_format: str, input_path: str, output: str,
         if to_format == "keras":
             model.save(os.path.join(temp, "model.keras"))
         else:
+            try:  # keras-hub is the `interop` extra: imported only for this format
+                from tfmodels.checkpoints.keras_hub_bert import to_keras_hub
+            except ImportError as error:
+                raise ValueError("--to_format=keras_hub_bert needs keras-hub: pip install -e "
+                                 "'.[interop]'") from error
             encoder = model.encoder if isinstance(model, BertPretrainer) else model
             to_keras_hub(encoder).save_weights(os.path.join(temp, "model.weights.h5"))
         if vocab:
