@@ -287,6 +287,12 @@ def main(argv):
     for model, impl, policy, xla, seconds, tps, ratio, speedup, gflops, frac in rows:
         print(f"| {model} | {impl} | {policy} | {xla} | {seconds:.3f} | {tps:,.0f} | "
               f"{ratio:.2f}x | {speedup} | {gflops:.1f} | {frac:.0%} |")
+    if any(policy != "float32" for policy in policies):
+        # Checked with tfmodels.profiling.graph_dtypes: one float32 MatMul in keras-hub's GPT.
+        print("\nkeras-hub's tied output projection (Keras' ReversibleEmbedding, autocast off) "
+              "multiplies the mixed-precision activations by the float32 embedding matrix, so "
+              "its vocabulary projection runs in float32 in the mixed arms (GPT: every "
+              "position; BERT: the masked ones); ours runs it in the compute dtype.")
     if any(line.startswith("NOTE") for line in notes):
         print("\nNot AMX figures: this CPU has no bf16 matrix unit (see the NOTE above).")
 
