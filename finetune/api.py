@@ -405,3 +405,76 @@ class TextRegressor(TextClassifier):
 
 
 keras.saving.register_keras_serializable(package="finetune")(TextRegressor)
+
+
+class LanguageModel:
+    """GPT-1 (or its LSTM baseline) as a language model from Python: `generate` and `perplexity`
+    on raw text, and `export`, through the graph the export serves (finetune.export's LM head:
+    the last seq_length tokens of a text, greedy or top-k sampling).
+
+        lm = LanguageModel.from_checkpoint("runs/gpt1")      # model_dir, .keras, HF openai-gpt
+        lm.generate(["the film is"], max_new_tokens=12, top_k=20, seed=0)   # -> [str]
+        lm.perplexity(["a held-out sentence ."])                            # -> float
+        lm.export("exports/gpt_lm")
+
+    Training stays with `bert-gpt-pretrain` (pretraining.trainer): streams of records, not
+    lists of strings.
+    """
+
+    def __init__(self, model, tokenizer, seq_length: int = 0):
+        from finetune.export import build_serving_module
+        self.model = model
+        self.tokenizer = tokenizer
+        self.seq_length = int(seq_length or model.config.max_positions)
+        self.module = build_serving_module(model, None, tokenizer, self.seq_length)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str, bpe_encoder_file: str = "",
+                        bpe_merges_file: str = "", seq_length: int = 0) -> "LanguageModel":
+        """A pretraining model_dir (pretrained.keras), a .keras file, or a Hugging Face
+        openai-gpt folder; the BPE files beside it unless given."""
+        from finetune.trainer import bpe_files, load_checkpoint
+        from tfmodels.gpt import GptLanguageModel
+        from tfmodels.lstm import LstmLanguageModel
+        model = load_checkpoint(checkpoint)
+        if not isinstance(model, (GptLanguageModel, LstmLanguageModel)):
+            raise ValueError(f"{checkpoint} holds a {type(model).__name__}, not a GPT-1 / LSTM "
+                             "language model")
+        files = bpe_files(checkpoint, bpe_encoder_file, bpe_merges_file)
+        return cls(model, load_tokenizer("gpt", encoder_file=files["encoder_file"],
+                                         merges_file=files["merges_file"]), seq_length)
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int = 20, top_k: int = 0,
+                 seed: int = 0) -> List[str]:
+        """The text generated after each prompt: greedy (top_k <= 1) or sampled from the top k
+        tokens (a stateless sample: the same seed gives the same text)."""
+        prompts = [_text(p) for p in prompts]
+        result = self.module.serving_signatures["generate"](
+            text=tf.constant(prompts), max_new_tokens=tf.constant(max_new_tokens, tf.int32),
+            top_k=tf.constant(top_k, tf.int32), seed=tf.constant(seed, tf.int32))
+        return [t.decode("utf-8", errors="replace") for t in result["text"].numpy()]
+
+    def perplexity(self, texts: Sequence[str], batch_size: int = 32) -> float:
+        """exp(mean negative log-likelihood per predicted token) over the texts (each scored on
+        its last seq_length tokens, the first token of each unpredicted)."""
+        total, count = 0.0, 0
+        for start in range(0, len(texts), batch_size):
+            chunk = tf.constant([_text(t) for t in texts[start:start + batch_size]])
+            inputs, _ = self.module.head.encode(self.module.packer, {"text": chunk})
+            logits = self.model(inputs, training=False)["logits"]
+            log_probs = tf.nn.log_softmax(tf.cast(logits[:, :-1], tf.float32), axis=-1)
+            targets = inputs["input_ids"][:, 1:]
+            mask = tf.cast(inputs["input_mask"][:, 1:], tf.float32)
+            picked = tf.gather(log_probs, targets, batch_dims=2)
+            total -= float(tf.reduce_sum(picked * mask))
+            count += int(tf.reduce_sum(mask))
+        if not count:
+            raise ValueError("no text has two tokens: nothing to score")
+        return math.exp(total / count)
+
+    def export(self, export_dir: str) -> str:
+        """TF Serving layout `<export_dir>/<next version>/` (serving_default, generate)."""
+        from finetune.export import export_saved_model
+        base, name = os.path.split(os.path.normpath(export_dir))
+        return export_saved_model(self.model, None, self.tokenizer, base or ".", name,
+                                  self.seq_length)

@@ -139,3 +139,39 @@ def test_readme_quick_start_runs_as_written(minilm_dir, tmp_path, monkeypatch, c
     assert "accuracy" in printed
     assert (tmp_path / "sst2.keras").is_file()
     assert (tmp_path / "exports" / "sst2" / "1" / "saved_model.pb").is_file()
+
+
+@pytest.fixture(scope="module")
+def gpt_dir(tmp_path_factory):
+    """A small random GPT saved as a pretraining model_dir, with learned BPE files."""
+    from tfmodels.gpt import GptLanguageModel
+    from tfmodels.tokenizers.bpe_vocab import learn_bpe_merges, write_bpe_files
+    from tfmodels.tokenizers.gpt_bpe import GptBpeTokenizer
+    folder = tmp_path_factory.mktemp("tiny_gpt")
+    merges, encoder = learn_bpe_merges(TEXTS * 3, num_merges=40)
+    write_bpe_files(merges, encoder, str(folder / "vocab.json"), str(folder / "merges.txt"))
+    tokenizer = GptBpeTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    keras.utils.set_random_seed(0)
+    model = GptLanguageModel(configs.get_config("gpt_test", vocab_size=tokenizer.vocab_size))
+    model({"input_ids": np.zeros((1, 8), np.int32), "input_mask": np.ones((1, 8), np.int32)})
+    model.save(folder / "pretrained.keras")
+    return folder, tokenizer.vocab_size
+
+
+def test_language_model_generates_scores_and_exports(gpt_dir, checkpoint, tmp_path):
+    from finetune import LanguageModel
+    folder, vocab_size = gpt_dir
+    lm = LanguageModel.from_checkpoint(str(folder), seq_length=16)  # BPE files beside it
+    greedy = lm.generate(["a warm film", "dull"], max_new_tokens=5)
+    assert len(greedy) == 2 and greedy == lm.generate(["a warm film", "dull"], max_new_tokens=5)
+    sampled = lm.generate(["a warm film"], max_new_tokens=8, top_k=10, seed=3)
+    assert sampled == lm.generate(["a warm film"], max_new_tokens=8, top_k=10, seed=3)
+    perplexity = lm.perplexity(TEXTS)
+    assert vocab_size / 3 < perplexity < vocab_size * 3  # an untrained model: about uniform
+    version = lm.export(str(tmp_path / "lm"))
+    served = tf.saved_model.load(version).signatures["generate"](
+        text=tf.constant(["a warm film"]), max_new_tokens=tf.constant(8),
+        top_k=tf.constant(10), seed=tf.constant(3))
+    assert served["text"].numpy()[0].decode() == sampled[0]
+    with pytest.raises(ValueError, match="not a GPT-1"):
+        LanguageModel.from_checkpoint(checkpoint)  # a BERT encoder

@@ -45,6 +45,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", "runs/main_job", "Where every stage writes.")
 flags.DEFINE_integer("bert_steps", 150, "bert_tiny pretraining steps.")
 flags.DEFINE_integer("gpt_steps", 300, "GPT LM pretraining steps.")
+flags.DEFINE_string("gpt_config", "gpt_test", "GPT size (tfmodels.configs; gpt_test: 2 x 32).")
+flags.DEFINE_float("gpt_learning_rate", 3e-3, "GPT pretraining peak learning rate.")
 flags.DEFINE_integer("train_examples", SST2_TRAIN_ROWS, "SST-2 rows to fine-tune on (at most "
                      f"{SST2_TRAIN_ROWS}).")
 flags.DEFINE_float("epochs", 1.0, "Fine-tuning epochs.")
@@ -162,12 +164,11 @@ def write_documents(path: pathlib.Path, sentences: List[str], per_document: int 
 
 
 def gpt_pretraining(out: pathlib.Path, seed: int) -> Dict[str, str]:
-    from finetune.export import build_serving_module
+    from finetune import LanguageModel
     from pretraining.create_data import DataConfig, create_pretraining_data
     from pretraining.trainer import PretrainConfig, run_pretraining
     from tfmodels.tokenizers.bpe_vocab import learn_bpe_merges, write_bpe_files
     from tfmodels.tokenizers.gpt_bpe import GptBpeTokenizer
-    import keras
 
     # The SST-2 training sentences: the LM holds out their last 300 and is scored on them.
     train, _ = sst2_rows()
@@ -187,11 +188,11 @@ def gpt_pretraining(out: pathlib.Path, seed: int) -> Dict[str, str]:
                                 str(out / f"gpt_records_{name}"), data, log=lambda m: None)
     steps = FLAGS.gpt_steps
     history = run_pretraining(PretrainConfig(
-        model="gpt", model_config="gpt_test", vocab_size=tokenizer.vocab_size,
+        model="gpt", model_config=FLAGS.gpt_config, vocab_size=tokenizer.vocab_size,
         input_files=(str(out / "gpt_records_train" / "*.tfrecord"),),
         eval_input_files=(str(out / "gpt_records_heldout" / "*.tfrecord"),),
         eval_every=max(1, steps // 3), eval_batches=20, seq_length=32, global_batch_size=32,
-        train_steps=steps, warmup_steps=steps // 10, learning_rate=3e-3,
+        train_steps=steps, warmup_steps=steps // 10, learning_rate=FLAGS.gpt_learning_rate,
         model_dir=str(out / "gpt_pretrain"), checkpoint_every=steps,
         log_every=max(1, steps // 10), seed=seed, shuffle_buffer=2000),
         log=step_progress(steps, "GPT causal LM"))
@@ -202,13 +203,10 @@ def gpt_pretraining(out: pathlib.Path, seed: int) -> Dict[str, str]:
     curve = " -> ".join(f"{p:.0f} (step {s})" for s, p in evals)
     say(f"   BPE vocabulary {uniform}; held-out perplexity: {uniform} untrained (uniform) -> "
         f"{curve}")
-    model = keras.saving.load_model(str(out / "gpt_pretrain" / "pretrained.keras"))
-    generate = build_serving_module(model, None, tokenizer, 32).serving_signatures["generate"]
-    import tensorflow as tf
+    lm = LanguageModel.from_checkpoint(str(out / "gpt_pretrain"), str(bpe / "encoder_bpe.json"),
+                                       str(bpe / "vocab.bpe"), seq_length=32)
     prompt = "the film is"
-    sampled = generate(text=tf.constant([prompt]), max_new_tokens=tf.constant(12),
-                       top_k=tf.constant(20), seed=tf.constant(seed))
-    continuation = sampled["text"].numpy()[0].decode()
+    continuation = lm.generate([prompt], max_new_tokens=12, top_k=20, seed=seed)[0]
     say(f"   sampled (top-20) continuation: {prompt!r} -> {continuation!r}")
     return {"figure": f"held-out ppl {evals[0][1]:.0f} -> {evals[-1][1]:.0f}",
             "shows": "BPE, GPT windows, causal LM, top-k sample"}
