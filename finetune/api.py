@@ -342,20 +342,19 @@ class TextClassifier(keras.Model):
             self.optimizer = None
             self.compiled = False
 
-    def predict_outputs(self, x: Texts, batch_size: int = 64) -> Dict[str, np.ndarray]:
-        """The task model's raw outputs (logits or predictions) for every text, in order."""
+    def _predict_features(self, features, batch_size: int) -> np.ndarray:
+        """Probabilities [n, classes] (regression: scores [n]) of encoded features, in order."""
         from finetune.trainer import Predictor
-        _, features = self.encode(x)
-        return Predictor(self.task_model, self.distribute_strategy, (self.output_key,),
-                         batch_size)(features)
-
-    def predict(self, x: Texts, batch_size: int = 64, **unused) -> np.ndarray:
-        """Class probabilities [n, classes] (regression: scores [n])."""
-        outputs = self.predict_outputs(x, batch_size)[self.output_key]
+        outputs = Predictor(self.task_model, self.distribute_strategy, (self.output_key,),
+                            batch_size)(features)[self.output_key]
         if self.task_spec.kind == "regression":
             return outputs.astype(np.float32)
         z = np.exp(outputs - outputs.max(-1, keepdims=True))
         return (z / z.sum(-1, keepdims=True)).astype(np.float32)
+
+    def predict(self, x: Texts, batch_size: int = 64, **unused) -> np.ndarray:
+        """Class probabilities [n, classes] (regression: scores [n])."""
+        return self._predict_features(self.encode(x)[1], batch_size)
 
     def predict_labels(self, x: Texts, batch_size: int = 64) -> List[str]:
         """The most probable label name of every text."""
@@ -367,10 +366,7 @@ class TextClassifier(keras.Model):
         examples, features = self.encode(x, y)
         if not features.label_keys:
             raise ValueError("evaluate needs labels (y, or (texts, labels) from the dataset)")
-        predictions = self.predict(x if not isinstance(x, tf.data.Dataset) else
-                                   {"text_a": [e.text_a for e in examples],
-                                    "text_b": [e.text_b for e in examples]}
-                                   if self.pair else [e.text_a for e in examples], batch_size)
+        predictions = self._predict_features(features, batch_size)
         if self.task_spec.kind == "regression":
             gold, predicted = [float(e.label) for e in examples], predictions.tolist()
         else:

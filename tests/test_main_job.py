@@ -67,7 +67,7 @@ def test_main_job_runs_end_to_end(minilm_dir, tmp_path):
     """The job as a user runs it (its own process, quiet log), on a shortened budget."""
     result = subprocess.run(
         [sys.executable, "-m", "tools.main_job", f"--output_dir={tmp_path}", "--bert_steps=20",
-         "--gpt_steps=60", "--train_examples=640", "--min_accuracy=0.6"],
+         "--gpt_steps=60", "--train_examples=1280", "--min_accuracy=0.6"],
         capture_output=True, text=True, cwd=ROOT,
         env={k: v for k, v in os.environ.items() if k != "_QUIET_LOGS_FILTERING"})
     assert result.returncode == 0, result.stderr[-2000:]
