@@ -40,7 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from finetune import batching
-from finetune.examples import TextExample
+from finetune.examples import ChoiceExample, TextExample
 from finetune.features import encode_examples
 from finetune.models import GPT_SIMILARITY_TASKS, as_backbone, backbone_type, build_task_model
 from finetune.models import task_loss
@@ -55,11 +55,15 @@ Texts = Any  # list of str | list of (str, str) | {"text_a", "text_b"} | tf.data
 
 
 def _task_spec(task: str, num_classes: int, label_names: Sequence[str], pair: bool,
-               regression: bool) -> TaskSpec:
+               regression: bool, num_choices: int = 0) -> TaskSpec:
     """A registered task (its labels, pair-ness, metric), or a custom one: accuracy (with F1 for
-    two classes) for classes, Pearson / Spearman for regression."""
+    two classes) for classes, Pearson / Spearman for regression, accuracy over choices."""
     if task:
         return get_task(task)
+    if num_choices:
+        return TaskSpec(name="multiple_choice", kind="multiple_choice", read=None,
+                        metric=task_metrics.accuracy, main_metric="accuracy", files={},
+                        num_choices=num_choices, is_pair=True)
     if regression:
         return TaskSpec(name="text_regressor", kind="regression", read=None,
                         metric=task_metrics.pearson_spearman, main_metric="corr", files={},
@@ -118,15 +122,19 @@ def _rows(value) -> List[Any]:
 
 
 def _from_dataset(dataset: tf.data.Dataset) -> Tuple[Any, Optional[List[Any]]]:
-    """A dataset of texts (or pairs, or (texts, labels)) -> Python columns."""
-    texts_a, texts_b, labels = [], [], []
+    """A dataset of texts, pairs or dicts of columns (batched or not), optionally as
+    (inputs, labels) -> Python columns and labels."""
+    texts_a, texts_b, columns, labels = [], [], {}, []
     for element in dataset.as_numpy_iterator():
         x, y = element if isinstance(element, tuple) and len(element) == 2 and not (
             isinstance(element[0], (bytes, str, np.bytes_))
             and isinstance(element[1], (bytes, str, np.bytes_))) else (element, None)
         if isinstance(x, dict):
-            texts_a += _rows(x["text_a"])
-            texts_b += _rows(x["text_b"])
+            # One example per element unless its first column has a batch axis.
+            first = next(v for k, v in x.items() if k != "endings")
+            batched = np.ndim(first) > 0
+            for key, value in x.items():
+                columns.setdefault(key, []).extend(list(value) if batched else [value])
         elif isinstance(x, tuple):
             texts_a += _rows(x[0])
             texts_b += _rows(x[1])
@@ -134,7 +142,7 @@ def _from_dataset(dataset: tf.data.Dataset) -> Tuple[Any, Optional[List[Any]]]:
             texts_a += _rows(x)
         if y is not None:
             labels += _rows(y)
-    x = {"text_a": texts_a, "text_b": texts_b} if texts_b else texts_a
+    x = columns or ({"text_a": texts_a, "text_b": texts_b} if texts_b else texts_a)
     return x, (labels or None)
 
 
@@ -171,8 +179,10 @@ class TextClassifier(keras.Model):
 
     def __init__(self, task_model, tokenizer=None, seq_length: int = 128, task: str = "",
                  label_names: Sequence[str] = (), pair: bool = False, regression: bool = False,
-                 lower_case: bool = True, lm_weight: float = 0.5, **kwargs):
+                 lower_case: bool = True, lm_weight: float = 0.5, num_choices: int = 0,
+                 **kwargs):
         super().__init__(**kwargs)
+        self.num_choices = int(num_choices)
         self.task_model = task_model
         self.tokenizer = tokenizer
         self.seq_length = int(seq_length)
@@ -184,7 +194,7 @@ class TextClassifier(keras.Model):
         self.lm_weight = float(lm_weight)
         self.model_type = backbone_type(task_model)
         self.task_spec = _task_spec(task, len(self.label_names), self.label_names, pair,
-                                    regression)
+                                    regression, self.num_choices)
         self.output_key = "predictions" if self.task_spec.kind == "regression" else "logits"
         # The task model carries its own weights; this wrapper adds none.
         self.built = bool(task_model.built)
@@ -230,7 +240,7 @@ class TextClassifier(keras.Model):
                 "seq_length": self.seq_length, "task": self.task,
                 "label_names": list(self.label_names), "pair": self.pair,
                 "regression": self.regression, "lower_case": self.lower_case,
-                "lm_weight": self.lm_weight}
+                "lm_weight": self.lm_weight, "num_choices": self.num_choices}
 
     @classmethod
     def from_config(cls, config):
@@ -261,26 +271,33 @@ class TextClassifier(keras.Model):
     # ---- raw text in ---------------------------------------------------------------------------
 
     def encode(self, x: Texts, y: Optional[Sequence[Any]] = None):
-        """Texts (and labels) -> EncodedFeatures through the shared in-graph packer."""
+        """Inputs (and labels) -> (examples, EncodedFeatures) through the shared in-graph
+        packer (finetune.features)."""
         if isinstance(x, tf.data.Dataset):
             x, dataset_labels = _from_dataset(x)
             y = dataset_labels if y is None else y
-        a, b = _columns(x, self.pair)
         if y is not None:
             y = list(_rows(y) if isinstance(y, (np.ndarray, tf.Tensor)) else y)
+        examples = self._examples(x, y)
+        if not examples:
+            raise ValueError("no texts")
+        return examples, encode_examples(examples, self.task_spec.kind, self.model_type,
+                                         self.tokenizer, self.seq_length,
+                                         label_names=self.label_names, **self._encode_options())
+
+    def _examples(self, x, y) -> List[TextExample]:
+        a, b = _columns(x, self.pair)
+        if y is not None:
             if len(y) != len(a):
                 raise ValueError(f"{len(a)} texts but {len(y)} labels")
             y = [self._label_name(v) for v in y]
-        examples = [TextExample(str(i), t, None if b is None else b[i],
-                                None if y is None else y[i]) for i, t in enumerate(a)]
-        if not examples:
-            raise ValueError("no texts")
-        symmetric = self.model_type == "gpt" and bool(getattr(self.task_model, "symmetric",
-                                                              False))
-        options = {"symmetric": symmetric} if self.model_type == "gpt" else {}
-        return examples, encode_examples(examples, self.task_spec.kind, self.model_type,
-                                         self.tokenizer, self.seq_length,
-                                         label_names=self.label_names, **options)
+        return [TextExample(str(i), t, None if b is None else b[i], None if y is None else y[i])
+                for i, t in enumerate(a)]
+
+    def _encode_options(self) -> Dict[str, Any]:
+        if self.model_type != "gpt":
+            return {}
+        return {"symmetric": bool(getattr(self.task_model, "symmetric", False))}
 
     def _label_name(self, value):
         if isinstance(value, np.generic):
@@ -367,11 +384,10 @@ class TextClassifier(keras.Model):
         if not features.label_keys:
             raise ValueError("evaluate needs labels (y, or (texts, labels) from the dataset)")
         predictions = self._predict_features(features, batch_size)
-        if self.task_spec.kind == "regression":
-            gold, predicted = [float(e.label) for e in examples], predictions.tolist()
-        else:
-            gold = [self.label_names.index(e.label) for e in examples]
-            predicted = predictions.argmax(-1).tolist()
+        from finetune.trainer import DECODERS
+        gold = [DECODERS[self.task_spec.kind].gold(e, self.task_spec) for e in examples]
+        predicted = (predictions.tolist() if self.task_spec.kind == "regression"
+                     else predictions.argmax(-1).tolist())
         return {k: float(v) for k, v in self.task_spec.metric(gold, predicted).items()}
 
     def export(self, export_dir: str, seq_length: Optional[int] = None,
@@ -401,6 +417,75 @@ class TextRegressor(TextClassifier):
 
 
 keras.saving.register_keras_serializable(package="finetune")(TextRegressor)
+
+
+class MultipleChoice(TextClassifier):
+    """Picks one of `num_choices` endings (SWAG, RACE, Story Cloze): one row per candidate (BERT
+    `[CLS] context [SEP] question ending [SEP]`, GPT-1 `[s] context question [$] ending [e]`),
+    one score each, softmax over the candidates.
+
+        mc = MultipleChoice.from_checkpoint(minilm_dir, num_choices=2, seq_length=128)
+        mc.fit([(context, question, (ending_0, ending_1)), ...], [1, ...])
+        mc.predict({"context": [...], "question": [...], "endings": [[e0, e1], ...]})  # [n, 2]
+
+    question may be "" (Story Cloze). Labels: the index of the right ending.
+    """
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str, num_choices: int = 4, seq_length: int = 128,
+                        task: str = "", model: str = "bert", vocab_file: str = "",
+                        bpe_encoder_file: str = "", bpe_merges_file: str = "",
+                        lower_case: bool = True, dropout: float = 0.1, lm_weight: float = 0.5,
+                        seed: int = 0) -> "MultipleChoice":
+        if task and get_task(task).kind != "multiple_choice":
+            raise ValueError(f"task {task!r} is not a multiple-choice task")
+        spec = _task_spec(task, 0, (), True, False, num_choices)
+        backbone, tokenizer = load_backbone_and_tokenizer(
+            checkpoint, model, vocab_file, bpe_encoder_file, bpe_merges_file, lower_case)
+        keras.utils.set_random_seed(seed)
+        options = {"dropout": dropout, "name": spec.name}
+        if backbone_type(backbone) == "gpt":
+            options["aux_lm"] = lm_weight > 0
+        return cls(build_task_model(spec, backbone, **options), tokenizer, seq_length, task=task,
+                   pair=True, lower_case=lower_case, lm_weight=lm_weight,
+                   num_choices=spec.num_choices)
+
+    def _examples(self, x, y) -> List[ChoiceExample]:
+        if isinstance(x, dict):
+            rows = list(zip(x["context"], x.get("question") or [""] * len(x["context"]),
+                            x["endings"]))
+        else:
+            rows = list(x)
+        if y is not None and len(y) != len(rows):
+            raise ValueError(f"{len(rows)} questions but {len(y)} labels")
+        examples = []
+        for i, row in enumerate(rows):
+            if not (isinstance(row, (tuple, list)) and len(row) == 3):
+                raise ValueError(f"item {i}: expected (context, question, endings), got {row!r}")
+            context, question, endings = row
+            endings = tuple(_text(e) for e in endings)
+            if len(endings) != self.num_choices:
+                raise ValueError(f"item {i} has {len(endings)} endings, expected "
+                                 f"{self.num_choices}")
+            label = None
+            if y is not None:
+                label = int(np.asarray(y[i]).item())
+                if not 0 <= label < self.num_choices:
+                    raise ValueError(f"label {label} is not an ending index in "
+                                     f"0..{self.num_choices - 1}")
+            examples.append(ChoiceExample(str(i), _text(context), _text(question), endings,
+                                          label))
+        return examples
+
+    def _encode_options(self) -> Dict[str, Any]:
+        return {}
+
+    def predict_labels(self, x, batch_size: int = 64) -> List[int]:
+        """The index of the most probable ending of every question."""
+        return self.predict(x, batch_size).argmax(-1).tolist()
+
+
+keras.saving.register_keras_serializable(package="finetune")(MultipleChoice)
 
 
 class LanguageModel:

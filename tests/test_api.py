@@ -175,3 +175,29 @@ def test_language_model_generates_scores_and_exports(gpt_dir, checkpoint, tmp_pa
     assert served["text"].numpy()[0].decode() == sampled[0]
     with pytest.raises(ValueError, match="not a GPT-1"):
         LanguageModel.from_checkpoint(checkpoint)  # a BERT encoder
+
+
+def test_multiple_choice(checkpoint, tmp_path):
+    from finetune import MultipleChoice
+    questions = [("the film was", "", (p, n)) for p, n in zip(POSITIVE, NEGATIVE)]
+    questions += [("the film was", "", (n, p)) for p, n in zip(POSITIVE, NEGATIVE)]
+    answers = [0] * len(POSITIVE) + [1] * len(NEGATIVE)   # the positive ending
+    mc = MultipleChoice.from_checkpoint(checkpoint, num_choices=2, seq_length=24)
+    mc.fit(questions * 4, answers * 4, epochs=4, batch_size=8, learning_rate=3e-3, verbose=0)
+    assert mc.evaluate(questions, answers)["accuracy"] >= 0.75
+    as_columns = {"context": [q[0] for q in questions], "question": [q[1] for q in questions],
+                  "endings": [list(q[2]) for q in questions]}
+    probabilities = mc.predict(as_columns)
+    assert probabilities.shape == (len(questions), 2)
+    np.testing.assert_allclose(mc.predict(questions), probabilities, atol=1e-6)
+    dataset = tf.data.Dataset.from_tensor_slices((as_columns, answers))
+    np.testing.assert_allclose(mc.predict(dataset.batch(5)), probabilities, atol=1e-6)
+    served = tf.saved_model.load(mc.export(str(tmp_path / "mc"))).signatures["serving_default"](
+        **{k: tf.constant(v) for k, v in as_columns.items()})
+    np.testing.assert_allclose(served["probabilities"].numpy(), probabilities, atol=1e-5)
+    mc.save(tmp_path / "mc.keras")
+    back = keras.saving.load_model(tmp_path / "mc.keras")
+    assert isinstance(back, MultipleChoice) and back.num_choices == 2
+    np.testing.assert_allclose(back.predict(questions), probabilities, atol=1e-6)
+    with pytest.raises(ValueError, match="has 3 endings"):
+        mc.predict([("c", "q", ("a", "b", "c"))])
