@@ -151,22 +151,34 @@ def padding_stats(arrays: Mapping[str, np.ndarray], batch_size: int,
 def distributed_predictor(model, strategy: tf.distribute.Strategy,
                           output_keys: Sequence[str]) -> Callable[[Dict[str, np.ndarray]],
                                                                   Dict[str, np.ndarray]]:
-    """One batch (numpy dict) -> numpy outputs, split over the strategy's replicas. The
-    tf.function traces once per width bucket (at most seq_length / LENGTH_MULTIPLE)."""
+    """One batch (numpy dict) -> numpy outputs, split over the strategy's replicas. On one
+    replica the tf.function is traced once for every width; over several, at most 3 times."""
 
     def replica(batch):
         outputs = model(batch, training=False)
         return {k: outputs[k] for k in output_keys}
 
-    @tf.function(autograph=False, reduce_retracing=True)
-    def step(batch):
+    def run(batch):
         per_replica = strategy.run(replica, args=(batch,))
         return {k: strategy.gather(v, axis=0) for k, v in per_replica.items()}
+
+    steps = {}
 
     def predict(batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         if strategy.num_replicas_in_sync > 1:
             dataset = tf.data.Dataset.from_tensors(batch)
             batch = next(iter(strategy.experimental_distribute_dataset(dataset)))
+            step = steps.setdefault("distributed", tf.function(run, autograph=False,
+                                                               reduce_retracing=True))
+        elif "one" not in steps:
+            # Batch and sequence axes open (views stay static: heads need their count): one
+            # trace for all batch sizes and widths.
+            spec = {k: tf.TensorSpec([None, *np.shape(v)[1:-1], None] if np.ndim(v) > 1
+                                     else [None], tf.as_dtype(np.asarray(v).dtype))
+                    for k, v in batch.items()}
+            step = steps["one"] = tf.function(run, autograph=False, input_signature=[spec])
+        else:
+            step = steps["one"]
         return {k: v.numpy() for k, v in step(batch).items()}
 
     return predict

@@ -805,12 +805,16 @@ def finetune_once(ctx: Context, learning_rate: float, seed: int) -> RunResult:
                 # One optimizer for all stages: built on every variable any stage trains.
                 optimizer.build(unfreezing.trainable_candidates())
         loss_fn = task_loss(ctx.task, config.model, config.lm_weight, loss=config.loss)
-        make_step = lambda: TrainStep(model, optimizer, loss_fn, strategy,
-                                      jit_compile=config.jit_compile, clip_norm=config.clip_norm)
-        train_step = make_step()
-        iterator = iter(strategy.experimental_distribute_dataset(
+        batches = strategy.experimental_distribute_dataset(
             train_dataset(ctx.data.train.features, config.train_batch_size, seed,
-                          config.pad_to_max_length)))
+                          config.pad_to_max_length))
+        # The batches' spec (sequence axis open) as the step's signature: one trace for every
+        # bucket width instead of one per width.
+        make_step = lambda: TrainStep(model, optimizer, loss_fn, strategy,
+                                      jit_compile=config.jit_compile, clip_norm=config.clip_norm,
+                                      input_signature=batches.element_spec)
+        train_step = make_step()
+        iterator = iter(batches)
         result = RunResult(learning_rate, seed, {}, train_steps=total)
         log(f"lr {learning_rate:g} seed {seed}: {total} steps ({steps_per_epoch}/epoch, "
             f"{warmup} warmup), {model.count_params():,} parameters, policy {policy}")

@@ -26,6 +26,7 @@ class TrainStep:
       (`strategy.experimental_distribute_dataset` or `distribute_datasets_from_function`).
 
     clip_norm: clip the global gradient norm (of the gradient summed over replicas).
+    input_signature: the (distributed) batch's spec; None dims are traced once for all sizes.
 
     Each replica's loss is divided by the replica count because the optimizer all-reduces
     gradients with a SUM; the returned metrics are the mean over replicas.
@@ -33,7 +34,8 @@ class TrainStep:
 
     def __init__(self, model: keras.Model, optimizer: keras.optimizers.Optimizer,
                  loss_fn: LossFn, strategy: Optional[tf.distribute.Strategy] = None,
-                 jit_compile: bool = False, clip_norm: Optional[float] = None):
+                 jit_compile: bool = False, clip_norm: Optional[float] = None,
+                 input_signature=None):
         self.model = model
         self.clip_norm = clip_norm
         self.optimizer = optimizer
@@ -47,7 +49,11 @@ class TrainStep:
         # because cross-replica merge calls cannot be compiled by XLA.
         self._grads = tf.function(self._compute_gradients, jit_compile=jit_compile,
                                   reduce_retracing=True)
-        self._step = tf.function(self._distributed_step, reduce_retracing=True)
+        # input_signature (e.g. a distributed dataset's element_spec with an open sequence
+        # axis): one trace for batches of every width, as length-bucketed fine-tuning sends.
+        self._step = (tf.function(self._distributed_step, input_signature=[input_signature])
+                      if input_signature is not None
+                      else tf.function(self._distributed_step, reduce_retracing=True))
 
     def _compute_gradients(self, batch):
         variables = self.model.trainable_variables
