@@ -73,6 +73,7 @@ from tfmodels.gpt import GptDecoder
 from tfmodels.lstm import LstmDecoder
 from tfmodels.model_files import check_keras_file
 from tfmodels.optimization import create_optimizer
+from tfmodels.progress import Progress
 from tfmodels.tokenizers.loading import load_tokenizer
 from tfmodels.training import TrainStep
 
@@ -591,9 +592,10 @@ class Predictor:
         self.predict_batch = batching.distributed_predictor(model, strategy, output_keys)
 
     def __call__(self, features: EncodedFeatures) -> Dict[str, np.ndarray]:
+        bar = Progress(len(features), "evaluate", unit="rows")
         return batching.predict_in_length_order(
             self.predict_batch, features.inputs(), self.batch_size, self.sequence_outputs,
-            self.pad_to_max_length)
+            self.pad_to_max_length, progress=bar.update)
 
 
 # ---- decoding: the only per-kind code ------------------------------------------------------------
@@ -820,6 +822,7 @@ def finetune_once(ctx: Context, learning_rate: float, seed: int) -> RunResult:
             f"{warmup} warmup), {model.count_params():,} parameters, policy {policy}")
         start = timed_from = time.perf_counter()
         metrics = {}
+        bar = Progress(total, f"fine-tune lr {learning_rate:g} seed {seed}")
         for step in range(total):
             if unfreezing is not None and unfreezing.update(step):
                 train_step = make_step()  # the trainable set changed: retrace
@@ -828,6 +831,8 @@ def finetune_once(ctx: Context, learning_rate: float, seed: int) -> RunResult:
                 float(metrics["loss"])  # wait for the first (tracing) step
                 timed_from = time.perf_counter()
             done = step + 1
+            if done % bar.log_every == 0 or done == total or bar.interactive:
+                bar.update(done, loss=float(metrics["loss"]))
             if done % config.log_every == 0 or done == total:
                 log(f"  step {done}/{total}  " + "  ".join(
                     f"{k} {float(v):.4g}" for k, v in metrics.items()))

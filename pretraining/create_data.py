@@ -569,6 +569,8 @@ def create_pretraining_data(input_files: Sequence[str], output_dir: str, config:
             else None)
     results = (bounded_imap(pool, build_records, jobs(), 2 * num_workers) if pool
                else map(build_records, jobs()))
+    from tfmodels.progress import Progress
+    bar = Progress(len(pending), "data creation", unit="chunks")
     try:
         for done, (chunk, (records, tokens)) in enumerate(zip(pending, results), 1):
             notes = chunk_notes.popleft()
@@ -588,6 +590,7 @@ def create_pretraining_data(input_files: Sequence[str], output_dir: str, config:
             finished[entry["shard"]] = entry
             log(f"[{done}/{len(pending)}] {chunk.shard_name()}: {len(records)} instances, "
                 f"{time.time() - start:.1f} s")
+            bar.update(done, instances=sum(e["records"] for e in finished.values()))
     finally:
         if pool is not None:
             pool.terminate()

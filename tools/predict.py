@@ -25,7 +25,6 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import json
 import math
 import sys
-import time
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Sequence, Tuple
 
 import numpy as np
@@ -104,25 +103,6 @@ def read_lines(path: str) -> List[bytes]:
             stream.close()
 
 
-class Progress:
-    """A one-line progress bar on stderr (only when there is more than one batch)."""
-
-    def __init__(self, total: int, enabled: bool = True, width: int = 30):
-        self.total, self.enabled, self.width = total, enabled, width
-        self.start = time.time()
-
-    def update(self, done: int) -> None:
-        if not self.enabled:
-            return
-        rate = done / max(time.time() - self.start, 1e-9)
-        filled = int(self.width * done / max(self.total, 1))
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total} "
-                         f"lines, {rate:.1f} lines/s")
-        if done >= self.total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-
 def _json_value(value: Any) -> Any:
     if isinstance(value, np.generic):
         value = value.item()
@@ -165,7 +145,9 @@ def predict(fn: Callable, specs: Mapping[str, Any], rows: Sequence[Dict[str, Any
     order. Rows are batched by length (the export pads a request only to its longest row), so
     one long line does not widen every batch."""
     import tensorflow as tf
-    bar = Progress(len(rows), enabled=progress and len(rows) > batch_size)
+    from tfmodels.progress import Progress
+    bar = Progress(len(rows), "predict", unit="lines") if progress and len(rows) > batch_size \
+        else None
 
     def length(row):
         return sum(len(v) if isinstance(v, (str, bytes)) else sum(map(len, v))
@@ -184,7 +166,8 @@ def predict(fn: Callable, specs: Mapping[str, Any], rows: Sequence[Dict[str, Any
         for i, record in zip(indices, to_records(outputs, 0, top_tokens)):
             record["line"] = i + 1
             records[i] = record
-        bar.update(start + len(batch))
+        if bar is not None:
+            bar.update(start + len(batch))
     yield from records
 
 
