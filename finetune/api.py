@@ -25,9 +25,10 @@ Inputs: a list (or array) of strings; for pairs, a list of (text_a, text_b) tupl
 yielding (texts, labels). Labels: class ids, label names, or floats (regression).
 Create it inside `strategy.scope()` to train under a tf.distribute strategy.
 
-Covered: single-text and pair classification, regression (STS-B), for BERT and GPT-1 (GPT-1's
-aux LM and symmetric similarity as the binaries do). Span QA, multiple choice, tagging and LM
-generation are served by the binaries and exports, not (yet) by this API.
+Covered: single-text and pair classification, regression (STS-B), multiple choice, for BERT
+and GPT-1 (GPT-1's aux LM and symmetric similarity as the binaries do); BERT tagging
+(`TokenTagger`, CoNLL NER) and span QA (`QuestionAnswerer`, SQuAD, strided windows); the GPT-1
+LM (`LanguageModel.generate`).
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from finetune import batching
-from finetune.examples import ChoiceExample, TextExample
+from finetune.examples import ChoiceExample, SpanExample, TextExample, TokenExample
 from finetune.features import encode_examples
 from finetune.models import GPT_SIMILARITY_TASKS, as_backbone, backbone_type, build_task_model
 from finetune.models import task_loss
@@ -486,6 +487,193 @@ class MultipleChoice(TextClassifier):
 
 
 keras.saving.register_keras_serializable(package="finetune")(MultipleChoice)
+
+
+class _DecodedHead(TextClassifier):
+    """Heads whose predictions are decoded per example from per-position logits (tags, spans):
+    `predict` returns the decoded predictions, `evaluate` the task metric on them."""
+
+    _options: Tuple[str, ...] = ()
+
+    def __init__(self, task_model, tokenizer=None, seq_length: int = 128, **kwargs):
+        options = {k: kwargs.pop(k) for k in self._options if k in kwargs}
+        super().__init__(task_model, tokenizer, seq_length, **kwargs)
+        for key, value in options.items():
+            setattr(self, key, value)
+
+    def get_config(self):
+        return {**super().get_config(), **{k: getattr(self, k) for k in self._options}}
+
+    def call(self, inputs, training=None):
+        return self.task_model(inputs, training=training)
+
+    def _decode(self, examples, features, batch_size: int):
+        from finetune.trainer import DECODERS, Split
+        kind = DECODERS[self.task_spec.kind]
+        settings = self._settings(batch_size)
+        outputs = kind.predictor(self.task_model, self.distribute_strategy, settings)(features)
+        return kind.decode(outputs, Split(examples, features), settings)
+
+    def _settings(self, batch_size: int) -> "_Settings":
+        return _Settings(batch_size, **{k: getattr(self, k) for k in self._options})
+
+    def predict(self, x, batch_size: int = 64, **unused) -> List[Any]:
+        """Decoded predictions: tags per word, or answer texts (v2.0: "" when the null score
+        beats the threshold)."""
+        from finetune.trainer import final_answers
+        examples, features = self.encode(x)
+        decoded = self._decode(examples, features, batch_size)
+        return final_answers(self.task_spec, decoded, self._settings(batch_size).null_threshold)
+
+    def evaluate(self, x=None, y=None, batch_size: int = 64, **unused) -> Dict[str, float]:
+        """The task's metrics, as the fine-tuning binary scores them (trainer.score)."""
+        from finetune.trainer import score
+        examples, features = self.encode(x, y)
+        if not features.label_keys:
+            raise ValueError("evaluate needs gold labels (y)")
+        decoded = self._decode(examples, features, batch_size)
+        return {k: float(v) for k, v in score(self.task_spec, examples, decoded,
+                                               self._settings(batch_size)).items()}
+
+    def predict_labels(self, x, batch_size: int = 64) -> List[Any]:
+        return self.predict(x, batch_size)
+
+    def export(self, export_dir: str, seq_length: Optional[int] = None,
+               ids_only: bool = False) -> str:
+        base, name = os.path.split(os.path.normpath(export_dir))
+        from finetune.export import export_saved_model
+        return export_saved_model(
+            self.task_model, self.task_spec, self.tokenizer, base or ".", name,
+            seq_length or self.seq_length, ids_only=ids_only,
+            max_query_length=getattr(self, "max_query_length", 64),
+            max_answer_length=getattr(self, "max_answer_length", 30))
+
+
+class _Settings:
+    """The FinetuneConfig fields the trainer's decoders and predictor read."""
+
+    def __init__(self, batch_size: int, **values):
+        self.eval_batch_size = batch_size
+        self.pad_to_max_length = False
+        self.n_best_size = 20
+        self.max_answer_length = 30
+        self.null_threshold = 0.0
+        self.tune_null_threshold = True
+        self.__dict__.update(values)
+
+
+def _tagger_spec(task: str, tags: Sequence[str]) -> TaskSpec:
+    if task:
+        spec = get_task(task)
+        if spec.kind != "token_classification":
+            raise ValueError(f"task {task!r} is not a tagging task")
+        return spec
+    if len(tags) < 2:
+        raise ValueError(f"a tagger needs at least 2 tags, got {list(tags)}")
+    return TaskSpec(name="token_tagger", kind="token_classification", read=None,
+                    metric=task_metrics.ner_f1, main_metric="f1", files={},
+                    label_names=tuple(tags))
+
+
+class TokenTagger(_DecodedHead):
+    """One tag per word (CoNLL-2003 NER; BERT): the tag is read at each word's first piece.
+
+        tagger = TokenTagger.from_checkpoint(minilm_dir, task="conll2003", seq_length=128)
+        tagger.fit([["EU", "rejects", "German", "call"], ...], [["B-ORG", "O", "B-MISC", "O"]])
+        tagger.predict(["Peter Blackburn visits Brussels"])  # [["B-PER", "I-PER", "O", "B-LOC"]]
+
+    Sentences are lists of words or strings (split on whitespace); `evaluate` gives entity F1.
+    """
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str, tags: Sequence[str] = (), seq_length: int = 128,
+                        task: str = "", vocab_file: str = "", lower_case: bool = True,
+                        dropout: float = 0.1, seed: int = 0) -> "TokenTagger":
+        spec = _tagger_spec(task, tags)
+        backbone, tokenizer = load_backbone_and_tokenizer(checkpoint, "bert", vocab_file,
+                                                          lower_case=lower_case)
+        keras.utils.set_random_seed(seed)
+        task_model = build_task_model(spec, backbone, dropout=dropout, name=spec.name)
+        return cls(task_model, tokenizer, seq_length, task=task, label_names=spec.label_names,
+                   lower_case=lower_case)
+
+    def __init__(self, task_model, tokenizer=None, seq_length: int = 128, **kwargs):
+        kwargs.setdefault("task", "")
+        super().__init__(task_model, tokenizer, seq_length, **kwargs)
+        self.task_spec = _tagger_spec(self.task, self.label_names)
+        self.output_key = "logits"
+
+    def _examples(self, x, y) -> List[TokenExample]:
+        sentences = [_text(s).split() if isinstance(s, (str, bytes)) else [_text(w) for w in s]
+                     for s in x]
+        if y is not None and len(y) != len(sentences):
+            raise ValueError(f"{len(sentences)} sentences but {len(y)} tag lists")
+        return [TokenExample(str(i), tuple(words),
+                             None if y is None else tuple(_text(t) for t in y[i]))
+                for i, words in enumerate(sentences)]
+
+    def _encode_options(self) -> Dict[str, Any]:
+        return {}
+
+
+class QuestionAnswerer(_DecodedHead):
+    """Extractive QA (SQuAD v1.1 / v2.0; BERT): the answer is a span of the context, read from
+    start / end logits over every doc_stride window of a long context.
+
+        qa = QuestionAnswerer.from_checkpoint(minilm_dir, seq_length=256)
+        qa.fit([(question, context), ...], [(answer_text, answer_char_start), ...])
+        qa.predict([("Who wrote it?", "It was written by Ann in 1990.")])   # ["Ann"]
+
+    Gold answers are (text, character offset) pairs, or for evaluation any answer texts;
+    `evaluate` gives exact match and F1 with the official normalisation.
+    """
+
+    _options = ("doc_stride", "max_query_length", "max_answer_length")
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str, seq_length: int = 384, doc_stride: int = 128,
+                        max_query_length: int = 64, max_answer_length: int = 30,
+                        version_2: bool = False, vocab_file: str = "", lower_case: bool = True,
+                        seed: int = 0) -> "QuestionAnswerer":
+        task = "squad_v2" if version_2 else "squad_v1"
+        backbone, tokenizer = load_backbone_and_tokenizer(checkpoint, "bert", vocab_file,
+                                                          lower_case=lower_case)
+        keras.utils.set_random_seed(seed)
+        # run_squad.py: no dropout before the span layer.
+        task_model = build_task_model(get_task(task), backbone, name=task)
+        return cls(task_model, tokenizer, seq_length, task=task, pair=True,
+                   lower_case=lower_case, doc_stride=doc_stride,
+                   max_query_length=max_query_length, max_answer_length=max_answer_length)
+
+    def _examples(self, x, y) -> List[SpanExample]:
+        if isinstance(x, dict):
+            rows = list(zip(x["question"], x["context"]))
+        else:
+            rows = [tuple(r) for r in x]
+        if y is not None and len(y) != len(rows):
+            raise ValueError(f"{len(rows)} questions but {len(y)} answers")
+        examples = []
+        for i, row in enumerate(rows):
+            if len(row) != 2:
+                raise ValueError(f"item {i}: expected (question, context), got {row!r}")
+            question, context = (_text(v) for v in row)
+            answers: Tuple[Tuple[str, int], ...] = ()
+            if y is not None:
+                gold = y[i]
+                if isinstance(gold, (str, bytes)):
+                    gold = [(_text(gold), context.find(_text(gold)))]
+                elif len(gold) == 2 and isinstance(gold[1], (int, np.integer)):
+                    gold = [gold]
+                answers = tuple((_text(t), int(start)) for t, start in gold)
+            examples.append(SpanExample(str(i), question, context, answers))
+        return examples
+
+    def _encode_options(self) -> Dict[str, Any]:
+        return {"doc_stride": self.doc_stride, "max_query_length": self.max_query_length}
+
+
+for _cls in (TokenTagger, QuestionAnswerer):
+    keras.saving.register_keras_serializable(package="finetune")(_cls)
 
 
 class LanguageModel:

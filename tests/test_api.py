@@ -201,3 +201,41 @@ def test_multiple_choice(checkpoint, tmp_path):
     np.testing.assert_allclose(back.predict(questions), probabilities, atol=1e-6)
     with pytest.raises(ValueError, match="has 3 endings"):
         mc.predict([("c", "q", ("a", "b", "c"))])
+
+
+def test_token_tagger_learns_tags_and_round_trips(checkpoint, tmp_path):
+    from finetune import TokenTagger
+    sentences = [t.split() for t in TEXTS]
+    tags = [["B-MISC" if w == "film" else "B-PER" if w == "great" else "O" for w in s]
+            for s in sentences]
+    tagger = TokenTagger.from_checkpoint(checkpoint, tags=("O", "B-PER", "B-MISC"),
+                                         seq_length=16)
+    before = tagger.evaluate(sentences, tags)["f1"]
+    tagger.fit(sentences * 8, tags * 8, epochs=6, batch_size=8, learning_rate=3e-3, verbose=0)
+    assert tagger.predict(["a lovely , great film"]) == [["O", "O", "O", "B-PER", "B-MISC"]]
+    after = tagger.evaluate(TEXTS, tags)["f1"]
+    assert after == 1.0 > before
+    tagger.save(tmp_path / "tagger.keras")
+    reloaded = keras.saving.load_model(tmp_path / "tagger.keras")
+    assert reloaded.predict(TEXTS) == tagger.predict(TEXTS)
+
+
+def test_question_answerer_finds_the_span_over_strided_windows(checkpoint, tmp_path):
+    from finetune import QuestionAnswerer
+    contexts = [f"{t} film" if i % 2 else f"film {t}" for i, t in enumerate(TEXTS)]
+    answers = [(c, c.index("film")) for c in contexts]
+    questions = [("the film", c) for c in contexts]
+    qa = QuestionAnswerer.from_checkpoint(checkpoint, seq_length=10, doc_stride=2,
+                                          max_query_length=3)
+    _, features = qa.encode(questions, [("film", c.index("film")) for c in contexts])
+    assert len(features) > len(contexts)  # long contexts became several windows
+    qa.fit(questions * 6, [("film", c.index("film")) for c in contexts] * 6, epochs=8,
+           batch_size=8, learning_rate=3e-3, verbose=0)
+    predicted = qa.predict(questions)
+    assert all(p in c for p, c in zip(predicted, contexts))
+    metrics = qa.evaluate(questions, [[("film", i)] for _, i in answers])
+    assert metrics["exact_match"] >= 75.0, (metrics, predicted)
+    path = qa.export(str(tmp_path / "exports" / "qa"))
+    served = tf.saved_model.load(path).signatures["serving_default"](
+        question=tf.constant(["the film"]), context=tf.constant(["great fun film"]))
+    assert served["answer"].numpy()[0].decode() in "great fun film"
