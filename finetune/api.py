@@ -43,8 +43,7 @@ import tensorflow as tf
 from finetune import batching
 from finetune.examples import ChoiceExample, SpanExample, TextExample, TokenExample
 from finetune.features import encode_examples
-from finetune.models import GPT_SIMILARITY_TASKS, as_backbone, backbone_type, build_task_model
-from finetune.models import task_loss
+from finetune.models import as_backbone, backbone_type, build_task_model, task_loss
 from finetune.tasks import TaskSpec, get_task
 from finetune import metrics as task_metrics
 from tfmodels.optimization import create_optimizer
