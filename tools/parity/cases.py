@@ -167,6 +167,11 @@ class ParityCase:
     learning_rate: float
     backbone_prefix: str = ""               # torch name prefix of the backbone ("" = default)
     initial: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    # Weights whose exact gradient is 0 (a multiple-choice classifier's bias: a softmax over
+    # choices ignores a shift shared by all of them). Each side moves them by its own rounding
+    # noise, amplified by Adam's normalisation, so they are held to "did not learn" instead of
+    # to the weight bar.
+    gradient_free: Tuple[str, ...] = ()
 
     def build_ours(self) -> keras.Model:
         """Our task model with the case's initial weights (drawn on the first call)."""
@@ -633,7 +638,8 @@ def make_case(head: str, steps: int = 20, batch: int = 8, seq: int = 24, seed: i
             bert_choice_batches(rng, BERT_CONFIG, steps, batch, seq, 4),
             _random_backbone(BertEncoder, BERT_CONFIG, seed), _head("classifier", "classifier"),
             lambda: transformers.BertForMultipleChoice(_hf_bert_config(BERT_CONFIG, 2)),
-            _hf_classification_loss, "BertForMultipleChoice", lr)
+            _hf_classification_loss, "BertForMultipleChoice", lr,
+            gradient_free=("classifier/bias",))
     mc_head = "multiple_choice_head.summary"
     if head == "gpt_classify":
         return ParityCase(
@@ -657,5 +663,5 @@ def make_case(head: str, steps: int = 20, batch: int = 8, seq: int = 24, seed: i
                                                       "choices"),
             _random_backbone(GptDecoder, GPT_CONFIG, seed), _head("classifier", mc_head),
             lambda: _gpt_double_heads(GPT_CONFIG, 1), _gpt_double_heads_loss(lm_weight),
-            "OpenAIGPTDoubleHeadsModel", lr)
+            "OpenAIGPTDoubleHeadsModel", lr, gradient_free=("classifier/bias",))
     raise ValueError(f"unknown head {head!r}; expected one of {HEADS}")
