@@ -32,6 +32,7 @@ LM (`LanguageModel.generate`).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -397,7 +398,12 @@ class TextClassifier(keras.Model):
         base, name = os.path.split(os.path.normpath(export_dir))
         from finetune.export import export_saved_model
         return export_saved_model(self.task_model, self.task_spec, self.tokenizer, base or ".",
-                                  name, seq_length or self.seq_length, ids_only=ids_only)
+                                  name, seq_length or self.seq_length, ids_only=ids_only,
+                                  **self._export_options())
+
+    def _export_options(self) -> Dict[str, Any]:
+        """Task-specific export_saved_model arguments (SQuAD's query / answer lengths)."""
+        return {}
 
 
 keras.saving.register_keras_serializable(package="finetune")(TextClassifier)
@@ -537,27 +543,19 @@ class _DecodedHead(TextClassifier):
     def predict_labels(self, x, batch_size: int = 64) -> List[Any]:
         return self.predict(x, batch_size)
 
-    def export(self, export_dir: str, seq_length: Optional[int] = None,
-               ids_only: bool = False) -> str:
-        base, name = os.path.split(os.path.normpath(export_dir))
-        from finetune.export import export_saved_model
-        return export_saved_model(
-            self.task_model, self.task_spec, self.tokenizer, base or ".", name,
-            seq_length or self.seq_length, ids_only=ids_only,
-            max_query_length=getattr(self, "max_query_length", 64),
-            max_answer_length=getattr(self, "max_answer_length", 30))
-
 
 class _Settings:
-    """The FinetuneConfig fields the trainer's decoders and predictor read."""
+    """The FinetuneConfig fields the trainer's decoders and predictor read, at FinetuneConfig's
+    defaults (FinetuneConfig itself needs a task, data and an output folder)."""
+
+    _FIELDS = ("pad_to_max_length", "n_best_size", "max_answer_length", "null_threshold",
+               "tune_null_threshold")
 
     def __init__(self, batch_size: int, **values):
+        from finetune.trainer import FinetuneConfig
+        defaults = {f.name: f.default for f in dataclasses.fields(FinetuneConfig)}
+        self.__dict__.update({k: defaults[k] for k in self._FIELDS})
         self.eval_batch_size = batch_size
-        self.pad_to_max_length = False
-        self.n_best_size = 20
-        self.max_answer_length = 30
-        self.null_threshold = 0.0
-        self.tune_null_threshold = True
         self.__dict__.update(values)
 
 
@@ -669,6 +667,10 @@ class QuestionAnswerer(_DecodedHead):
 
     def _encode_options(self) -> Dict[str, Any]:
         return {"doc_stride": self.doc_stride, "max_query_length": self.max_query_length}
+
+    def _export_options(self) -> Dict[str, Any]:
+        return {"max_query_length": self.max_query_length,
+                "max_answer_length": self.max_answer_length}
 
 
 for _cls in (TokenTagger, QuestionAnswerer):
