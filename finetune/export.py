@@ -223,9 +223,10 @@ class SpanHead(Head):
         # Words as run_squad's doc_tokens; pieces with byte offsets inside each word.
         words, word_start, word_end = whitespace_words(context)
         flat = words.flat_values
-        pieces, piece_start, piece_end = tokenizer.tokenize_with_offsets(flat)
+        normal = tokenizer.normalize(flat)
+        pieces, piece_start, piece_end = tokenizer.tokenize_with_offsets(normal, normalized=True)
         # Offsets are into the normalised word: exact when normalising kept its byte length.
-        exact = tf.strings.length(tokenizer.normalize(flat)) == tf.strings.length(flat)
+        exact = tf.strings.length(normal) == tf.strings.length(flat)
         exact_rows = tf.gather(exact, pieces.value_rowids())
         base = tf.gather(tf.cast(word_start.flat_values, tf.int64), pieces.value_rowids())
         limit = tf.gather(tf.cast(word_end.flat_values, tf.int64), pieces.value_rowids())

@@ -56,6 +56,8 @@ class LmScorer:
                  prefix: str = ""):
         self.lm, self.tokenizer, self.batch_size = lm, tokenizer, batch_size
         self.max_length = max_length or lm.config.max_positions
+        from tfmodels.preprocessing import TextPacker
+        self.packer = TextPacker(tokenizer, "gpt", self.max_length)
         self.prefix_ids = self.encode([prefix])[0] if prefix else []
         spec = tf.TensorSpec([None, None], tf.int32)
 
@@ -69,8 +71,7 @@ class LmScorer:
 
     def encode(self, texts: Sequence[str]) -> List[List[int]]:
         """Ids through the in-graph tokenizer fine-tuning and exports use (the one text path)."""
-        from tfmodels.preprocessing import TextPacker
-        return TextPacker(self.tokenizer, "gpt", self.max_length).tokenize(list(texts)).to_list()
+        return self.packer.tokenize(list(texts)).to_list()
 
     def log_probs(self, contexts: Sequence[Sequence[int]],
                   continuations: Sequence[Sequence[int]]) -> List[np.ndarray]:

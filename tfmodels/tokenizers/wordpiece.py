@@ -135,10 +135,12 @@ class WordPieceTokenizer(tf.Module):
         """int [batch, (pieces)] -> string [batch]: words joined by spaces, '##' merged."""
         return self._tokenizer.detokenize(ids)
 
-    def tokenize_with_offsets(self, texts: Texts):
+    def tokenize_with_offsets(self, texts: Texts, normalized: bool = False):
         """string [batch] -> (ids, starts, ends), ragged [batch, (pieces)]: byte offsets of each
-        piece in the NORMALISED text (`normalize`; equal to the input's for ASCII)."""
-        return self._tokenizer.tokenize_with_offsets(self.normalize(texts))
+        piece in the NORMALISED text (`normalize`; equal to the input's for ASCII).
+        normalized: `texts` are already `normalize`'s output (a caller that needs both)."""
+        return self._tokenizer.tokenize_with_offsets(texts if normalized
+                                                     else self.normalize(texts))
 
     def encode(self, texts_a: Texts, texts_b: Optional[Texts] = None,
                seq_length: int = 128) -> Dict[str, tf.Tensor]:
