@@ -84,7 +84,7 @@ def load_backbone_and_tokenizer(checkpoint: str, model: str = "bert", vocab_file
                                 lower_case: bool = True):
     """The backbone a checkpoint holds (any format fine-tuning reads) and its tokenizer (the
     vocabulary beside it unless given), checked against each other."""
-    from finetune.trainer import bpe_files, load_checkpoint, wordpiece_vocab_file
+    from tfmodels.checkpoints.formats import bpe_files, load_checkpoint, wordpiece_vocab_file
     backbone = as_backbone(load_checkpoint(checkpoint))
     model_type = backbone_type(backbone)
     if model_type != ("gpt" if model in ("gpt", "lstm") else "bert"):
@@ -703,7 +703,7 @@ class LanguageModel:
                         bpe_merges_file: str = "", seq_length: int = 0) -> "LanguageModel":
         """A pretraining model_dir (pretrained.keras), a .keras file, or a Hugging Face
         openai-gpt folder; the BPE files beside it unless given."""
-        from finetune.trainer import bpe_files, load_checkpoint
+        from tfmodels.checkpoints.formats import bpe_files, load_checkpoint
         from tfmodels.gpt import GptLanguageModel
         from tfmodels.lstm import LstmLanguageModel
         model = load_checkpoint(checkpoint)

@@ -68,10 +68,12 @@ from finetune.readers.tfds import TFDS_TASKS
 from finetune.tasks import TaskSpec, get_task
 from tfmodels import configs, precision
 from tfmodels.bert import BertEncoder
+from tfmodels.checkpoints.formats import (FORMAT_ARCHITECTURE, bpe_files,
+                                         detect_checkpoint_format, load_checkpoint,
+                                         wordpiece_vocab_file)
 from tfmodels.config_flags import AutoBool
 from tfmodels.gpt import GptDecoder
 from tfmodels.lstm import LstmDecoder
-from tfmodels.model_files import check_keras_file
 from tfmodels.optimization import create_optimizer
 from tfmodels.progress import Progress
 from tfmodels.tokenizers.loading import load_tokenizer
@@ -86,8 +88,6 @@ MODELS = tuple(INPUT_FORMATS)  # bert, gpt, lstm (GPT-1's LSTM baseline)
 _BACKBONES = {"bert": (BertEncoder, configs.BertConfig, "bert_base"),
               "gpt": (GptDecoder, configs.GptConfig, "gpt1"),
               "lstm": (LstmDecoder, configs.LstmConfig, "lstm_2048")}
-BPE_FILE_PAIRS = (("encoder_bpe_40000.json", "vocab_40000.bpe"),  # the OpenAI release
-                  ("vocab.json", "merges.txt"))                    # Hugging Face openai-gpt
 _BERT_ONLY_KINDS = ("span", "token_classification")
 DATA_SOURCES = ("files", "tfds")
 
@@ -298,111 +298,6 @@ class FinetuneConfig:
 
 # ---- checkpoints and tokenizers -----------------------------------------------------------------
 
-CHECKPOINT_FORMATS = ("random", "keras", "hf_bert", "tf1_bert", "openai_gpt", "hf_gpt")
-_FORMAT_MODEL = {"hf_bert": "bert", "tf1_bert": "bert", "openai_gpt": "gpt", "hf_gpt": "gpt"}
-
-
-def detect_checkpoint_format(path: str) -> str:
-    """The format of `init_checkpoint`, from the files present (one of CHECKPOINT_FORMATS).
-
-    "" -> random; *.keras or a folder with pretrained.keras -> keras; params_shapes.json ->
-    openai_gpt; bert_config.json -> tf1_bert; config.json + model.safetensors -> hf_bert or
-    hf_gpt by its model_type (or its field names).
-    """
-    if not path:
-        return "random"
-    if os.path.isfile(path):
-        if path.endswith(".keras"):
-            return "keras"
-        raise ValueError(f"init_checkpoint {path} is a file but not a .keras model; pass a "
-                         "checkpoint folder or a .keras file")
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"init_checkpoint {path} does not exist")
-    has = lambda name: os.path.isfile(os.path.join(path, name))
-    if has("params_shapes.json"):
-        return "openai_gpt"
-    if has("bert_config.json"):
-        return "tf1_bert"
-    if has("config.json") and has("model.safetensors"):
-        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
-            hf = json.load(f)
-        model_type = hf.get("model_type", "")
-        if model_type == "bert" or (not model_type and "hidden_size" in hf):
-            return "hf_bert"
-        if model_type == "openai-gpt" or (not model_type and "n_embd" in hf):
-            return "hf_gpt"
-        raise ValueError(f"{path}/config.json: model_type {model_type!r} is neither 'bert' nor "
-                         "'openai-gpt'")
-    if has("pretrained.keras"):
-        return "keras"
-    raise ValueError(
-        f"cannot tell the checkpoint format of {path}: expected config.json + "
-        "model.safetensors (Hugging Face BERT / openai-gpt), bert_config.json + bert_model.ckpt "
-        "(TF1 BERT), params_shapes.json + params_*.npy (OpenAI GPT-1), pretrained.keras, or a "
-        ".keras file")
-
-
-def load_checkpoint(path: str, fmt: Optional[str] = None, num_heads: int = 12) -> keras.Model:
-    """The model a checkpoint holds (BertEncoder/BertPretrainer, GptLanguageModel, or what a
-    .keras file holds); `fmt` defaults to `detect_checkpoint_format(path)`."""
-    fmt = fmt or detect_checkpoint_format(path)
-    if fmt == "keras":
-        if os.path.isdir(path):
-            path = os.path.join(path, "pretrained.keras")
-        import finetune.models  # noqa: F401  (registers the task models for deserialisation)
-        check_keras_file(path)  # Keras would call a cut-short file "not found"
-        return keras.saving.load_model(path, compile=False)
-    if fmt == "hf_bert":
-        from tfmodels.checkpoints.hf_bert import load_hf_bert
-        return load_hf_bert(path)[0]
-    if fmt == "tf1_bert":
-        from tfmodels.checkpoints.tf1_bert import load_tf1_bert
-        return load_tf1_bert(path)[0]
-    if fmt == "openai_gpt":
-        from tfmodels.checkpoints.openai_gpt import load_openai_gpt
-        return load_openai_gpt(path, num_heads=num_heads)
-    if fmt == "hf_gpt":
-        from tfmodels.checkpoints.hf_gpt import load_hf_gpt
-        return load_hf_gpt(path)
-    raise ValueError(f"no checkpoint to load for format {fmt!r}")
-
-
-def _checkpoint_folder(path: str) -> str:
-    if not path:
-        return ""
-    return path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
-
-
-def wordpiece_vocab_file(checkpoint: str = "", vocab_file: str = "") -> str:
-    """`vocab_file`, else vocab.txt beside the checkpoint; ValueError naming what is missing."""
-    folder = _checkpoint_folder(checkpoint)
-    vocab = vocab_file or (os.path.join(folder, "vocab.txt") if folder else "")
-    if not vocab or not os.path.isfile(vocab):
-        where = f" ({vocab} does not exist)" if vocab else ""
-        raise ValueError(f"BERT needs a WordPiece vocabulary: pass --vocab_file{where}")
-    return vocab
-
-
-def bpe_files(checkpoint: str = "", encoder_file: str = "", merges_file: str = ""
-              ) -> Dict[str, str]:
-    """GPT-1's {"encoder_file", "merges_file"}: the given paths, else the OpenAI
-    (encoder_bpe_40000.json, vocab_40000.bpe) or Hugging Face (vocab.json, merges.txt) pair
-    beside the checkpoint; ValueError naming what is missing."""
-    folder = _checkpoint_folder(checkpoint)
-    encoder, merges = encoder_file, merges_file
-    if not (encoder and merges) and folder:
-        for enc_name, merges_name in BPE_FILE_PAIRS:
-            if os.path.isfile(os.path.join(folder, enc_name)):
-                encoder = encoder or os.path.join(folder, enc_name)
-                merges = merges or os.path.join(folder, merges_name)
-                break
-    for flag, path in (("bpe_encoder_file", encoder), ("bpe_merges_file", merges)):
-        if not path or not os.path.isfile(path):
-            where = f" ({path} does not exist)" if path else ""
-            raise ValueError(f"GPT-1 needs its BPE files: pass --{flag}{where}")
-    return {"encoder_file": encoder, "merges_file": merges}
-
-
 def tokenizer_files(config: FinetuneConfig) -> Dict[str, str]:
     """The vocabulary files: the flags, else the files beside the checkpoint.
     BERT: {"vocab_file"}; GPT-1: {"encoder_file", "merges_file"}."""
@@ -453,7 +348,7 @@ def load_pretrained(config: FinetuneConfig, log: Callable[[str], None] = print) 
     # the missing checkpoint is what the user must fix.
     fmt = detect_checkpoint_format(config.init_checkpoint)
     tokenizer = tokenizer_for(config)
-    expected = _FORMAT_MODEL.get(fmt)
+    expected = FORMAT_ARCHITECTURE.get(fmt)
     if expected and expected != config.model:
         raise ValueError(f"init_checkpoint {config.init_checkpoint} is a {fmt} checkpoint "
                          f"({expected}), but model is {config.model!r}")

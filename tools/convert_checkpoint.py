@@ -7,7 +7,9 @@
   bert-gpt-convert --from_format=openai_gpt --input=finetune-transformer-lm/model \
       --to_format=keras --output=out/gpt1
 
-Formats in: hf_bert, tf1_bert, openai_gpt, hf_gpt, keras (our .keras file).
+Formats in: hf_bert, tf1_bert, openai_gpt, hf_gpt, keras (our .keras file, or a pretraining
+model_dir), found from the files when --from_format is not given
+(tfmodels.checkpoints.formats, the dispatch fine-tuning's --init_checkpoint uses too).
 Formats out: keras (model.keras plus the vocabulary), hf_bert, keras_hub_bert (.weights.h5).
 Mismatches fail with one message listing every difference; outputs are written to a
 temporary folder and renamed, so a failed conversion leaves nothing behind.
@@ -15,15 +17,12 @@ temporary folder and renamed, so a failed conversion leaves nothing behind.
 import os
 import shutil
 
-import keras
 from absl import flags, logging
 
 from tfmodels.bert import BertEncoder, BertPretrainer
 from tfmodels.checkpoints import slots as slot_lib
-from tfmodels.checkpoints.hf_bert import load_hf_bert, save_hf_bert
-from tfmodels.checkpoints.hf_gpt import load_hf_gpt
-from tfmodels.checkpoints.openai_gpt import load_openai_gpt
-from tfmodels.checkpoints.tf1_bert import load_tf1_bert
+from tfmodels.checkpoints.formats import CHECKPOINT_FORMATS, load_checkpoint_and_vocab
+from tfmodels.checkpoints.hf_bert import save_hf_bert
 from tfmodels.cli import run_binary
 
 FLAGS = flags.FLAGS
@@ -32,8 +31,8 @@ FLAGS = flags.FLAGS
 def define_flags():
     """Flags are defined when the tool runs, not on import: tests import these functions
     next to other tools that use the same flag names."""
-    flags.DEFINE_enum("from_format", None, ["hf_bert", "tf1_bert", "openai_gpt", "hf_gpt", "keras"],
-                      "Input format.")
+    flags.DEFINE_enum("from_format", None, [f for f in CHECKPOINT_FORMATS if f != "random"],
+                      "Input format (default: found from the input's files).")
     flags.DEFINE_enum("to_format", "keras", ["keras", "hf_bert", "keras_hub_bert"], "Output format.")
     flags.DEFINE_string("input", None, "Input folder (or .keras file).")
     flags.DEFINE_string("output", None, "Output folder.")
@@ -41,22 +40,13 @@ def define_flags():
                         "has none (openai_gpt, hf_gpt, keras).")
 
 
-def load(from_format: str, path: str):
-    """-> (model, vocabulary file or None)."""
-    if from_format == "hf_bert":
-        return load_hf_bert(path)
-    if from_format == "tf1_bert":
-        return load_tf1_bert(path)
-    if from_format == "openai_gpt":
-        return load_openai_gpt(path), None
-    if from_format == "hf_gpt":
-        return load_hf_gpt(path), None
-    return keras.saving.load_model(path), None
-
-
 def convert(from_format: str, to_format: str, input_path: str, output: str,
             vocab_file: str = None) -> str:
-    model, vocab = load(from_format, input_path)
+    """Writes the checkpoint at `input_path` (`from_format`, or None: detected) to `output` in
+    `to_format`; returns `output`."""
+    if not input_path:
+        raise ValueError("--input is empty: pass the checkpoint folder or .keras file")
+    model, vocab = load_checkpoint_and_vocab(input_path, from_format or None)
     vocab = vocab_file or vocab
     is_bert = isinstance(model, (BertEncoder, BertPretrainer))
     if to_format in ("hf_bert", "keras_hub_bert") and not is_bert:
@@ -91,7 +81,7 @@ def main(argv):
 
 def run():
     define_flags()
-    flags.mark_flags_as_required(["from_format", "input", "output"])
+    flags.mark_flags_as_required(["input", "output"])
     run_binary(main)
 
 

@@ -271,7 +271,7 @@ def load_language_model(checkpoint: str, num_heads: int = 12):
     model holding a GPT-1 decoder, e.g. a fine-tuned one, gets the tied LM head back); the
     same for GPT-1's LSTM baseline (LstmLanguageModel; GPT-1 Figure 2 compares both)."""
     from finetune.models import as_backbone
-    from finetune.trainer import load_checkpoint
+    from tfmodels.checkpoints.formats import load_checkpoint
     from tfmodels.gpt import GptDecoder, GptLanguageModel
     from tfmodels.lstm import LstmDecoder, LstmLanguageModel
     model = load_checkpoint(checkpoint, num_heads=num_heads)
@@ -319,7 +319,7 @@ _FILES = {"cola": ("glue/CoLA/train.tsv", evaluate_cola),
 
 
 def run_zero_shot(config: ZeroShotConfig, log=print) -> Dict[str, Dict[str, float]]:
-    from finetune.trainer import bpe_files
+    from tfmodels.checkpoints.formats import bpe_files
     from tfmodels.tokenizers.gpt_bpe import GptBpeTokenizer
     unknown = [t for t in config.tasks if t not in _FILES]
     if unknown:
