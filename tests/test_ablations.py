@@ -6,7 +6,18 @@ import pytest
 
 from tools.ablations import report as reports
 from tools.ablations.experiments import EXPERIMENTS
-from tools.ablations.workspace import TASKS, Budget, Workspace, display_value, settings_hash
+from tools.ablations.workspace import Budget, Workspace, display_value, settings_hash
+
+
+def held_out_accuracy(folder, prefix):
+    """The SST-2 accuracy (percent) of the one fine-tuning job named `prefix`, checked against
+    its results.json: a whole number of the held-out examples it was scored on."""
+    result_file, = folder.glob(f"{prefix}-sst2-s0-*/results.json")
+    result = json.loads(result_file.read_text())
+    n, accuracy = result["num_eval_examples"], result["mean"]
+    assert n >= 32 and 0.0 <= accuracy <= 1.0
+    assert accuracy * n == pytest.approx(round(accuracy * n), abs=1e-6)
+    return 100.0 * accuracy
 
 
 def test_registry_has_every_experiment_the_issue_names():
@@ -65,7 +76,11 @@ def test_jobs_are_cached_and_deterministic(tmp_path, shared_data):
     assert records[0] and records[1] and not set(records[0]) & set(records[1])
     model_dir = ws.pretrain("tiny", "gpt", "gpt_test", records)
     summary = Workspace.pretrain_summary(model_dir)
-    assert summary["final_eval"]["eval_lm_loss"] > 0
+    # Held-out loss of the 8-step model: finite and below a uniform guess over the vocabulary.
+    import keras
+    vocab_size = keras.saving.load_model(str(model_dir / "pretrained.keras"),
+                                         compile=False).config.vocab_size
+    assert 0.0 < summary["final_eval"]["eval_lm_loss"] < math.log(vocab_size)
     first = ws.finetune_seeds("a", "sst2", "gpt", str(model_dir))
     assert ws.jobs_run == 2
     timings = dict(ws.job_seconds)
@@ -139,7 +154,9 @@ def test_learned_wordpiece_vocabulary_runs_pretraining_and_fine_tuning(tmp_path,
     model = keras.models.load_model(str(model_dir / "pretrained.keras"), compile=False)
     assert max(w.shape[0] for w in model.weights if "embedding" in w.path) == len(tokens)
     assert ws.bert_vocab(model_dir) == vocab and ws.bert_vocab("") == vocab
-    assert ws.finetune_seeds("wp", "sst2", "bert", str(model_dir))["accuracy"][0] > 0
+    pretrained = ws.finetune_seeds("wp", "sst2", "bert", str(model_dir))["accuracy"][0]
+    assert pretrained == pytest.approx(held_out_accuracy(tmp_path / "work" / "finetune", "wp"))
     random_init = ws.finetune_seeds("wp_random", "sst2", "bert", "", model_config="bert_test")
-    assert random_init["accuracy"][0] > 0
+    assert random_init["accuracy"][0] == pytest.approx(
+        held_out_accuracy(tmp_path / "work" / "finetune", "wp_random"))
     assert ws.bert_vocab("/elsewhere/model") == str(shared / BERT_VOCAB)

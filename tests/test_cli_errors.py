@@ -11,8 +11,9 @@ import keras
 import pytest
 import tensorflow as tf
 
-from finetune.trainer import FinetuneConfig, load_checkpoint, load_pretrained, run_finetune
-from tests.conftest import PROJECT_ROOT
+from finetune.trainer import FinetuneConfig, load_pretrained, run_finetune
+from tfmodels.checkpoints.formats import load_checkpoint
+from tests.support import PROJECT_ROOT
 from tfmodels import cli
 from tfmodels.model_files import check_saved_model
 

@@ -1,7 +1,6 @@
 """Pretraining data creation: record format, BERT instance rules, masking statistics,
 determinism across workers, resume, atomic shards, GPT windows, errors."""
 import glob
-import json
 import os
 
 import numpy as np
@@ -46,25 +45,16 @@ def test_fast_encoder_matches_protobuf():
 
 
 @pytest.fixture(scope="module")
-def bert_config(shared_data):
-    return DataConfig(vocab_file=str(shared_data / "bert_vocab/bert-base-uncased-vocab.txt"),
+def bert_config(bert_vocab_file):
+    return DataConfig(vocab_file=bert_vocab_file,
                       max_seq_length=SEQ, max_predictions_per_seq=PREDICTIONS, dupe_factor=2,
                       chunk_bytes=64 << 10)
 
 
 @pytest.fixture(scope="module")
-def wiki_corpus(tmp_path_factory, shared_data):
-    from pretraining.corpora import wikitext_documents, write_documents
-    path = tmp_path_factory.mktemp("corpus") / "wiki.txt"
-    docs = wikitext_documents(str(shared_data / "corpus/wikitext2-valid.tokens.txt"))[:40]
-    write_documents(str(path), docs, 1)
-    return path
-
-
-@pytest.fixture(scope="module")
 def wiki_records(tmp_path_factory, wiki_corpus, bert_config):
     out = tmp_path_factory.mktemp("records")
-    totals = create_pretraining_data([str(wiki_corpus)], str(out), bert_config, num_workers=1,
+    totals = create_pretraining_data([str(wiki_corpus(40))], str(out), bert_config, num_workers=1,
                                      log=lambda m: None)
     return out, totals, read_records(out, bert_spec())
 

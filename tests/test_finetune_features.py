@@ -11,19 +11,16 @@ import pytest
 from finetune.examples import ChoiceExample, SpanExample, TextExample, TokenExample
 from finetune.features import (IGNORE_LABEL, best_span, decode_word_predictions, encode_examples,
                                predict_answers)
-from tfmodels.tokenizers.gpt_bpe import GptBpeTokenizer
-from tfmodels.tokenizers.wordpiece import WordPieceTokenizer
 
 
 @pytest.fixture(scope="module")
-def wp(shared_data):
-    return WordPieceTokenizer(str(shared_data / "bert_vocab/bert-base-uncased-vocab.txt"))
+def wp(wordpiece):
+    return wordpiece
 
 
 @pytest.fixture(scope="module")
-def gpt(shared_data):
-    folder = shared_data / "gpt1_openai"
-    return GptBpeTokenizer(str(folder / "encoder_bpe_40000.json"), str(folder / "vocab_40000.bpe"))
+def gpt(gpt_bpe):
+    return gpt_bpe
 
 
 def tokens_of(wp, row):

@@ -1,5 +1,6 @@
 """Fine-tuning metrics against hand-computed cases (worked out in the comments) and independent
-formulas; against sklearn too where it happens to be installed (it is not a dependency)."""
+formulas, and against scikit-learn and scipy (test-only oracles: the `test` extra installs
+them; the library itself does not depend on them)."""
 import math
 
 import numpy as np
@@ -93,13 +94,38 @@ def test_metric_input_errors():
         metrics.accuracy([], [])
 
 
-def test_agreement_with_sklearn_when_installed():
-    sk = pytest.importorskip("sklearn.metrics")
+def test_agreement_with_sklearn():
+    sk = pytest.importorskip("sklearn.metrics", reason="pip install -e '.[test]' (scikit-learn)")
     rng = np.random.default_rng(2)
-    y, p = rng.integers(0, 3, 100), rng.integers(0, 3, 100)
-    assert metrics.matthews_corrcoef(y, p)["mcc"] == pytest.approx(sk.matthews_corrcoef(y, p))
-    yb, pb = y % 2, p % 2
-    assert metrics.f1_and_accuracy(yb, pb)["f1"] == pytest.approx(sk.f1_score(yb, pb))
+    for trial in range(5):
+        n = int(rng.integers(20, 200))
+        y, p = rng.integers(0, 3, n), rng.integers(0, 3, n)
+        p = np.where(rng.random(n) < 0.3 * trial / 4, y, p)    # from chance to well correlated
+        assert metrics.accuracy(y, p)["accuracy"] == pytest.approx(sk.accuracy_score(y, p))
+        assert metrics.matthews_corrcoef(y, p)["mcc"] == pytest.approx(sk.matthews_corrcoef(y, p))
+        yb, pb = y % 2, p % 2
+        m = metrics.f1_and_accuracy(yb, pb)
+        assert m["f1"] == pytest.approx(sk.f1_score(yb, pb))
+        assert m["precision"] == pytest.approx(sk.precision_score(yb, pb))
+        assert m["recall"] == pytest.approx(sk.recall_score(yb, pb))
+    # Degenerate cases: one class predicted everywhere (sklearn: MCC 0).
+    assert metrics.matthews_corrcoef([0, 1, 1, 0], [1, 1, 1, 1])["mcc"] == \
+        sk.matthews_corrcoef([0, 1, 1, 0], [1, 1, 1, 1]) == 0.0
+
+
+def test_agreement_with_scipy_pearson_and_spearman():
+    stats = pytest.importorskip("scipy.stats", reason="pip install -e '.[test]' (scipy)")
+    rng = np.random.default_rng(3)
+    for trial in range(5):
+        labels = rng.integers(0, 26, 150) / 5.0          # STS-B-like: 0..5 in steps, many ties
+        predictions = labels * trial / 4 + rng.normal(0, 1, 150)
+        if trial == 4:
+            predictions = np.round(predictions)           # ties on both sides
+        m = metrics.pearson_spearman(labels, predictions)
+        assert m["pearson"] == pytest.approx(stats.pearsonr(labels, predictions)[0], abs=1e-12)
+        assert m["spearman"] == pytest.approx(stats.spearmanr(labels, predictions)[0], abs=1e-12)
+        np.testing.assert_allclose(metrics.rank_average(predictions),
+                                   stats.rankdata(predictions, method="average"))
 
 
 # ------------------------------------------------------------------ SQuAD

@@ -16,8 +16,9 @@ from tfmodels.bert import BertEncoder
 from tfmodels.gpt import GptDecoder, GptLanguageModel
 from tfmodels.losses import causal_lm_loss
 from tfmodels.training import TrainStep
+from tests.support import gpt_inputs
 
-VOCAB = 100
+VOCAB = 100  # gpt_inputs' default vocabulary too
 
 
 def bert_inputs(shape, seed=0, lengths=None):
@@ -29,16 +30,6 @@ def bert_inputs(shape, seed=0, lengths=None):
     return {"input_ids": (rng.integers(5, VOCAB, size=shape) * mask).astype("int32"),
             "segment_ids": ((np.arange(seq) >= seq // 2) * mask).astype("int32"),
             "input_mask": mask}
-
-
-def gpt_inputs(shape, seed=0, lengths=None):
-    """GPT-1 features [..., s] with classify_position at the last real token."""
-    rng = np.random.default_rng(seed)
-    seq = shape[-1]
-    lengths = np.full(shape[:-1], seq) if lengths is None else np.asarray(lengths)
-    mask = (np.arange(seq) < lengths[..., None]).astype("int32")
-    return {"input_ids": (rng.integers(1, VOCAB, size=shape) * mask).astype("int32"),
-            "input_mask": mask, "classify_position": (lengths - 1).astype("int32")}
 
 
 def bert():

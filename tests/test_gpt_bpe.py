@@ -10,10 +10,8 @@ from tfmodels.tokenizers.gpt_bpe import GptBpeTokenizer, pre_tokenize
 
 
 @pytest.fixture(scope="module")
-def tokenizer(shared_data):
-    folder = shared_data / "gpt1_openai"
-    return GptBpeTokenizer(str(folder / "encoder_bpe_40000.json"),
-                           str(folder / "vocab_40000.bpe"))
+def tokenizer(gpt_bpe):
+    return gpt_bpe
 
 
 def real_lines(path, count):

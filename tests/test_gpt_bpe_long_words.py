@@ -7,14 +7,12 @@ import time
 import pytest
 
 from tfmodels.tokenizers import gpt_bpe
-from tfmodels.tokenizers.gpt_bpe import MAX_BPE_PIECE_CHARS, WORD_END, GptBpeTokenizer
+from tfmodels.tokenizers.gpt_bpe import MAX_BPE_PIECE_CHARS, WORD_END
 
 
 @pytest.fixture(scope="module")
-def tokenizer(shared_data):
-    folder = shared_data / "gpt1_openai"
-    return GptBpeTokenizer(str(folder / "encoder_bpe_40000.json"),
-                           str(folder / "vocab_40000.bpe"))
+def tokenizer(gpt_bpe):
+    return gpt_bpe
 
 
 def original_ids(tokenizer, word):

@@ -37,17 +37,13 @@ def assert_same_batches(first, second):
 
 
 @pytest.fixture(scope="module")
-def vocab_file(shared_data):
-    return str(shared_data / "bert_vocab/bert-base-uncased-vocab.txt")
+def vocab_file(bert_vocab_file):
+    return bert_vocab_file
 
 
 @pytest.fixture(scope="module")
-def wiki_text(tmp_path_factory, shared_data):
-    from pretraining.corpora import wikitext_documents, write_documents
-    path = tmp_path_factory.mktemp("corpus") / "wiki.txt"
-    docs = wikitext_documents(str(shared_data / "corpus/wikitext2-valid.tokens.txt"))[:16]
-    write_documents(str(path), docs, 1)
-    return path
+def wiki_text(wiki_corpus):
+    return wiki_corpus(16)
 
 
 def make_bert_records(tmp_path_factory, wiki_text, vocab_file, **overrides):

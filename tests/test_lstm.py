@@ -13,8 +13,7 @@ from finetune.models import (SequenceClassifier, backbone_architecture, backbone
 from finetune.tasks import get_task
 from finetune.trainer import FinetuneConfig, load_pretrained, run_finetune
 from pretraining.trainer import PretrainConfig, build_model, run_pretraining
-from tests.test_finetune_models import gpt_inputs  # same VOCAB (100)
-from tests.test_pretraining import SEQ, gpt_records  # noqa: F401  (module fixture)
+from tests.support import SEQ, gpt_inputs
 from tfmodels import configs
 from tfmodels.gpt import GptDecoder
 from tfmodels.losses import gpt_pretraining_loss
@@ -128,9 +127,9 @@ def lstm_pretrain_config(records, model_dir, **overrides):
 
 
 @pytest.fixture(scope="module")
-def lstm_pretrained(tmp_path_factory, gpt_records):  # noqa: F811
+def lstm_pretrained(tmp_path_factory, shakespeare_gpt_records):
     model_dir = tmp_path_factory.mktemp("lstm_pretrain")
-    history = run_pretraining(lstm_pretrain_config(gpt_records, model_dir), log=QUIET)
+    history = run_pretraining(lstm_pretrain_config(shakespeare_gpt_records, model_dir), log=QUIET)
     return model_dir, history
 
 
@@ -145,7 +144,7 @@ def test_pretraining_learns_and_saves(lstm_pretrained):
     assert isinstance(model, LstmLanguageModel) and model.config.vocab_size == 40481
 
 
-def test_pretraining_resumes_every_weight(lstm_pretrained, gpt_records, tmp_path):  # noqa: F811
+def test_pretraining_resumes_every_weight(lstm_pretrained, shakespeare_gpt_records, tmp_path):
     """A finished run's checkpoint restores into a fresh model (assert_existing_objects_matched
     in run_pretraining) and training continues from step 30."""
     model_dir, _ = lstm_pretrained
@@ -153,7 +152,7 @@ def test_pretraining_resumes_every_weight(lstm_pretrained, gpt_records, tmp_path
     import shutil
     shutil.copytree(model_dir, resumed)
     messages = []
-    history = run_pretraining(lstm_pretrain_config(gpt_records, resumed, train_steps=32),
+    history = run_pretraining(lstm_pretrain_config(shakespeare_gpt_records, resumed, train_steps=32),
                               log=messages.append)
     assert any("resumed from" in m and "micro-step 30" in m for m in messages)
     assert [row["step"] for row in history] == [31, 32]

@@ -4,12 +4,11 @@ import pytest
 import tensorflow as tf
 
 from pretraining.masking import mask_packed_inputs
-from tfmodels.tokenizers.wordpiece import WordPieceTokenizer
 
 
 @pytest.fixture(scope="module")
-def tokenizer(shared_data):
-    return WordPieceTokenizer(str(shared_data / "bert_vocab/bert-base-uncased-vocab.txt"))
+def tokenizer(wordpiece):
+    return wordpiece
 
 
 def masked(tokenizer, texts, seq_length=64, max_predictions=20, **kwargs):

@@ -18,8 +18,6 @@ from finetune.tasks import get_task
 from tfmodels import configs
 from tfmodels.bert import BertEncoder
 from tfmodels.gpt import GptDecoder
-from tfmodels.tokenizers.gpt_bpe import GptBpeTokenizer
-from tfmodels.tokenizers.wordpiece import WordPieceTokenizer
 
 ROWS = 200
 CHUNK = 256
@@ -33,10 +31,8 @@ CASES = [("bert", t, 128) for t in GLUE] + [
 
 
 @pytest.fixture(scope="module")
-def tokenizers(shared_data):
-    return {"bert": WordPieceTokenizer(str(shared_data / "bert_vocab/bert-base-uncased-vocab.txt")),
-            "gpt": GptBpeTokenizer(str(shared_data / "gpt1_openai/encoder_bpe_40000.json"),
-                                   str(shared_data / "gpt1_openai/vocab_40000.bpe"))}
+def tokenizers(wordpiece, gpt_bpe):
+    return {"bert": wordpiece, "gpt": gpt_bpe}
 
 
 def read_examples(shared_data, task):

@@ -16,38 +16,26 @@ import tensorflow as tf
 
 from pretraining.create_data import DataConfig, create_pretraining_data
 from pretraining.trainer import PretrainConfig, build_model, dataset_function, run_pretraining
-from tests.conftest import PROJECT_ROOT
+from tests.support import PROJECT_ROOT, SEQ
 
-SEQ, PREDICTIONS = 64, 10
+PREDICTIONS = 10
 BERT_VOCAB = "bert_vocab/bert-base-uncased-vocab.txt"
 
 
 @pytest.fixture(scope="module")
-def bert_records(tmp_path_factory, shared_data):
-    from pretraining.corpora import wikitext_documents, write_documents
+def bert_records(tmp_path_factory, wiki_corpus, bert_vocab_file):
     folder = tmp_path_factory.mktemp("pretrain_records")
-    corpus = folder / "wiki.txt"
-    docs = wikitext_documents(str(shared_data / "corpus/wikitext2-valid.tokens.txt"))[:30]
-    write_documents(str(corpus), docs, 1)
-    config = DataConfig(vocab_file=str(shared_data / BERT_VOCAB), max_seq_length=SEQ,
+    config = DataConfig(vocab_file=bert_vocab_file, max_seq_length=SEQ,
                         max_predictions_per_seq=PREDICTIONS, dupe_factor=1,
                         chunk_bytes=32 << 10)
-    create_pretraining_data([str(corpus)], str(folder / "bert"), config, log=lambda m: None)
+    create_pretraining_data([str(wiki_corpus(30))], str(folder / "bert"), config,
+                            log=lambda m: None)
     return str(folder / "bert" / "*.tfrecord")
 
 
 @pytest.fixture(scope="module")
-def gpt_records(tmp_path_factory, shared_data):
-    folder = tmp_path_factory.mktemp("gpt_records")
-    corpus = folder / "shakespeare.txt"
-    lines = (shared_data / "corpus/tinyshakespeare.txt").read_text(encoding="utf-8")
-    corpus.write_text(lines[:120_000], encoding="utf-8")
-    gpt = shared_data / "gpt1_openai"
-    config = DataConfig(mode="gpt", input_format="plain", n_ctx=SEQ,
-                        bpe_encoder_file=str(gpt / "encoder_bpe_40000.json"),
-                        bpe_merges_file=str(gpt / "vocab_40000.bpe"), chunk_bytes=32 << 10)
-    create_pretraining_data([str(corpus)], str(folder / "gpt"), config, log=lambda m: None)
-    return str(folder / "gpt" / "*.tfrecord")
+def gpt_records(shakespeare_gpt_records):
+    return shakespeare_gpt_records
 
 
 def bert_config(records, model_dir, **overrides):
@@ -75,8 +63,16 @@ def test_bert_learns_and_writes_everything(bert_records, tmp_path):
     assert [row["step"] for row in logged] == list(range(1, 31))
     assert "tokens_per_second" in logged[-1]
     assert os.listdir(tmp_path / "train")  # TensorBoard events
+    # pretrained.keras holds the final step's weights: those of the step-30 checkpoint.
     reloaded = keras.saving.load_model(str(tmp_path / "pretrained.keras"))
-    assert reloaded.count_params() > 0
+    from_checkpoint = build_model(bert_config(bert_records, tmp_path))
+    tf.train.Checkpoint(model=from_checkpoint).read(
+        tf.train.latest_checkpoint(str(tmp_path))).expect_partial()
+    assert type(reloaded) is type(from_checkpoint)
+    assert len(reloaded.weights) == len(from_checkpoint.weights) > 0
+    for saved, restored in zip(reloaded.weights, from_checkpoint.weights):
+        assert saved.path.split("/", 1)[1] == restored.path.split("/", 1)[1]
+        np.testing.assert_array_equal(saved.numpy(), restored.numpy(), err_msg=saved.path)
 
 
 def test_gpt_learns(gpt_records, tmp_path):

@@ -19,7 +19,7 @@ from pretraining.example_encoding import encode_examples
 from pretraining.input_pipeline import (check_record_files, find_corrupt_records,
                                         gpt_pretraining_dataset, records_in)
 from pretraining.trainer import PretrainConfig, run_pretraining
-from tests.conftest import PROJECT_ROOT
+from tests.support import PROJECT_ROOT
 
 N_CTX = 16
 
@@ -29,17 +29,15 @@ def quiet(message):
 
 
 @pytest.fixture(scope="module")
-def gpt_config(shared_data):
-    folder = shared_data / "gpt1_openai"
+def gpt_config(gpt_bpe_files):
     return DataConfig(mode="gpt", input_format="plain", n_ctx=N_CTX,
-                      bpe_encoder_file=str(folder / "encoder_bpe_40000.json"),
-                      bpe_merges_file=str(folder / "vocab_40000.bpe"), chunk_bytes=200)
+                      bpe_encoder_file=gpt_bpe_files["encoder"],
+                      bpe_merges_file=gpt_bpe_files["merges"], chunk_bytes=200)
 
 
 @pytest.fixture(scope="module")
-def tokenizer(gpt_config):
-    from tfmodels.tokenizers.gpt_bpe import GptBpeTokenizer
-    return GptBpeTokenizer(gpt_config.bpe_encoder_file, gpt_config.bpe_merges_file)
+def tokenizer(gpt_bpe):
+    return gpt_bpe
 
 
 def article(i):
