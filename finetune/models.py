@@ -186,7 +186,7 @@ class TaskModel(keras.Model):
       it trains under every strategy (frozen included). cuDNN is not used (use_cudnn=False):
       its kernel asserts right-padded, non-empty masks and does not compile under XLA.
 
-    A frozen backbone (`backbone.trainable = False`, see finetune.strategies) runs in inference
+    A frozen backbone (`backbone.trainable = False`, see finetune.freezing) runs in inference
     mode: frozen features are fixed features, as when BERT's were extracted once for NER.
     Backbone layers the head never reads (`unused_backbone_layers`) are frozen here and by
     every strategy: they would get None gradients, which break gradient all-reduce and clipping.

@@ -5,7 +5,7 @@ model selection on dev, and the files a run leaves behind.
 call directly:
 
     read (finetune.tasks) -> encode (finetune.features) -> tf.data -> model from the checkpoint
-    (finetune.models) -> strategy / layer transfer (finetune.strategies) -> AdamW, warmup +
+    (finetune.models) -> freezing policy / layer transfer (finetune.freezing) -> AdamW, warmup +
     linear decay (tfmodels.optimization) -> TrainStep (tfmodels.training) -> predict on the
     dev / held-out set -> decode + task metric
 
@@ -57,7 +57,7 @@ import tensorflow as tf
 
 from finetune import batching
 from finetune import predictions as prediction_files
-from finetune import strategies
+from finetune import freezing
 from finetune.features import EncodedFeatures, decode_word_predictions, encode_examples
 from finetune.features import predict_answers
 from finetune.models import GPT_SIMILARITY_TASKS, INPUT_FORMATS, as_backbone
@@ -77,12 +77,12 @@ from tfmodels.lstm import LstmDecoder
 from tfmodels.optimization import create_optimizer
 from tfmodels.progress import Progress
 from tfmodels.tokenizers.loading import load_tokenizer
+from tfmodels import training
 from tfmodels.training import TrainStep
 
 BERT_LEARNING_RATES = (5e-5, 4e-5, 3e-5, 2e-5)   # BERT Section 4.1 / Appendix A.3
 GPT_LEARNING_RATES = (6.25e-5,)                  # GPT-1 Section 4.1
 WARMUP_FRACTION = {"bert": 0.1, "gpt": 0.002}    # BERT's 10%; GPT-1's 0.2%
-STRATEGIES = ("full", "frozen", "top_k", "gradual")
 MODELS = tuple(INPUT_FORMATS)  # bert, gpt, lstm (GPT-1's LSTM baseline)
 # Each model's backbone class, config class and default random-init config.
 _BACKBONES = {"bert": (BertEncoder, configs.BertConfig, "bert_base"),
@@ -187,7 +187,8 @@ class FinetuneConfig:
                           "classification such as MRPC / CoLA; classification tasks only)."})
     # What trains.
     strategy: str = dataclasses.field(
-        default="full", metadata={"help": "full | frozen | top_k | gradual"})
+        default="full", metadata={"help": "Freezing policy (finetune.freezing, not a "
+                                  "tf.distribute strategy): full | frozen | top_k | gradual"})
     top_k: int = dataclasses.field(default=0, metadata={"help": "Layers trained by top_k."})
     feature_layers: int = dataclasses.field(
         default=1, metadata={"help": "Concatenate the top N hidden states (feature-based: 4)."})
@@ -254,8 +255,13 @@ class FinetuneConfig:
             problems.append("seeds is empty")
         if any(lr <= 0 for lr in self.learning_rates):
             problems.append(f"learning rates must be positive, got {self.learning_rates}")
-        if self.strategy not in STRATEGIES:
-            problems.append(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.strategy not in freezing.FREEZING_POLICIES:
+            problems.append(f"strategy must be one of {freezing.FREEZING_POLICIES}, got "
+                            f"{self.strategy!r}")
+        if self.distribution_strategy not in training.DISTRIBUTION_STRATEGIES:
+            problems.append(f"distribution_strategy must be one of "
+                            f"{training.DISTRIBUTION_STRATEGIES}, got "
+                            f"{self.distribution_strategy!r}")
         if not 0.0 < self.holdout_fraction < 1.0:
             problems.append(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
         problems += precision.check_settings(self.mixed_precision, self.jit_compile)
@@ -338,7 +344,7 @@ class Pretrained:
         else:
             source = self.backbone_class(self.model_config, **self.backbone_options)
             source.set_weights(self.weights)
-            strategies.transfer_layers(source, backbone, transfer_layers)
+            freezing.transfer_layers(source, backbone, transfer_layers)
         return backbone
 
 
@@ -664,7 +670,7 @@ def _build_task_model(ctx: Context, seed: int) -> keras.Model:
         options.pop("dropout")  # run_squad.py: no dropout before the span layer
     model = build_task_model(ctx.task, backbone, config.model, **options)
     if config.strategy != "gradual":
-        strategies.apply_strategy(model, config.strategy, config.top_k)
+        freezing.apply_freezing(model, config.strategy, config.top_k)
     return model
 
 
@@ -696,7 +702,7 @@ def finetune_once(ctx: Context, learning_rate: float, seed: int) -> RunResult:
                 loss_scale=config.mixed_precision == "mixed_float16")
             unfreezing = None
             if config.strategy == "gradual":
-                unfreezing = strategies.GradualUnfreezing(
+                unfreezing = freezing.GradualUnfreezing(
                     model, config.unfreeze_layers_per_stage,
                     config.unfreeze_steps_per_stage or steps_per_epoch)
                 # One optimizer for all stages: built on every variable any stage trains.
@@ -782,8 +788,9 @@ def summarize_runs(runs: Sequence[RunResult], main_metric: str,
 
 
 def make_strategy(config: FinetuneConfig) -> tf.distribute.Strategy:
-    from pretraining.trainer import make_strategy as make
-    return make(config.distribution_strategy, config.tpu, config.num_cpu_devices)
+    """The tf.distribute strategy of `config.distribution_strategy`."""
+    return training.make_strategy(config.distribution_strategy, config.tpu,
+                                  config.num_cpu_devices)
 
 
 RunFn = Callable[[Context, float, int], RunResult]

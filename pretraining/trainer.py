@@ -44,7 +44,8 @@ from tfmodels.gpt import GptLanguageModel
 from tfmodels.lstm import LstmDecoder, LstmLanguageModel
 from tfmodels.losses import bert_pretraining_loss, causal_lm_loss, gpt_pretraining_loss
 from tfmodels.optimization import create_optimizer
-from tfmodels.training import TrainStep
+# make_strategy is imported from here by older callers; it lives in tfmodels.training.
+from tfmodels.training import DISTRIBUTION_STRATEGIES, TrainStep, make_strategy  # noqa: F401
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +138,7 @@ class PretrainConfig:
             problems.append("input_files is empty")
         if not self.model_dir:
             problems.append("model_dir is required")
-        if self.strategy not in ("one_device", "mirrored", "multi_worker", "tpu"):
+        if self.strategy not in DISTRIBUTION_STRATEGIES:
             problems.append(f"unknown strategy {self.strategy!r}")
         problems += precision.check_settings(self.mixed_precision, self.jit_compile)
         if self.global_batch_size % self.gradient_accumulation_steps:
@@ -173,34 +174,6 @@ class PretrainConfig:
     @property
     def decay_shape(self) -> str:
         return self.decay or ("linear" if self.model == "bert" else "cosine")
-
-
-def make_strategy(name: str, tpu: str = "", num_cpu_devices: int = 0) -> tf.distribute.Strategy:
-    """one_device (first GPU, else CPU) | mirrored (all GPUs, else the logical CPUs) |
-    multi_worker (TF_CONFIG) | tpu."""
-    if name == "multi_worker":
-        # Before anything else touches the runtime (listing devices initialises it, and
-        # collectives must be configured at start-up).
-        if "TF_CONFIG" not in os.environ:
-            raise ValueError("strategy multi_worker needs TF_CONFIG (cluster and task) set")
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if name == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
-    if num_cpu_devices > 1:
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        if tf.config.get_logical_device_configuration(cpu) is None:
-            tf.config.set_logical_device_configuration(
-                cpu, [tf.config.LogicalDeviceConfiguration()] * num_cpu_devices)
-    gpus = tf.config.list_logical_devices("GPU")
-    if name == "one_device":
-        return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
-    if name == "mirrored":
-        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
-        return tf.distribute.MirroredStrategy(devices)
-    raise ValueError(f"unknown strategy {name!r}")
 
 
 def build_model(config: PretrainConfig) -> keras.Model:

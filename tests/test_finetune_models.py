@@ -1,4 +1,4 @@
-"""Task heads, losses and fine-tuning strategies (finetune.models, finetune.strategies) on the
+"""Task heads, losses and fine-tuning strategies (finetune.models, finetune.freezing) on the
 tiny bert_test / gpt_test configs: shapes, the papers' head semantics, loss arithmetic,
 serialisation, trainable sets, layer transfer and a short training run."""
 import keras
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from finetune import strategies
+from finetune import freezing
 from finetune.models import (MASKED_LOGIT, MultipleChoiceModel, SequenceClassifier, SpanModel,
                              TokenClassifier, build_task_model, task_loss)
 from finetune.models import soft_f1_loss
@@ -278,29 +278,29 @@ def test_strategy_trainable_counts(kind):
     embeddings = (_embedding_params(cfg, kind), 5 if kind == "bert" else 2)
     total = lambda *parts: tuple(sum(p[j] for p in parts) for j in range(2))
 
-    strategies.full(model)
+    freezing.full(model)
     assert _trainable(model) == total(head, pooler, embeddings, *[layer] * layers)
     assert _trainable(model)[0] == model.count_params()
-    strategies.frozen(model)
+    freezing.frozen(model)
     assert _trainable(model) == head and not model.backbone.trainable
-    strategies.top_k(model, 1)
+    freezing.top_k(model, 1)
     assert _trainable(model) == total(head, pooler, layer)
     assert model.backbone.transformer_layers[-1].trainable
     assert not model.backbone.transformer_layers[0].trainable
     assert not model.backbone.token_embedding.trainable
-    strategies.apply_strategy(model, "top_k", k=layers)
+    freezing.apply_freezing(model, "top_k", k=layers)
     assert _trainable(model) == total(head, pooler, *[layer] * layers)
-    strategies.apply_strategy(model, "full")
+    freezing.apply_freezing(model, "full")
     assert _trainable(model) == total(head, pooler, embeddings, *[layer] * layers)
     with pytest.raises(ValueError, match="k must be in 0..2"):
-        strategies.top_k(model, 3)
+        freezing.top_k(model, 3)
 
 
 def test_heads_that_skip_the_pooler_keep_it_frozen():
     # A layer no gradient reaches would hand the train step None gradients.
     for model in (SpanModel(bert()), TokenClassifier(bert(), 3),
                   SequenceClassifier(bert(), 2, feature_layers=2)):
-        for apply in (lambda m: m, strategies.full, lambda m: strategies.top_k(m, 1)):
+        for apply in (lambda m: m, freezing.full, lambda m: freezing.top_k(m, 1)):
             apply(model)
             names = {v.path for v in model.trainable_variables}
             assert not any("pooler" in n for n in names)
@@ -311,16 +311,16 @@ def test_heads_that_skip_the_pooler_keep_it_frozen():
 def test_frozen_backbone_runs_without_dropout():
     model = SequenceClassifier(bert(), 2, dropout=0.0)
     x = bert_inputs((2, 10))
-    strategies.frozen(model)
+    freezing.frozen(model)
     np.testing.assert_array_equal(model(x, training=True)["logits"],
                                   model(x, training=False)["logits"])
-    strategies.full(model)
+    freezing.full(model)
     assert not np.allclose(model(x, training=True)["logits"], model(x, training=False)["logits"])
 
 
 def test_gradual_unfreezing_stages():
     model = SequenceClassifier(gpt(), 2)
-    schedule = strategies.GradualUnfreezing(model, layers_per_stage=1, steps_per_stage=10)
+    schedule = freezing.GradualUnfreezing(model, layers_per_stage=1, steps_per_stage=10)
     head = 2
     layer = 12
     assert schedule.num_groups == 3 and schedule.num_stages == 4  # embeddings + 2 layers
@@ -334,14 +334,14 @@ def test_gradual_unfreezing_stages():
     assert schedule.update(20) and _trainable(model)[1] == head + 2 * layer
     assert schedule.update(35) and _trainable(model)[1] == head + 2 * layer + 2  # + embeddings
     assert not schedule.update(1000)
-    two = strategies.GradualUnfreezing(SequenceClassifier(bert(), 2), layers_per_stage=2,
+    two = freezing.GradualUnfreezing(SequenceClassifier(bert(), 2), layers_per_stage=2,
                                        steps_per_stage=5)
     assert [two.groups_at(s) for s in (0, 4, 5, 10, 15, 99)] == [0, 0, 2, 3, 3, 3]
 
 
 def test_gradual_unfreezing_keeps_one_optimizer_across_stages():
     model = SequenceClassifier(gpt(), 2)
-    schedule = strategies.GradualUnfreezing(model, layers_per_stage=1, steps_per_stage=1)
+    schedule = freezing.GradualUnfreezing(model, layers_per_stage=1, steps_per_stage=1)
     optimizer = keras.optimizers.Adam(1e-2)
     optimizer.build(schedule.trainable_candidates())
     assert _trainable(model)[1] == 2  # building on the candidates left stage 0 applied
@@ -367,7 +367,7 @@ def test_transfer_layers_copies_embeddings_and_the_first_k_layers():
     keras.utils.set_random_seed(0)
     source = GptLanguageModel(cfg)
     target = SequenceClassifier(GptDecoder(cfg), 2)
-    copied = strategies.transfer_layers(source, target, 2)
+    copied = freezing.transfer_layers(source, target, 2)
     assert copied == ["token_embedding", "position_embedding",
                       "transformer_layer_0", "transformer_layer_1"]
     src, dst = source.decoder, target.backbone
@@ -381,18 +381,18 @@ def test_transfer_layers_copies_embeddings_and_the_first_k_layers():
                            dst.transformer_layers[2].get_weights()[0])
 
     bert_source, bert_target = bert(), bert()
-    strategies.transfer_layers(bert_source, bert_target, 1)
+    freezing.transfer_layers(bert_source, bert_target, 1)
     assert equal(bert_source.embedding_layer_norm, bert_target.embedding_layer_norm)
     assert not equal(bert_source.transformer_layers[1], bert_target.transformer_layers[1])
     assert not equal(bert_source.pooler, bert_target.pooler)
 
     with pytest.raises(ValueError, match=r"hidden_size \(32 vs 64\), num_heads \(4 vs 8\)"):
-        strategies.transfer_layers(gpt(), GptDecoder(configs.get_config(
+        freezing.transfer_layers(gpt(), GptDecoder(configs.get_config(
             "gpt_test", hidden_size=64, num_heads=8)), 1)
     with pytest.raises(ValueError, match="BertEncoder"):
-        strategies.transfer_layers(gpt(), bert(), 1)
+        freezing.transfer_layers(gpt(), bert(), 1)
     with pytest.raises(ValueError, match="k must be in 0..2"):
-        strategies.transfer_layers(source, gpt(), 3)
+        freezing.transfer_layers(source, gpt(), 3)
 
 
 # ---- training ---------------------------------------------------------------------------------
@@ -522,7 +522,7 @@ def test_bilstm_and_head_train_on_a_frozen_backbone():
     # BERT's feature-based NER: frozen top-4 features -> BiLSTM -> classifier.
     encoder = BertEncoder(configs.get_config("bert_test", num_layers=3))
     model = TokenClassifier(encoder, 5, feature_layers=4, bilstm_layers=2, bilstm_units=UNITS)
-    strategies.frozen(model)
+    freezing.frozen(model)
     names = [v.path for v in model.trainable_variables]
     assert names and all(n.startswith(("bilstm_", "classifier/")) for n in names)
     assert sum("bilstm_" in n for n in names) == 2 * 2 * 3  # layers x directions x 3

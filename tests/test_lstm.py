@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from finetune import strategies
+from finetune import freezing
 from finetune.models import (SequenceClassifier, backbone_architecture, backbone_type,
                              build_task_model, task_loss)
 from finetune.tasks import get_task
@@ -234,11 +234,11 @@ def test_aux_lm_goes_through_the_projection_and_tied_embedding():
     # Without the aux LM nothing reads the projection: it stays frozen under every strategy
     # (a None gradient would break clipping).
     plain = SequenceClassifier(lstm(), 2)
-    for apply in (lambda m: m, strategies.full, strategies.frozen,
-                  lambda m: strategies.top_k(m, 1)):
+    for apply in (lambda m: m, freezing.full, freezing.frozen,
+                  lambda m: freezing.top_k(m, 1)):
         apply(plain)
         assert not any("lm_projection" in v.path for v in plain.trainable_variables)
-    strategies.full(model)
+    freezing.full(model)
     assert any("lm_projection" in v.path for v in model.trainable_variables)
 
 
@@ -262,19 +262,19 @@ def _trainable_paths(model):
 
 def test_strategies_on_lstm_layers():
     model = SequenceClassifier(lstm(num_layers=2), 2, aux_lm=True)
-    groups = strategies.layer_groups(model)
+    groups = freezing.layer_groups(model)
     assert [[layer.name for layer in g] for g in groups] == [
         ["token_embedding", "lm_projection"], ["lstm_layer_0"], ["lstm_layer_1"]]
-    strategies.frozen(model)
+    freezing.frozen(model)
     assert len(model.trainable_variables) == 2  # the head's kernel and bias
     assert all("classifier" in p for p in _trainable_paths(model))
-    strategies.top_k(model, 1)
+    freezing.top_k(model, 1)
     paths = _trainable_paths(model)
     assert any("lstm_layer_1" in p for p in paths)
     assert not any("lstm_layer_0" in p or "token_embedding" in p for p in paths)
     with pytest.raises(ValueError, match="k must be in 0..2"):
-        strategies.top_k(model, 3)
-    schedule = strategies.GradualUnfreezing(model, steps_per_stage=2)
+        freezing.top_k(model, 3)
+    schedule = freezing.GradualUnfreezing(model, steps_per_stage=2)
     assert schedule.num_stages == 4
     assert [schedule.groups_at(s) for s in (0, 2, 4, 6)] == [0, 1, 2, 3]
     schedule.update(4)
@@ -287,16 +287,16 @@ def test_transfer_layers_copies_embeddings_and_the_first_k_lstm_layers():
     source = lstm(num_layers=2)
     keras.utils.set_random_seed(2)
     target = lstm(num_layers=2)
-    copied = strategies.transfer_layers(source, target, 1)
+    copied = freezing.transfer_layers(source, target, 1)
     assert copied == ["token_embedding", "lm_projection", "lstm_layer_0"]
     same = lambda a, b: all(np.array_equal(x, y)
                             for x, y in zip(a.get_weights(), b.get_weights()))
     assert same(source.lstm_layers[0], target.lstm_layers[0])
     assert not same(source.lstm_layers[1], target.lstm_layers[1])
     with pytest.raises(ValueError, match="LstmDecoder into a GptDecoder"):
-        strategies.transfer_layers(source, GptDecoder("gpt_test"), 0)
+        freezing.transfer_layers(source, GptDecoder("gpt_test"), 0)
     with pytest.raises(ValueError, match="lstm_units"):
-        strategies.transfer_layers(source, lstm(lstm_units=16), 0)
+        freezing.transfer_layers(source, lstm(lstm_units=16), 0)
 
 
 # ---- the fine-tuning loop from the pretrained LSTM ----------------------------------------------

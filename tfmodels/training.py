@@ -1,13 +1,46 @@
 """One training step that works the same on one device, under tf.distribute strategies, with
-XLA and with mixed precision. Pretraining and fine-tuning loops both drive it."""
+XLA and with mixed precision, and the strategies themselves by name. Pretraining and
+fine-tuning loops both drive them."""
 from __future__ import annotations
 
+import os
 from typing import Callable, Dict, Optional
 
 import keras
 import tensorflow as tf
 
 LossFn = Callable[[Dict, Dict], Dict[str, tf.Tensor]]
+# tf.distribute strategies by name (pretraining's --strategy, fine-tuning's
+# --distribution_strategy).
+DISTRIBUTION_STRATEGIES = ("one_device", "mirrored", "multi_worker", "tpu")
+
+
+def make_strategy(name: str, tpu: str = "", num_cpu_devices: int = 0) -> tf.distribute.Strategy:
+    """one_device (first GPU, else CPU) | mirrored (all GPUs, else the logical CPUs) |
+    multi_worker (TF_CONFIG) | tpu."""
+    if name == "multi_worker":
+        # Before anything else touches the runtime (listing devices initialises it, and
+        # collectives must be configured at start-up).
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("strategy multi_worker needs TF_CONFIG (cluster and task) set")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    if num_cpu_devices > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        if tf.config.get_logical_device_configuration(cpu) is None:
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * num_cpu_devices)
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+    if name == "mirrored":
+        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        return tf.distribute.MirroredStrategy(devices)
+    raise ValueError(f"unknown strategy {name!r}")
 
 
 def _scale(grads, factor):

@@ -1,8 +1,10 @@
-"""Fine-tuning strategies: which backbone weights train, and layer transfer.
+"""Freezing policies of fine-tuning (`--strategy`, the BERT notes' "fine-tuning strategies"):
+which backbone weights train, and layer transfer. Not to be confused with a tf.distribute
+strategy (`--distribution_strategy`, tfmodels.training.make_strategy).
 
 The backbone is seen as a stack of groups, bottom to top (`layer_groups`):
   [embeddings] [layer 0] ... [layer L-1 (+ BERT's pooler, which sits on top of it)]
-and every strategy trains the task head plus some top part of that stack:
+and every policy trains the task head plus some top part of that stack:
   full      everything (both papers' default fine-tuning)
   frozen    the head only: the backbone is a fixed feature extractor (BERT's feature-based
             approach, Section 5.3); a frozen backbone also runs without dropout
@@ -16,7 +18,7 @@ freshly initialised one: GPT-1's layer-transfer analysis (Figure 2, left).
 
 GPT-1's LSTM baseline (tfmodels.lstm) is the same stack with LSTM layers in place of transformer
 layers: [token embedding + lm_projection (its tied LM output's projection)] [LSTM 0] ...; every
-strategy and transfer_layers apply to it unchanged (k counts LSTM layers).
+policy and transfer_layers apply to it unchanged (k counts LSTM layers).
 
 Keras optimizers create slots for the variables they are built with, and a train step traces
 `model.trainable_variables` once, so after a change of the trainable set the caller builds a new
@@ -31,7 +33,9 @@ import keras
 
 from finetune.models import as_backbone, backbone_architecture
 
-STRATEGIES = ("full", "frozen", "top_k")
+# The policies by name (FinetuneConfig.strategy): `apply_freezing` sets the first three once;
+# "gradual" is GradualUnfreezing, which changes the trainable set while training.
+FREEZING_POLICIES = ("full", "frozen", "top_k", "gradual")
 
 
 def stacked_layers(model) -> List[keras.layers.Layer]:
@@ -111,15 +115,16 @@ def top_k(model, k: int) -> keras.Model:
     return model
 
 
-def apply_strategy(model, strategy: str, k: int = 0) -> keras.Model:
-    """`full`, `frozen` or `top_k` (with k) by name, for flags and configs."""
-    if strategy == "full":
+def apply_freezing(model, policy: str, k: int = 0) -> keras.Model:
+    """`full`, `frozen` or `top_k` (with k) by name, for flags and configs ("gradual" is
+    GradualUnfreezing's, step by step)."""
+    if policy == "full":
         return full(model)
-    if strategy == "frozen":
+    if policy == "frozen":
         return frozen(model)
-    if strategy == "top_k":
+    if policy == "top_k":
         return top_k(model, k)
-    raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    raise ValueError(f"strategy must be one of {FREEZING_POLICIES[:3]} here, got {policy!r}")
 
 
 class GradualUnfreezing:
