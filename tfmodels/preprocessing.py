@@ -1,5 +1,10 @@
 """Text -> model inputs, in graph: the one implementation that fine-tuning features, evaluation,
-exported SavedModels, `bert-gpt-predict` and `WordPieceTokenizer.encode` all call.
+exported SavedModels, `bert-gpt-predict` and `TextPacker.encode` all call.
+
+Tokenizers (tfmodels.tokenizers) share one protocol: `tokenize(texts)` -> int32 ragged ids in
+graph, `encode(texts)` -> a list of ids per text (eager; GPT-1 BPE runs ftfy first, as the
+original did), and `family` ("bert" / "gpt", the layout their special tokens serve); neither
+adds special tokens. Packing them into model rows is this module's.
 
 Built from TensorFlow (and tensorflow-text tokenizer) ops only, so the same code runs eagerly on
 a list of training examples, inside `tf.function` and inside a SavedModel that TF Serving loads
@@ -78,6 +83,10 @@ def keep_lengths(lengths: tf.Tensor, budget) -> tf.Tensor:
     n = lengths.shape[-1]
     lengths = tf.cast(lengths, tf.int32)
     budget = tf.cast(budget, tf.int32)
+    if n == 1:
+        # One part: the cap is the budget (the general rule below gives the same; this is
+        # one op instead of ~25 on every single-text request).
+        return tf.minimum(lengths, budget)
     fits = tf.reduce_sum(lengths, axis=1, keepdims=True) <= budget
     s = tf.sort(lengths, axis=1)
     p = tf.cumsum(s, axis=1, exclusive=True)
@@ -97,9 +106,16 @@ def keep_lengths(lengths: tf.Tensor, budget) -> tf.Tensor:
 
 
 def first_n(part: tf.RaggedTensor, keep: tf.Tensor) -> tf.RaggedTensor:
-    """The first keep[r] items of each row r."""
-    position = tf.ragged.range(part.row_lengths())
-    return tf.ragged.boolean_mask(part, position < tf.cast(keep, position.dtype)[:, None])
+    """The first keep[r] items of each row r (keep: [rows] or a scalar).
+
+    A gather of the kept values' flat indices: fewer kernels than a boolean mask over a ragged
+    position tensor, which matters on the per-request serving path."""
+    lengths = part.row_lengths()
+    keep = tf.clip_by_value(tf.cast(keep, lengths.dtype), 0, lengths)
+    starts = part.row_starts()
+    index = tf.ragged.range(starts, starts + keep, row_splits_dtype=lengths.dtype)
+    return tf.RaggedTensor.from_row_splits(tf.gather(part.flat_values, index.flat_values),
+                                           index.row_splits, validate=False)
 
 
 def as_ragged_ids(x: tf.RaggedTensor) -> tf.RaggedTensor:
@@ -193,10 +209,6 @@ class TextPacker(tf.Module):
         begin, middle, end = (_column(v, rows) for v in self.specials)
         pieces = [begin, segments[0], *([middle, segments[1]] if len(segments) == 2 else []), end]
         ids = tf.concat(pieces, axis=1)
-        first = 3 if len(segments) == 2 else len(pieces)  # pieces of segment 0: begin A (middle)
-        second = 1 if self.model_type == "bert" else 0
-        types = tf.concat([tf.zeros_like(p) for p in pieces[:first]]
-                          + [tf.ones_like(p) * second for p in pieces[first:]], axis=1)
         if width is None and self.pad_to_max_length:
             width = self.seq_length
         if width is None:
@@ -206,10 +218,29 @@ class TextPacker(tf.Module):
             shape = tf.stack([rows, longest])
         else:
             shape = [None, width]
-        return {"input_ids": ids.to_tensor(self.pad_id, shape=shape),
-                "segment_ids": types.to_tensor(0, shape=shape),
-                "input_mask": tf.ones_like(ids).to_tensor(0, shape=shape),
-                "last_position": tf.cast(ids.row_lengths(), tf.int32) - 1}
+        input_ids = ids.to_tensor(self.pad_id, shape=shape)
+        # Mask and segment ids from the row lengths (dense compares, not two more ragged
+        # layouts to densify): real positions are [0, length); BERT's segment 1 starts after
+        # begin A middle.
+        length = tf.cast(ids.row_lengths(), tf.int32)
+        position = tf.range(width if isinstance(width, int)  # keeps a static width static
+                            else tf.shape(input_ids)[1])[None, :]
+        real = position < length[:, None]
+        if len(segments) == 2 and self.model_type == "bert":
+            second = tf.cast(segments[0].row_lengths(), tf.int32)[:, None] + 2
+            segment_ids = tf.cast(real & (position >= second), tf.int32)
+        else:
+            segment_ids = tf.zeros_like(input_ids)
+        return {"input_ids": input_ids, "segment_ids": segment_ids,
+                "input_mask": tf.cast(real, tf.int32), "last_position": length - 1}
+
+    def encode(self, texts_a, texts_b=None) -> Dict[str, tf.Tensor]:
+        """Raw texts (one segment, or pairs) -> the model's inputs (`model_inputs`) as rows of
+        `seq_length` columns, truncated longest-first."""
+        parts = [self.tokenize(texts_a)]
+        if texts_b is not None:
+            parts.append(self.tokenize(texts_b))
+        return self.model_inputs(self.pack(parts, width=self.seq_length))
 
     def model_inputs(self, packed: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         """The tensors each model reads: BERT ids/segments/mask; GPT-1 ids/mask/classify_position."""
