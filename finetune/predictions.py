@@ -1,18 +1,19 @@
 """Prediction writers: GLUE leaderboard TSVs, SQuAD JSON, multiple-choice and NER files.
 
-Every file is written atomically (a temp file in the same folder, then os.replace), so an
-interrupted run never leaves a half-written submission where a good one used to be.
+Every file is written atomically (tfmodels.files: a temp file in the same folder, then
+os.replace), so an interrupted run never leaves a half-written submission where a good one
+used to be.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-import tempfile
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Union
 
 from finetune.examples import TokenExample
 from finetune.tasks import get_task
+from tfmodels.files import atomic_write_text  # noqa: F401  (also imported from here)
 
 # Task name -> the file name the GLUE leaderboard expects inside the submission zip.
 GLUE_SUBMISSION_FILES: Dict[str, str] = {
@@ -21,28 +22,6 @@ GLUE_SUBMISSION_FILES: Dict[str, str] = {
     "qnli": "QNLI.tsv", "rte": "RTE.tsv", "wnli": "WNLI.tsv",
 }
 STSB_RANGE = (0.0, 5.0)
-
-
-def atomic_write_text(path: str, text: str) -> str:
-    """Write `text` to `path` via a temp file in the same folder and os.replace; returns path."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates 0600 files; give the result the usual umask-based mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp, 0o666 & ~umask)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
-    return path
 
 
 def write_jsonl(path: str, records: Iterable[Mapping[str, Any]]) -> str:

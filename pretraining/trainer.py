@@ -40,6 +40,7 @@ from pretraining.create_data import masking_rate_problems
 from tfmodels import configs, precision
 from tfmodels.bert import BertCausalLM, BertPretrainer
 from tfmodels.config_flags import AutoBool
+from tfmodels.files import atomic_write_text
 from tfmodels.gpt import GptLanguageModel
 from tfmodels.lstm import LstmDecoder, LstmLanguageModel
 from tfmodels.losses import bert_pretraining_loss, causal_lm_loss, gpt_pretraining_loss
@@ -387,9 +388,7 @@ def _drop_metrics_after(path: str, step: int) -> None:
                 continue  # a line cut short by the kill
             if row.get("step", 0) <= step:
                 kept.append(line if line.endswith("\n") else line + "\n")
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.writelines(kept)
-    os.replace(path + ".tmp", path)
+    atomic_write_text(path, "".join(kept))
 
 
 def _next_batch(iterator, config: PretrainConfig):

@@ -20,7 +20,7 @@ import shutil
 from absl import flags, logging
 
 from tfmodels.bert import BertEncoder, BertPretrainer
-from tfmodels.checkpoints import slots as slot_lib
+from tfmodels.files import atomic_directory
 from tfmodels.checkpoints.formats import CHECKPOINT_FORMATS, load_checkpoint_and_vocab
 from tfmodels.checkpoints.hf_bert import save_hf_bert
 from tfmodels.cli import run_binary
@@ -56,7 +56,7 @@ def convert(from_format: str, to_format: str, input_path: str, output: str,
             raise ValueError("--to_format=hf_bert needs a vocabulary: pass --vocab_file")
         save_hf_bert(model, vocab, output)
         return output
-    with slot_lib.atomic_directory(output) as temp:
+    with atomic_directory(output) as temp:
         if to_format == "keras":
             model.save(os.path.join(temp, "model.keras"))
         else:

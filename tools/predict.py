@@ -23,7 +23,6 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import json
-import math
 import sys
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Sequence, Tuple
 
@@ -31,6 +30,7 @@ import numpy as np
 from absl import flags
 
 from tfmodels.cli import run_binary
+from tfmodels.files import atomic_write_text, json_safe
 
 FLAGS = flags.FLAGS
 
@@ -103,21 +103,6 @@ def read_lines(path: str) -> List[bytes]:
             stream.close()
 
 
-def _json_value(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, np.ndarray):
-        return [_json_value(v) for v in value.tolist()] if value.dtype == object \
-            else _json_value(value.tolist())
-    if isinstance(value, list):
-        return [_json_value(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def to_records(outputs: Mapping[str, np.ndarray], first_line: int, top_tokens: int = 10
                ) -> List[Dict[str, Any]]:
     """One JSON-ready dict per row of a batch's outputs."""
@@ -128,7 +113,7 @@ def to_records(outputs: Mapping[str, np.ndarray], first_line: int, top_tokens: i
     for r in range(rows):
         record: Dict[str, Any] = {"line": first_line + r}
         for name, value in outputs.items():
-            record[name] = _json_value(value[r])
+            record[name] = json_safe(value[r])
         if "num_words" in record:
             record["tags"] = record["tags"][:record["num_words"]]
         if log_probs is not None:
@@ -199,7 +184,6 @@ def write_records(path: str, records: Iterator[Dict[str, Any]]) -> None:
             sys.stdout.write(line)
         sys.stdout.flush()
         return
-    from finetune.predictions import atomic_write_text
     atomic_write_text(path, "".join(lines))
 
 

@@ -18,6 +18,7 @@ from safetensors.numpy import load_file, save_file
 from tfmodels import configs
 from tfmodels.bert import BertEncoder, BertPretrainer
 from tfmodels.checkpoints import slots as slot_lib
+from tfmodels.files import atomic_directory
 
 # Canonical name -> (HF name, transpose?). Per-layer entries use {i}; QKV is special-cased.
 EMBEDDINGS = {
@@ -201,7 +202,7 @@ def save_hf_bert(model, vocab_file: str, folder: str) -> None:
     slot_lib.check_config(vocab_file, {"vocab_size": cfg.vocab_size},
                           {"vocab_size": _vocab_size(vocab_file)})
     tensors = canonical_to_hf(slot_lib.read_slots(slot_lib.bert_slots(model)), cfg.num_layers)
-    with slot_lib.atomic_directory(folder) as temp:
+    with atomic_directory(folder) as temp:
         save_file(tensors, os.path.join(temp, "model.safetensors"), metadata={"format": "pt"})
         with open(os.path.join(temp, "config.json"), "w", encoding="utf-8") as f:
             json.dump(config_to_hf(cfg), f, indent=2)

@@ -1,11 +1,7 @@
 """Our models' variables under stable canonical names, and checked assignment into them."""
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from contextlib import contextmanager
-from typing import Dict, Iterator
+from typing import Dict
 
 import numpy as np
 
@@ -116,19 +112,3 @@ def check_config(source: str, expected: Dict[str, object], found: Dict[str, obje
              if k in found and found[k] != v]
     if diffs:
         raise ValueError(f"configuration mismatch for {source}:\n  " + "\n  ".join(diffs))
-
-
-@contextmanager
-def atomic_directory(path: str) -> Iterator[str]:
-    """Yields a temp folder beside `path` that replaces `path` only if the block succeeds."""
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    temp = tempfile.mkdtemp(dir=parent, prefix=".converting-")
-    try:
-        yield temp
-        if os.path.exists(path):
-            shutil.rmtree(path)
-        os.replace(temp, path)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise

@@ -5,10 +5,9 @@ from __future__ import annotations
 import collections
 import heapq
 import json
-import os
-import tempfile
 from typing import Dict, Iterable, List, Tuple
 
+from tfmodels.files import atomic_write_text
 from tfmodels.tokenizers.gpt_bpe import WORD_END, pre_tokenize
 
 Pair = Tuple[str, str]
@@ -107,21 +106,10 @@ def learn_bpe_merges(texts: Iterable[str], num_merges: int,
     return merges, encoder
 
 
-def _atomic_write(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temp_path = tempfile.mkstemp(dir=directory, prefix=".bpe-", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(temp_path, path)
-    except BaseException:
-        os.unlink(temp_path)
-        raise
 
 
 def write_bpe_files(merges: List[Pair], encoder: Dict[str, int], encoder_path: str,
                     merges_path: str) -> None:
     """Writes the original formats: encoder JSON and `#version: 0.2` + one merge per line."""
-    _atomic_write(encoder_path, json.dumps(encoder, ensure_ascii=False))
-    _atomic_write(merges_path, "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    atomic_write_text(encoder_path, json.dumps(encoder, ensure_ascii=False))
+    atomic_write_text(merges_path, "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))

@@ -1,13 +1,12 @@
 """Learning a WordPiece vocabulary from a corpus (tensorflow-text's BERT vocabulary learner)."""
 from __future__ import annotations
 
-import os
-import tempfile
 from typing import Iterable, List, Sequence, Union
 
 import tensorflow as tf
 from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset
 
+from tfmodels.files import atomic_write_text
 from tfmodels.tokenizers.wordpiece import SPECIAL_TOKENS
 
 
@@ -42,13 +41,4 @@ def learn_wordpiece_vocab(texts: Union[Iterable[str], tf.data.Dataset], vocab_si
 
 def write_vocab_file(tokens: Sequence[str], path: str) -> None:
     """Writes one token per line, atomically (a temp file renamed over `path`)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temp_path = tempfile.mkstemp(dir=directory, prefix=".vocab-", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
-            f.writelines(token + "\n" for token in tokens)
-        os.replace(temp_path, path)
-    except BaseException:
-        os.unlink(temp_path)
-        raise
+    atomic_write_text(path, "".join(token + "\n" for token in tokens))
