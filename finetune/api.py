@@ -16,7 +16,7 @@ model's tokenizer. Nothing here is a second implementation of the binaries' piec
   exclusions and warmup + linear decay, global-norm clipping of the all-reduced gradient,
   dense embedding gradients, optional XLA) on the length-bucketed batches of
   `finetune.batching`;
-- prediction and evaluation: `finetune.trainer.Predictor` (length-ordered batches) and the
+- prediction and evaluation: `finetune.evaluation.Predictor` (length-ordered batches) and the
   task's metric (`finetune.tasks`);
 - export: `finetune.export.export_saved_model`.
 
@@ -44,7 +44,8 @@ import tensorflow as tf
 from finetune import batching
 from finetune.examples import ChoiceExample, SpanExample, TextExample, TokenExample
 from finetune.features import encode_examples
-from finetune.models import as_backbone, backbone_type, build_task_model, task_loss
+from finetune.losses import task_loss
+from finetune.models import as_backbone, backbone_type, build_task_model
 from finetune.tasks import TaskSpec, get_task
 from finetune import metrics as task_metrics
 from tfmodels.optimization import create_optimizer
@@ -326,7 +327,7 @@ class TextClassifier(keras.Model):
         epochs may be fractional; the schedule (warmup_fraction: BERT 0.1, GPT-1 0.002 when
         < 0, then linear decay) spans this call. verbose 1: a progress line on stderr.
         """
-        from finetune.trainer import WARMUP_FRACTION
+        from finetune.config import WARMUP_FRACTION
         _, features = self.encode(x, y)
         if not features.label_keys:
             raise ValueError("fit needs labels (y, or (texts, labels) from the dataset)")
@@ -362,7 +363,7 @@ class TextClassifier(keras.Model):
 
     def _predict_features(self, features, batch_size: int) -> np.ndarray:
         """Probabilities [n, classes] (regression: scores [n]) of encoded features, in order."""
-        from finetune.trainer import Predictor
+        from finetune.evaluation import Predictor
         outputs = Predictor(self.task_model, self.distribute_strategy, (self.output_key,),
                             batch_size)(features)[self.output_key]
         if self.task_spec.kind == "regression":
@@ -385,7 +386,7 @@ class TextClassifier(keras.Model):
         if not features.label_keys:
             raise ValueError("evaluate needs labels (y, or (texts, labels) from the dataset)")
         predictions = self._predict_features(features, batch_size)
-        from finetune.trainer import DECODERS
+        from finetune.evaluation import DECODERS
         gold = [DECODERS[self.task_spec.kind].gold(e, self.task_spec) for e in examples]
         predicted = (predictions.tolist() if self.task_spec.kind == "regression"
                      else predictions.argmax(-1).tolist())
@@ -513,7 +514,8 @@ class _DecodedHead(TextClassifier):
         return self.task_model(inputs, training=training)
 
     def _decode(self, examples, features, batch_size: int):
-        from finetune.trainer import DECODERS, Split
+        from finetune.data import Split
+        from finetune.evaluation import DECODERS
         kind = DECODERS[self.task_spec.kind]
         settings = self._settings(batch_size)
         outputs = kind.predictor(self.task_model, self.distribute_strategy, settings)(features)
@@ -525,14 +527,14 @@ class _DecodedHead(TextClassifier):
     def predict(self, x, batch_size: int = 64, **unused) -> List[Any]:
         """Decoded predictions: tags per word, or answer texts (v2.0: "" when the null score
         beats the threshold)."""
-        from finetune.trainer import final_answers
+        from finetune.evaluation import final_answers
         examples, features = self.encode(x)
         decoded = self._decode(examples, features, batch_size)
         return final_answers(self.task_spec, decoded, self._settings(batch_size).null_threshold)
 
     def evaluate(self, x=None, y=None, batch_size: int = 64, **unused) -> Dict[str, float]:
-        """The task's metrics, as the fine-tuning binary scores them (trainer.score)."""
-        from finetune.trainer import score
+        """The task's metrics, as the fine-tuning binary scores them (finetune.evaluation.score)."""
+        from finetune.evaluation import score
         examples, features = self.encode(x, y)
         if not features.label_keys:
             raise ValueError("evaluate needs gold labels (y)")
@@ -552,7 +554,7 @@ class _Settings:
                "tune_null_threshold")
 
     def __init__(self, batch_size: int, **values):
-        from finetune.trainer import FinetuneConfig
+        from finetune.config import FinetuneConfig
         defaults = {f.name: f.default for f in dataclasses.fields(FinetuneConfig)}
         self.__dict__.update({k: defaults[k] for k in self._FIELDS})
         self.eval_batch_size = batch_size

@@ -1,5 +1,5 @@
 """Fine-tuning task models: a pretrained backbone (BERT encoder or GPT-1 decoder) plus the
-papers' task heads, and the losses that train them.
+papers' task heads (the losses that train them are in finetune.losses).
 
 One class per task kind serves both architectures. The papers differ only in how a sequence
 becomes one vector, so that is the single branch (`TaskModel.encode`):
@@ -35,48 +35,31 @@ input_mask [b, s], classify_position [b]. Multiple choice and GPT-1 similarity a
 Outputs are float32 whatever the dtype policy: `logits` (classes [b, n], choices [b, k], tags
 [b, s, n]), `predictions` (regression, [b]) or `start_logits` / `end_logits` [b, s]. GPT-1
 models built with `aux_lm=True` also return `lm_logits` [b, (k,) s, vocab] from the tied token
-embedding, for the auxiliary objective L3 = L2 + lambda * L1 (lambda = 0.5) that `task_loss` adds.
+embedding, for the auxiliary objective L3 = L2 + lambda * L1 (lambda = 0.5) that
+`finetune.losses.task_loss` adds.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Union
+from typing import Dict, List, Mapping, NamedTuple, Optional, Union
 
 import keras
 from keras import ops
 
 from tfmodels.bert import BertEncoder
 from tfmodels.gpt import GptDecoder
-from tfmodels.losses import causal_lm_loss
 from tfmodels.lstm import LstmDecoder
+from tfmodels.preprocessing import BERT_INPUT_KEYS, GPT_INPUT_KEYS
 
 Backbone = Union[BertEncoder, GptDecoder, LstmDecoder]
 _BACKBONES = (BertEncoder, GptDecoder, LstmDecoder)
-LossFn = Callable[[Dict, Dict], Dict]
 
 MODEL_TYPES = ("bert", "gpt")
 # Architecture -> input format (MODEL_TYPES: features, tokenizer, heads' summary, aux LM).
 # GPT-1's LSTM baseline is fine-tuned "using the same framework" (GPT-1 Section 5): GPT-1's
 # BPE, input transforms and auxiliary LM.
 INPUT_FORMATS = {"bert": "bert", "gpt": "gpt", "lstm": "gpt"}
-BERT_INPUT_KEYS = ("input_ids", "segment_ids", "input_mask")
-GPT_INPUT_KEYS = ("input_ids", "input_mask", "classify_position")
-# Token-classification label of positions the loss skips (non-first sub-tokens, specials, pads).
-IGNORE_LABEL = -1
 # Span logit at padding: far below any real logit, still finite in float32 softmax.
 MASKED_LOGIT = -1e9
-# GPT-1's semantic-similarity tasks (Table 4), read in both orders by the symmetric head.
-GPT_SIMILARITY_TASKS = ("mrpc", "qqp", "stsb")
-# Classification training losses (`task_loss(loss=...)`); soft_f1 is for kind "classification".
-LOSSES = ("cross_entropy", "soft_f1")
-# Keeps soft F1's denominator away from 0 (a class neither present nor predicted).
-SOFT_F1_EPSILON = 1e-7
-# Where the loss finds each label: the first key present wins (the names of the design brief,
-# then those finetune.features writes).
-LABEL_KEYS = {
-    "label": ("label_ids", "label"),
-    "start": ("start_positions", "start_position"),
-    "end": ("end_positions", "end_position"),
-}
 
 
 # ---- backbones --------------------------------------------------------------------------------
@@ -463,8 +446,7 @@ def build_task_model(task_spec, backbone, model_type: Optional[str] = None,
     model_type: "bert" / "gpt" (the input format, `backbone_type`) or "lstm" (the
       architecture); checked against the backbone (inferred when None).
     options: feature_layers, dropout, bilstm_layers, bilstm_units, name; GPT-1 also aux_lm
-      (default True, the paper) and symmetric (default: the task is one of
-      GPT_SIMILARITY_TASKS).
+      (default True, the paper) and symmetric (default: the task's `similarity`).
     """
     backbone = as_backbone(backbone)
     actual = backbone_type(backbone)
@@ -477,7 +459,7 @@ def build_task_model(task_spec, backbone, model_type: Optional[str] = None,
         options.setdefault("aux_lm", True)
     if kind in ("classification", "regression"):
         if actual == "gpt":
-            options.setdefault("symmetric", task_spec.name in GPT_SIMILARITY_TASKS)
+            options.setdefault("symmetric", task_spec.similarity)
         return SequenceClassifier(backbone, task_spec.num_labels,
                                   regression=kind == "regression", **options)
     if kind == "multiple_choice":
@@ -487,147 +469,3 @@ def build_task_model(task_spec, backbone, model_type: Optional[str] = None,
     if kind == "token_classification":
         return TokenClassifier(backbone, task_spec.num_labels, **options)
     raise ValueError(f"task {task_spec.name!r}: no head for kind {kind!r}")
-
-
-# ---- losses -----------------------------------------------------------------------------------
-
-def _label(batch: Mapping, which: str):
-    for key in LABEL_KEYS[which]:
-        if key in batch:
-            return batch[key]
-    raise KeyError(f"the batch has none of the label keys {LABEL_KEYS[which]}; "
-                   f"it has {sorted(batch)}")
-
-
-def _masked_mean(values, weights):
-    weights = ops.cast(weights, "float32")
-    return ops.sum(values * weights) / ops.maximum(ops.sum(weights), 1e-5)
-
-
-def _cross_entropy(labels, logits):
-    """Per-example sparse CE from float32 logits: [...] int, [..., n] -> [...]."""
-    return keras.losses.sparse_categorical_crossentropy(
-        ops.cast(labels, "int32"), ops.cast(logits, "float32"), from_logits=True)
-
-
-def _correct(labels, logits):
-    predicted = ops.cast(ops.argmax(logits, axis=-1), "int32")
-    return ops.cast(ops.equal(predicted, ops.cast(labels, "int32")), "float32")
-
-
-def classification_loss(logits, labels) -> Dict:
-    """Mean CE and accuracy; logits [b, n] (classes, or candidates for multiple choice), labels
-    int [b] (or [b, 1])."""
-    labels = ops.reshape(labels, (-1,))
-    return {"loss": ops.mean(_cross_entropy(labels, logits)),
-            "accuracy": ops.mean(_correct(labels, logits))}
-
-
-def soft_f1_loss(logits, labels) -> Dict:
-    """1 - macro soft F1 over the batch, and accuracy; logits [b, n], labels int [b] (or [b, 1]).
-
-    Optimises an F1-like objective directly, for imbalanced sets such as MRPC (F1) and CoLA.
-    With p = softmax(logits), y = one-hot labels, per class c summed over the batch:
-    tp = sum p_c y_c, fp = sum p_c (1 - y_c), fn = sum (1 - p_c) y_c and
-    F1_c = 2 tp / (2 tp + fp + fn + eps). It is a batch-level statistic, so it needs reasonable
-    batch sizes (a class absent from the batch scores F1_c = 0, a constant 1/n of the loss).
-    """
-    labels = ops.reshape(ops.cast(labels, "int32"), (-1,))
-    logits = ops.cast(logits, "float32")
-    probs = ops.softmax(logits, axis=-1)
-    truth = ops.one_hot(labels, ops.shape(logits)[-1], dtype="float32")
-    tp = ops.sum(probs * truth, axis=0)
-    fp = ops.sum(probs * (1.0 - truth), axis=0)
-    fn = ops.sum((1.0 - probs) * truth, axis=0)
-    f1 = 2.0 * tp / (2.0 * tp + fp + fn + SOFT_F1_EPSILON)
-    return {"loss": 1.0 - ops.mean(f1), "accuracy": ops.mean(_correct(labels, logits))}
-
-
-def regression_loss(predictions, labels) -> Dict:
-    """Mean squared error; predictions, labels float [b]."""
-    error = ops.cast(predictions, "float32") - ops.cast(ops.reshape(labels, (-1,)), "float32")
-    mse = ops.mean(ops.square(error))
-    return {"loss": mse, "mse": mse}
-
-
-def span_loss(start_logits, end_logits, start_positions, end_positions) -> Dict:
-    """BERT's SQuAD loss: the mean of the start and end cross-entropies over the sequence."""
-    start_positions = ops.reshape(start_positions, (-1,))
-    end_positions = ops.reshape(end_positions, (-1,))
-    start = ops.mean(_cross_entropy(start_positions, start_logits))
-    end = ops.mean(_cross_entropy(end_positions, end_logits))
-    return {"loss": (start + end) / 2.0, "start_loss": start, "end_loss": end,
-            "start_accuracy": ops.mean(_correct(start_positions, start_logits)),
-            "end_accuracy": ops.mean(_correct(end_positions, end_logits))}
-
-
-def token_classification_loss(logits, label_ids) -> Dict:
-    """Mean CE over the tokens whose label is not IGNORE_LABEL (any negative label is skipped);
-    logits [b, s, n], label_ids int [b, s]."""
-    weights = ops.greater_equal(label_ids, 0)
-    safe = ops.where(weights, label_ids, 0)  # CE needs a valid class; the weight zeroes it
-    return {"loss": _masked_mean(_cross_entropy(safe, logits), weights),
-            "accuracy": _masked_mean(_correct(safe, logits), weights)}
-
-
-def aux_lm_loss(lm_logits, inputs: Mapping):
-    """GPT-1's L1 on the fine-tuning inputs: causal LM loss over the real tokens of every
-    sequence (all candidates / both views), as one token-weighted mean."""
-    inputs = stack_views(inputs)
-    ids = inputs["input_ids"]
-    seq = ops.shape(ids)[-1]
-    mask = inputs.get("input_mask")
-    return causal_lm_loss(
-        ops.reshape(lm_logits, (-1, seq, ops.shape(lm_logits)[-1])), ops.reshape(ids, (-1, seq)),
-        None if mask is None else ops.reshape(mask, (-1, seq)))["loss"]
-
-
-def _head_loss(kind: str, outputs: Mapping, batch: Mapping, loss: str = "cross_entropy") -> Dict:
-    if loss == "soft_f1":
-        return soft_f1_loss(outputs["logits"], _label(batch, "label"))
-    if kind in ("classification", "multiple_choice"):
-        return classification_loss(outputs["logits"], _label(batch, "label"))
-    if kind == "regression":
-        return regression_loss(outputs["predictions"], _label(batch, "label"))
-    if kind == "span":
-        return span_loss(outputs["start_logits"], outputs["end_logits"],
-                         _label(batch, "start"), _label(batch, "end"))
-    return token_classification_loss(outputs["logits"], _label(batch, "label"))
-
-
-def task_loss(task_spec, model_type: str = "bert", lm_weight: float = 0.5,
-              loss: str = "cross_entropy") -> LossFn:
-    """loss_fn(outputs, batch) -> {"loss", metrics...} for `task_spec.kind`.
-
-    GPT-1 with lm_weight > 0: loss = task loss + lm_weight * aux LM loss (L3 = L2 + lambda L1,
-    lambda = 0.5), reported as `task_loss` and `lm_loss`; the model must return `lm_logits`
-    (aux_lm=True). lm_weight is ignored for BERT, which has no auxiliary objective.
-    model_type: "bert", "gpt" or "lstm" (GPT-1's LSTM baseline: GPT-1's objectives).
-    loss: the head's loss, one of LOSSES: "cross_entropy" (every kind's own loss) or "soft_f1"
-    (`soft_f1_loss`; classification tasks only).
-    """
-    if model_type not in INPUT_FORMATS:
-        raise ValueError(f"model_type must be one of {tuple(INPUT_FORMATS)}, got {model_type!r}")
-    if lm_weight < 0:
-        raise ValueError(f"lm_weight must be >= 0, got {lm_weight}")
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    kind = task_spec.kind
-    if loss == "soft_f1" and kind != "classification":
-        raise ValueError(f"loss soft_f1 is for classification tasks; task "
-                         f"{task_spec.name!r} is a {kind} task (use cross_entropy)")
-    with_lm = INPUT_FORMATS[model_type] == "gpt" and lm_weight > 0
-
-    def loss_fn(outputs: Mapping, batch: Mapping) -> Dict:
-        metrics = _head_loss(kind, outputs, batch, loss)
-        if with_lm:
-            if "lm_logits" not in outputs:
-                raise ValueError("lm_weight > 0 needs the model's lm_logits: build it with "
-                                 "aux_lm=True, or pass lm_weight=0 (the 'without aux LM' ablation)")
-            lm = aux_lm_loss(outputs["lm_logits"], batch)
-            metrics["task_loss"] = metrics["loss"]
-            metrics["lm_loss"] = lm
-            metrics["loss"] = metrics["loss"] + lm_weight * lm
-        return metrics
-
-    return loss_fn

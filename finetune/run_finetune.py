@@ -24,7 +24,8 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from finetune.trainer import FinetuneConfig, run_finetune
+from finetune.config import FinetuneConfig
+from finetune.trainer import run_finetune
 from tfmodels.cli import run_binary
 from tfmodels.config_flags import dataclass_from_flags, define_flags_from_dataclass
 

@@ -16,9 +16,8 @@ import dataclasses
 from typing import Callable, Dict, List, Mapping, Tuple
 
 from finetune import metrics
+from finetune.examples import KINDS
 from finetune.readers import choice, common, conll, glue, squad
-
-KINDS = ("classification", "regression", "span", "multiple_choice", "token_classification")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +33,12 @@ class TaskSpec:
     label_names: Tuple[str, ...] = ()
     num_choices: int = 0
     is_pair: bool = False
+    # GPT-1's semantic-similarity tasks (Table 4: MRPC, QQP, STS-B): no natural order in the
+    # pair, so GPT-1 reads both orders and sums the two states (the symmetric head).
+    similarity: bool = False
+    # SQuAD v2.0: a question may have no answer; predictions carry a null score and a null
+    # threshold (tuned on dev) decides when the answer is "".
+    null_answers: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -55,13 +60,14 @@ def _reader(task: str, files: Mapping[str, str], read_file: Callable[[str, str],
 _GLUE_FILES = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
 
 
-def _glue_task(name: str, metric, main_metric: str, is_pair: bool, files=_GLUE_FILES) -> TaskSpec:
+def _glue_task(name: str, metric, main_metric: str, is_pair: bool, files=_GLUE_FILES,
+               similarity: bool = False) -> TaskSpec:
     fmt = glue.GLUE_FORMATS[name]
     read_file = lambda path, split: glue.read_glue_tsv(path, fmt, test=(split == "test"))
     return TaskSpec(
         name=name, kind="classification" if fmt.label_names else "regression",
         read=_reader(name, files, read_file), metric=metric, main_metric=main_metric,
-        files=dict(files), label_names=fmt.label_names, is_pair=is_pair)
+        files=dict(files), label_names=fmt.label_names, is_pair=is_pair, similarity=similarity)
 
 
 def _build_registry() -> Dict[str, TaskSpec]:
@@ -69,9 +75,9 @@ def _build_registry() -> Dict[str, TaskSpec]:
     tasks = [
         _glue_task("cola", metrics.matthews_corrcoef, "mcc", is_pair=False),
         _glue_task("sst2", acc, "accuracy", is_pair=False),
-        _glue_task("mrpc", metrics.f1_and_accuracy, "f1", is_pair=True),
-        _glue_task("qqp", metrics.f1_and_accuracy, "f1", is_pair=True),
-        _glue_task("stsb", metrics.pearson_spearman, "corr", is_pair=True),
+        _glue_task("mrpc", metrics.f1_and_accuracy, "f1", is_pair=True, similarity=True),
+        _glue_task("qqp", metrics.f1_and_accuracy, "f1", is_pair=True, similarity=True),
+        _glue_task("stsb", metrics.pearson_spearman, "corr", is_pair=True, similarity=True),
         _glue_task("mnli", acc, "accuracy", is_pair=True,
                    files={"train": "train.tsv", "dev": "dev_matched.tsv", "test": "test_matched.tsv"}),
         _glue_task("mnli_mismatched", acc, "accuracy", is_pair=True,
@@ -96,7 +102,8 @@ def _build_registry() -> Dict[str, TaskSpec]:
         TaskSpec(name="squad_v1", kind="span", metric=metrics.squad_v1, main_metric="f1",
                  files=squad1_files, is_pair=True, read=_reader("squad_v1", squad1_files, squad_read)),
         TaskSpec(name="squad_v2", kind="span", metric=metrics.squad_v2, main_metric="f1",
-                 files=squad2_files, is_pair=True, read=_reader("squad_v2", squad2_files, squad_read)),
+                 files=squad2_files, is_pair=True, null_answers=True,
+                 read=_reader("squad_v2", squad2_files, squad_read)),
         TaskSpec(name="swag", kind="multiple_choice", metric=acc, main_metric="accuracy",
                  files=swag_files, num_choices=4, is_pair=True,
                  read=_reader("swag", swag_files,

@@ -12,9 +12,12 @@ call directly:
 once per (learning rate, seed). BERT sweeps {5e-5, 4e-5, 3e-5, 2e-5} and keeps the learning
 rate with the best MEAN dev score over seeds (Section 4.1 picks on dev; the mean makes the
 choice robust to one lucky seed); GPT-1 uses 6.25e-5. Task kinds differ only in a small
-decode function each (`DECODERS`): argmax classes, a regression scalar, SQuAD spans
-(`predict_answers` + official EM/F1, the v2.0 null threshold tuned on dev), NER word tags
-(first sub-token + entity F1), multiple-choice argmax.
+decode function each (finetune.evaluation's `DECODERS`): argmax classes, a regression scalar,
+SQuAD spans (`predict_answers` + official EM/F1, the v2.0 null threshold tuned on dev), NER
+word tags (first sub-token + entity F1), multiple-choice argmax.
+
+The settings are `FinetuneConfig` (finetune.config), the splits finetune.data's, the losses
+finetune.losses'; this module loads the checkpoint and tokenizer, runs, sweeps and writes.
 
 Evaluation data: the task's dev file when `data_dir` holds one, else the held-back LAST
 `holdout_fraction` of the (capped) training examples — the shared data ships no dev sets.
@@ -55,252 +58,23 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from finetune import batching
-from finetune import predictions as prediction_files
 from finetune import freezing
-from finetune.features import EncodedFeatures, decode_word_predictions, encode_examples
-from finetune.features import predict_answers
-from finetune.models import GPT_SIMILARITY_TASKS, INPUT_FORMATS, as_backbone
-from finetune.models import backbone_architecture
-from finetune.models import LOSSES, build_task_model, task_loss
-from finetune.readers.common import holdout_split
-from finetune.readers.tfds import TFDS_TASKS
+from finetune import predictions as prediction_files
+from finetune.config import BACKBONES, FinetuneConfig
+from finetune.data import Split, TaskData, load_task_data, train_dataset
+from finetune.evaluation import DECODERS, Decoded, score, write_predictions
+from finetune.losses import task_loss
+from finetune.models import as_backbone, backbone_architecture, build_task_model
 from finetune.tasks import TaskSpec, get_task
-from tfmodels import configs, precision
-from tfmodels.bert import BertEncoder
+from tfmodels import configs, precision, training
+from tfmodels.files import atomic_path, json_safe
 from tfmodels.checkpoints.formats import (FORMAT_ARCHITECTURE, bpe_files,
                                          detect_checkpoint_format, load_checkpoint,
                                          wordpiece_vocab_file)
-from tfmodels.config_flags import AutoBool
-from tfmodels.gpt import GptDecoder
-from tfmodels.lstm import LstmDecoder
 from tfmodels.optimization import create_optimizer
 from tfmodels.progress import Progress
 from tfmodels.tokenizers.loading import load_tokenizer
-from tfmodels import training
 from tfmodels.training import TrainStep
-
-BERT_LEARNING_RATES = (5e-5, 4e-5, 3e-5, 2e-5)   # BERT Section 4.1 / Appendix A.3
-GPT_LEARNING_RATES = (6.25e-5,)                  # GPT-1 Section 4.1
-WARMUP_FRACTION = {"bert": 0.1, "gpt": 0.002}    # BERT's 10%; GPT-1's 0.2%
-MODELS = tuple(INPUT_FORMATS)  # bert, gpt, lstm (GPT-1's LSTM baseline)
-# Each model's backbone class, config class and default random-init config.
-_BACKBONES = {"bert": (BertEncoder, configs.BertConfig, "bert_base"),
-              "gpt": (GptDecoder, configs.GptConfig, "gpt1"),
-              "lstm": (LstmDecoder, configs.LstmConfig, "lstm_2048")}
-_BERT_ONLY_KINDS = ("span", "token_classification")
-DATA_SOURCES = ("files", "tfds")
-
-
-@dataclasses.dataclass(frozen=True)
-class FinetuneConfig:
-    # What to fine-tune.
-    task: str = dataclasses.field(default="", metadata={"help": "Task name (finetune.tasks)."})
-    model: str = dataclasses.field(
-        default="bert", metadata={"help": "bert | gpt | lstm (GPT-1's LSTM baseline, fine-tuned "
-                                          "like GPT-1: BPE, input transforms, aux LM)"})
-    init_checkpoint: str = dataclasses.field(
-        default="", metadata={"help": "HF BERT folder, TF1 BERT folder, OpenAI GPT .npy folder, "
-                                      "HF openai-gpt folder, a .keras file or a pretraining "
-                                      "model_dir (detected from the files); empty: random init."})
-    model_config: str = dataclasses.field(
-        default="", metadata={"help": "Named config for random init ('' = bert_base / gpt1 / "
-                                      "lstm_2048)."})
-    vocab_size: int = dataclasses.field(
-        default=0, metadata={"help": "Random init: vocabulary size (0 = the tokenizer's)."})
-    num_heads: int = dataclasses.field(
-        default=12, metadata={"help": "Heads of an OpenAI .npy release (not in its files)."})
-    vocab_file: str = dataclasses.field(
-        default="", metadata={"help": "BERT WordPiece vocab ('' = vocab.txt beside the "
-                                      "checkpoint)."})
-    lower_case: bool = dataclasses.field(default=True, metadata={"help": "Uncased WordPiece."})
-    bpe_encoder_file: str = dataclasses.field(
-        default="", metadata={"help": "GPT-1 BPE encoder JSON ('' = beside the checkpoint)."})
-    bpe_merges_file: str = dataclasses.field(
-        default="", metadata={"help": "GPT-1 BPE merges ('' = beside the checkpoint)."})
-    # Data.
-    data_dir: str = dataclasses.field(
-        default="", metadata={"help": "The task's data folder, or one training file."})
-    data_source: str = dataclasses.field(
-        default="files", metadata={"help": "files: data_dir's TSV / JSON files | tfds: a GLUE "
-                                           "task (or SNLI) prepared with TensorFlow Datasets "
-                                           "in tfds_data_dir (finetune.readers.tfds)."})
-    tfds_data_dir: str = dataclasses.field(
-        default="", metadata={"help": "data_source=tfds: the TFDS data_dir ('' = TFDS' "
-                                      "default, ~/tensorflow_datasets); never downloads."})
-    output_dir: str = ""
-    overwrite_output_dir: bool = dataclasses.field(
-        default=False, metadata={"help": "Write into an output_dir that holds results of an "
-                                         "earlier run (its results.json, model.keras and "
-                                         "predictions are replaced)."})
-    seq_length: int = 128
-    max_train_examples: int = dataclasses.field(
-        default=0, metadata={"help": "Use the first N training examples (0 = all); the "
-                                     "held-out slice is cut from these."})
-    max_eval_examples: int = dataclasses.field(
-        default=0, metadata={"help": "Evaluate on the first N dev examples (0 = all)."})
-    holdout_before_cap: bool = dataclasses.field(
-        default=False, metadata={"help": (
-            "Without a dev file: cut the held-out slice from the whole training file, then "
-            "cap the rest with --max_train_examples, so the evaluation set does not shrink "
-            "(or change) with the training budget.")})
-    holdout_fraction: float = dataclasses.field(
-        default=0.1, metadata={"help": "Without a dev file: evaluate on this last fraction of "
-                                       "the training examples (held back from training)."})
-    predict_test: bool = dataclasses.field(
-        default=True, metadata={"help": "Write test predictions when data_dir has the test file."})
-    # SQuAD.
-    doc_stride: int = 128
-    max_query_length: int = 64
-    max_answer_length: int = 30
-    n_best_size: int = 20
-    tune_null_threshold: bool = dataclasses.field(
-        default=True, metadata={"help": "SQuAD v2.0: choose the null threshold on dev."})
-    null_threshold: float = dataclasses.field(
-        default=0.0, metadata={"help": "SQuAD v2.0 threshold when not tuned."})
-    # Optimisation.
-    train_batch_size: int = 32
-    eval_batch_size: int = 64
-    pad_to_max_length: bool = dataclasses.field(
-        default=False, metadata={"help": "Pad every batch to seq_length (one static shape, for "
-                                         "TPUs) instead of grouping rows by length and padding "
-                                         "each batch only to its longest row."})
-    epochs: float = 3.0
-    train_steps: int = dataclasses.field(
-        default=0, metadata={"help": "Override the step count (0 = epochs x steps/epoch)."})
-    learning_rates: Tuple[float, ...] = dataclasses.field(
-        default=(), metadata={"help": "Learning rates to sweep ('' = BERT 5e-5,4e-5,3e-5,2e-5; "
-                                      "GPT-1 6.25e-5)."})
-    seeds: Tuple[int, ...] = dataclasses.field(
-        default=(0,), metadata={"help": "One run per seed for every learning rate."})
-    warmup_fraction: float = dataclasses.field(
-        default=-1.0, metadata={"help": "Warmup steps / total (< 0: BERT 0.1, GPT-1 0.002)."})
-    weight_decay: float = 0.01
-    adam_epsilon: float = 1e-6
-    clip_norm: float = 1.0
-    lm_weight: float = dataclasses.field(
-        default=0.5, metadata={"help": "GPT-1 auxiliary LM weight lambda (0 = no aux LM)."})
-    classifier_dropout: float = 0.1
-    loss: str = dataclasses.field(
-        default="cross_entropy",
-        metadata={"help": "cross_entropy | soft_f1 (1 - batch macro soft F1, for imbalanced "
-                          "classification such as MRPC / CoLA; classification tasks only)."})
-    # What trains.
-    strategy: str = dataclasses.field(
-        default="full", metadata={"help": "Freezing policy (finetune.freezing, not a "
-                                  "tf.distribute strategy): full | frozen | top_k | gradual"})
-    top_k: int = dataclasses.field(default=0, metadata={"help": "Layers trained by top_k."})
-    feature_layers: int = dataclasses.field(
-        default=1, metadata={"help": "Concatenate the top N hidden states (feature-based: 4)."})
-    bilstm_layers: int = dataclasses.field(
-        default=0, metadata={"help": "Randomly initialised BiLSTM layers between the features "
-                                     "and the head (0 = none; BERT's feature-based NER: 2)."})
-    bilstm_units: int = dataclasses.field(
-        default=768, metadata={"help": "BiLSTM units per direction (the head reads 2x this)."})
-    unfreeze_layers_per_stage: int = 1
-    unfreeze_steps_per_stage: int = dataclasses.field(
-        default=0, metadata={"help": "gradual: steps between stages (0 = one epoch)."})
-    transfer_layers: int = dataclasses.field(
-        default=-1, metadata={"help": "Copy the embeddings and the first k pretrained layers, "
-                                      "re-initialise the rest (-1 = all)."})
-    # Execution.
-    distribution_strategy: str = dataclasses.field(
-        default="one_device", metadata={"help": "one_device | mirrored | multi_worker | tpu"})
-    tpu: str = ""
-    num_cpu_devices: int = 0
-    jit_compile: AutoBool = dataclasses.field(
-        default=False, metadata={"help": "XLA-compile the training step; --jit_compile=auto: "
-                                         "on for GPUs and TPUs, off on CPUs "
-                                         "(tfmodels.precision)."})
-    mixed_precision: str = dataclasses.field(
-        default="", metadata={"help": "'' (float32) | float32 | mixed_bfloat16 | mixed_float16 | "
-                                      "auto (bf16 on AMX CPUs and TPUs, fp16/bf16 on GPUs, else "
-                                      "float32: tfmodels.precision)"})
-    eval_every_epoch: bool = False
-    log_every: int = 100
-    save_model: bool = True
-    export_dir: str = dataclasses.field(
-        default="", metadata={"help": "Also export the selected model for TF Serving to "
-                                      "<export_dir>/<task>/<next version>/ (raw text in)."})
-
-    def __post_init__(self):
-        # absl list flags arrive as strings.
-        problems = []
-        for name, kind in (("learning_rates", float), ("seeds", int)):
-            try:
-                object.__setattr__(self, name, tuple(kind(v) for v in getattr(self, name)))
-            except (TypeError, ValueError):
-                problems.append(f"{name} must be a comma-separated list of {kind.__name__}s, "
-                                f"got {','.join(map(str, getattr(self, name)))!r}")
-                object.__setattr__(self, name, ())
-        if self.model not in MODELS:
-            problems.append(f"model must be one of {MODELS}, got {self.model!r}")
-        if not self.task:
-            problems.append("task is required")
-        else:
-            spec = get_task(self.task)  # ValueError listing the known tasks
-            if INPUT_FORMATS.get(self.model) == "gpt" and spec.kind in _BERT_ONLY_KINDS:
-                problems.append(f"task {self.task!r} is a {spec.kind} task, which only BERT does "
-                                f"(GPT-1 has no input transform for it); use --model=bert")
-        if self.data_source not in DATA_SOURCES:
-            problems.append(f"data_source must be one of {DATA_SOURCES}, got {self.data_source!r}")
-        elif self.data_source == "files" and not self.data_dir:
-            problems.append("data_dir is required")
-        elif self.data_source == "tfds" and self.task and self.task not in TFDS_TASKS:
-            problems.append(f"task {self.task!r} has no TFDS reader (data_source=tfds reads "
-                            f"{', '.join(sorted(TFDS_TASKS))})")
-        if not self.output_dir:
-            problems.append("output_dir is required")
-        if not self.seeds and not any(p.startswith("seeds") for p in problems):
-            problems.append("seeds is empty")
-        if any(lr <= 0 for lr in self.learning_rates):
-            problems.append(f"learning rates must be positive, got {self.learning_rates}")
-        if self.strategy not in freezing.FREEZING_POLICIES:
-            problems.append(f"strategy must be one of {freezing.FREEZING_POLICIES}, got "
-                            f"{self.strategy!r}")
-        if self.distribution_strategy not in training.DISTRIBUTION_STRATEGIES:
-            problems.append(f"distribution_strategy must be one of "
-                            f"{training.DISTRIBUTION_STRATEGIES}, got "
-                            f"{self.distribution_strategy!r}")
-        if not 0.0 < self.holdout_fraction < 1.0:
-            problems.append(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
-        problems += precision.check_settings(self.mixed_precision, self.jit_compile)
-        for name in ("seq_length", "train_batch_size", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be positive, got {getattr(self, name)}")
-        if self.epochs <= 0 and self.train_steps <= 0:
-            problems.append("epochs (or train_steps) must be positive")
-        if self.warmup_fraction > 1.0:
-            problems.append(f"warmup_fraction must be <= 1, got {self.warmup_fraction}")
-        if self.transfer_layers >= 0 and not self.init_checkpoint:
-            problems.append("transfer_layers needs an init_checkpoint to transfer from")
-        if self.loss not in LOSSES:
-            problems.append(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        elif self.loss == "soft_f1" and self.task and spec.kind != "classification":
-            problems.append(f"loss soft_f1 is for classification tasks; task {self.task!r} is "
-                            f"a {spec.kind} task (use --loss=cross_entropy)")
-        if self.bilstm_layers < 0 or self.bilstm_units < 1:
-            problems.append(f"bilstm_layers must be >= 0 and bilstm_units >= 1, got "
-                            f"{self.bilstm_layers} and {self.bilstm_units}")
-        if problems:
-            raise ValueError("bad fine-tuning config: " + "; ".join(problems))
-
-    @property
-    def input_format(self) -> str:
-        """"bert" or "gpt": the tokenizer, features, heads and losses `model` is fine-tuned
-        with (the LSTM baseline uses GPT-1's "same framework", so "gpt")."""
-        return INPUT_FORMATS[self.model]
-
-    @property
-    def resolved_learning_rates(self) -> Tuple[float, ...]:
-        return self.learning_rates or (
-            BERT_LEARNING_RATES if self.input_format == "bert" else GPT_LEARNING_RATES)
-
-    @property
-    def resolved_warmup_fraction(self) -> float:
-        return (self.warmup_fraction if self.warmup_fraction >= 0
-                else WARMUP_FRACTION[self.input_format])
-
 
 # ---- checkpoints and tokenizers -----------------------------------------------------------------
 
@@ -358,7 +132,7 @@ def load_pretrained(config: FinetuneConfig, log: Callable[[str], None] = print) 
     if expected and expected != config.model:
         raise ValueError(f"init_checkpoint {config.init_checkpoint} is a {fmt} checkpoint "
                          f"({expected}), but model is {config.model!r}")
-    cls, config_cls, default_config = _BACKBONES[config.model]
+    cls, config_cls, default_config = BACKBONES[config.model]
     if fmt == "random":
         name = config.model_config or default_config
         cfg = configs.get_config(name, vocab_size=config.vocab_size or tokenizer.vocab_size)
@@ -384,242 +158,6 @@ def load_pretrained(config: FinetuneConfig, log: Callable[[str], None] = print) 
     # XLA cannot compile the cuDNN LSTM kernel that Keras picks on GPUs.
     options = {"use_cudnn": False} if config.model == "lstm" and config.jit_compile else {}
     return Pretrained(cls, cfg, weights, tokenizer, fmt, options)
-
-
-# ---- data ------------------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class Split:
-    """One split's examples (for metrics and prediction files) and their encoded features."""
-
-    examples: List[Any]
-    features: EncodedFeatures
-
-
-@dataclasses.dataclass
-class TaskData:
-    """The encoded splits of one sweep, read once and shared by every run."""
-
-    train: Split
-    eval: Split
-    test: Optional[Split]
-    eval_source: str   # "dev" or "holdout"
-
-
-def _task_options(config: FinetuneConfig, task: TaskSpec) -> Dict[str, Any]:
-    if task.kind == "span":
-        return {"doc_stride": config.doc_stride, "max_query_length": config.max_query_length}
-    if task.kind in ("classification", "regression") and config.input_format == "gpt":
-        return {"symmetric": task.name in GPT_SIMILARITY_TASKS}
-    return {}
-
-
-def _has_split(config: FinetuneConfig, task: TaskSpec, split: str) -> bool:
-    return (os.path.isdir(config.data_dir) and split in task.files
-            and os.path.exists(os.path.join(config.data_dir, task.files[split])))
-
-
-def load_task_data(config: FinetuneConfig, task: TaskSpec, tokenizer,
-                   log: Callable[[str], None] = print) -> TaskData:
-    """Reads and encodes train, eval (dev file or held-out tail of train) and test."""
-    if config.data_source == "tfds":
-        from finetune.readers import tfds as tfds_reader
-        read = lambda split: tfds_reader.read_tfds_glue(task.name, split, config.tfds_data_dir,
-                                                        task.label_names)
-        has_split = lambda split: tfds_reader.has_split(task.name, split, config.tfds_data_dir)
-    else:
-        if not os.path.exists(config.data_dir):
-            raise FileNotFoundError(f"data_dir {config.data_dir} does not exist")
-        read = lambda split: task.read(config.data_dir, split)
-        has_split = lambda split: _has_split(config, task, split)
-    where = (f"TFDS {config.tfds_data_dir or '(default data_dir)'}"
-             if config.data_source == "tfds" else config.data_dir)
-    train = read("train")
-    has_dev = has_split("dev")
-    holdout_first = config.holdout_before_cap and not has_dev
-    if not holdout_first:
-        train = train[:config.max_train_examples or None]
-    if has_dev:
-        dev, source = read("dev"), "dev"
-    else:
-        # SQuAD: hold out whole articles (questions on one context must not straddle the cut).
-        group = (lambda e: e.article) if task.kind == "span" else None
-        train, dev = holdout_split(train, config.holdout_fraction, group=group)
-        source = "holdout"
-        if holdout_first:
-            train = train[:config.max_train_examples or None]
-    if config.max_eval_examples:
-        dev = dev[:config.max_eval_examples]
-    if not train or not dev:
-        raise ValueError(f"{where}: {len(train)} training and {len(dev)} evaluation "
-                         f"examples; both must be non-empty")
-    test = None
-    if config.predict_test and has_split("test"):
-        test = read("test")
-
-    def encode(examples):
-        return Split(examples, encode_examples(
-            examples, task.kind, config.input_format, tokenizer, config.seq_length,
-            label_names=task.label_names, **_task_options(config, task)))
-
-    data = TaskData(encode(train), encode(dev), encode(test) if test else None, source)
-    log(f"{task.name}: {len(train)} train examples ({len(data.train.features)} features), "
-        f"{len(dev)} {source} examples, {len(test) if test else 0} test examples")
-    for name, split in (("training", data.train), (source, data.eval)):
-        if not split.features.label_keys:
-            raise ValueError(f"the {name} examples of {task.name} in {where} have no "
-                             "labels (is it a test file?)")
-    return data
-
-
-def train_dataset(features: EncodedFeatures, batch_size: int, seed: int,
-                  pad_to_max_length: bool = False) -> tf.data.Dataset:
-    """Inputs + labels, shuffled with `seed`, repeated, batches of `batch_size` rows grouped by
-    length and trimmed to their longest (finetune.batching; pad_to_max_length: seq_length)."""
-    return batching.train_dataset({**features.inputs(), **features.labels()}, batch_size, seed,
-                                  pad_to_max_length)
-
-
-class Predictor:
-    """Batched inference under the strategy: model outputs for every feature, in order.
-    Rows are run in length order, each batch only as wide as its longest (finetune.batching)."""
-
-    def __init__(self, model: keras.Model, strategy: tf.distribute.Strategy,
-                 output_keys: Sequence[str], batch_size: int, sequence_outputs: bool = False,
-                 pad_to_max_length: bool = False):
-        self.batch_size = batch_size
-        self.sequence_outputs = sequence_outputs
-        self.pad_to_max_length = pad_to_max_length
-        self.predict_batch = batching.distributed_predictor(model, strategy, output_keys)
-
-    def __call__(self, features: EncodedFeatures) -> Dict[str, np.ndarray]:
-        bar = Progress(len(features), "evaluate", unit="rows")
-        return batching.predict_in_length_order(
-            self.predict_batch, features.inputs(), self.batch_size, self.sequence_outputs,
-            self.pad_to_max_length, progress=bar.update)
-
-
-# ---- decoding: the only per-kind code ------------------------------------------------------------
-
-@dataclasses.dataclass
-class Decoded:
-    """Per-example predictions in the form the task metric takes (class ids, floats, answer
-    texts, tag lists), plus what the prediction files add (probabilities, null odds)."""
-
-    predictions: List[Any]
-    probabilities: Optional[np.ndarray] = None
-    null_scores: Optional[List[float]] = None   # SQuAD: null score - best non-null score
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max(-1, keepdims=True))
-    return z / z.sum(-1, keepdims=True)
-
-
-def _decode_classes(outputs, split, config) -> Decoded:
-    logits = outputs["logits"]
-    return Decoded(logits.argmax(-1).tolist(), probabilities=_softmax(logits))
-
-
-def _decode_regression(outputs, split, config) -> Decoded:
-    return Decoded(outputs["predictions"].astype(float).tolist())
-
-
-def _decode_spans(outputs, split, config) -> Decoded:
-    answers = predict_answers(outputs["start_logits"], outputs["end_logits"],
-                              split.features.metadata, n_best_size=config.n_best_size,
-                              max_answer_length=config.max_answer_length, version_2=False)
-    ordered = [answers[ex.qid] for ex in split.examples]
-    return Decoded([a.text for a in ordered], null_scores=[a.score_diff for a in ordered])
-
-
-def _decode_tags(outputs, split, config) -> Decoded:
-    logits = outputs["logits"]
-    return Decoded([decode_word_predictions(logits[i], feature)
-                    for i, feature in enumerate(split.features.metadata)])
-
-
-@dataclasses.dataclass(frozen=True)
-class KindDecoder:
-    output_keys: Tuple[str, ...]
-    decode: Callable[[Dict[str, np.ndarray], Split, FinetuneConfig], Decoded]
-    gold: Callable[[Any, TaskSpec], Any]     # example -> what the metric compares against
-    sequence_outputs: bool = False           # outputs have a per-position axis (span, tags)
-
-    def predictor(self, model, strategy, config: "FinetuneConfig") -> "Predictor":
-        return Predictor(model, strategy, self.output_keys, config.eval_batch_size,
-                         self.sequence_outputs, config.pad_to_max_length)
-
-
-DECODERS: Dict[str, KindDecoder] = {
-    "classification": KindDecoder(("logits",), _decode_classes,
-                                  lambda ex, task: task.label_names.index(ex.label)),
-    "regression": KindDecoder(("predictions",), _decode_regression, lambda ex, task: float(ex.label)),
-    "multiple_choice": KindDecoder(("logits",), _decode_classes, lambda ex, task: int(ex.label)),
-    "span": KindDecoder(("start_logits", "end_logits"), _decode_spans,
-                        lambda ex, task: [a for a, _ in ex.answers] or [""],
-                        sequence_outputs=True),
-    "token_classification": KindDecoder(("logits",), _decode_tags,
-                                        lambda ex, task: list(ex.tags), sequence_outputs=True),
-}
-
-
-def score(task: TaskSpec, examples: Sequence[Any], decoded: Decoded,
-          config: FinetuneConfig) -> Dict[str, float]:
-    """task.metric on the decoded predictions. SQuAD v2.0 also tunes the null threshold on these
-    examples (official `best_f1_thresh`) and reports the metrics at it as the main numbers."""
-    gold = [DECODERS[task.kind].gold(ex, task) for ex in examples]
-    if task.name != "squad_v2":
-        return task.metric(gold, decoded.predictions)
-    metrics = task.metric(gold, decoded.predictions, null_scores=decoded.null_scores,
-                          threshold=config.null_threshold)
-    if config.tune_null_threshold:
-        tuned = metrics["best_f1_thresh"]
-        metrics = {**task.metric(gold, decoded.predictions, null_scores=decoded.null_scores,
-                                 threshold=tuned), "null_threshold": tuned}
-    else:
-        metrics["null_threshold"] = config.null_threshold
-    return metrics
-
-
-def final_answers(task: TaskSpec, decoded: Decoded, threshold: float) -> List[Any]:
-    """Predictions as written: SQuAD v2.0 answers "" where the null score beats `threshold`."""
-    if task.name != "squad_v2":
-        return decoded.predictions
-    return ["" if s > threshold else p for p, s in zip(decoded.predictions, decoded.null_scores)]
-
-
-def write_predictions(task: TaskSpec, split: Split, decoded: Decoded, folder: str,
-                      threshold: float = 0.0) -> List[str]:
-    """The task's prediction file(s) in `folder`; returns the paths written."""
-    examples, preds = split.examples, final_answers(task, decoded, threshold)
-    if task.name in prediction_files.GLUE_SUBMISSION_FILES:
-        return [prediction_files.write_glue_predictions(
-            task.name, preds, folder, indices=[ex.guid for ex in examples])]
-    path = os.path.join(folder, "predictions.jsonl")
-    if task.kind == "span":
-        written = prediction_files.write_squad_predictions(
-            os.path.join(folder, "predictions.json"),
-            {ex.qid: p for ex, p in zip(examples, preds)},
-            null_odds=({ex.qid: s for ex, s in zip(examples, decoded.null_scores)}
-                       if task.name == "squad_v2" else None))
-        return list(written.values())
-    if task.kind == "token_classification":
-        return [prediction_files.write_ner_jsonl(path, examples, preds)]
-    if task.kind == "multiple_choice":
-        return [prediction_files.write_choice_predictions(
-            path, [ex.guid for ex in examples], preds, decoded.probabilities,
-            [ex.label for ex in examples])]
-    records = []
-    for i, ex in enumerate(examples):
-        record = {"guid": ex.guid, "prediction": (task.label_names[preds[i]]
-                                                  if task.kind == "classification" else preds[i])}
-        if decoded.probabilities is not None:
-            record["probabilities"] = decoded.probabilities[i].tolist()
-        if ex.label is not None:
-            record["label"] = ex.label
-        records.append(record)
-    return [prediction_files.write_jsonl(path, records)]
 
 
 # ---- one run ----------------------------------------------------------------------------------
@@ -890,7 +428,7 @@ def run_finetune(config: FinetuneConfig, run_fn: RunFn = finetune_once,
                    "learning_rates": list(learning_rates),
                    "warmup_fraction": config.resolved_warmup_fraction},
     }
-    results = _json_safe(results)
+    results = json_safe(results)
     prediction_files.atomic_write_text(os.path.join(config.output_dir, "results.json"),
                                        json.dumps(results, indent=2) + "\n")
     log(f"{task.name}: chosen lr {summary['chosen_learning_rate']:g}, {task.main_metric} "
@@ -901,25 +439,6 @@ def run_finetune(config: FinetuneConfig, run_fn: RunFn = finetune_once,
 
 def save_model(model: keras.Model, path: str) -> str:
     """model.save to a temp name in the same folder, then rename (never a half-written file)."""
-    folder, name = os.path.split(path)
-    temp = os.path.join(folder, f".{name[:-len('.keras')]}.tmp.keras")
-    try:
+    with atomic_path(path, suffix=".keras") as temp:
         model.save(temp)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
     return path
-
-
-def _json_safe(value):
-    """Tuples -> lists, NaN / inf -> None: what results.json holds, strict JSON."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, np.generic):
-        return _json_safe(value.item())
-    return value

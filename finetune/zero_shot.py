@@ -18,21 +18,14 @@ log-probability of each continuation token given the context and the continuatio
 Sequences are right-padded in batches and the causal mask hides padding from real positions,
 so a sequence's scores do not depend on what else is in its batch.
 
-  python -m tools.zero_shot --checkpoint=runs/gpt/pretrained.keras \
-      --bpe_encoder_file=../shared/data/gpt1_openai/encoder_bpe_40000.json \
-      --bpe_merges_file=../shared/data/gpt1_openai/vocab_40000.bpe \
-      --tasks=cola,sst2,story_cloze --max_examples=500 --output_json=zero_shot.json
-
---checkpoint: a `.keras` GptLanguageModel (or any saved model holding a GPT-1 decoder), an
-OpenAI GPT-1 `.npy` release or a Hugging Face openai-gpt folder.
+`run_zero_shot(ZeroShotConfig(...))` runs them over the shared files; the binary is
+tools/zero_shot.py. `checkpoint`: a `.keras` GptLanguageModel (or any saved model holding a
+GPT-1 decoder), an OpenAI GPT-1 `.npy` release or a Hugging Face openai-gpt folder.
 """
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
 import dataclasses
+import os
 import json
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -345,20 +338,3 @@ def run_zero_shot(config: ZeroShotConfig, log=print) -> Dict[str, Dict[str, floa
         from finetune.predictions import atomic_write_text
         atomic_write_text(config.output_json, json.dumps(results, indent=2) + "\n")
     return results
-
-
-def main(argv):
-    del argv
-    from tfmodels.config_flags import dataclass_from_flags
-    run_zero_shot(dataclass_from_flags(ZeroShotConfig))
-
-
-def run():
-    from tfmodels.cli import run_binary
-    from tfmodels.config_flags import define_flags_from_dataclass
-    define_flags_from_dataclass(ZeroShotConfig)
-    run_binary(main)
-
-
-if __name__ == "__main__":
-    run()

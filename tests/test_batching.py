@@ -108,7 +108,7 @@ def test_model_outputs_do_not_depend_on_the_width():
 
 
 def train_on_buckets(jit_compile, batches):
-    from finetune.models import task_loss
+    from finetune.losses import task_loss
     from tfmodels.training import TrainStep
     arrays, _ = features(96)
     tf.keras.utils.set_random_seed(0)

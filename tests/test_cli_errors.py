@@ -119,9 +119,20 @@ def test_vocabulary_must_match_the_embedding_exactly(minilm_dir, tmp_path):
 
 
 def test_bad_learning_rates_name_the_flag():
-    with pytest.raises(ValueError, match=r"learning_rates must be a comma-separated list of "
-                                         r"floats, got 'abc'"):
+    with pytest.raises(ValueError, match=r"learning_rates must be a tuple of numbers, "
+                                         r"got \('abc',\)"):
         FinetuneConfig(task="sst2", data_dir="d", output_dir="o", learning_rates=("abc",))
+    with pytest.raises(ValueError, match=r"seeds must be a tuple of ints, got \[1\]"):
+        FinetuneConfig(task="sst2", data_dir="d", output_dir="o", seeds=[1])
+    # The flag parses its items: a bad one is a flag error naming the flag.
+    from absl import flags
+    from tfmodels.config_flags import define_flags_from_dataclass
+    values = flags.FlagValues()
+    define_flags_from_dataclass(FinetuneConfig, flag_values=values)
+    with pytest.raises(flags.IllegalFlagValueError,
+                       match=r"--learning_rates=5e-5,abc: expected a comma-separated list of "
+                             r"floats, got '5e-5,abc'"):
+        values(["prog", "--learning_rates=5e-5,abc"])
 
 
 def test_truncated_keras_file_is_called_truncated(tmp_path):

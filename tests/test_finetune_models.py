@@ -8,8 +8,8 @@ import tensorflow as tf
 
 from finetune import freezing
 from finetune.models import (MASKED_LOGIT, MultipleChoiceModel, SequenceClassifier, SpanModel,
-                             TokenClassifier, build_task_model, task_loss)
-from finetune.models import soft_f1_loss
+                             TokenClassifier, build_task_model)
+from finetune.losses import soft_f1_loss, task_loss
 from finetune.tasks import get_task
 from tfmodels import configs
 from tfmodels.bert import BertEncoder

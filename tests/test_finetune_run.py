@@ -16,12 +16,13 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from finetune import trainer
 from finetune.features import encode_examples
 from finetune.readers.common import holdout_split
 from finetune.tasks import get_task
-from finetune.trainer import (Decoded, FinetuneConfig, RunResult, load_pretrained, run_finetune,
-                              summarize_runs)
+from finetune.config import FinetuneConfig
+from finetune.data import load_task_data
+from finetune.evaluation import Decoded
+from finetune.trainer import RunResult, load_pretrained, run_finetune, summarize_runs
 from tfmodels import configs
 from tfmodels.bert import BertEncoder
 from tfmodels.checkpoints.formats import detect_checkpoint_format, load_checkpoint
@@ -426,11 +427,11 @@ def test_holdout_before_cap_keeps_the_evaluation_set_fixed(files, shared_data):
     everything = task.read(data_dir, "train")
     _, tail = holdout_split(everything, 0.1)
     config = dict(task="mrpc", data_dir=data_dir, output_dir="unused")
-    capped = trainer.load_task_data(tiny(files, "bert", max_train_examples=100, **config),
+    capped = load_task_data(tiny(files, "bert", max_train_examples=100, **config),
                                     task, tokenizer, QUIET)
     assert (len(capped.train.examples), len(capped.eval.examples)) == (90, 10)
     for cap in (100, 200):
-        fixed = trainer.load_task_data(
+        fixed = load_task_data(
             tiny(files, "bert", max_train_examples=cap, holdout_before_cap=True,
                  max_eval_examples=50, **config), task, tokenizer, QUIET)
         assert len(fixed.train.examples) == cap

@@ -8,8 +8,9 @@ import pytest
 import tensorflow as tf
 
 from finetune import freezing
+from finetune.losses import task_loss
 from finetune.models import (SequenceClassifier, backbone_architecture, backbone_type,
-                             build_task_model, task_loss)
+                             build_task_model)
 from finetune.tasks import get_task
 from finetune.trainer import FinetuneConfig, load_pretrained, run_finetune
 from pretraining.trainer import PretrainConfig, build_model, run_pretraining
@@ -400,10 +401,10 @@ def test_exported_classifier_and_language_model_match_keras(bpe, tmp_path):
 
 
 def test_zero_shot_scores_the_pretrained_lstm(lstm_pretrained, bpe):
-    """tools.zero_shot loads the LSTM LM (GPT-1 Figure 2 tracks both models' zero-shot
+    """finetune.zero_shot loads the LSTM LM (GPT-1 Figure 2 tracks both models' zero-shot
     scores) and its batched, padded scores equal a direct unpadded pass."""
     from tfmodels.tokenizers.gpt_bpe import GptBpeTokenizer
-    from tools import zero_shot
+    from finetune import zero_shot
     model_dir, _ = lstm_pretrained
     lm = zero_shot.load_language_model(str(model_dir))
     assert isinstance(lm, LstmLanguageModel)

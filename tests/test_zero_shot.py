@@ -1,4 +1,4 @@
-"""GPT-1's zero-shot heuristics (Section 5, Figure 2; tools.zero_shot): LM scoring, CoLA
+"""GPT-1's zero-shot heuristics (Section 5, Figure 2; finetune.zero_shot): LM scoring, CoLA
 thresholds, SST-2 continuations, multiple choice and Winograd substitution, checked on a tiny
 random GPT-1 against direct computations, and the binary's run over the shared files."""
 import json
@@ -9,7 +9,7 @@ import pytest
 
 from tfmodels import configs
 from tfmodels.gpt import GptLanguageModel
-from tools import zero_shot
+from finetune import zero_shot
 from tests.support import QUIET
 
 
@@ -133,3 +133,8 @@ def test_zero_shot_binary_on_the_shared_files(scorer, gpt_bpe_files, shared_data
     assert results["cola"]["examples"] == 12 and -1 <= results["cola"]["mcc_fixed_threshold"] <= 1
     assert results["cola"]["mcc_best_threshold"] >= results["cola"]["mcc_fixed_threshold"]
     assert 0 <= results["sst2"]["accuracy"] <= 1 and 0 <= results["story_cloze"]["accuracy"] <= 1
+    # The binary (tools/zero_shot.py) is flags -> this config -> this call; the ablation
+    # workspace imports both names from it.
+    from tools import zero_shot as binary
+    assert (binary.ZeroShotConfig, binary.run_zero_shot) == (zero_shot.ZeroShotConfig,
+                                                            zero_shot.run_zero_shot)

@@ -1,8 +1,10 @@
 """absl flags generated from a config dataclass, so a binary stays `flags -> config -> library`.
 
 Each field becomes a flag of the same name, type and default, with the help text taken from the
-comment-free `metadata={"help": ...}` of the field when it has one. Tuples of strings become
-list flags; an `AutoBool` field becomes a bool flag that also takes `auto`.
+comment-free `metadata={"help": ...}` of the field when it has one. Tuples become
+comma-separated list flags whose items are parsed to the tuple's type (`Tuple[int, ...]`: ints,
+a bad item is a flag error naming it), so a config gets values of its own types; an `AutoBool`
+field becomes a bool flag that also takes `auto`.
 """
 from __future__ import annotations
 
@@ -53,6 +55,25 @@ class AutoBoolFlag(flags.Flag):
         return super()._get_parsed_value_as_string(value)
 
 
+class TypedListParser(flags.ListParser):
+    """absl's comma-separated list, each item parsed as `item_type` (int, float or str)."""
+
+    def __init__(self, item_type: type):
+        super().__init__()
+        self.item_type = item_type
+
+    def parse(self, argument):
+        items = super().parse(argument)
+        try:
+            return [self.item_type(item) for item in items]
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a comma-separated list of {self.item_type.__name__}s, "
+                             f"got {argument!r}") from None
+
+    def flag_type(self) -> str:
+        return f"comma separated list of {self.item_type.__name__}s"
+
+
 def DEFINE_auto_bool(name: str, default: Any, help_text: str,  # noqa: N802 (absl's style)
                      flag_values=flags.FLAGS) -> None:
     flags.DEFINE_flag(AutoBoolFlag(name, default, help_text), flag_values)
@@ -82,7 +103,10 @@ def define_flags_from_dataclass(config_cls: Type, flag_values=flags.FLAGS,
         elif kind is float:
             flags.DEFINE_float(field.name, default, help_text, flag_values=flag_values)
         elif typing.get_origin(kind) is tuple:
-            flags.DEFINE_list(field.name, list(default), help_text, flag_values=flag_values)
+            item_type = (typing.get_args(kind) or (str,))[0]
+            flags.DEFINE(TypedListParser(item_type if item_type in (int, float) else str),
+                         field.name, list(default), help_text, flag_values=flag_values,
+                         serializer=flags.CsvListSerializer(","))
         else:
             flags.DEFINE_string(field.name, default, help_text, flag_values=flag_values)
 

@@ -28,8 +28,9 @@ from absl import flags
 
 from finetune import batching
 from finetune.tasks import get_task
-from finetune.trainer import (Context, FinetuneConfig, finetune_once, load_pretrained,
-                              load_task_data, make_strategy)
+from finetune.config import FinetuneConfig
+from finetune.data import load_task_data
+from finetune.trainer import Context, finetune_once, load_pretrained, make_strategy
 from tfmodels.checkpoints.hf_bert import minilm_folder
 from tfmodels.cli import run_binary
 from tools.machine import cpu_description

@@ -26,7 +26,8 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
-from finetune.models import build_task_model, task_loss
+from finetune.losses import task_loss
+from finetune.models import build_task_model
 from finetune.tasks import get_task
 from tfmodels import configs, profiling
 from tfmodels.bert import BertEncoder

@@ -33,6 +33,7 @@ from __future__ import annotations
 import numbers
 from typing import Any, Sequence
 
+from finetune.examples import BERT_ONLY_KINDS, KINDS
 from finetune.features.common import (BERT_INPUT_KEYS, GPT_INPUT_KEYS, MODELS, SEQUENCE_KEYS,
                                       EncodedFeatures)
 from finetune.features.sequence import encode_choice_examples, encode_text_examples
@@ -41,7 +42,6 @@ from finetune.features.squad import (SpanFeature, SpanPrediction, best_span,
 from finetune.features.tokens import (IGNORE_LABEL, TokenFeature, decode_word_predictions,
                                       encode_token_examples)
 
-KINDS = ("classification", "regression", "span", "multiple_choice", "token_classification")
 # Options each kind accepts beyond the common arguments; anything else is a typo and an error.
 _OPTIONS = {
     "classification": ("symmetric",),
@@ -50,7 +50,6 @@ _OPTIONS = {
     "multiple_choice": (),
     "token_classification": (),
 }
-_BERT_ONLY = ("span", "token_classification")  # neither paper gives GPT-1 these tasks
 
 __all__ = [
     "KINDS", "MODELS", "BERT_INPUT_KEYS", "GPT_INPUT_KEYS", "IGNORE_LABEL", "EncodedFeatures",
@@ -73,7 +72,7 @@ def encode_examples(examples: Sequence[Any], kind: str, model: str, tokenizer: A
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
-    if model == "gpt" and kind in _BERT_ONLY:
+    if model == "gpt" and kind in BERT_ONLY_KINDS:
         raise ValueError(f"{kind} is a BERT task; GPT-1 has no {kind} input transform")
     unknown = sorted(set(task_options) - set(_OPTIONS[kind]))
     if unknown:

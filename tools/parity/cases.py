@@ -45,7 +45,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras
 import numpy as np
 
-from finetune.models import IGNORE_LABEL, MASKED_LOGIT, build_task_model
+from finetune.features.tokens import IGNORE_LABEL
+from finetune.models import MASKED_LOGIT, build_task_model
 from finetune.tasks import get_task
 from tfmodels import configs
 from tfmodels.bert import BertEncoder

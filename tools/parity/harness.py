@@ -32,8 +32,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from finetune.models import task_loss
-from finetune.trainer import WARMUP_FRACTION
+from finetune.losses import task_loss
+from finetune.config import WARMUP_FRACTION
 from tfmodels.optimization import create_optimizer
 from tfmodels.training import TrainStep
 from tools.parity.cases import ParityCase, Tie

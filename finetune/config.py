@@ -1,0 +1,240 @@
+"""FinetuneConfig: every setting of a fine-tuning run (the binary's flags are generated from
+its fields, tfmodels.config_flags), checked as a whole in `__post_init__`, and the papers'
+defaults it resolves (learning rates, warmup)."""
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from typing import Tuple
+
+from finetune import freezing
+from finetune.examples import BERT_ONLY_KINDS
+from finetune.losses import LOSSES
+from finetune.models import INPUT_FORMATS
+from finetune.readers.tfds import TFDS_TASKS
+from finetune.tasks import get_task
+from tfmodels import configs, precision, training
+from tfmodels.bert import BertEncoder
+from tfmodels.config_flags import AutoBool
+from tfmodels.gpt import GptDecoder
+from tfmodels.lstm import LstmDecoder
+
+BERT_LEARNING_RATES = (5e-5, 4e-5, 3e-5, 2e-5)   # BERT Section 4.1 / Appendix A.3
+GPT_LEARNING_RATES = (6.25e-5,)                  # GPT-1 Section 4.1
+WARMUP_FRACTION = {"bert": 0.1, "gpt": 0.002}    # BERT's 10%; GPT-1's 0.2%
+MODELS = tuple(INPUT_FORMATS)  # bert, gpt, lstm (GPT-1's LSTM baseline)
+# Each model's backbone class, config class and default random-init config.
+BACKBONES = {"bert": (BertEncoder, configs.BertConfig, "bert_base"),
+              "gpt": (GptDecoder, configs.GptConfig, "gpt1"),
+              "lstm": (LstmDecoder, configs.LstmConfig, "lstm_2048")}
+DATA_SOURCES = ("files", "tfds")
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    # What to fine-tune.
+    task: str = dataclasses.field(default="", metadata={"help": "Task name (finetune.tasks)."})
+    model: str = dataclasses.field(
+        default="bert", metadata={"help": "bert | gpt | lstm (GPT-1's LSTM baseline, fine-tuned "
+                                          "like GPT-1: BPE, input transforms, aux LM)"})
+    init_checkpoint: str = dataclasses.field(
+        default="", metadata={"help": "HF BERT folder, TF1 BERT folder, OpenAI GPT .npy folder, "
+                                      "HF openai-gpt folder, a .keras file or a pretraining "
+                                      "model_dir (detected from the files); empty: random init."})
+    model_config: str = dataclasses.field(
+        default="", metadata={"help": "Named config for random init ('' = bert_base / gpt1 / "
+                                      "lstm_2048)."})
+    vocab_size: int = dataclasses.field(
+        default=0, metadata={"help": "Random init: vocabulary size (0 = the tokenizer's)."})
+    num_heads: int = dataclasses.field(
+        default=12, metadata={"help": "Heads of an OpenAI .npy release (not in its files)."})
+    vocab_file: str = dataclasses.field(
+        default="", metadata={"help": "BERT WordPiece vocab ('' = vocab.txt beside the "
+                                      "checkpoint)."})
+    lower_case: bool = dataclasses.field(default=True, metadata={"help": "Uncased WordPiece."})
+    bpe_encoder_file: str = dataclasses.field(
+        default="", metadata={"help": "GPT-1 BPE encoder JSON ('' = beside the checkpoint)."})
+    bpe_merges_file: str = dataclasses.field(
+        default="", metadata={"help": "GPT-1 BPE merges ('' = beside the checkpoint)."})
+    # Data.
+    data_dir: str = dataclasses.field(
+        default="", metadata={"help": "The task's data folder, or one training file."})
+    data_source: str = dataclasses.field(
+        default="files", metadata={"help": "files: data_dir's TSV / JSON files | tfds: a GLUE "
+                                           "task (or SNLI) prepared with TensorFlow Datasets "
+                                           "in tfds_data_dir (finetune.readers.tfds)."})
+    tfds_data_dir: str = dataclasses.field(
+        default="", metadata={"help": "data_source=tfds: the TFDS data_dir ('' = TFDS' "
+                                      "default, ~/tensorflow_datasets); never downloads."})
+    output_dir: str = ""
+    overwrite_output_dir: bool = dataclasses.field(
+        default=False, metadata={"help": "Write into an output_dir that holds results of an "
+                                         "earlier run (its results.json, model.keras and "
+                                         "predictions are replaced)."})
+    seq_length: int = 128
+    max_train_examples: int = dataclasses.field(
+        default=0, metadata={"help": "Use the first N training examples (0 = all); the "
+                                     "held-out slice is cut from these."})
+    max_eval_examples: int = dataclasses.field(
+        default=0, metadata={"help": "Evaluate on the first N dev examples (0 = all)."})
+    holdout_before_cap: bool = dataclasses.field(
+        default=False, metadata={"help": (
+            "Without a dev file: cut the held-out slice from the whole training file, then "
+            "cap the rest with --max_train_examples, so the evaluation set does not shrink "
+            "(or change) with the training budget.")})
+    holdout_fraction: float = dataclasses.field(
+        default=0.1, metadata={"help": "Without a dev file: evaluate on this last fraction of "
+                                       "the training examples (held back from training)."})
+    predict_test: bool = dataclasses.field(
+        default=True, metadata={"help": "Write test predictions when data_dir has the test file."})
+    # SQuAD.
+    doc_stride: int = 128
+    max_query_length: int = 64
+    max_answer_length: int = 30
+    n_best_size: int = 20
+    tune_null_threshold: bool = dataclasses.field(
+        default=True, metadata={"help": "SQuAD v2.0: choose the null threshold on dev."})
+    null_threshold: float = dataclasses.field(
+        default=0.0, metadata={"help": "SQuAD v2.0 threshold when not tuned."})
+    # Optimisation.
+    train_batch_size: int = 32
+    eval_batch_size: int = 64
+    pad_to_max_length: bool = dataclasses.field(
+        default=False, metadata={"help": "Pad every batch to seq_length (one static shape, for "
+                                         "TPUs) instead of grouping rows by length and padding "
+                                         "each batch only to its longest row."})
+    epochs: float = 3.0
+    train_steps: int = dataclasses.field(
+        default=0, metadata={"help": "Override the step count (0 = epochs x steps/epoch)."})
+    learning_rates: Tuple[float, ...] = dataclasses.field(
+        default=(), metadata={"help": "Learning rates to sweep ('' = BERT 5e-5,4e-5,3e-5,2e-5; "
+                                      "GPT-1 6.25e-5)."})
+    seeds: Tuple[int, ...] = dataclasses.field(
+        default=(0,), metadata={"help": "One run per seed for every learning rate."})
+    warmup_fraction: float = dataclasses.field(
+        default=-1.0, metadata={"help": "Warmup steps / total (< 0: BERT 0.1, GPT-1 0.002)."})
+    weight_decay: float = 0.01
+    adam_epsilon: float = 1e-6
+    clip_norm: float = 1.0
+    lm_weight: float = dataclasses.field(
+        default=0.5, metadata={"help": "GPT-1 auxiliary LM weight lambda (0 = no aux LM)."})
+    classifier_dropout: float = 0.1
+    loss: str = dataclasses.field(
+        default="cross_entropy",
+        metadata={"help": "cross_entropy | soft_f1 (1 - batch macro soft F1, for imbalanced "
+                          "classification such as MRPC / CoLA; classification tasks only)."})
+    # What trains.
+    strategy: str = dataclasses.field(
+        default="full", metadata={"help": "Freezing policy (finetune.freezing, not a "
+                                  "tf.distribute strategy): full | frozen | top_k | gradual"})
+    top_k: int = dataclasses.field(default=0, metadata={"help": "Layers trained by top_k."})
+    feature_layers: int = dataclasses.field(
+        default=1, metadata={"help": "Concatenate the top N hidden states (feature-based: 4)."})
+    bilstm_layers: int = dataclasses.field(
+        default=0, metadata={"help": "Randomly initialised BiLSTM layers between the features "
+                                     "and the head (0 = none; BERT's feature-based NER: 2)."})
+    bilstm_units: int = dataclasses.field(
+        default=768, metadata={"help": "BiLSTM units per direction (the head reads 2x this)."})
+    unfreeze_layers_per_stage: int = 1
+    unfreeze_steps_per_stage: int = dataclasses.field(
+        default=0, metadata={"help": "gradual: steps between stages (0 = one epoch)."})
+    transfer_layers: int = dataclasses.field(
+        default=-1, metadata={"help": "Copy the embeddings and the first k pretrained layers, "
+                                      "re-initialise the rest (-1 = all)."})
+    # Execution.
+    distribution_strategy: str = dataclasses.field(
+        default="one_device", metadata={"help": "one_device | mirrored | multi_worker | tpu"})
+    tpu: str = ""
+    num_cpu_devices: int = 0
+    jit_compile: AutoBool = dataclasses.field(
+        default=False, metadata={"help": "XLA-compile the training step; --jit_compile=auto: "
+                                         "on for GPUs and TPUs, off on CPUs "
+                                         "(tfmodels.precision)."})
+    mixed_precision: str = dataclasses.field(
+        default="", metadata={"help": "'' (float32) | float32 | mixed_bfloat16 | mixed_float16 | "
+                                      "auto (bf16 on AMX CPUs and TPUs, fp16/bf16 on GPUs, else "
+                                      "float32: tfmodels.precision)"})
+    eval_every_epoch: bool = False
+    log_every: int = 100
+    save_model: bool = True
+    export_dir: str = dataclasses.field(
+        default="", metadata={"help": "Also export the selected model for TF Serving to "
+                                      "<export_dir>/<task>/<next version>/ (raw text in)."})
+
+    def __post_init__(self):
+        problems = []
+        # The flags parse their items (tfmodels.config_flags); Python callers pass tuples.
+        for name, kind, noun in (("learning_rates", numbers.Real, "numbers"),
+                                 ("seeds", numbers.Integral, "ints")):
+            value = getattr(self, name)
+            if not isinstance(value, tuple) or not all(
+                    isinstance(v, kind) and not isinstance(v, bool) for v in value):
+                problems.append(f"{name} must be a tuple of {noun}, got {value!r}")
+        if self.model not in MODELS:
+            problems.append(f"model must be one of {MODELS}, got {self.model!r}")
+        if not self.task:
+            problems.append("task is required")
+        else:
+            spec = get_task(self.task)  # ValueError listing the known tasks
+            if INPUT_FORMATS.get(self.model) == "gpt" and spec.kind in BERT_ONLY_KINDS:
+                problems.append(f"task {self.task!r} is a {spec.kind} task, which only BERT does "
+                                f"(GPT-1 has no input transform for it); use --model=bert")
+        if self.data_source not in DATA_SOURCES:
+            problems.append(f"data_source must be one of {DATA_SOURCES}, got {self.data_source!r}")
+        elif self.data_source == "files" and not self.data_dir:
+            problems.append("data_dir is required")
+        elif self.data_source == "tfds" and self.task and self.task not in TFDS_TASKS:
+            problems.append(f"task {self.task!r} has no TFDS reader (data_source=tfds reads "
+                            f"{', '.join(sorted(TFDS_TASKS))})")
+        if not self.output_dir:
+            problems.append("output_dir is required")
+        if not self.seeds and not any(p.startswith("seeds") for p in problems):
+            problems.append("seeds is empty")
+        if not any(p.startswith("learning_rates") for p in problems) and any(
+                lr <= 0 for lr in self.learning_rates):
+            problems.append(f"learning rates must be positive, got {self.learning_rates}")
+        if self.strategy not in freezing.FREEZING_POLICIES:
+            problems.append(f"strategy must be one of {freezing.FREEZING_POLICIES}, got "
+                            f"{self.strategy!r}")
+        if self.distribution_strategy not in training.DISTRIBUTION_STRATEGIES:
+            problems.append(f"distribution_strategy must be one of "
+                            f"{training.DISTRIBUTION_STRATEGIES}, got "
+                            f"{self.distribution_strategy!r}")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            problems.append(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+        problems += precision.check_settings(self.mixed_precision, self.jit_compile)
+        for name in ("seq_length", "train_batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be positive, got {getattr(self, name)}")
+        if self.epochs <= 0 and self.train_steps <= 0:
+            problems.append("epochs (or train_steps) must be positive")
+        if self.warmup_fraction > 1.0:
+            problems.append(f"warmup_fraction must be <= 1, got {self.warmup_fraction}")
+        if self.transfer_layers >= 0 and not self.init_checkpoint:
+            problems.append("transfer_layers needs an init_checkpoint to transfer from")
+        if self.loss not in LOSSES:
+            problems.append(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        elif self.loss == "soft_f1" and self.task and spec.kind != "classification":
+            problems.append(f"loss soft_f1 is for classification tasks; task {self.task!r} is "
+                            f"a {spec.kind} task (use --loss=cross_entropy)")
+        if self.bilstm_layers < 0 or self.bilstm_units < 1:
+            problems.append(f"bilstm_layers must be >= 0 and bilstm_units >= 1, got "
+                            f"{self.bilstm_layers} and {self.bilstm_units}")
+        if problems:
+            raise ValueError("bad fine-tuning config: " + "; ".join(problems))
+
+    @property
+    def input_format(self) -> str:
+        """"bert" or "gpt": the tokenizer, features, heads and losses `model` is fine-tuned
+        with (the LSTM baseline uses GPT-1's "same framework", so "gpt")."""
+        return INPUT_FORMATS[self.model]
+
+    @property
+    def resolved_learning_rates(self) -> Tuple[float, ...]:
+        return self.learning_rates or (
+            BERT_LEARNING_RATES if self.input_format == "bert" else GPT_LEARNING_RATES)
+
+    @property
+    def resolved_warmup_fraction(self) -> float:
+        return (self.warmup_fraction if self.warmup_fraction >= 0
+                else WARMUP_FRACTION[self.input_format])
