@@ -11,6 +11,7 @@ import pytest
 from finetune.examples import ChoiceExample, SpanExample, TextExample, TokenExample
 from finetune.features import (IGNORE_LABEL, best_span, decode_word_predictions, encode_examples,
                                predict_answers)
+from tfmodels.preprocessing import TextPacker
 
 
 @pytest.fixture(scope="module")
@@ -78,13 +79,14 @@ def test_bert_pair_layout(wp):
     assert a["input_ids"].dtype == np.int32
 
 
-def test_bert_truncation_agrees_with_tokenizer_encode(wp, shared_data):
+def test_bert_truncation_agrees_with_the_text_packer(wp, shared_data):
     with open(shared_data / "glue/RTE/train.tsv", encoding="utf-8") as f:
         rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:201]
     examples = [TextExample(f"rte:{r[0]}", r[1], r[2], r[3]) for r in rows]
     enc = encode_examples(examples, "classification", "bert", wp, 32,
                           label_names=("entailment", "not_entailment"))
-    reference = wp.encode([e.text_a for e in examples], [e.text_b for e in examples], seq_length=32)
+    reference = TextPacker(wp, "bert", 32).encode([e.text_a for e in examples],
+                                                 [e.text_b for e in examples])
     assert (enc.arrays["input_mask"].sum(1) == 32).mean() > 0.5  # most pairs were truncated
     for key in ("input_ids", "segment_ids", "input_mask"):
         np.testing.assert_array_equal(enc.arrays[key], reference[key].numpy())

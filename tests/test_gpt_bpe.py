@@ -23,6 +23,7 @@ def real_lines(path, count):
 def test_vocabulary_and_added_tokens(tokenizer):
     assert tokenizer.bpe_vocab_size == 40478
     assert tokenizer.vocab_size == 40481
+    assert tokenizer.family == "gpt"
     assert (tokenizer.start_id, tokenizer.delimiter_id, tokenizer.classify_id) == (
         40478, 40479, 40480)
     assert tokenizer.decoder[tokenizer.unk_id] == "<unk>"

@@ -4,6 +4,7 @@ import pytest
 import tensorflow as tf
 
 from pretraining.masking import mask_packed_inputs
+from tfmodels.preprocessing import TextPacker
 
 
 @pytest.fixture(scope="module")
@@ -12,7 +13,7 @@ def tokenizer(wordpiece):
 
 
 def masked(tokenizer, texts, seq_length=64, max_predictions=20, **kwargs):
-    packed = tokenizer.encode(texts, seq_length=seq_length)
+    packed = TextPacker(tokenizer, "bert", seq_length).encode(texts)
     out = mask_packed_inputs(packed, tokenizer.vocab_size, tokenizer.mask_id,
                              [tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id],
                              max_predictions, **kwargs)
@@ -53,7 +54,7 @@ def test_fresh_mask_each_call_and_graph_mode(tokenizer):
     _, first = masked(tokenizer, texts, seq_length=24, max_predictions=4)
     _, second = masked(tokenizer, texts, seq_length=24, max_predictions=4)
     assert (first["masked_lm_positions"] != second["masked_lm_positions"]).any()
-    packed = tokenizer.encode(texts, seq_length=24)
+    packed = TextPacker(tokenizer, "bert", 24).encode(texts)
     graph = tf.function(lambda p: mask_packed_inputs(p, tokenizer.vocab_size,
                                                      tokenizer.mask_id, [101, 102, 0], 4))
     shapes = {k: tuple(v.shape) for k, v in graph(packed).items()}

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfmodels.preprocessing import TextPacker
 from tfmodels.tokenizers.wordpiece import WordPieceTokenizer
 from tfmodels.tokenizers.wordpiece_vocab import learn_wordpiece_vocab, write_vocab_file
 
@@ -23,6 +24,11 @@ def minilm(minilm_dir):
     return WordPieceTokenizer(str(minilm_dir / "vocab.txt"), lower_case=True), oracle
 
 
+def pack(tokenizer, texts_a, texts_b=None, seq_length=128):
+    """`[CLS] A [SEP] (B [SEP])` rows of seq_length, as every caller builds them."""
+    return TextPacker(tokenizer, "bert", seq_length).encode(texts_a, texts_b)
+
+
 def assert_same_as_oracle(ours, encodings, seq_length):
     for i, e in enumerate(encodings):
         n = len(e.ids)
@@ -36,7 +42,7 @@ def test_single_sentences_agree_with_hf_tokenizer(minilm, shared_data):
     tokenizer, oracle = minilm
     sentences = [row[0] for row in read_tsv(shared_data / "glue/SST-2/train.tsv")[1:2001]]
     oracle.enable_truncation(128, strategy="longest_first")
-    ours = {k: v.numpy() for k, v in tokenizer.encode(sentences, seq_length=128).items()}
+    ours = {k: v.numpy() for k, v in pack(tokenizer, sentences, seq_length=128).items()}
     assert_same_as_oracle(ours, oracle.encode_batch(sentences), 128)
 
 
@@ -48,7 +54,7 @@ def test_sentence_pairs_agree_with_hf_tokenizer(minilm, shared_data, seq_length)
     first, second = [r[3] for r in rows], [r[4] for r in rows]
     tokenizer, oracle = minilm
     oracle.enable_truncation(seq_length, strategy="longest_first")
-    ours = {k: v.numpy() for k, v in tokenizer.encode(first, second, seq_length).items()}
+    ours = {k: v.numpy() for k, v in pack(tokenizer, first, second, seq_length).items()}
     assert_same_as_oracle(ours, oracle.encode_batch(list(zip(first, second))), seq_length)
 
 
@@ -57,15 +63,15 @@ def test_graph_and_eager_agree(minilm, shared_data):
     rows = read_tsv(shared_data / "glue/MRPC/train.tsv", encoding="utf-8-sig")[1:201]
     first = tf.constant([r[3] for r in rows])
     second = tf.constant([r[4] for r in rows])
-    graph = tf.function(lambda a, b: tokenizer.encode(a, b, seq_length=48))
-    eager = tokenizer.encode(first, second, seq_length=48)
+    graph = tf.function(lambda a, b: pack(tokenizer, a, b, seq_length=48))
+    eager = pack(tokenizer, first, second, seq_length=48)
     for key, value in graph(first, second).items():
         assert value.shape == (200, 48)
         np.testing.assert_array_equal(value, eager[key])
     dataset = tf.data.Dataset.from_tensor_slices(first).batch(50).map(
-        lambda t: tokenizer.encode(t, seq_length=48))
+        lambda t: pack(tokenizer, t, seq_length=48))
     from_data = np.concatenate([b["input_ids"].numpy() for b in dataset])
-    np.testing.assert_array_equal(from_data, tokenizer.encode(first, seq_length=48)["input_ids"])
+    np.testing.assert_array_equal(from_data, pack(tokenizer, first, seq_length=48)["input_ids"])
 
 
 def test_words_group_pieces(minilm):
@@ -74,6 +80,12 @@ def test_words_group_pieces(minilm):
     pieces = [[tokenizer.id_to_token(i) for i in word] for word in words[0]]
     assert pieces == [["unbelievable"], ["em", "##bed", "##ding", "##s"], ["!"]]
     assert words[1] == []
+    # encode: the same ids as tokenize, as Python lists (the tokenizers' shared protocol).
+    assert tokenizer.encode(["unbelievable embeddings!", ""]) == [
+        [i for word in words[0] for i in word], []]
+    assert tokenizer.family == "bert"
+    with pytest.raises(TypeError, match="list of strings"):
+        tokenizer.encode("one string")
     assert tokenizer.detokenize(tokenizer.tokenize(["embeddings here"])).numpy()[0] == \
         b"embeddings here"
 
@@ -90,7 +102,7 @@ def test_cased_vocabulary_keeps_case_and_accents(shared_data):
 
 def test_empty_and_over_long_text(minilm):
     tokenizer, _ = minilm
-    packed = tokenizer.encode(["", "word " * 1000], seq_length=16)
+    packed = pack(tokenizer, ["", "word " * 1000], seq_length=16)
     assert packed["input_ids"].numpy()[0].tolist()[:3] == [tokenizer.cls_id, tokenizer.sep_id, 0]
     assert packed["input_mask"].numpy()[1].sum() == 16
 

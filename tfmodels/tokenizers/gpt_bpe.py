@@ -241,6 +241,8 @@ class GptBpeTokenizer(tf.Module):
     tf.function, tf.data and SavedModels) return the same ids.
     """
 
+    family = "gpt"  # the layout its special tokens serve (tfmodels.preprocessing)
+
     def __init__(self, encoder_file: str, merges_file: str,
                  special_tokens: Sequence[str] = SPECIAL_TOKENS, name: Optional[str] = None):
         super().__init__(name=name)

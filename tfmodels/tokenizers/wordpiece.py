@@ -8,7 +8,7 @@ so its tokenizer model and lookup resources are tracked and exported with the mo
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 import tensorflow as tf
 import tensorflow_text as tf_text
@@ -52,6 +52,8 @@ class WordPieceTokenizer(tf.Module):
     google-research/bert's BasicTokenizer; words longer than `max_chars_per_word` bytes become
     [UNK].
     """
+
+    family = "bert"  # the layout its special tokens serve (tfmodels.preprocessing)
 
     def __init__(self, vocab_file: str, lower_case: bool = True,
                  max_chars_per_word: int = 100, name: Optional[str] = None):
@@ -142,16 +144,13 @@ class WordPieceTokenizer(tf.Module):
         return self._tokenizer.tokenize_with_offsets(texts if normalized
                                                      else self.normalize(texts))
 
-    def encode(self, texts_a: Texts, texts_b: Optional[Texts] = None,
-               seq_length: int = 128) -> Dict[str, tf.Tensor]:
-        """Tokenises and packs one or two segments into `[CLS] A [SEP] (B [SEP])` rows of
-        `seq_length` (tfmodels.preprocessing.TextPacker: longest-first truncation)."""
-        from tfmodels.preprocessing import TextPacker
-        packer = TextPacker(self, "bert", seq_length)
-        parts = [packer.tokenize(texts_a)] + (
-            [packer.tokenize(texts_b)] if texts_b is not None else [])
-        packed = packer.pack(parts, width=seq_length)
-        return {k: packed[k] for k in ("input_ids", "segment_ids", "input_mask")}
+    def encode(self, texts: Iterable[str]) -> List[List[int]]:
+        """Texts -> one list of WordPiece ids per text, no special tokens (eager; the
+        tokenizers' shared protocol, see tfmodels.preprocessing). `[CLS] A [SEP] (B [SEP])` rows
+        are `TextPacker(tokenizer, "bert", seq_length).encode(texts_a, texts_b)`."""
+        if isinstance(texts, str):
+            raise TypeError("encode takes a list of strings, not a string")
+        return self.tokenize(list(texts)).to_list()
 
 
 def group_pieces_into_words(pieces: tf.RaggedTensor,
