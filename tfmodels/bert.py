@@ -22,23 +22,6 @@ from tfmodels.layers.tracking import CheckpointListsMixin
 from tfmodels.layers.transformer import TransformerBlock
 
 
-def _as_backbone(value, backbone_cls):
-    """A backbone from itself, its serialised form (a `.keras` config dict) or a config."""
-    if isinstance(value, dict) and "class_name" in value:
-        value = keras.saving.deserialize_keras_object(value)
-    return value if isinstance(value, backbone_cls) else backbone_cls(value)
-
-
-def _as_config(config, expected_cls):
-    if isinstance(config, dict):
-        config = configs.config_from_dict(config)
-    elif isinstance(config, str):
-        config = configs.get_config(config)
-    if not isinstance(config, expected_cls):
-        raise ValueError(f"expected a {expected_cls.__name__}, got {type(config).__name__}")
-    return config
-
-
 @keras.saving.register_keras_serializable(package="tfmodels")
 class BertEncoder(CheckpointListsMixin, keras.Model):
     """The BERT encoder ("backbone"): embeddings, L post-LN Transformer blocks and the pooler.
@@ -55,7 +38,7 @@ class BertEncoder(CheckpointListsMixin, keras.Model):
 
     def __init__(self, config: Union[configs.BertConfig, dict, str] = "bert_base", **kwargs):
         super().__init__(**kwargs)
-        self.config = _as_config(config, configs.BertConfig)
+        self.config = configs.resolve_config(config, configs.BertConfig)
         cfg = self.config
         init = keras.initializers.TruncatedNormal(stddev=cfg.initializer_range)
         policy = self.dtype_policy
@@ -146,7 +129,7 @@ class BertPretrainer(keras.Model):
 
     def __init__(self, encoder: Union[BertEncoder, dict, str] = "bert_base", **kwargs):
         super().__init__(**kwargs)
-        encoder = _as_backbone(encoder, BertEncoder)
+        encoder = configs.resolve_backbone(encoder, BertEncoder)
         self.encoder = encoder
         cfg = encoder.config
         init = keras.initializers.TruncatedNormal(stddev=cfg.initializer_range)
@@ -187,7 +170,7 @@ class BertCausalLM(keras.Model):
 
     def __init__(self, encoder: Union[BertEncoder, dict, str] = "bert_base", **kwargs):
         super().__init__(**kwargs)
-        encoder = _as_backbone(encoder, BertEncoder)
+        encoder = configs.resolve_backbone(encoder, BertEncoder)
         if not encoder.config.causal:
             raise ValueError("BertCausalLM needs a causal encoder (BertConfig(causal=True)): "
                              "a bidirectional one sees the token it predicts")

@@ -187,3 +187,24 @@ def config_to_dict(config: ModelConfig) -> Dict[str, Any]:
     architecture = ("bert" if isinstance(config, BertConfig)
                     else "lstm" if isinstance(config, LstmConfig) else "gpt")
     return {"architecture": architecture, **config.to_dict()}
+
+
+def resolve_config(config, expected_cls: type) -> ModelConfig:
+    """A model's `config` argument as an `expected_cls` instance: the config itself, a named
+    size ("bert_base") or its dict form (what `get_config` of a saved model holds)."""
+    if isinstance(config, dict):
+        config = config_from_dict(config)
+    elif isinstance(config, str):
+        config = get_config(config)
+    if not isinstance(config, expected_cls):
+        raise ValueError(f"expected a {expected_cls.__name__}, got {type(config).__name__}")
+    return config
+
+
+def resolve_backbone(value, backbone_cls: type):
+    """A wrapping model's backbone argument as a `backbone_cls` instance: the backbone itself,
+    its serialised form (a `.keras` config dict) or anything `backbone_cls` takes as config."""
+    import keras  # here, not at the top: configs alone must not need a Keras backend
+    if isinstance(value, dict) and "class_name" in value:
+        value = keras.saving.deserialize_keras_object(value)
+    return value if isinstance(value, backbone_cls) else backbone_cls(value)

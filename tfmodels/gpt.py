@@ -15,7 +15,6 @@ import keras
 from keras import ops
 
 from tfmodels import configs
-from tfmodels.bert import _as_backbone, _as_config
 from tfmodels.layers.attention import causal_mask, padding_mask
 from tfmodels.layers.embeddings import PositionEmbedding, TiedEmbedding
 from tfmodels.layers.tracking import CheckpointListsMixin
@@ -36,7 +35,7 @@ class GptDecoder(CheckpointListsMixin, keras.Model):
 
     def __init__(self, config: Union[configs.GptConfig, dict, str] = "gpt1", **kwargs):
         super().__init__(**kwargs)
-        self.config = _as_config(config, configs.GptConfig)
+        self.config = configs.resolve_config(config, configs.GptConfig)
         cfg = self.config
         init = keras.initializers.TruncatedNormal(stddev=cfg.initializer_range)
         policy = self.dtype_policy
@@ -102,7 +101,7 @@ class DecoderLanguageModel(keras.Model):
 
     def __init__(self, decoder=None, **kwargs):
         super().__init__(**kwargs)
-        self.decoder = _as_backbone(decoder or self.default_config, self.decoder_class)
+        self.decoder = configs.resolve_backbone(decoder or self.default_config, self.decoder_class)
         self.built = True
 
     @property

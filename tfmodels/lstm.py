@@ -20,7 +20,6 @@ import keras
 from keras import ops
 
 from tfmodels import configs
-from tfmodels.bert import _as_config
 from tfmodels.gpt import DecoderLanguageModel
 from tfmodels.layers.embeddings import TiedEmbedding
 from tfmodels.layers.tracking import CheckpointListsMixin
@@ -45,7 +44,7 @@ class LstmDecoder(CheckpointListsMixin, keras.Model):
     def __init__(self, config: Union[configs.LstmConfig, dict, str] = "lstm_2048",
                  use_cudnn: Union[str, bool] = "auto", **kwargs):
         super().__init__(**kwargs)
-        self.config = _as_config(config, configs.LstmConfig)
+        self.config = configs.resolve_config(config, configs.LstmConfig)
         self.use_cudnn = use_cudnn
         cfg = self.config
         init = keras.initializers.TruncatedNormal(stddev=cfg.initializer_range)
