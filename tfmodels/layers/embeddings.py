@@ -5,24 +5,27 @@ from keras import ops
 
 
 @keras.saving.register_keras_serializable(package="tfmodels")
-class TiedEmbedding(keras.layers.Embedding):
-    """Token embedding whose transpose is the language-model output layer.
+class TiedEmbedding(keras.layers.ReversibleEmbedding):
+    """Token embedding whose transpose is the language-model output layer: Keras'
+    `ReversibleEmbedding` with tied weights (both papers share the matrix).
 
     `call(ids)` looks tokens up: int [batch, seq] -> [batch, seq, hidden].
     `call(hidden, reverse=True)` projects back onto the vocabulary:
-    [..., hidden] -> logits [..., vocab_size], sharing the same matrix as both papers do.
+    [..., hidden] -> logits [..., vocab_size].
+
+    The one difference from the Keras layer's defaults: the reverse projection runs in the
+    layer's compute dtype (bf16 under mixed_bfloat16, like every other matmul of the models),
+    where Keras would leave its float32 kernel to upcast the product. The class keeps its
+    registered name and the `embeddings` weight, so saved models and checkpoints load.
     """
 
-    def call(self, inputs, reverse: bool = False):
-        if not reverse:
-            return super().call(inputs)
-        kernel = ops.cast(self.embeddings, self.compute_dtype)
-        return ops.matmul(inputs, ops.transpose(kernel))
-
-    def compute_output_shape(self, input_shape, reverse: bool = False):
-        if reverse:
-            return tuple(input_shape[:-1]) + (self.input_dim,)
-        return super().compute_output_shape(input_shape)
+    def __init__(self, input_dim, output_dim, **kwargs):
+        super().__init__(input_dim, output_dim, **kwargs)
+        if self.reverse_dtype is None:
+            self.reverse_dtype = self.compute_dtype
+        if not self.tie_weights:
+            raise ValueError("TiedEmbedding ties its weights: use "
+                             "keras.layers.ReversibleEmbedding for an untied projection")
 
 
 @keras.saving.register_keras_serializable(package="tfmodels")
