@@ -17,7 +17,10 @@ A second table compares an export that pads each request only to its longest row
 default) with one padding every request to seq_length (`pad_to_max_length=True`, the former
 behaviour): batch 1 of a short sentence and batch 32 of real SST-2 sentences, outputs checked
 equal within 1e-5; its last line is `serving padding: <case> X.XXx ...` (fixed p50 / per-request
-p50).
+p50). Timed in the same round robin, a breakdown of the per-request call: its `preprocess`
+signature alone (raw text -> rows) and `serving_ids` (model + decoding, no text ops) on those
+rows at their width and padded to seq_length; `serving_ids` at seq_length / at the request's
+width is the ceiling of the padding ratio, what the model alone gains from fewer positions.
 """
 import os
 
@@ -142,12 +145,20 @@ def main(argv):
 
 
     print(f"\nShort texts: an export padding each request to its longest row vs one padding to "
-          f"seq_length {seq} (raw text in, serving_default)\n")
-    print("| case | export | p50 ms | p99 ms | p50 fixed / p50 per-request |")
-    print("|---|---|---:|---:|---:|")
-    for case, export_name, p50, p99, ratio in padding_rows:
-        print(f"| {case} | {export_name} | {p50:.1f} | {p99:.1f} | {ratio:.2f}x |")
-    ratios = {case: ratio for case, name, _, _, ratio in padding_rows if name == "per-request"}
+          f"seq_length {seq} (raw text in, serving_default; below the line, pieces of the "
+          f"per-request call)\n")
+    print("| case | call | width | p50 ms | p99 ms | p50 fixed / p50 of the call |")
+    print("|---|---|---:|---:|---:|---:|")
+    for case, export_name, width, p50, p99, ratio in padding_rows:
+        print(f"| {case} | {export_name} | {width} | {p50:.1f} | {p99:.1f} | {ratio:.2f}x |")
+    for case in dict.fromkeys(row[0] for row in padding_rows):
+        p50 = {name: p for c, name, _, p, _, _ in padding_rows if c == case}
+        print(f"{case}: per-request {p50['per-request']:.1f} ms = preprocess "
+              f"{p50['preprocess (text -> rows)']:.1f} + model and decoding "
+              f"{p50['serving_ids, request width']:.1f} + rest "
+              f"{p50['per-request'] - p50['preprocess (text -> rows)'] - p50['serving_ids, request width']:.1f}; "
+              f"model-only ceiling {p50[f'serving_ids, padded to {seq}'] / p50['serving_ids, request width']:.2f}x")
+    ratios = {case: ratio for case, name, _, _, _, ratio in padding_rows if name == "per-request"}
     print("serving padding: " + " ".join(f"{case} {r:.2f}x" for case, r in ratios.items())
           + f"; max |probability difference| {max(diffs):.1e}")
 
@@ -161,18 +172,33 @@ def padding_cases(model, task, tokenizer, base: str, seq: int):
     """p50/p99 of serving_default on a short sentence (batch 1) and 32 real SST-2 sentences,
     per-request width vs fixed seq_length, interleaved; outputs must agree (padding is
     masked)."""
-    exports = {name: tf.saved_model.load(export.export_saved_model(
+    loaded = {name: tf.saved_model.load(export.export_saved_model(
         model, task, tokenizer, base, f"sst2_{name}", seq, warmup=False,
-        pad_to_max_length=(name == "fixed"))).signatures["serving_default"]
+        pad_to_max_length=(name == "fixed"))).signatures
         for name in ("fixed", "per-request")}
+    per_request = loaded["per-request"]
     cases = {"batch 1, short sentence": [FLAGS.short_text],
              "batch 32, real SST-2": real_sst2_sentences(32)}
     rows, diffs = [], []
     for case, texts in cases.items():
         text = tf.constant(texts)
-        calls = {name: (lambda fn=fn: fn(text=text)["probabilities"].numpy())
-                 for name, fn in exports.items()}
-        diffs.append(float(np.abs(calls["fixed"]() - calls["per-request"]()).max()))
+        ids = per_request["preprocess"](text=text)
+        width = int(ids["input_ids"].shape[1])
+        padded = {k: tf.pad(v, [[0, 0], [0, seq - width]]) for k, v in ids.items()}
+        calls = {name: (lambda fn=sigs["serving_default"]: fn(text=text)["probabilities"].numpy())
+                 for name, sigs in loaded.items()}
+        calls["preprocess (text -> rows)"] = lambda: per_request["preprocess"](
+            text=text)["input_ids"].numpy()
+        calls["serving_ids, request width"] = lambda: per_request["serving_ids"](
+            **ids)["probabilities"].numpy()
+        calls[f"serving_ids, padded to {seq}"] = lambda: per_request["serving_ids"](
+            **padded)["probabilities"].numpy()
+        widths = {"fixed": seq, "per-request": width, "preprocess (text -> rows)": width,
+                  "serving_ids, request width": width, f"serving_ids, padded to {seq}": seq}
+        outputs = [calls[name]() for name in ("fixed", "per-request",
+                                              "serving_ids, request width",
+                                              f"serving_ids, padded to {seq}")]
+        diffs.append(max(float(np.abs(outputs[0] - o).max()) for o in outputs[1:]))
         if diffs[-1] > 1e-5:
             raise AssertionError(f"{case}: per-request padding changed the outputs by "
                                  f"{diffs[-1]:.2e} (> 1e-5)")
@@ -180,7 +206,7 @@ def padding_cases(model, task, tokenizer, base: str, seq: int):
         fixed_p50 = percentile_ms(times["fixed"], 50)
         for name, t in times.items():
             p50 = percentile_ms(t, 50)
-            rows.append((case, name, p50, percentile_ms(t, 99), fixed_p50 / p50))
+            rows.append((case, name, widths[name], p50, percentile_ms(t, 99), fixed_p50 / p50))
     return rows, diffs
 
 
