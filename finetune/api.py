@@ -45,7 +45,7 @@ from finetune import batching
 from finetune.examples import ChoiceExample, SpanExample, TextExample, TokenExample
 from finetune.features import encode_examples
 from finetune.losses import task_loss
-from finetune.models import as_backbone, backbone_type, build_task_model
+from finetune.models import as_backbone, backbone_input_format, build_task_model
 from finetune.tasks import TaskSpec, get_task
 from finetune import metrics as task_metrics
 from tfmodels.optimization import create_optimizer
@@ -87,7 +87,7 @@ def load_backbone_and_tokenizer(checkpoint: str, model: str = "bert", vocab_file
     vocabulary beside it unless given), checked against each other."""
     from tfmodels.checkpoints.formats import bpe_files, load_checkpoint, wordpiece_vocab_file
     backbone = as_backbone(load_checkpoint(checkpoint))
-    model_type = backbone_type(backbone)
+    model_type = backbone_input_format(backbone)
     if model_type != ("gpt" if model in ("gpt", "lstm") else "bert"):
         raise ValueError(f"{checkpoint} holds a {type(backbone).__name__}, not a {model} model")
     if model_type == "bert":
@@ -194,7 +194,7 @@ class TextClassifier(keras.Model):
         self.regression = bool(regression)
         self.lower_case = bool(lower_case)
         self.lm_weight = float(lm_weight)
-        self.model_type = backbone_type(task_model)
+        self.model_type = backbone_input_format(task_model)
         self.task_spec = _task_spec(task, len(self.label_names), self.label_names, pair,
                                     regression, self.num_choices)
         self.output_key = "predictions" if self.task_spec.kind == "regression" else "logits"
@@ -223,7 +223,7 @@ class TextClassifier(keras.Model):
                              f"{seq_length}")
         keras.utils.set_random_seed(seed)
         options = {"dropout": dropout, "name": spec.name}
-        if backbone_type(backbone) == "gpt":
+        if backbone_input_format(backbone) == "gpt":
             options["aux_lm"] = lm_weight > 0
         task_model = build_task_model(spec, backbone, **options)
         return cls(task_model, tokenizer, seq_length, task=task,
@@ -451,7 +451,7 @@ class MultipleChoice(TextClassifier):
             checkpoint, model, vocab_file, bpe_encoder_file, bpe_merges_file, lower_case)
         keras.utils.set_random_seed(seed)
         options = {"dropout": dropout, "name": spec.name}
-        if backbone_type(backbone) == "gpt":
+        if backbone_input_format(backbone) == "gpt":
             options["aux_lm"] = lm_weight > 0
         return cls(build_task_model(spec, backbone, **options), tokenizer, seq_length, task=task,
                    pair=True, lower_case=lower_case, lm_weight=lm_weight,

@@ -10,7 +10,7 @@ from typing import Tuple
 from finetune import freezing
 from finetune.examples import BERT_ONLY_KINDS
 from finetune.losses import LOSSES
-from finetune.models import INPUT_FORMATS
+from finetune.models import ARCHITECTURE_INPUT_FORMAT, ARCHITECTURES
 from finetune.readers.tfds import TFDS_TASKS
 from finetune.tasks import get_task
 from tfmodels import configs, precision, training
@@ -22,7 +22,6 @@ from tfmodels.lstm import LstmDecoder
 BERT_LEARNING_RATES = (5e-5, 4e-5, 3e-5, 2e-5)   # BERT Section 4.1 / Appendix A.3
 GPT_LEARNING_RATES = (6.25e-5,)                  # GPT-1 Section 4.1
 WARMUP_FRACTION = {"bert": 0.1, "gpt": 0.002}    # BERT's 10%; GPT-1's 0.2%
-MODELS = tuple(INPUT_FORMATS)  # bert, gpt, lstm (GPT-1's LSTM baseline)
 # Each model's backbone class, config class and default random-init config.
 BACKBONES = {"bert": (BertEncoder, configs.BertConfig, "bert_base"),
               "gpt": (GptDecoder, configs.GptConfig, "gpt1"),
@@ -170,13 +169,13 @@ class FinetuneConfig:
             if not isinstance(value, tuple) or not all(
                     isinstance(v, kind) and not isinstance(v, bool) for v in value):
                 problems.append(f"{name} must be a tuple of {noun}, got {value!r}")
-        if self.model not in MODELS:
-            problems.append(f"model must be one of {MODELS}, got {self.model!r}")
+        if self.model not in ARCHITECTURES:
+            problems.append(f"model must be one of {ARCHITECTURES}, got {self.model!r}")
         if not self.task:
             problems.append("task is required")
         else:
             spec = get_task(self.task)  # ValueError listing the known tasks
-            if INPUT_FORMATS.get(self.model) == "gpt" and spec.kind in BERT_ONLY_KINDS:
+            if ARCHITECTURE_INPUT_FORMAT.get(self.model) == "gpt" and spec.kind in BERT_ONLY_KINDS:
                 problems.append(f"task {self.task!r} is a {spec.kind} task, which only BERT does "
                                 f"(GPT-1 has no input transform for it); use --model=bert")
         if self.data_source not in DATA_SOURCES:
@@ -227,7 +226,7 @@ class FinetuneConfig:
     def input_format(self) -> str:
         """"bert" or "gpt": the tokenizer, features, heads and losses `model` is fine-tuned
         with (the LSTM baseline uses GPT-1's "same framework", so "gpt")."""
-        return INPUT_FORMATS[self.model]
+        return ARCHITECTURE_INPUT_FORMAT[self.model]
 
     @property
     def resolved_learning_rates(self) -> Tuple[float, ...]:

@@ -13,7 +13,7 @@ import keras
 from keras import ops
 
 from finetune.features.tokens import IGNORE_LABEL  # noqa: F401  (the label the losses skip)
-from finetune.models import INPUT_FORMATS, stack_views
+from finetune.models import ARCHITECTURE_INPUT_FORMAT, ARCHITECTURES, stack_views
 from tfmodels.losses import causal_lm_loss
 from tfmodels.training import LossFn
 
@@ -145,8 +145,8 @@ def task_loss(task_spec, model_type: str = "bert", lm_weight: float = 0.5,
     loss: the head's loss, one of LOSSES: "cross_entropy" (every kind's own loss) or "soft_f1"
     (`soft_f1_loss`; classification tasks only).
     """
-    if model_type not in INPUT_FORMATS:
-        raise ValueError(f"model_type must be one of {tuple(INPUT_FORMATS)}, got {model_type!r}")
+    if model_type not in ARCHITECTURES:
+        raise ValueError(f"model_type must be one of {ARCHITECTURES}, got {model_type!r}")
     if lm_weight < 0:
         raise ValueError(f"lm_weight must be >= 0, got {lm_weight}")
     if loss not in LOSSES:
@@ -155,7 +155,7 @@ def task_loss(task_spec, model_type: str = "bert", lm_weight: float = 0.5,
     if loss == "soft_f1" and kind != "classification":
         raise ValueError(f"loss soft_f1 is for classification tasks; task "
                          f"{task_spec.name!r} is a {kind} task (use cross_entropy)")
-    with_lm = INPUT_FORMATS[model_type] == "gpt" and lm_weight > 0
+    with_lm = ARCHITECTURE_INPUT_FORMAT[model_type] == "gpt" and lm_weight > 0
 
     def loss_fn(outputs: Mapping, batch: Mapping) -> Dict:
         metrics = _head_loss(kind, outputs, batch, loss)

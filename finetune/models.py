@@ -10,7 +10,7 @@ becomes one vector, so that is the single branch (`TaskModel.encode`):
          summary is the last real token's state, as for GPT-1, and the pooler is unused.
   GPT-1  the final state at the classify token, h_l^m at `classify_position` (Section 3.2).
          GPT-1's LSTM baseline (tfmodels.lstm.LstmDecoder, Section 5) is fine-tuned exactly
-         like GPT-1 ("the same framework"): `backbone_type` is "gpt" (its input format) and
+         like GPT-1 ("the same framework"): `backbone_input_format` is "gpt" and
          `backbone_architecture` "lstm"; its aux LM goes through `backbone.lm_logits`.
 
 Heads (all with TruncatedNormal(0.02) kernels, the papers' initialiser):
@@ -53,11 +53,17 @@ from tfmodels.preprocessing import BERT_INPUT_KEYS, GPT_INPUT_KEYS
 Backbone = Union[BertEncoder, GptDecoder, LstmDecoder]
 _BACKBONES = (BertEncoder, GptDecoder, LstmDecoder)
 
-MODEL_TYPES = ("bert", "gpt")
-# Architecture -> input format (MODEL_TYPES: features, tokenizer, heads' summary, aux LM).
-# GPT-1's LSTM baseline is fine-tuned "using the same framework" (GPT-1 Section 5): GPT-1's
-# BPE, input transforms and auxiliary LM.
-INPUT_FORMATS = {"bert": "bert", "gpt": "gpt", "lstm": "gpt"}
+# Two concepts, two names (parameters still called `model` / `model_type` take one of them;
+# their docstrings say which):
+#   architecture  which network: "bert" | "gpt" | "lstm" (FinetuneConfig.model, the --model flag,
+#                 `backbone_architecture`)
+#   input format  which tokenizer, row layout (TextPacker's model_type), heads' summary and
+#                 objectives: "bert" | "gpt" (tfmodels.preprocessing.MODEL_TYPES, which
+#                 finetune.features calls INPUT_FORMATS; `backbone_input_format`,
+#                 FinetuneConfig.input_format). GPT-1's LSTM baseline is fine-tuned "using the
+#                 same framework" (GPT-1 Section 5): GPT-1's BPE, input transforms and aux LM.
+ARCHITECTURE_INPUT_FORMAT = {"bert": "bert", "gpt": "gpt", "lstm": "gpt"}
+ARCHITECTURES = tuple(ARCHITECTURE_INPUT_FORMAT)
 # Span logit at padding: far below any real logit, still finite in float32 softmax.
 MASKED_LOGIT = -1e9
 
@@ -86,10 +92,13 @@ def backbone_architecture(model) -> str:
     return "lstm" if isinstance(backbone, LstmDecoder) else "gpt"
 
 
-def backbone_type(model) -> str:
+def backbone_input_format(model) -> str:
     """"bert" or "gpt": the input format and objectives the backbone is fine-tuned with
-    (INPUT_FORMATS; the LSTM baseline is "gpt"). See `backbone_architecture` for the network."""
-    return INPUT_FORMATS[backbone_architecture(model)]
+    (the LSTM baseline is "gpt"). See `backbone_architecture` for the network."""
+    return ARCHITECTURE_INPUT_FORMAT[backbone_architecture(model)]
+
+
+backbone_type = backbone_input_format  # the earlier name (finetune.export still uses it)
 
 
 def backbone_lm_logits(backbone, sequence_output):
@@ -184,7 +193,7 @@ class TaskModel(keras.Model):
         if isinstance(backbone, dict):
             backbone = keras.saving.deserialize_keras_object(backbone)
         self.backbone = as_backbone(backbone)
-        self.model_type = backbone_type(self.backbone)
+        self.model_type = backbone_input_format(self.backbone)
         cfg = self.backbone.config
         if not 1 <= feature_layers <= cfg.num_layers + 1:
             raise ValueError(f"feature_layers must be in 1..{cfg.num_layers + 1} (the embeddings "
@@ -443,13 +452,13 @@ def build_task_model(task_spec, backbone, model_type: Optional[str] = None,
                      **options) -> TaskModel:
     """The head for `task_spec.kind` on `backbone`.
 
-    model_type: "bert" / "gpt" (the input format, `backbone_type`) or "lstm" (the
+    model_type: "bert" / "gpt" (the input format, `backbone_input_format`) or "lstm" (the
       architecture); checked against the backbone (inferred when None).
     options: feature_layers, dropout, bilstm_layers, bilstm_units, name; GPT-1 also aux_lm
       (default True, the paper) and symmetric (default: the task's `similarity`).
     """
     backbone = as_backbone(backbone)
-    actual = backbone_type(backbone)
+    actual = backbone_input_format(backbone)
     if model_type is not None and model_type not in (actual, backbone_architecture(backbone)):
         raise ValueError(f"model_type {model_type!r} does not match the backbone, "
                          f"a {type(backbone).__name__} ({actual!r})")

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from finetune import freezing
 from finetune.losses import task_loss
-from finetune.models import (SequenceClassifier, backbone_architecture, backbone_type,
+from finetune.models import (SequenceClassifier, backbone_architecture, backbone_input_format,
                              build_task_model)
 from finetune.tasks import get_task
 from finetune.trainer import FinetuneConfig, load_pretrained, run_finetune
@@ -190,7 +190,7 @@ def test_xla_runs_use_the_generic_lstm_kernel(tmp_path):
 
 def test_backbone_type_is_gpt_and_architecture_lstm():
     decoder = lstm()
-    assert backbone_type(decoder) == "gpt" and backbone_architecture(decoder) == "lstm"
+    assert backbone_input_format(decoder) == "gpt" and backbone_architecture(decoder) == "lstm"
     assert backbone_architecture(LstmLanguageModel(decoder)) == "lstm"
     assert backbone_architecture(GptDecoder("gpt_test")) == "gpt"
     model = build_task_model(get_task("sst2"), decoder, "lstm")

@@ -34,7 +34,7 @@ import numbers
 from typing import Any, Sequence
 
 from finetune.examples import BERT_ONLY_KINDS, KINDS
-from finetune.features.common import (BERT_INPUT_KEYS, GPT_INPUT_KEYS, MODELS, SEQUENCE_KEYS,
+from finetune.features.common import (BERT_INPUT_KEYS, GPT_INPUT_KEYS, INPUT_FORMATS, SEQUENCE_KEYS,
                                       EncodedFeatures)
 from finetune.features.sequence import encode_choice_examples, encode_text_examples
 from finetune.features.squad import (SpanFeature, SpanPrediction, best_span,
@@ -52,7 +52,7 @@ _OPTIONS = {
 }
 
 __all__ = [
-    "KINDS", "MODELS", "BERT_INPUT_KEYS", "GPT_INPUT_KEYS", "IGNORE_LABEL", "EncodedFeatures",
+    "KINDS", "INPUT_FORMATS", "BERT_INPUT_KEYS", "GPT_INPUT_KEYS", "IGNORE_LABEL", "EncodedFeatures",
     "SpanFeature", "SpanPrediction", "TokenFeature", "encode_examples", "encode_text_examples",
     "encode_choice_examples", "encode_span_examples", "encode_token_examples", "best_span",
     "predict_answers", "decode_word_predictions", "SEQUENCE_KEYS",
@@ -70,8 +70,8 @@ def encode_examples(examples: Sequence[Any], kind: str, model: str, tokenizer: A
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    if model not in MODELS:
-        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    if model not in INPUT_FORMATS:
+        raise ValueError(f"model must be one of {INPUT_FORMATS}, got {model!r}")
     if model == "gpt" and kind in BERT_ONLY_KINDS:
         raise ValueError(f"{kind} is a BERT task; GPT-1 has no {kind} input transform")
     unknown = sorted(set(task_options) - set(_OPTIONS[kind]))

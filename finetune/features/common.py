@@ -17,8 +17,7 @@ import tensorflow as tf
 
 from tfmodels.preprocessing import (BERT_INPUT_KEYS, GPT_INPUT_KEYS, TextPacker,
                                     ragged_from_lists)
-
-MODELS = ("bert", "gpt")
+from tfmodels.preprocessing import MODEL_TYPES as INPUT_FORMATS
 _TOKENIZE_CHUNK = 8192  # texts per in-graph call: one TF call per chunk, not per text
 # Arrays whose last axis is the sequence: what length-aware batching trims to a batch's width.
 SEQUENCE_KEYS = ("input_ids", "segment_ids", "input_mask", "label_ids", "label_mask")
@@ -62,8 +61,8 @@ class Tokens:
     one text path), for encoders that lay rows out in Python first (SQuAD windows)."""
 
     def __init__(self, tokenizer: Any, model: str, seq_length: int = 512):
-        if model not in MODELS:
-            raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+        if model not in INPUT_FORMATS:
+            raise ValueError(f"model must be one of {INPUT_FORMATS}, got {model!r}")
         self.packer = TextPacker(tokenizer, model, seq_length)
         self.tokenizer, self.model = tokenizer, model
 
