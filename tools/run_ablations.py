@@ -4,13 +4,18 @@
   python -m tools.run_ablations --experiments=bert_objectives
   python -m tools.run_ablations --experiments=all --seeds=0,1,2,3,4
 
-Experiments (tools/ablations/experiments.py): bert_objectives, bert_masking,
-bert_feature_based, model_size, loss_imbalanced, gpt_aux_lm, gpt_no_pretraining, gpt_lstm,
-layer_transfer, zero_shot_vs_steps. Each pretrains the small models it needs on WikiText-2
-(../shared/data/corpus), fine-tunes them on the real GLUE / SQuAD-subset / Story Cloze /
+Experiments (tools/ablations/experiments.py): pretraining_transfer, bert_objectives,
+bert_masking, bert_feature_based, model_size, loss_imbalanced, gpt_aux_lm, gpt_no_pretraining,
+gpt_lstm, layer_transfer, zero_shot_vs_steps. Each pretrains the small models it needs on
+--corpus (wikitext2: 217k words for quick checks; wikipedia20m: 20M words, see
+../shared/data/corpus), fine-tunes them on the real GLUE / SQuAD-subset / Story Cloze /
 CoNLL-2003 files with every seed, and writes <report_dir>/<experiment>.md and PNGs.
 Jobs are cached under --work_dir by a hash of their settings: a rerun skips finished work and
 an interrupted pretraining resumes. Runs are deterministic for a seed (TF op determinism).
+
+  python -m tools.run_ablations --experiments=pretraining_transfer --corpus=wikipedia20m \
+      --bert_pretrain_steps=3000 --pretrain_steps=1000 --finetune_examples=4000 \
+      --finetune_epochs=3 --report_dir=docs/reports/wikipedia20m
 
 The default budget keeps each experiment well under an hour on 2 CPU cores. To scale up on an
 accelerator, e.g.: --bert_config=bert_base --gpt_config=gpt1 --lstm_config=lstm_2048

@@ -59,7 +59,7 @@ def _seeds(ws: Workspace) -> int:
 def bert_pretrained(ws: Workspace, objective: str = "mlm", use_nsp: bool = True,
                     mask_token_rate: float = 0.8, random_token_rate: float = 0.1,
                     model_config: str = "", **overrides) -> str:
-    """The model_dir of a BERT pretrained on WikiText with the given objective and mask mix."""
+    """The model_dir of a BERT pretrained on the budget's corpus with the given objective and mask mix."""
     model_config = model_config or ws.budget.bert_config
     name = (f"{model_config}_{objective}{'_nsp' if use_nsp else ''}"
             f"_m{mask_token_rate:g}_r{random_token_rate:g}")
@@ -74,7 +74,7 @@ def bert_pretraining_text(ws: Workspace) -> str:
     vocab = (f"a {ws.wordpiece_vocab_size():,}-token WordPiece vocabulary learned from the same "
              "text" if b.bert_vocab_size else "the original uncased WordPiece vocabulary")
     return (f"pretrained {b.bert_pretrain_steps} steps (batch "
-            f"{b.pretrain_batch_size} x {b.pretrain_seq_length}) on WikiText-2 validation with "
+            f"{b.pretrain_batch_size} x {b.pretrain_seq_length}) on {corpus_text(ws)} with "
             f"{vocab}")
 
 
@@ -242,7 +242,7 @@ def _gpt_intro(ws: Workspace, extra: str) -> str:
     b = ws.budget
     return (f"{b.gpt_config} pretrained {b.pretrain_steps} steps (batch {b.pretrain_batch_size} "
             f"x {b.pretrain_seq_length} tokens, {b.bpe_merges}-merge BPE learned on the same "
-            f"text) on WikiText-2 validation, fine-tuned with the GPT-1 input transforms on the "
+            f"text) on {corpus_text(ws)}, fine-tuned with the GPT-1 input transforms on the "
             f"first {b.finetune_examples} examples of each task (Story Cloze: half its "
             f"validation CSV), {b.finetune_epochs:g} epochs, lr "
             f"{b.gpt_finetune_learning_rate:g}, aux LM weight 0.5 unless stated. " + extra)
@@ -368,3 +368,177 @@ def zero_shot_vs_steps(ws: Workspace) -> reports.Report:
         notes=[f"One pretraining seed per model; the plot's band is the binomial standard "
                f"error over {n} examples (none for MCC)."],
         figures=[("zero_shot_vs_steps_curve.png", "zero-shot score vs steps", draw)])
+
+
+# ---- Does pretraining transfer? ---------------------------------------------------------------
+
+TRANSFER_TASKS = {"bert": ("sst2", "mrpc", "squad_v1"), "gpt": ("sst2", "story_cloze")}
+# The metric the transfer line reports per task, and its name there.
+TRANSFER_METRICS = {"sst2": ("accuracy", "sst2"), "mrpc": ("f1", "mrpc"),
+                    "squad_v1": ("f1", "squad_f1"), "story_cloze": ("accuracy", "story_cloze")}
+
+
+def random_init(ws: Workspace, model: str) -> dict:
+    """Fine-tuning overrides for the same model from random initialisation."""
+    if model == "bert":
+        return dict(model_config=ws.budget.bert_config)
+    return dict(model_config=ws.budget.gpt_config, vocab_size=ws.bpe_vocab_size())
+
+
+def corpus_text(ws: Workspace) -> str:
+    return {"wikitext2": "WikiText-2 validation (217k words)",
+            "wikipedia20m": "wikipedia20m (20.0M words of English Wikipedia, the last of its "
+                            "36 files' final shard held out)"}[ws.budget.corpus]
+
+
+def transfer_verdicts(rows: Dict[str, Dict[str, List[float]]]) -> List[Tuple[str, str, float,
+                                                                             float, bool]]:
+    """(model, task name, pretrained minus random init mean, the larger std, clears it) per
+    task of TRANSFER_TASKS. rows: '<model> pretrained' / '<model> random' -> column values."""
+    verdicts = []
+    for model, tasks in TRANSFER_TASKS.items():
+        for task in tasks:
+            key, short = TRANSFER_METRICS[task]
+            label = dict(TASKS[task]["metrics"])[key]
+            (pre_mean, pre_std), (rnd_mean, rnd_std) = (
+                reports.mean_std(rows[f"{model} {arm}"][label]) for arm in ("pretrained",
+                                                                              "random"))
+            spread = max(pre_std, rnd_std)
+            verdicts.append((model, short, pre_mean - rnd_mean, spread,
+                             pre_mean - rnd_mean > spread))
+    return verdicts
+
+
+def transfer_line(verdicts) -> str:
+    """`transfer: bert sst2 +X.X mrpc +X.X squad_f1 +X.X; gpt sst2 +X.X story_cloze +X.X`"""
+    parts = []
+    for model in TRANSFER_TASKS:
+        parts.append(f"{model} " + " ".join(f"{short} {delta:+.1f}"
+                                            for m, short, delta, _, _ in verdicts if m == model))
+    return "transfer: " + "; ".join(parts)
+
+
+def pretraining_metrics(model_dir: pathlib.Path) -> List[Dict[str, float]]:
+    """The held-out evaluation rows of a pretraining run's metrics.jsonl, by step."""
+    import json
+    rows = []
+    with open(model_dir / "metrics.jsonl", encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            if any(k.startswith("eval_") for k in row):
+                rows.append(row)
+    return sorted(rows, key=lambda r: r["step"])
+
+
+@experiment
+def pretraining_transfer(ws: Workspace) -> reports.Report:
+    """Pretrained vs the same model from random init, after the same fine-tuning: BERT (MLM +
+    NSP) on SST-2, MRPC and SQuAD, GPT-1 (causal LM) on SST-2 and Story Cloze; plus the
+    held-out pretraining metrics and the downstream score of checkpoints along the way."""
+    b = ws.budget
+    model_dirs = {"bert": pathlib.Path(bert_pretrained(ws)),
+                  "gpt": pathlib.Path(gpt_pretrained(ws))}
+    by_label: Dict[str, Dict[str, List[float]]] = {}
+    rows = []
+    # The job names are bert_objectives' and gpt_no_pretraining's: those reuse these jobs.
+    for model, pretrained_name, random_name in (("bert", "objectives_mlm_nsp",
+                                                 "objectives_random"),
+                                                ("gpt", "gpt_aux", "gpt_random")):
+        tasks = TRANSFER_TASKS[model]
+        for arm, name, checkpoint, extra in (
+                ("pretrained", pretrained_name, str(model_dirs[model]), {}),
+                ("random", random_name, "", random_init(ws, model))):
+            row = task_row(ws, name, tasks, model, checkpoint, **extra)
+            row = {f"{model.upper()} {label}": values for label, values in row.items()}
+            by_label[f"{model} {arm}"] = {label.split(" ", 1)[1]: values
+                                          for label, values in row.items()}
+            rows.append((f"{'BERT' if model == 'bert' else 'GPT-1'} "
+                         f"{'pretrained' if arm == 'pretrained' else 'random init'}", row))
+    columns = [f"{m.upper()} {label}" for m in TRANSFER_TASKS
+               for label in columns_of(TRANSFER_TASKS[m])]
+
+    # Downstream score of BERT checkpoints along the way (step 0 = the random-init row).
+    curve_task = TRANSFER_TASKS["bert"][0]
+    key, _ = TRANSFER_METRICS[curve_task]
+    label = dict(TASKS[curve_task]["metrics"])[key]
+    steps = Workspace.checkpoint_steps(model_dirs["bert"])
+    picked = [steps[round(i * (len(steps) - 1) / max(b.transfer_curve_points - 1, 1))]
+              for i in range(b.transfer_curve_points)] if steps else []
+    curve = [(0, by_label["bert random"][label])]
+    for step in sorted(set(picked)):
+        if step == steps[-1]:
+            curve.append((step, by_label["bert pretrained"][label]))
+            continue
+        keras_file = ws.checkpoint_model(model_dirs["bert"], step,
+                                         model_dirs["bert"] / "steps" / f"step_{step}.keras")
+        values = ws.finetune_seeds(f"transfer_bert_step{step}", curve_task, "bert",
+                                   keras_file)[key]
+        curve.append((step, values))
+    bert_metrics = pretraining_metrics(model_dirs["bert"])
+    gpt_metrics = pretraining_metrics(model_dirs["gpt"])
+
+    def draw_pretraining(path):
+        series = {
+            "BERT held-out MLM acc (x100)": ([r["step"] for r in bert_metrics],
+                                             [100 * r["eval_mlm_accuracy"] for r in bert_metrics],
+                                             [0.0] * len(bert_metrics)),
+            "BERT held-out NSP acc (x100)": ([r["step"] for r in bert_metrics],
+                                             [100 * r["eval_nsp_accuracy"] for r in bert_metrics],
+                                             [0.0] * len(bert_metrics))}
+        return reports.line_plot(path, "BERT pretraining on held-out text", "pretraining step",
+                                 "accuracy x100", series)
+
+    def draw_perplexity(path):
+        series = {"GPT-1 held-out LM perplexity": (
+            [r["step"] for r in gpt_metrics],
+            [math.exp(r["eval_lm_loss"]) for r in gpt_metrics], [0.0] * len(gpt_metrics))}
+        return reports.line_plot(path, "GPT-1 pretraining on held-out text", "pretraining step",
+                                 "perplexity", series)
+
+    def draw_curve(path):
+        stats = [reports.mean_std(values) for _, values in curve]
+        return reports.line_plot(
+            path, f"BERT {label} vs pretraining steps ({_seeds(ws)} seeds, band = std)",
+            "pretraining step of the checkpoint fine-tuned (0 = random init)", label,
+            {label: ([s for s, _ in curve], [m for m, _ in stats], [s for _, s in stats])})
+
+    verdicts = transfer_verdicts(by_label)
+    notes = [f"{model.upper()} {short}: pretrained minus random init {delta:+.1f} points, larger "
+             f"std {spread:.1f}: {'transfers' if ok else 'does not clear the spread'}"
+             for model, short, delta, spread, ok in verdicts]
+    bert_deltas = [delta for model, _, delta, _, _ in verdicts if model == "bert"]
+    notes.append(f"Bar (every delta above the larger std, one BERT delta >= 3 points): "
+                 f"{'met' if all(v[4] for v in verdicts) and max(bert_deltas) >= 3 else 'not met'}.")
+    pretraining_rows = []
+    for model in ("bert", "gpt"):
+        summary = Workspace.pretrain_summary(model_dirs[model])
+        final = summary.get("final_eval", {})
+        shown = (f"held-out MLM acc {final.get('eval_mlm_accuracy', float('nan')):.3f}, NSP acc "
+                 f"{final.get('eval_nsp_accuracy', float('nan')):.3f}" if model == "bert" else
+                 f"held-out perplexity {math.exp(final.get('eval_lm_loss', float('nan'))):.1f}")
+        pretraining_rows.append(
+            f"{model.upper()} pretraining: {summary.get('settings', {}).get('model_config')}, "
+            f"{b.steps_for(model)} steps of {b.pretrain_batch_size} x {b.pretrain_seq_length} "
+            f"tokens, {summary.get('seconds', float('nan')) / 60:.1f} min; {shown}")
+    notes = pretraining_rows + [f"Curve ({curve_task}): " + ", ".join(
+        f"step {s} {reports.cell(v)}" for s, v in curve)] + notes
+    return reports.Report(
+        name="pretraining_transfer", title="Does pretraining transfer? Pretrained vs random init",
+        intro=(f"{b.bert_config} (MLM + NSP, lr {b.bert_learning_rate:g}, "
+               f"{b.bert_pretrain_steps} steps) and {b.gpt_config} (causal LM, lr "
+               f"{b.gpt_learning_rate:g}, {b.pretrain_steps} steps), batch "
+               f"{b.pretrain_batch_size} x {b.pretrain_seq_length} tokens, pretrained on "
+               f"{corpus_text(ws)} with vocabularies learned from it; then the same fine-tuning "
+               f"from the pretrained weights and from random init: the first "
+               f"{b.finetune_examples} examples of each task (Story Cloze: half its CSV), "
+               f"{b.finetune_epochs:g} epochs, lr {b.bert_finetune_learning_rate:g} (BERT) / "
+               f"{b.gpt_finetune_learning_rate:g} (GPT-1, aux LM 0.5). The papers' premise: "
+               "pretraining is what makes the fine-tuned model good."),
+        columns=columns, rows=rows, seeds=_seeds(ws), notes=notes,
+        figures=[("pretraining_transfer_pretraining.png", "held-out MLM / NSP accuracy vs steps",
+                  draw_pretraining),
+                 ("pretraining_transfer_perplexity.png", "held-out GPT perplexity vs steps",
+                  draw_perplexity),
+                 ("pretraining_transfer_curve.png", f"{label} of checkpoints along the way",
+                  draw_curve)],
+        last_line=transfer_line(verdicts))

@@ -33,6 +33,7 @@ class Report:
     bar_chart: bool = True           # False where a line plot tells the story better
     what_varies: str = "fine-tuning seed"
     scored_on: str = HELD_BACK
+    last_line: str = ""              # a summary line a script can read, after everything else
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:
@@ -117,7 +118,7 @@ def write_report(report: Report, report_dir: pathlib.Path, command: str, seconds
                  job_seconds: Optional[Dict[str, Optional[float]]] = None) -> pathlib.Path:
     """<report_dir>/<name>.md (+ PNGs); returns the markdown path. seconds: this run's wall
     time; job_seconds: every job the experiment used -> the seconds it took when it ran."""
-    from finetune.predictions import atomic_write_text
+    from tfmodels.files import atomic_write_text
     report_dir.mkdir(parents=True, exist_ok=True)
     lines = [f"# {report.title}", "", report.intro, "",
              f"Scores on {report.scored_on}, x100 where the papers print percentages; each "
@@ -138,6 +139,8 @@ def write_report(report: Report, report_dir: pathlib.Path, command: str, seconds
         lines += ["", "Notes:", ""] + [f"- {note}" for note in report.notes]
     lines += ["", f"Regenerate: `{command}` ({compute_line(seconds, job_seconds)}; cached jobs "
                   "are skipped on a rerun)."]
+    if report.last_line:
+        lines += ["", report.last_line]
     path = report_dir / f"{report.name}.md"
     atomic_write_text(str(path), "\n".join(lines) + "\n")
     return path
@@ -158,7 +161,7 @@ def compute_line(seconds: float, job_seconds: Optional[Dict[str, Optional[float]
 def write_index(report_dir: pathlib.Path) -> pathlib.Path:
     """<report_dir>/README.md: a link to every report there, titled by its first line, then
     the reports of other budgets kept in its subfolders (one folder per budget)."""
-    from finetune.predictions import atomic_write_text
+    from tfmodels.files import atomic_write_text
     lines = ["# Ablation reports", "",
              "Written by `python -m tools.run_ablations` (see the README); one file per "
              "experiment.", ""]

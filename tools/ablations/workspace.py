@@ -6,9 +6,11 @@ the flags it sets. A job's folder is `<name>-<hash of its settings>`; it is done
 result file exists (`done.json` for pretraining, `results.json` for fine-tuning), so a rerun
 skips it, and an interrupted pretraining resumes from its last checkpoint.
 
-Data (all from ../shared/data): pretraining reads WikiText-2 validation (articles, one sentence
-per line); BERT uses the original uncased WordPiece vocabulary, GPT-1 and the LSTM a BPE
-vocabulary learned from the same text (`Budget.bpe_merges` merges: the original 40k-token
+Data (all from ../shared/data): pretraining reads `Budget.corpus`: WikiText-2 validation (217k
+words, articles one sentence per line; quick checks) or wikipedia20m (20.0M words of English
+Wikipedia in 36 files, already in that format; a corpus the small models do not repeat).
+BERT uses a WordPiece vocabulary and GPT-1 and the LSTM a BPE vocabulary learned from the same
+text (`Budget.bpe_merges` merges: the original 40k-token
 vocabulary makes the output layer dominate a small model's cost). Fine-tuning evaluates on the
 held-back last 10% of each whole training file, at most 1,000 examples, whatever the training
 budget (Story Cloze: its validation CSV split in two; CoNLL-2003: the first 1,000 sentences of
@@ -49,6 +51,8 @@ EVAL_EXAMPLES = 1000   # at most this many held-back examples score each fine-tu
 RATIO_METRICS = ("accuracy", "f1", "mcc", "pearson", "spearman")  # shown x100
 BERT_VOCAB = "bert_vocab/bert-base-uncased-vocab.txt"
 WIKITEXT = "corpus/wikitext2-valid.tokens.txt"
+# Pretraining corpora (Budget.corpus) -> their place under ../shared/data.
+CORPORA = {"wikitext2": WIKITEXT, "wikipedia20m": "corpus/wikipedia20m"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +63,13 @@ class Budget:
     # BERT pretrained here. bert_tiny, not bert_mini: MLM learns from 15% of positions, so it
     # needs more steps than the LM for the same features, and bert_tiny with the learned
     # vocabulary runs 39k tokens/s on 2 cores (bert_mini with the original one: 3.2k).
+    corpus: str = dataclasses.field(default="wikitext2", metadata={"help": (
+        "Pretraining text: wikitext2 (217k words of WikiText-2 validation, seen ~50 times at "
+        "the default steps: quick checks) or wikipedia20m (20.0M words of English Wikipedia).")})
+    # Vocabularies are learned from at most this many lines of the pretraining text (the
+    # first ones): 200k lines are about 5M words of wikipedia20m, all of WikiText-2.
+    vocab_lines: int = 200_000
+    bert_dupe_factor: int = 5            # masked copies of each BERT instance in the records
     bert_config: str = "bert_tiny"
     gpt_config: str = "gpt_small"
     lstm_config: str = "lstm_small"
@@ -93,6 +104,9 @@ class Budget:
     distribution_strategy: str = "one_device"
     mixed_precision: str = ""
     zero_shot_examples: int = 500
+    # pretraining_transfer fine-tunes this many BERT checkpoints along the run (the last one
+    # included) for its downstream-vs-steps curve.
+    transfer_curve_points: int = 4
     # Experiments that compare fine-tuning choices on one fixed encoder (feature-based vs
     # fine-tuning, the loss) need an encoder that already has features, which a few CPU
     # minutes of pretraining do not give: by default the real all-MiniLM-L6-v2 BERT of the
@@ -106,6 +120,8 @@ class Budget:
         object.__setattr__(self, "model_size_configs", tuple(self.model_size_configs))
         if not self.seeds:
             raise ValueError("seeds is empty")
+        if self.corpus not in CORPORA:
+            raise ValueError(f"corpus {self.corpus!r}: expected one of {sorted(CORPORA)}")
         for name in ("pretrain_steps", "bert_pretrain_steps"):
             if getattr(self, name) < 8:
                 raise ValueError(f"{name} must be >= 8 (checkpoints every steps // 8), "
@@ -128,7 +144,7 @@ def _read_json(path: pathlib.Path) -> Optional[Dict[str, Any]]:
 
 
 def _write_json(path: pathlib.Path, value: Dict[str, Any]) -> None:
-    from finetune.predictions import atomic_write_text
+    from tfmodels.files import atomic_write_text
     atomic_write_text(str(path), json.dumps(value, indent=2, default=str) + "\n")
 
 
@@ -147,7 +163,11 @@ class Workspace:
 
     # ---- data --------------------------------------------------------------------------------
 
-    def _documents(self) -> pathlib.Path:
+    def _documents(self) -> List[pathlib.Path]:
+        """The pretraining text's files, one sentence per line and a blank line between
+        documents; the records' last shard comes from the end of the last file and is held out."""
+        if self.budget.corpus != "wikitext2":
+            return sorted((self.shared / CORPORA[self.budget.corpus]).glob("wiki_*.txt"))
         path = self.root / "corpus" / "wikitext2_valid_documents.txt"
         if not path.exists():
             from pretraining.corpora import wikitext_documents, write_documents
@@ -155,16 +175,29 @@ class Workspace:
             temp = path.with_suffix(".tmp")
             write_documents(str(temp), wikitext_documents(str(self.shared / WIKITEXT)))
             os.replace(temp, path)
-        return path
+        return [path]
 
     def _document_lines(self) -> List[str]:
-        """The non-empty lines of the pretraining text, which the vocabularies are learned from."""
-        return [line for line in self._documents().read_text(encoding="utf-8").splitlines()
-                if line.strip()]
+        """The first `Budget.vocab_lines` non-empty lines of the pretraining text (never from
+        its last file when there are several: that one holds the held-out shard)."""
+        files = self._documents()
+        lines: List[str] = []
+        for path in files[:-1] if len(files) > 1 else files:
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    if line.strip():
+                        lines.append(line.rstrip("\n"))
+                        if len(lines) >= self.budget.vocab_lines:
+                            return lines
+        return lines
+
+    def _corpus_prefix(self) -> str:
+        """'' for WikiText-2 (the folder names its caches had before corpora were a choice)."""
+        return "" if self.budget.corpus == "wikitext2" else f"{self.budget.corpus}_"
 
     def bpe_files(self) -> Tuple[str, str]:
         """(encoder JSON, merges) learned from the pretraining text."""
-        folder = self.root / "vocab" / f"bpe_{self.budget.bpe_merges}"
+        folder = self.root / "vocab" / f"{self._corpus_prefix()}bpe_{self.budget.bpe_merges}"
         encoder, merges = folder / "encoder_bpe.json", folder / "vocab.bpe"
         if not (encoder.exists() and merges.exists()):
             from tfmodels.tokenizers.bpe_vocab import learn_bpe_merges, write_bpe_files
@@ -179,7 +212,8 @@ class Workspace:
         size = self.budget.bert_vocab_size
         if not size:
             return str(self.shared / BERT_VOCAB)
-        path = self.root / "vocab" / f"wordpiece_{size}" / "vocab.txt"
+        path = (self.root / "vocab" / f"{self._corpus_prefix()}wordpiece_{size}" /
+                "vocab.txt")
         if not path.exists():
             from tfmodels.tokenizers.wordpiece_vocab import learn_wordpiece_vocab, write_vocab_file
             self.log(f"learning a {size}-token WordPiece vocabulary")
@@ -230,23 +264,29 @@ class Workspace:
         mode bert: sentence pairs with static masks in the given mix; gpt: windows."""
         from pretraining.create_data import DataConfig, create_pretraining_data
         length = self.budget.pretrain_seq_length
+        # One shard per chunk: WikiText-2 in 128 KB chunks still gives a held-out shard;
+        # wikipedia20m in 1 MB ones (~130 shards, ~170k held-out words).
+        chunk_bytes = 128 << 10 if self.budget.corpus == "wikitext2" else 1 << 20
         if mode == "bert":
             config = DataConfig(vocab_file=self.wordpiece_file(), max_seq_length=length,
-                                max_predictions_per_seq=20, dupe_factor=5,
+                                max_predictions_per_seq=20,
+                                dupe_factor=self.budget.bert_dupe_factor,
                                 mask_token_rate=mask_token_rate,
-                                random_token_rate=random_token_rate, chunk_bytes=128 << 10)
+                                random_token_rate=random_token_rate, chunk_bytes=chunk_bytes)
             name = f"bert_{length}_mask{mask_token_rate:g}_random{random_token_rate:g}"
+            if self.budget.bert_dupe_factor != 5:
+                name += f"_dupe{self.budget.bert_dupe_factor}"
             if self.budget.bert_vocab_size:
                 name += f"_wordpiece{self.budget.bert_vocab_size}"
         else:
             encoder, merges = self.bpe_files()
             config = DataConfig(mode="gpt", n_ctx=length, bpe_encoder_file=encoder,
-                                bpe_merges_file=merges, chunk_bytes=128 << 10)
+                                bpe_merges_file=merges, chunk_bytes=chunk_bytes)
             name = f"gpt_{length}_bpe{self.budget.bpe_merges}"
-        out = self.root / "records" / name
+        out = self.root / "records" / (self._corpus_prefix() + name)
         # Resumable on its own: finished shards are kept, the manifest checks the settings.
-        create_pretraining_data([str(self._documents())], str(out), config, num_workers=2,
-                                log=lambda m: None)
+        create_pretraining_data([str(p) for p in self._documents()], str(out), config,
+                                num_workers=2, log=lambda m: None)
         shards = sorted(glob.glob(str(out / "*.tfrecord")))
         if len(shards) < 2:
             raise ValueError(f"{out}: need at least 2 shards (train + held out), got {len(shards)}")
@@ -372,38 +412,57 @@ class Workspace:
         return {key: [display_value(task, key, m[key]) for m in per_seed]
                 for key, _ in TASKS[task]["metrics"]}
 
+    # ---- checkpoints along a pretraining run -----------------------------------------------
+
+    @staticmethod
+    def checkpoint_steps(model_dir: pathlib.Path) -> List[int]:
+        """The steps of the checkpoints a finished pretraining run kept, in order."""
+        import tensorflow as tf
+        state = tf.train.get_checkpoint_state(str(model_dir))
+        return sorted(int(path.rsplit("-", 1)[1]) for path in state.all_model_checkpoint_paths)
+
+    @staticmethod
+    def checkpoint_model(model_dir: pathlib.Path, step: int, keras_file: pathlib.Path) -> str:
+        """Writes the pretraining run's model at `step` (0: its random initialisation, from the
+        run's seed) as a .keras file that fine-tuning and scoring read; returns its path."""
+        if keras_file.exists():
+            return str(keras_file)
+        import keras
+        import tensorflow as tf
+        from pretraining.trainer import PretrainConfig, build_model
+        settings = json.loads((model_dir / "pretrain_config.json").read_text(encoding="utf-8"))
+        config = PretrainConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                   for k, v in settings.items()})
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(config.seed)
+        model = build_model(config)
+        if step:
+            state = tf.train.get_checkpoint_state(str(model_dir))
+            path, = [p for p in state.all_model_checkpoint_paths
+                     if int(p.rsplit("-", 1)[1]) == step]
+            tf.train.Checkpoint(model=model).read(path).expect_partial()
+        from tfmodels.files import atomic_path
+        with atomic_path(str(keras_file), suffix=".keras") as temp:
+            model.save(temp)
+        return str(keras_file)
+
     # ---- zero-shot ----------------------------------------------------------------------------
 
     def zero_shot_curve(self, model_dir: pathlib.Path, tasks: Sequence[str] = (
             "cola", "sst2", "story_cloze")) -> List[Dict[str, Any]]:
         """GPT-1 Figure 2 (right): the zero-shot heuristics at every checkpoint the pretraining
         run kept (and at step 0, the random initialisation)."""
-        import keras
-        import tensorflow as tf
-        from pretraining.trainer import PretrainConfig, build_model
         from tools.zero_shot import ZeroShotConfig, run_zero_shot
         encoder, merges = self.bpe_files()
-        settings = json.loads((model_dir / "pretrain_config.json").read_text(encoding="utf-8"))
-        config = PretrainConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                   for k, v in settings.items()})
-        state = tf.train.get_checkpoint_state(str(model_dir))
-        checkpoints = [(0, None)] + sorted(
-            (int(path.rsplit("-", 1)[1]), path) for path in state.all_model_checkpoint_paths)
         rows = []
-        for step, path in checkpoints:
+        for step in [0] + self.checkpoint_steps(model_dir):
             cached = model_dir / "zero_shot" / f"step_{step}.json"
             row = _read_json(cached)
             if row is None or any(ZERO_SHOT_METRICS[t] not in row.get(t, {}) for t in tasks):
                 started = time.perf_counter()
                 # Not scored yet, or scored before a metric the curve reads existed.
-                keras.backend.clear_session()
-                keras.utils.set_random_seed(config.seed)
-                model = build_model(config)
-                if path is not None:
-                    tf.train.Checkpoint(model=model).read(path).expect_partial()
                 keras_file = model_dir / "zero_shot" / f"step_{step}.keras"
-                keras_file.parent.mkdir(parents=True, exist_ok=True)
-                model.save(str(keras_file))
+                self.checkpoint_model(model_dir, step, keras_file)
                 results = run_zero_shot(ZeroShotConfig(
                     checkpoint=str(keras_file), bpe_encoder_file=encoder, bpe_merges_file=merges,
                     data_dir=str(self.shared), tasks=tuple(tasks),

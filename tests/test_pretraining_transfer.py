@@ -1,0 +1,111 @@
+"""The pretraining-transfer experiment: the wikipedia20m corpus choice, the transfer line and
+its verdicts, and the whole experiment end to end at a toy budget on a slice of the corpus."""
+import re
+
+import pytest
+
+from tools.ablations import report as reports
+from tools.ablations.experiments import (EXPERIMENTS, TRANSFER_TASKS, transfer_line,
+                                         transfer_verdicts)
+from tools.ablations.workspace import CORPORA, Budget, Workspace
+
+LINE = re.compile(r"transfer: bert sst2 [+-]\d+\.\d mrpc [+-]\d+\.\d squad_f1 [+-]\d+\.\d; "
+                  r"gpt sst2 [+-]\d+\.\d story_cloze [+-]\d+\.\d")
+
+
+def test_corpus_is_validated():
+    assert Budget(corpus="wikipedia20m").corpus == "wikipedia20m"
+    with pytest.raises(ValueError, match="corpus 'wiki': expected one of"):
+        Budget(corpus="wiki")
+
+
+def test_verdicts_compare_the_gap_with_the_larger_std():
+    # BERT sst2: +4.0 over stds 1.0 / 0.0 (transfers); mrpc: +0.5 inside a 1.0 std (does not);
+    # squad: -2.0 (does not). GPT sst2 +1.0 over 0.5; story cloze equal means (does not).
+    rows = {
+        "bert pretrained": {"SST-2 acc": [79.0, 81.0], "MRPC F1": [81.0, 83.0],
+                            "SQuAD F1": [5.0, 5.0]},
+        "bert random": {"SST-2 acc": [76.0, 76.0], "MRPC F1": [81.5, 81.5],
+                        "SQuAD F1": [7.0, 7.0]},
+        "gpt pretrained": {"SST-2 acc": [60.0, 61.0], "Story Cloze acc": [55.0, 55.0]},
+        "gpt random": {"SST-2 acc": [59.5, 59.5], "Story Cloze acc": [54.0, 56.0]},
+    }
+    verdicts = transfer_verdicts(rows)
+    assert [(m, t, round(d, 2), round(s, 2), ok) for m, t, d, s, ok in verdicts] == [
+        ("bert", "sst2", 4.0, 1.0, True), ("bert", "mrpc", 0.5, 1.0, False),
+        ("bert", "squad_f1", -2.0, 0.0, False), ("gpt", "sst2", 1.0, 0.5, True),
+        ("gpt", "story_cloze", 0.0, 1.0, False)]
+    assert transfer_line(verdicts) == ("transfer: bert sst2 +4.0 mrpc +0.5 squad_f1 -2.0; "
+                                       "gpt sst2 +1.0 story_cloze +0.0")
+
+
+@pytest.fixture
+def wiki_slice(tmp_path, shared_data):
+    """A shared folder whose wikipedia20m is three small files cut (at article boundaries)
+    from the real corpus, with the real task data beside it."""
+    shared = tmp_path / "shared"
+    corpus = shared / CORPORA["wikipedia20m"]
+    corpus.mkdir(parents=True)
+    for index in range(3):
+        text = (shared_data / CORPORA["wikipedia20m"] / f"wiki_{index:03d}.txt").read_text(
+            encoding="utf-8")
+        articles = text.split("\n\n")[:25]
+        (corpus / f"wiki_{index:03d}.txt").write_text("\n\n".join(articles) + "\n\n",
+                                                      encoding="utf-8")
+    for folder in ("glue", "squad", "storycloze"):
+        (shared / folder).symlink_to(shared_data / folder)
+    return shared
+
+
+def test_wikipedia_corpus_vocabularies_and_held_out_shard(tmp_path, wiki_slice):
+    """The corpus's files are the documents; vocabularies are learned from the first lines of
+    every file but the last, and the records' held-out shard comes from the last file."""
+    import json
+    budget = Budget(corpus="wikipedia20m", vocab_lines=300, bert_vocab_size=400,
+                    pretrain_seq_length=32, bpe_merges=100)
+    ws = Workspace(str(tmp_path / "work"), str(wiki_slice), budget, lambda m: None)
+    files = ws._documents()
+    assert [p.name for p in files] == ["wiki_000.txt", "wiki_001.txt", "wiki_002.txt"]
+    lines = ws._document_lines()
+    first = [line for line in files[0].read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert len(lines) == 300 and lines[:len(first)] == first[:300]
+    assert "/vocab/wikipedia20m_wordpiece_400/" in ws.wordpiece_file()
+    train, held_out = ws.records("bert")
+    assert "/records/wikipedia20m_bert_32_" in held_out[0]
+    manifest = json.loads((tmp_path / "work" / "records" / held_out[0].split("/")[-2] /
+                           "manifest.json").read_text())
+    by_shard = {s["file"]: s["input"] for s in manifest["shards"]}
+    assert by_shard[held_out[0].split("/")[-1]].endswith("wiki_002.txt")
+    # 25 articles per file make one 1 MB chunk each: the first two files train.
+    assert sorted(by_shard[t.split("/")[-1]].rsplit("/", 1)[1] for t in train) == [
+        "wiki_000.txt", "wiki_001.txt"]
+
+
+@pytest.mark.slow
+def test_pretraining_transfer_end_to_end(tmp_path, wiki_slice):
+    """Both pretrainings, every fine-tuning arm, the checkpoint curve and the report, at a toy
+    budget: the report holds the table, the notes and, last, the transfer line."""
+    budget = Budget(corpus="wikipedia20m", vocab_lines=300, bert_config="bert_test",
+                    gpt_config="gpt_test", bert_vocab_size=400, bpe_merges=150,
+                    pretrain_steps=8, bert_pretrain_steps=8, pretrain_batch_size=4,
+                    pretrain_seq_length=32, finetune_examples=24, finetune_batch_size=8,
+                    finetune_epochs=1, seeds=(0, 1), jit_compile=False,
+                    transfer_curve_points=2)
+    ws = Workspace(str(tmp_path / "work"), str(wiki_slice), budget, lambda m: None)
+    report = EXPERIMENTS["pretraining_transfer"](ws)
+    labels = [label for label, _ in report.rows]
+    assert labels == ["BERT pretrained", "BERT random init", "GPT-1 pretrained",
+                      "GPT-1 random init"]
+    bert_row, gpt_row = report.rows[0][1], report.rows[2][1]
+    assert set(bert_row) == {"BERT SST-2 acc", "BERT MRPC F1", "BERT MRPC acc",
+                             "BERT SQuAD F1", "BERT SQuAD EM"}
+    assert set(gpt_row) == {"GPT SST-2 acc", "GPT Story Cloze acc"}
+    assert all(len(values) == 2 for values in bert_row.values())
+    assert LINE.fullmatch(report.last_line)
+    # The curve fine-tuned the 4-step checkpoint (the 8-step one is the pretrained row).
+    assert any("Curve (sst2): step 0 " in note and "step 4 " in note and "step 8 " in note
+               for note in report.notes)
+    path = reports.write_report(report, tmp_path / "report", "python -m x", 1.0)
+    text = path.read_text(encoding="utf-8").rstrip("\n").splitlines()
+    assert text[-1] == report.last_line and "| BERT random init |" in text
+    assert len(TRANSFER_TASKS["bert"]) == 3
