@@ -52,9 +52,15 @@ def bert_config(bert_vocab_file):
 
 
 @pytest.fixture(scope="module")
-def wiki_records(tmp_path_factory, wiki_corpus, bert_config):
+def wiki_text(wiki_corpus):
+    """The first 40 WikiText-2 articles as a corpus file."""
+    return wiki_corpus(40)
+
+
+@pytest.fixture(scope="module")
+def wiki_records(tmp_path_factory, wiki_text, bert_config):
     out = tmp_path_factory.mktemp("records")
-    totals = create_pretraining_data([str(wiki_corpus(40))], str(out), bert_config, num_workers=1,
+    totals = create_pretraining_data([str(wiki_text)], str(out), bert_config, num_workers=1,
                                      log=lambda m: None)
     return out, totals, read_records(out, bert_spec())
 
@@ -183,11 +189,11 @@ def test_whole_word_masking(bert_config, tmp_path):
                 assert p + 1 in masked
 
 
-def test_deterministic_across_workers_and_resumable(wiki_corpus, bert_config, tmp_path):
+def test_deterministic_across_workers_and_resumable(wiki_text, bert_config, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    create_pretraining_data([str(wiki_corpus)], str(one), bert_config, num_workers=1,
+    create_pretraining_data([str(wiki_text)], str(one), bert_config, num_workers=1,
                             log=lambda m: None)
-    create_pretraining_data([str(wiki_corpus)], str(two), bert_config, num_workers=2,
+    create_pretraining_data([str(wiki_text)], str(two), bert_config, num_workers=2,
                             log=lambda m: None)
     shards = sorted(os.listdir(one))
     assert len(shards) > 2 and shards == sorted(os.listdir(two))
@@ -198,15 +204,15 @@ def test_deterministic_across_workers_and_resumable(wiki_corpus, bert_config, tm
     before = victim.read_bytes()
     victim.unlink()
     logs = []
-    totals = create_pretraining_data([str(wiki_corpus)], str(one), bert_config, log=logs.append)
+    totals = create_pretraining_data([str(wiki_text)], str(one), bert_config, log=logs.append)
     assert totals["skipped"] == totals["shards"] - 1 and victim.read_bytes() == before
     assert any("resuming" in line for line in logs)
     other = DataConfig(**{**bert_config.__dict__, "dupe_factor": 3})
     with pytest.raises(ValueError, match="dupe_factor"):
-        create_pretraining_data([str(wiki_corpus)], str(one), other, log=lambda m: None)
+        create_pretraining_data([str(wiki_text)], str(one), other, log=lambda m: None)
 
 
-def test_failure_leaves_no_partial_shard(wiki_corpus, bert_config, tmp_path, monkeypatch):
+def test_failure_leaves_no_partial_shard(wiki_text, bert_config, tmp_path, monkeypatch):
     calls = {"n": 0}
     real = create_data.encode_examples
 
@@ -218,7 +224,7 @@ def test_failure_leaves_no_partial_shard(wiki_corpus, bert_config, tmp_path, mon
 
     monkeypatch.setattr(create_data, "encode_examples", failing)
     with pytest.raises(RuntimeError, match="disk full"):
-        create_pretraining_data([str(wiki_corpus)], str(tmp_path), bert_config,
+        create_pretraining_data([str(wiki_text)], str(tmp_path), bert_config,
                                 log=lambda m: None)
     files = os.listdir(tmp_path)
     assert len([f for f in files if f.endswith(".tfrecord")]) == 1
