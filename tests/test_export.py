@@ -513,7 +513,7 @@ def test_failed_export_leaves_nothing(exported, monkeypatch, tmp_path):
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(export, "audit_ops", broken)
+    monkeypatch.setattr(export.publish, "audit_ops", broken)  # where export_saved_model looks
     with pytest.raises(RuntimeError, match="disk full"):
         export.export_saved_model(case.model, get_task("sst2"), wp, str(tmp_path), "m", SEQ,
                                   ids_only=True)
