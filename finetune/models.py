@@ -98,9 +98,6 @@ def backbone_input_format(model) -> str:
     return ARCHITECTURE_INPUT_FORMAT[backbone_architecture(model)]
 
 
-backbone_type = backbone_input_format  # the earlier name (finetune.export still uses it)
-
-
 def backbone_lm_logits(backbone, sequence_output):
     """The backbone's tied LM output on its last states (compute dtype): `lm_logits` when the
     backbone has one (GptDecoder, LstmDecoder), else the token embedding's transpose."""
