@@ -2,6 +2,13 @@
 
   python -m tools.benchmark_data_creation --repeats=10
   python -m tools.benchmark_data_creation --memory_check      # repeats 5, 20 and 40
+  python -m tools.benchmark_data_creation --corpus=wikipedia20m --vocab_file=V    # 20M words
+  python -m tools.benchmark_data_creation --corpus=wikipedia20m --mode=gpt \
+      --bpe_encoder_file=E --bpe_merges_file=M
+
+--corpus=wikipedia20m times the 36 files of ../shared/data/corpus/wikipedia20m as they are
+(no repeats), in either mode, with the vocabulary given (the ablations learn theirs from the
+same text); BERT defaults to the uncased vocabulary, GPT needs its BPE files.
 
 Input: WikiText-2 validation (../shared/data/corpus) turned into the google-research/bert
 format (articles are documents, sentences split at ' . ', one per line) and repeated N times.
@@ -28,6 +35,13 @@ flags.DEFINE_integer("repeats", 10, "How many copies of WikiText-2 valid to conc
 flags.DEFINE_integer("num_workers", 2, "Worker processes.")
 flags.DEFINE_bool("memory_check", False, "Run repeats 5, 20 and 40 to show memory stays flat.")
 flags.DEFINE_bool("whole_word_mask", False, "Whole-word masking.")
+flags.DEFINE_enum("corpus", "wikitext2", ["wikitext2", "wikipedia20m"],
+                  "wikitext2: WikiText-2 valid x --repeats; wikipedia20m: the 20M-word corpus.")
+flags.DEFINE_enum("mode", "bert", ["bert", "gpt"], "Records to make.")
+flags.DEFINE_string("vocab_file", "", "BERT WordPiece vocabulary (default: the uncased one).")
+flags.DEFINE_string("bpe_encoder_file", "", "GPT BPE encoder JSON (--mode=gpt).")
+flags.DEFINE_string("bpe_merges_file", "", "GPT BPE merges (--mode=gpt).")
+flags.DEFINE_integer("dupe_factor", 5, "BERT: masked copies of each instance.")
 
 REFERENCE_RATE = 1650.0
 REFERENCE_PEAK_MB = 1060.0
@@ -53,20 +67,41 @@ def run_once(repeats: int, workdir: str):
     mark into a spawned child across exec.)
     """
     import psutil
-    corpus = os.path.join(workdir, f"wiki_x{repeats}.txt")
-    words = write_documents(
-        corpus, wikitext_documents(os.path.join(FLAGS.shared_data,
-                                                "corpus/wikitext2-valid.tokens.txt")), repeats)
+    if FLAGS.corpus == "wikipedia20m":
+        import glob
+        inputs = sorted(glob.glob(os.path.join(FLAGS.shared_data,
+                                               "corpus/wikipedia20m/wiki_*.txt")))
+        words = 0
+        for path in inputs:
+            with open(path, encoding="utf-8") as f:
+                words += sum(len(line.split()) for line in f)
+    else:
+        corpus = os.path.join(workdir, f"wiki_x{repeats}.txt")
+        words = write_documents(
+            corpus, wikitext_documents(os.path.join(FLAGS.shared_data,
+                                                    "corpus/wikitext2-valid.tokens.txt")),
+            repeats)
+        inputs = [corpus]
     out_dir = os.path.join(workdir, f"records_x{repeats}")
-    vocab = os.path.join(FLAGS.shared_data, "bert_vocab/bert-base-uncased-vocab.txt")
+    if FLAGS.mode == "gpt":
+        if not (FLAGS.bpe_encoder_file and FLAGS.bpe_merges_file):
+            raise ValueError("--mode=gpt needs --bpe_encoder_file and --bpe_merges_file")
+        settings = (f"mode='gpt', n_ctx=128, bpe_encoder_file={FLAGS.bpe_encoder_file!r}, "
+                    f"bpe_merges_file={FLAGS.bpe_merges_file!r}")
+    else:
+        vocab = FLAGS.vocab_file or os.path.join(FLAGS.shared_data,
+                                                 "bert_vocab/bert-base-uncased-vocab.txt")
+        settings = (f"vocab_file={vocab!r}, max_seq_length=128, max_predictions_per_seq=20, "
+                    f"masked_lm_prob=0.15, dupe_factor={FLAGS.dupe_factor}, "
+                    f"whole_word_mask={FLAGS.whole_word_mask}")
     code = (
         "import json\n"
         "from pretraining.create_data import DataConfig, create_pretraining_data\n"
-        f"cfg = DataConfig(vocab_file={vocab!r}, max_seq_length=128, max_predictions_per_seq=20,"
-        f" masked_lm_prob=0.15, dupe_factor=5, whole_word_mask={FLAGS.whole_word_mask})\n"
-        f"t = create_pretraining_data([{corpus!r}], {out_dir!r}, cfg,"
+        f"cfg = DataConfig({settings})\n"
+        f"t = create_pretraining_data({inputs!r}, {out_dir!r}, cfg,"
         f" num_workers={FLAGS.num_workers}, log=lambda m: None)\n"
-        "print(json.dumps({'instances': t['instances'], 'seconds': t['seconds']}))\n")
+        "print(json.dumps({'instances': t['instances'], 'seconds': t['seconds'],"
+        " 'shards': t['shards'], 'tokens': t['tokens']}))\n")
     start = time.time()
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True,
@@ -80,26 +115,29 @@ def run_once(repeats: int, workdir: str):
     if child.returncode:
         raise RuntimeError(stderr[-3000:])
     stats = json.loads(stdout.strip().splitlines()[-1])
-    return words, stats["instances"], stats["seconds"], wall, peak / 2 ** 20
+    return (words, stats["instances"], stats["seconds"], wall, peak / 2 ** 20, stats["shards"],
+            stats["tokens"])
 
 
 def main(argv):
     del argv
-    repeats = [5, 20, 40] if FLAGS.memory_check else [FLAGS.repeats]
+    repeats = ([1] if FLAGS.corpus == "wikipedia20m" else
+               [5, 20, 40] if FLAGS.memory_check else [FLAGS.repeats])
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         for r in repeats:
             rows.append((r,) + run_once(r, workdir))
-    print(f"\nworkers {FLAGS.num_workers}, whole_word_mask {FLAGS.whole_word_mask}; "
+    print(f"\n{FLAGS.corpus}, mode {FLAGS.mode}, workers {FLAGS.num_workers}, "
+          f"whole_word_mask {FLAGS.whole_word_mask}; "
           f"reference (TF1 script, 10 repeats): {REFERENCE_RATE:,.0f} instances/s, "
           f"{REFERENCE_PEAK_MB:,.0f} MB peak\n")
-    print("| repeats | words | instances | seconds (creation) | seconds (with start-up) | "
-          "instances/s | vs reference | peak MB (creator + workers) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r, words, instances, seconds, wall, peak in rows:
-        print(f"| {r} | {words:,} | {instances:,} | {seconds:.1f} | {wall:.1f} | "
-              f"{instances / seconds:,.0f} | {instances / seconds / REFERENCE_RATE:.1f}x | "
-              f"{peak:,.0f} |")
+    print("| repeats | words | instances | shards | tokens | seconds (creation) | "
+          "seconds (with start-up) | instances/s | vs reference | peak MB (creator + workers) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r, words, instances, seconds, wall, peak, shards, tokens in rows:
+        print(f"| {r} | {words:,} | {instances:,} | {shards:,} | {tokens:,} | {seconds:.1f} | "
+              f"{wall:.1f} | {instances / seconds:,.0f} | "
+              f"{instances / seconds / REFERENCE_RATE:.1f}x | {peak:,.0f} |")
 
 
 if __name__ == "__main__":
