@@ -61,6 +61,7 @@ def test_unknown_experiment_is_named():
                         Budget())
 
 
+@pytest.mark.slow
 def test_jobs_are_cached_and_deterministic(tmp_path, shared_data):
     """A tiny GPT: BPE + records + pretraining + fine-tuning through the real library calls.
     A rerun takes every result from the cache; the same seed in a fresh folder gives the
@@ -126,6 +127,7 @@ def test_fixed_encoder_is_the_budgets_pretrained_bert(tmp_path, minilm_dir):
     assert Workspace(str(tmp_path / "w2"), str(tmp_path), Budget(bert_encoder="")).bert_encoder() is None
 
 
+@pytest.mark.slow
 def test_learned_wordpiece_vocabulary_runs_pretraining_and_fine_tuning(tmp_path, shared_data):
     """Budget.bert_vocab_size: a WordPiece vocabulary learned from the pretraining text sizes
     the pretrained BERT's embedding, and its fine-tuning jobs (and random init) read it; the

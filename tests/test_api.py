@@ -104,6 +104,7 @@ def test_pairs_and_regression(checkpoint, tmp_path):
     assert isinstance(keras.saving.load_model(tmp_path / "reg.keras"), TextRegressor)
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_and_xla(checkpoint, mirrored_strategy):
     with mirrored_strategy.scope():
         clf = TextClassifier.from_checkpoint(checkpoint, num_classes=2, seq_length=16)
@@ -129,6 +130,7 @@ def readme_quick_start() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+@pytest.mark.slow
 def test_readme_quick_start_runs_as_written(minilm_dir, tmp_path, monkeypatch, capsys):
     """The README's Python quick start, unchanged, on the real MiniLM (about a minute)."""
     (tmp_path / "tools").mkdir()

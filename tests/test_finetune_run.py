@@ -93,6 +93,7 @@ def test_sst2_bert_end_to_end_with_test_predictions_and_reloadable_model(files, 
     assert metrics["accuracy"] == pytest.approx(np.mean(predicted == features.labels()["label"]))
 
 
+@pytest.mark.slow
 def test_sst2_real_minilm_end_to_end(minilm_dir, shared_data, tmp_path):
     config = FinetuneConfig(task="sst2", model="bert", init_checkpoint=str(minilm_dir),
                             data_dir=str(shared_data / "glue" / "SST-2" / "train.tsv"),
@@ -188,6 +189,7 @@ def test_mrpc_bilstm_with_soft_f1_end_to_end(files, shared_data, tmp_path):
     assert model.bilstm_layers == 1 and model.bilstm_units == 16
 
 
+@pytest.mark.slow
 def test_gradual_unfreezing_under_mirrored_strategy(files, shared_data, tmp_path,
                                                      mirrored_strategy):
     """7 steps, a stage every 3: the head alone, then + layer 1 (step 3), + layer 0 (step 6);

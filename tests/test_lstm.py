@@ -319,7 +319,7 @@ def finetune_config(bpe, shared_data, output_dir, **overrides):
     return FinetuneConfig(**values)
 
 
-@pytest.mark.parametrize("lm_weight", [0.5, 0.0])
+@pytest.mark.parametrize("lm_weight", [0.5, pytest.param(0.0, marks=pytest.mark.slow)])
 def test_finetunes_the_pretrained_keras_file(lstm_pretrained, bpe, shared_data, tmp_path,
                                              lm_weight):
     model_dir, _ = lstm_pretrained

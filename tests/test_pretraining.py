@@ -257,6 +257,7 @@ def final_losses(model_dir):
     return losses
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_identical_losses(bert_records, tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     subprocess.run(binary_command(bert_records, straight), check=True, cwd=PROJECT_ROOT,
@@ -286,6 +287,7 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_multi_worker_two_local_processes(bert_records, tmp_path):
     workers = [f"localhost:{free_port()}", f"localhost:{free_port()}"]
     processes = []

@@ -176,6 +176,7 @@ def subprocess_env():
             "PYTHONPATH": str(PROJECT_ROOT), "PYTHONUNBUFFERED": "1"}
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_points_then_rerun(gpt_config, tmp_path, shared_data):
     files = write_articles(tmp_path / "in", 30)
     straight = create_pretraining_data(files, str(tmp_path / "straight"), gpt_config,
