@@ -430,14 +430,42 @@ def pretraining_metrics(model_dir: pathlib.Path) -> List[Dict[str, float]]:
     return sorted(rows, key=lambda r: r["step"])
 
 
+def checkpoint_curve(ws: Workspace, model_dir: pathlib.Path,
+                     random_row: Dict[str, List[float]]
+                     ) -> Tuple[str, str, List[Tuple[int, List[float]]]]:
+    """(task, metric label, [(step, values over seeds)]): BERT's first transfer task
+    fine-tuned from Budget.transfer_curve_points checkpoints of the run (the last one is
+    the run's pretrained model), step 0 being random init (random_row: its label -> values)."""
+    b = ws.budget
+    curve_task = TRANSFER_TASKS["bert"][0]
+    key, _ = TRANSFER_METRICS[curve_task]
+    label = dict(TASKS[curve_task]["metrics"])[key]
+    steps = Workspace.checkpoint_steps(model_dir)
+    picked = [steps[round(i * (len(steps) - 1) / max(b.transfer_curve_points - 1, 1))]
+              for i in range(b.transfer_curve_points)] if steps else []
+    curve = [(0, random_row[label])]
+    for step in sorted(set(picked)):
+        if step == steps[-1]:
+            checkpoint = str(model_dir)     # the pretrained row's jobs
+            name = "objectives_mlm_nsp"
+        else:
+            checkpoint = ws.checkpoint_model(model_dir, step,
+                                             model_dir / "steps" / f"step_{step}.keras")
+            name = f"transfer_bert_step{step}"
+        curve.append((step, ws.finetune_seeds(name, curve_task, "bert", checkpoint)[key]))
+    return curve_task, label, curve
+
+
 @experiment
 def pretraining_transfer(ws: Workspace) -> reports.Report:
     """Pretrained vs the same model from random init, after the same fine-tuning: BERT (MLM +
     NSP) on SST-2, MRPC and SQuAD, GPT-1 (causal LM) on SST-2 and Story Cloze; plus the
     held-out pretraining metrics and the downstream score of checkpoints along the way."""
     b = ws.budget
-    model_dirs = {"bert": pathlib.Path(bert_pretrained(ws)),
-                  "gpt": pathlib.Path(gpt_pretrained(ws))}
+    # Each model is pretrained and then fine-tuned before the next is pretrained, so an
+    # interrupted run keeps the first model's results.
+    pretrain = {"bert": bert_pretrained, "gpt": gpt_pretrained}
+    model_dirs = {}
     by_label: Dict[str, Dict[str, List[float]]] = {}
     rows = []
     # The job names are bert_objectives' and gpt_no_pretraining's: those reuse these jobs.
@@ -445,6 +473,7 @@ def pretraining_transfer(ws: Workspace) -> reports.Report:
                                                  "objectives_random"),
                                                 ("gpt", "gpt_aux", "gpt_random")):
         tasks = TRANSFER_TASKS[model]
+        model_dirs[model] = pathlib.Path(pretrain[model](ws))
         for arm, name, checkpoint, extra in (
                 ("pretrained", pretrained_name, str(model_dirs[model]), {}),
                 ("random", random_name, "", random_init(ws, model))):
@@ -454,26 +483,12 @@ def pretraining_transfer(ws: Workspace) -> reports.Report:
                                           for label, values in row.items()}
             rows.append((f"{'BERT' if model == 'bert' else 'GPT-1'} "
                          f"{'pretrained' if arm == 'pretrained' else 'random init'}", row))
+        if model == "bert":
+            curve_task, label, curve = checkpoint_curve(ws, model_dirs["bert"],
+                                                        by_label["bert random"])
     columns = [f"{m.upper()} {label}" for m in TRANSFER_TASKS
                for label in columns_of(TRANSFER_TASKS[m])]
 
-    # Downstream score of BERT checkpoints along the way (step 0 = the random-init row).
-    curve_task = TRANSFER_TASKS["bert"][0]
-    key, _ = TRANSFER_METRICS[curve_task]
-    label = dict(TASKS[curve_task]["metrics"])[key]
-    steps = Workspace.checkpoint_steps(model_dirs["bert"])
-    picked = [steps[round(i * (len(steps) - 1) / max(b.transfer_curve_points - 1, 1))]
-              for i in range(b.transfer_curve_points)] if steps else []
-    curve = [(0, by_label["bert random"][label])]
-    for step in sorted(set(picked)):
-        if step == steps[-1]:
-            curve.append((step, by_label["bert pretrained"][label]))
-            continue
-        keras_file = ws.checkpoint_model(model_dirs["bert"], step,
-                                         model_dirs["bert"] / "steps" / f"step_{step}.keras")
-        values = ws.finetune_seeds(f"transfer_bert_step{step}", curve_task, "bert",
-                                   keras_file)[key]
-        curve.append((step, values))
     bert_metrics = pretraining_metrics(model_dirs["bert"])
     gpt_metrics = pretraining_metrics(model_dirs["gpt"])
 
