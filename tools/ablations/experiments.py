@@ -431,28 +431,27 @@ def pretraining_metrics(model_dir: pathlib.Path) -> List[Dict[str, float]]:
 
 
 def checkpoint_curve(ws: Workspace, model_dir: pathlib.Path,
-                     random_row: Dict[str, List[float]]
+                     random_row: Dict[str, List[float]], pretrained_row: Dict[str, List[float]]
                      ) -> Tuple[str, str, List[Tuple[int, List[float]]]]:
     """(task, metric label, [(step, values over seeds)]): BERT's first transfer task
-    fine-tuned from Budget.transfer_curve_points checkpoints of the run (the last one is
-    the run's pretrained model), step 0 being random init (random_row: its label -> values)."""
+    fine-tuned from Budget.transfer_curve_points checkpoints of the run. Step 0 is random init
+    and the last checkpoint is the run's pretrained model: their values are the two rows'
+    (label -> values over seeds)."""
     b = ws.budget
     curve_task = TRANSFER_TASKS["bert"][0]
     key, _ = TRANSFER_METRICS[curve_task]
     label = dict(TASKS[curve_task]["metrics"])[key]
-    steps = Workspace.checkpoint_steps(model_dir)
-    picked = [steps[round(i * (len(steps) - 1) / max(b.transfer_curve_points - 1, 1))]
-              for i in range(b.transfer_curve_points)] if steps else []
+    steps = sorted(Workspace.checkpoints(model_dir))
+    picked = {steps[round(i * (len(steps) - 1) / max(b.transfer_curve_points - 1, 1))]
+              for i in range(b.transfer_curve_points)} if steps else set()
     curve = [(0, random_row[label])]
-    for step in sorted(set(picked)):
-        if step == steps[-1]:
-            checkpoint = str(model_dir)     # the pretrained row's jobs
-            name = "objectives_mlm_nsp"
-        else:
-            checkpoint = ws.checkpoint_model(model_dir, step,
-                                             model_dir / "steps" / f"step_{step}.keras")
-            name = f"transfer_bert_step{step}"
-        curve.append((step, ws.finetune_seeds(name, curve_task, "bert", checkpoint)[key]))
+    for step in sorted(picked - {steps[-1]}):
+        checkpoint = ws.checkpoint_model(model_dir, step,
+                                         model_dir / "steps" / f"step_{step}.keras")
+        curve.append((step, ws.finetune_seeds(f"transfer_bert_step{step}", curve_task, "bert",
+                                              checkpoint)[key]))
+    if steps:
+        curve.append((steps[-1], pretrained_row[label]))
     return curve_task, label, curve
 
 
@@ -477,15 +476,15 @@ def pretraining_transfer(ws: Workspace) -> reports.Report:
         for arm, name, checkpoint, extra in (
                 ("pretrained", pretrained_name, str(model_dirs[model]), {}),
                 ("random", random_name, "", random_init(ws, model))):
-            row = task_row(ws, name, tasks, model, checkpoint, **extra)
-            row = {f"{model.upper()} {label}": values for label, values in row.items()}
-            by_label[f"{model} {arm}"] = {label.split(" ", 1)[1]: values
-                                          for label, values in row.items()}
+            by_label[f"{model} {arm}"] = task_row(ws, name, tasks, model, checkpoint, **extra)
             rows.append((f"{'BERT' if model == 'bert' else 'GPT-1'} "
-                         f"{'pretrained' if arm == 'pretrained' else 'random init'}", row))
+                         f"{'pretrained' if arm == 'pretrained' else 'random init'}",
+                         {f"{model.upper()} {label}": values
+                          for label, values in by_label[f"{model} {arm}"].items()}))
         if model == "bert":
             curve_task, label, curve = checkpoint_curve(ws, model_dirs["bert"],
-                                                        by_label["bert random"])
+                                                        by_label["bert random"],
+                                                        by_label["bert pretrained"])
     columns = [f"{m.upper()} {label}" for m in TRANSFER_TASKS
                for label in columns_of(TRANSFER_TASKS[m])]
 

@@ -171,10 +171,9 @@ class Workspace:
         path = self.root / "corpus" / "wikitext2_valid_documents.txt"
         if not path.exists():
             from pretraining.corpora import wikitext_documents, write_documents
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temp = path.with_suffix(".tmp")
-            write_documents(str(temp), wikitext_documents(str(self.shared / WIKITEXT)))
-            os.replace(temp, path)
+            from tfmodels.files import atomic_path
+            with atomic_path(str(path)) as temp:
+                write_documents(temp, wikitext_documents(str(self.shared / WIKITEXT)))
         return [path]
 
     def _document_lines(self) -> List[str]:
@@ -415,11 +414,11 @@ class Workspace:
     # ---- checkpoints along a pretraining run -----------------------------------------------
 
     @staticmethod
-    def checkpoint_steps(model_dir: pathlib.Path) -> List[int]:
-        """The steps of the checkpoints a finished pretraining run kept, in order."""
+    def checkpoints(model_dir: pathlib.Path) -> Dict[int, str]:
+        """step -> checkpoint path, for every checkpoint a finished pretraining run kept."""
         import tensorflow as tf
         state = tf.train.get_checkpoint_state(str(model_dir))
-        return sorted(int(path.rsplit("-", 1)[1]) for path in state.all_model_checkpoint_paths)
+        return {int(path.rsplit("-", 1)[1]): path for path in state.all_model_checkpoint_paths}
 
     @staticmethod
     def checkpoint_model(model_dir: pathlib.Path, step: int, keras_file: pathlib.Path) -> str:
@@ -437,9 +436,7 @@ class Workspace:
         keras.utils.set_random_seed(config.seed)
         model = build_model(config)
         if step:
-            state = tf.train.get_checkpoint_state(str(model_dir))
-            path, = [p for p in state.all_model_checkpoint_paths
-                     if int(p.rsplit("-", 1)[1]) == step]
+            path = Workspace.checkpoints(model_dir)[step]
             tf.train.Checkpoint(model=model).read(path).expect_partial()
         from tfmodels.files import atomic_path
         with atomic_path(str(keras_file), suffix=".keras") as temp:
@@ -455,7 +452,7 @@ class Workspace:
         from tools.zero_shot import ZeroShotConfig, run_zero_shot
         encoder, merges = self.bpe_files()
         rows = []
-        for step in [0] + self.checkpoint_steps(model_dir):
+        for step in [0] + sorted(self.checkpoints(model_dir)):
             cached = model_dir / "zero_shot" / f"step_{step}.json"
             row = _read_json(cached)
             if row is None or any(ZERO_SHOT_METRICS[t] not in row.get(t, {}) for t in tasks):
