@@ -162,8 +162,7 @@ def build_serving_module(task_model, task_spec, tokenizer, seq_length: int,
 
 
 def _check_tokenizer(tokenizer, spec: ServingSpec, model_vocab: int) -> None:
-    needed = "cls_id" if spec.model_type == "bert" else "start_id"
-    if tokenizer is None or not hasattr(tokenizer, needed):
+    if getattr(tokenizer, "family", None) != spec.model_type:
         kind = "WordPieceTokenizer" if spec.model_type == "bert" else "GptBpeTokenizer"
         raise ValueError(f"a {spec.model_type} model serves raw text through a {kind}, got "
                          f"{type(tokenizer).__name__}")

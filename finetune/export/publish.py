@@ -136,7 +136,7 @@ def _tokenizer_info(tokenizer, files: Mapping[str, str]) -> Dict[str, Any]:
         return {}
     info = {"files": {k: os.path.basename(v) for k, v in files.items()},
             "vocab_size": tokenizer.vocab_size}
-    if hasattr(tokenizer, "cls_id"):
+    if tokenizer.family == "bert":
         info.update(type="wordpiece", lower_case=bool(tokenizer.lower_case))
     else:
         info.update(type="gpt_bpe", special_tokens=list(tokenizer.special_tokens))
@@ -155,7 +155,7 @@ def write_vocab_files(tokenizer, folder: str) -> Dict[str, str]:
     reads: BERT vocab.txt; GPT-1 vocab.json + merges.txt (Hugging Face names, BPE ids only,
     the three added tokens follow them). Returns role -> path."""
     os.makedirs(folder, exist_ok=True)
-    if hasattr(tokenizer, "cls_id"):
+    if tokenizer.family == "bert":
         path = os.path.join(folder, "vocab.txt")
         with open(path, "w", encoding="utf-8") as f:
             f.write("".join(t + "\n" for t in tokenizer.vocab))
