@@ -37,6 +37,8 @@ paper's Appendix C.2 ablation (Table 8, [MASK]/same/random) is, as (mask, random
 from __future__ import annotations
 
 import collections
+import concurrent.futures
+import concurrent.futures.process
 import dataclasses
 import hashlib
 import json
@@ -49,6 +51,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from pretraining.corpora import expand_patterns
+from tfmodels.files import atomic_write_text
 from pretraining.example_encoding import encode_examples
 
 Document = List[List[int]]  # sentences of token ids
@@ -357,6 +360,8 @@ def chunk_seed(seed: int, chunk: Chunk) -> int:
 
 
 def write_atomically(path: str, records: List[bytes]) -> None:
+    # Not tfmodels.files.atomic_path: a shard's temp name is `<shard>.tmp`, which a resumed run
+    # recognises (and removes) as a shard an interrupted run left half-written.
     import tensorflow as tf
     temp = path + ".tmp"
     try:
@@ -371,9 +376,7 @@ def write_atomically(path: str, records: List[bytes]) -> None:
 
 
 def write_json_atomically(path: str, value) -> None:
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2)
-    os.replace(path + ".tmp", path)
+    atomic_write_text(path, json.dumps(value, indent=2))
 
 
 def build_records(args) -> Tuple[List[bytes], int]:
@@ -387,16 +390,22 @@ def build_records(args) -> Tuple[List[bytes], int]:
 
 
 def bounded_imap(pool, function, jobs: Iterator, max_in_flight: int) -> Iterator:
-    """`pool.imap` that holds at most `max_in_flight` jobs: Pool.imap drains its input in a
-    background thread, which would tokenise the whole corpus ahead of the workers and make
-    memory grow with it."""
+    """`pool.map` in order that holds at most `max_in_flight` jobs: mapping the whole iterator
+    at once would tokenise the whole corpus ahead of the workers and make memory grow with it."""
     in_flight: collections.deque = collections.deque()
-    for job in jobs:
-        in_flight.append(pool.apply_async(function, (job,)))
-        if len(in_flight) >= max_in_flight:
-            yield in_flight.popleft().get()
-    while in_flight:
-        yield in_flight.popleft().get()
+    try:
+        for job in jobs:
+            in_flight.append(pool.submit(function, job))
+            if len(in_flight) >= max_in_flight:
+                yield in_flight.popleft().result()
+        while in_flight:
+            yield in_flight.popleft().result()
+    except concurrent.futures.process.BrokenProcessPool as e:
+        # multiprocessing.Pool would start a new worker, which dies the same way, forever.
+        raise RuntimeError(
+            "a data-creation worker died before returning its chunk: killed (out of memory?), "
+            "or the script that called create_pretraining_data ran it again when the worker "
+            "imported it (put the call under `if __name__ == \"__main__\":`)") from e
 
 
 def _special_ids(tokenizer, config: DataConfig) -> Dict:
@@ -565,7 +574,10 @@ def create_pretraining_data(input_files: Sequence[str], output_dir: str, config:
             chunk_notes.append({"documents": len(documents), "carry": list(carry)})
             yield payload, config, chunk_seed(config.random_seed, chunk), special
 
-    pool = (multiprocessing.get_context("spawn").Pool(num_workers) if num_workers > 1
+    # spawn, not fork: the parent may hold TensorFlow's threads. An executor, not a Pool: a
+    # worker that dies makes it fail instead of being replaced.
+    pool = (concurrent.futures.ProcessPoolExecutor(
+        num_workers, mp_context=multiprocessing.get_context("spawn")) if num_workers > 1
             else None)
     results = (bounded_imap(pool, build_records, jobs(), 2 * num_workers) if pool
                else map(build_records, jobs()))
@@ -593,8 +605,7 @@ def create_pretraining_data(input_files: Sequence[str], output_dir: str, config:
             bar.update(done, instances=sum(e["records"] for e in finished.values()))
     finally:
         if pool is not None:
-            pool.terminate()
-            pool.join()
+            pool.shutdown(wait=True, cancel_futures=True)
     entries = [finished[c.shard_name()] for c in chunks]
     documents_per_input: Dict[str, int] = {os.path.abspath(f): 0 for f in files}
     for entry in entries:

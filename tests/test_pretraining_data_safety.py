@@ -326,3 +326,24 @@ def test_model_dir_of_another_config_names_both(tmp_path):
                                          r"\(gpt gpt_test\)"):
         run_pretraining(gpt_pretrain_config(files, tmp_path / "model", train_steps=2,
                                             vocab_size=120), log=quiet)
+
+
+def test_unguarded_calling_script_fails_instead_of_hanging(gpt_bpe_files, tmp_path):
+    """A script that calls create_pretraining_data with worker processes but without an
+    `if __name__ == "__main__":` guard runs the call again when a spawned worker imports it.
+    multiprocessing.Pool replaced each dying worker forever; now the run stops with an error
+    that says what to do, and writes no shard."""
+    files = write_articles(tmp_path / "in", 6)
+    script = tmp_path / "make_records.py"
+    script.write_text(
+        "from pretraining.create_data import DataConfig, create_pretraining_data\n"
+        f"config = DataConfig(mode='gpt', input_format='plain', n_ctx={N_CTX}, chunk_bytes=200,\n"
+        f"                    bpe_encoder_file={gpt_bpe_files['encoder']!r},\n"
+        f"                    bpe_merges_file={gpt_bpe_files['merges']!r})\n"
+        f"create_pretraining_data({files!r}, {str(tmp_path / 'out')!r}, config, num_workers=2)\n",
+        encoding="utf-8")
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=300, env=subprocess_env(), cwd=tmp_path)
+    assert run.returncode != 0
+    assert 'if __name__ == "__main__":' in run.stderr.splitlines()[-1]
+    assert not list((tmp_path / "out").glob("*.tfrecord"))
