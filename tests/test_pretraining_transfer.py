@@ -85,11 +85,11 @@ def test_wikipedia_corpus_vocabularies_and_held_out_shard(tmp_path, wiki_slice):
 def test_pretraining_transfer_end_to_end(tmp_path, wiki_slice, monkeypatch):
     """Both pretrainings, every fine-tuning arm, the checkpoint curve and the report, at a toy
     budget: the report holds the table, the notes and, last, the transfer line."""
-    from tools.ablations.workspace import TASKS
+    from tools.ablations.workspace import TASK_SETUPS
     # The toy configs have 64 positions.
     for task in ("mrpc", "story_cloze"):
-        monkeypatch.setitem(TASKS, task, dict(TASKS[task], seq_length=64))
-    monkeypatch.setitem(TASKS, "squad_v1", dict(TASKS["squad_v1"], seq_length=64,
+        monkeypatch.setitem(TASK_SETUPS, task, dict(TASK_SETUPS[task], seq_length=64))
+    monkeypatch.setitem(TASK_SETUPS, "squad_v1", dict(TASK_SETUPS["squad_v1"], seq_length=64,
                                                 options=dict(doc_stride=24,
                                                              max_query_length=16)))
     budget = Budget(corpus="wikipedia20m", vocab_lines=300, bert_config="bert_test",

@@ -24,7 +24,7 @@ import pathlib
 from typing import Callable, Dict, List, Sequence, Tuple
 
 from tools.ablations import report as reports
-from tools.ablations.workspace import TASKS, Workspace, ZERO_SHOT_METRICS, zero_shot_value
+from tools.ablations.workspace import TASK_SETUPS, Workspace, ZERO_SHOT_METRICS, zero_shot_value
 
 Experiment = Callable[[Workspace], reports.Report]
 EXPERIMENTS: Dict[str, Experiment] = {}
@@ -36,7 +36,7 @@ def experiment(function: Experiment) -> Experiment:
 
 
 def columns_of(tasks: Sequence[str]) -> List[str]:
-    return [label for task in tasks for _, label in TASKS[task]["metrics"]]
+    return [label for task in tasks for _, label in TASK_SETUPS[task]["metrics"]]
 
 
 def task_row(ws: Workspace, name: str, tasks: Sequence[str], model: str, init_checkpoint,
@@ -45,7 +45,7 @@ def task_row(ws: Workspace, name: str, tasks: Sequence[str], model: str, init_ch
     row = {}
     for task in tasks:
         values = ws.finetune_seeds(name, task, model, init_checkpoint, **overrides)
-        for key, label in TASKS[task]["metrics"]:
+        for key, label in TASK_SETUPS[task]["metrics"]:
             row[label] = values[key]
     return row
 
@@ -399,7 +399,7 @@ def transfer_verdicts(rows: Dict[str, Dict[str, List[float]]]) -> List[Tuple[str
     for model, tasks in TRANSFER_TASKS.items():
         for task in tasks:
             key, short = TRANSFER_METRICS[task]
-            label = dict(TASKS[task]["metrics"])[key]
+            label = dict(TASK_SETUPS[task]["metrics"])[key]
             (pre_mean, pre_std), (rnd_mean, rnd_std) = (
                 reports.mean_std(rows[f"{model} {arm}"][label]) for arm in ("pretrained",
                                                                               "random"))
@@ -440,7 +440,7 @@ def checkpoint_curve(ws: Workspace, model_dir: pathlib.Path,
     b = ws.budget
     curve_task = TRANSFER_TASKS["bert"][0]
     key, _ = TRANSFER_METRICS[curve_task]
-    label = dict(TASKS[curve_task]["metrics"])[key]
+    label = dict(TASK_SETUPS[curve_task]["metrics"])[key]
     steps = sorted(Workspace.checkpoints(model_dir))
     picked = {steps[round(i * (len(steps) - 1) / max(b.transfer_curve_points - 1, 1))]
               for i in range(b.transfer_curve_points)} if steps else set()
@@ -530,10 +530,18 @@ def pretraining_transfer(ws: Workspace) -> reports.Report:
         shown = (f"held-out MLM acc {final.get('eval_mlm_accuracy', float('nan')):.3f}, NSP acc "
                  f"{final.get('eval_nsp_accuracy', float('nan')):.3f}" if model == "bert" else
                  f"held-out perplexity {math.exp(final.get('eval_lm_loss', float('nan'))):.1f}")
+        # The cost from the logged throughput: done.json's seconds cover only the last
+        # process when a run was interrupted and resumed.
+        speeds = sorted(r["tokens_per_second"] for r in
+                        (bert_metrics if model == "bert" else gpt_metrics)
+                        if r.get("tokens_per_second"))
+        tokens = b.steps_for(model) * b.pretrain_batch_size * b.pretrain_seq_length
+        speed = speeds[len(speeds) // 2] if speeds else float("nan")
         pretraining_rows.append(
             f"{model.upper()} pretraining: {summary.get('settings', {}).get('model_config')}, "
             f"{b.steps_for(model)} steps of {b.pretrain_batch_size} x {b.pretrain_seq_length} "
-            f"tokens, {summary.get('seconds', float('nan')) / 60:.1f} min; {shown}")
+            f"tokens ({tokens / 1e6:.1f}M) at {speed / 1000:.1f}k tokens/s (median logged "
+            f"window): {tokens / speed / 60:.0f} min of training; {shown}")
     notes = pretraining_rows + [f"Curve ({curve_task}): " + ", ".join(
         f"step {s} {reports.cell(v)}" for s, v in curve)] + notes
     return reports.Report(

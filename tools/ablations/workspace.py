@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 # A model-free description of each fine-tuning task: where its data is, its length, the
 # metrics the tables show (metric key, column label; scores x100 like the papers' tables).
-TASKS: Dict[str, Dict[str, Any]] = {
+TASK_SETUPS: Dict[str, Dict[str, Any]] = {
     "sst2": dict(path="glue/SST-2/train.tsv", seq_length=64, metrics=[("accuracy", "SST-2 acc")]),
     "mrpc": dict(path="glue/MRPC/train.tsv", seq_length=128,
                  metrics=[("f1", "MRPC F1"), ("accuracy", "MRPC acc")]),
@@ -358,7 +358,7 @@ class Workspace:
         """The held-out metrics of one fine-tuning run (one seed)."""
         from finetune.trainer import FinetuneConfig, run_finetune
         b = self.budget
-        spec = TASKS[task]
+        spec = TASK_SETUPS[task]
         settings = dict(
             task=task, model=model, init_checkpoint=str(init_checkpoint),
             data_dir=str(self.shared / spec["path"]), seq_length=spec["seq_length"],
@@ -409,7 +409,7 @@ class Workspace:
         per_seed = [self.finetune(name, task, model, init_checkpoint, seed, **overrides)
                     for seed in self.budget.seeds]
         return {key: [display_value(task, key, m[key]) for m in per_seed]
-                for key, _ in TASKS[task]["metrics"]}
+                for key, _ in TASK_SETUPS[task]["metrics"]}
 
     # ---- checkpoints along a pretraining run -----------------------------------------------
 
