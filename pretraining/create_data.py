@@ -51,8 +51,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from pretraining.corpora import expand_patterns
-from tfmodels.files import atomic_write_text
 from pretraining.example_encoding import encode_examples
+from tfmodels.files import atomic_write_text
 
 Document = List[List[int]]  # sentences of token ids
 

@@ -14,8 +14,12 @@ Jobs are cached under --work_dir by a hash of their settings: a rerun skips fini
 an interrupted pretraining resumes. Runs are deterministic for a seed (TF op determinism).
 
   python -m tools.run_ablations --experiments=pretraining_transfer --corpus=wikipedia20m \
-      --bert_pretrain_steps=3000 --pretrain_steps=1000 --finetune_examples=4000 \
-      --finetune_epochs=3 --report_dir=docs/reports/wikipedia20m
+      --bert_pretrain_steps=16000 --bert_learning_rate=1e-3 --gpt_learning_rate=2.5e-4 \
+      --pretrain_steps=1000 --finetune_examples=1000 --finetune_epochs=3 \
+      --report_dir=docs/reports/wikipedia20m
+
+(the wikipedia20m budget of BUILD_NOTES: BERT's SST-2 transfers there; at the default GPT lr,
+1e-3, gpt_small stays at unigram level on this corpus.)
 
 The default budget keeps each experiment well under an hour on 2 CPU cores. To scale up on an
 accelerator, e.g.: --bert_config=bert_base --gpt_config=gpt1 --lstm_config=lstm_2048
