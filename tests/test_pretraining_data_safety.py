@@ -345,5 +345,9 @@ def test_unguarded_calling_script_fails_instead_of_hanging(gpt_bpe_files, tmp_pa
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                          timeout=300, env=subprocess_env(), cwd=tmp_path)
     assert run.returncode != 0
-    assert 'if __name__ == "__main__":' in run.stderr.splitlines()[-1]
+    # The traceback's last line names the fix. Not simply stderr's last line: the dying spawned
+    # workers' resource_tracker may print a leaked-semaphore warning after it.
+    error_lines = [line for line in run.stderr.splitlines() if line.startswith("RuntimeError: ")]
+    assert error_lines, run.stderr
+    assert 'if __name__ == "__main__":' in error_lines[-1]
     assert not list((tmp_path / "out").glob("*.tfrecord"))
