@@ -411,10 +411,12 @@ class GptBpeTokenizer(tf.Module):
         ids = tf.RaggedTensor.from_row_splits(
             pieces, tf.concat([[0], tf.cumsum(pieces_per_word)], 0), validate=False
         ).merge_dims(1, 2)
-        unknown = ids == self.vocab_size
+        unknown = ids.flat_values == self.vocab_size
         if self.unk_id is None:
-            return tf.cast(tf.ragged.boolean_mask(ids, ~unknown), tf.int32)
-        return tf.cast(tf.where(unknown, tf.cast(self.unk_id, tf.int64), ids), tf.int32)
+            return tf.cast(tf.ragged.boolean_mask(ids, ids.with_flat_values(~unknown)), tf.int32)
+        # On the flat values: the ragged dispatch of tf.where builds ~1 s of graph per trace.
+        return ids.with_flat_values(tf.cast(
+            tf.where(unknown, tf.cast(self.unk_id, tf.int64), ids.flat_values), tf.int32))
 
     def tokenize(self, texts: Texts) -> tf.RaggedTensor:
         """string [batch] -> int32 RaggedTensor [batch, (ids)]; no ftfy (see `clean_text`).
