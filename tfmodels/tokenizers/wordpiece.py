@@ -44,6 +44,16 @@ def read_vocab_file(vocab_file: str) -> List[str]:
     return tokens
 
 
+class _Vocabulary:
+    """tokens in id order and token -> id. A plain object: tf.Module would wrap a list or dict
+    attribute for tracking and walk its 30k entries on every `variables` read and SavedModel
+    save (seconds per export)."""
+
+    def __init__(self, tokens: List[str]):
+        self.tokens = list(tokens)
+        self.ids = {token: i for i, token in enumerate(self.tokens)}
+
+
 class WordPieceTokenizer(tf.Module):
     """WordPiece tokenizer with BERT's basic pre-tokenisation.
 
@@ -60,11 +70,15 @@ class WordPieceTokenizer(tf.Module):
         super().__init__(name=name)
         self.vocab_file = vocab_file
         self.lower_case = lower_case
-        self.vocab = read_vocab_file(vocab_file)
-        self._token_to_id = {token: i for i, token in enumerate(self.vocab)}
+        self._vocab = _Vocabulary(read_vocab_file(vocab_file))
         self._tokenizer = tf_text.FastBertTokenizer(
             vocab=self.vocab, suffix_indicator="##", max_bytes_per_word=max_chars_per_word,
             token_out_type=tf.int32, unknown_token="[UNK]", support_detokenization=True)
+
+    @property
+    def vocab(self) -> List[str]:
+        """The tokens in id order."""
+        return self._vocab.tokens
 
     @property
     def vocab_size(self) -> int:
@@ -72,26 +86,26 @@ class WordPieceTokenizer(tf.Module):
 
     @property
     def pad_id(self) -> int:
-        return self._token_to_id["[PAD]"]
+        return self._vocab.ids["[PAD]"]
 
     @property
     def unk_id(self) -> int:
-        return self._token_to_id["[UNK]"]
+        return self._vocab.ids["[UNK]"]
 
     @property
     def cls_id(self) -> int:
-        return self._token_to_id["[CLS]"]
+        return self._vocab.ids["[CLS]"]
 
     @property
     def sep_id(self) -> int:
-        return self._token_to_id["[SEP]"]
+        return self._vocab.ids["[SEP]"]
 
     @property
     def mask_id(self) -> int:
-        return self._token_to_id["[MASK]"]
+        return self._vocab.ids["[MASK]"]
 
     def token_to_id(self, token: str) -> int:
-        return self._token_to_id.get(token, self.unk_id)
+        return self._vocab.ids.get(token, self.unk_id)
 
     def id_to_token(self, token_id: int) -> str:
         return self.vocab[token_id]
