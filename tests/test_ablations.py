@@ -35,6 +35,22 @@ def test_cells_carry_mean_and_population_std():
     assert lines == ["| variant | A | B |", "|---|---|---|", "| x | 2.0 ± 1.0 | – |"]
 
 
+def test_claims_say_whether_the_direction_reproduces(tmp_path):
+    assert reports.verdict([60.0, 62.0], [50.0, 50.0]) == (11.0, 1.0, "reproduces")
+    assert reports.verdict([50.0, 54.0], [51.0, 51.0])[2] == "does not (within the spread)"
+    assert reports.verdict([40.0, 40.0], [50.0, 52.0]) == (-11.0, 1.0, "reversed")
+    rows = [("pre", {"A": [60.0, 62.0], "B": [50.0, 54.0]}),
+            ("none", {"A": [50.0, 50.0], "B": [51.0, 51.0]})]
+    report = reports.Report(name="r", title="T", intro="i", columns=["A", "B"], rows=rows,
+                            seeds=2, bar_chart=False,
+                            claims=[reports.Claim("pretraining helps", "pre", "none"),
+                                    reports.Claim("only B", "pre", "none", ["B"])])
+    text = reports.write_report(report, tmp_path, "python -m x", 1.0).read_text()
+    assert "| pretraining helps | A | +11.0 | 1.0 | reproduces |" in text
+    assert "| pretraining helps | B | +1.0 | 2.0 | does not (within the spread) |" in text
+    assert text.count("| only B |") == 1
+
+
 def test_display_values_follow_the_papers():
     assert display_value("sst2", "accuracy", 0.875) == 87.5
     assert display_value("squad_v1", "f1", 61.0) == 61.0       # already a percentage

@@ -14,6 +14,16 @@ from typing import Dict, List, Optional, Sequence, Tuple
 Row = Tuple[str, Dict[str, List[float]]]
 
 
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """A direction the paper reports: row `better` scores above row `worse` on `columns`
+    (None: every column of the table)."""
+    text: str
+    better: str
+    worse: str
+    columns: Optional[Sequence[str]] = None
+
+
 HELD_BACK = ("held-back data (the last 10% of each training file, at most 1,000 examples, the "
              "same for every variant and budget; Story Cloze: the second half of its CSV; "
              "CoNLL-2003: eng.testa)")
@@ -34,6 +44,7 @@ class Report:
     what_varies: str = "fine-tuning seed"
     scored_on: str = HELD_BACK
     last_line: str = ""              # a summary line a script can read, after everything else
+    claims: List[Claim] = dataclasses.field(default_factory=list)
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:
@@ -49,6 +60,31 @@ def cell(values: Optional[Sequence[float]]) -> str:
         return "–"
     mean, std = mean_std(values)
     return f"{mean:.1f} ± {std:.1f}" if len(values) > 1 else f"{mean:.1f}"
+
+
+def verdict(better: Sequence[float], worse: Sequence[float]) -> Tuple[float, float, str]:
+    """(mean difference, the larger of the two stds, whether the direction reproduces): it
+    does when the difference is above that spread, is reversed when it is below minus it."""
+    (better_mean, better_std), (worse_mean, worse_std) = mean_std(better), mean_std(worse)
+    delta, spread = better_mean - worse_mean, max(better_std, worse_std)
+    if delta > spread:
+        return delta, spread, "reproduces"
+    if delta < -spread:
+        return delta, spread, "reversed"
+    return delta, spread, "does not (within the spread)"
+
+
+def claims_table(claims: Sequence[Claim], columns: Sequence[str], rows: Sequence[Row]) -> List[str]:
+    by_label = dict(rows)
+    lines = ["| the paper's claim | column | difference | larger std | here |",
+             "|---|---|---|---|---|"]
+    for claim in claims:
+        for column in claim.columns or columns:
+            delta, spread, outcome = verdict(by_label[claim.better].get(column, []),
+                                             by_label[claim.worse].get(column, []))
+            lines.append(f"| {claim.text} | {column} | {delta:+.1f} | {spread:.1f} | "
+                         f"{outcome} |")
+    return lines
 
 
 def markdown_table(columns: Sequence[str], rows: Sequence[Row]) -> List[str]:
@@ -135,6 +171,10 @@ def write_report(report: Report, report_dir: pathlib.Path, command: str, seconds
         if draw is not None and not draw(report_dir / file):
             continue
         lines += ["", f"![{caption}]({file})"]
+    if report.claims:
+        lines += ["", "Does the paper's direction reproduce here? (row difference of the means, "
+                      "against the larger of the two rows' stds)", ""]
+        lines += claims_table(report.claims, report.columns, report.rows)
     if report.notes:
         lines += ["", "Notes:", ""] + [f"- {note}" for note in report.notes]
     lines += ["", f"Regenerate: `{command}` ({compute_line(seconds, job_seconds)}; cached jobs "
