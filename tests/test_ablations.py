@@ -70,6 +70,29 @@ def test_budget_validation():
         Budget(pretrain_steps=2)
 
 
+def test_full_data_tasks_fine_tune_on_the_whole_file(tmp_path, monkeypatch):
+    """--full_data_tasks lifts the finetune_examples cap for the named tasks only; the
+    held-back evaluation slice stays the same."""
+    import finetune.trainer
+    seen = {}
+
+    def fake_run(config, log):
+        seen[config.task] = config
+        return {"selected_run": {"metrics": {"accuracy": 0.5, "f1": 0.5}}}
+
+    monkeypatch.setattr(finetune.trainer, "run_finetune", fake_run)
+    with pytest.raises(ValueError, match="mprc"):
+        Budget(full_data_tasks=("mprc",))
+    ws = Workspace(str(tmp_path), str(tmp_path), Budget(full_data_tasks=["mrpc"]),
+                   lambda m: None)
+    monkeypatch.setattr(ws, "bert_vocab", lambda checkpoint: "vocab.txt")
+    for task in ("sst2", "mrpc"):
+        ws.finetune("x", task, "bert", "", 0)
+    assert seen["sst2"].max_train_examples == 1000
+    assert seen["mrpc"].max_train_examples == 0
+    assert seen["mrpc"].holdout_before_cap and seen["mrpc"].max_eval_examples == 1000
+
+
 def test_unknown_experiment_is_named():
     from tools.run_ablations import run_experiments
     with pytest.raises(ValueError, match="bert_objectivs"):

@@ -96,8 +96,7 @@ def bert_objectives(ws: Workspace) -> reports.Report:
     return reports.Report(
         name="bert_objectives", title="BERT pretraining objectives (BERT Table 5)",
         intro=(f"{b.bert_config} {bert_pretraining_text(ws)}, with each objective, then "
-               "fine-tuned on the first "
-               f"{b.finetune_examples} examples of each task ({b.finetune_epochs:g} epochs, lr "
+               f"fine-tuned on {examples_text(b)} ({b.finetune_epochs:g} epochs, lr "
                f"{b.bert_finetune_learning_rate:g}). LTR models keep the left-only mask when "
                "fine-tuned and read the last token's state; the BiLSTM row adds a randomly "
                "initialised BiLSTM under the task head (the paper did so for SQuAD). The paper "
@@ -227,8 +226,7 @@ def loss_imbalanced(ws: Workspace) -> reports.Report:
     return reports.Report(
         name="loss_imbalanced", title="Cross-entropy vs soft-F1 loss on imbalanced tasks",
         intro=(f"MRPC (68% positive) and CoLA (70% acceptable), {described}, fine-tuned "
-               f"on the first {ws.budget.finetune_examples} examples "
-               f"({ws.budget.finetune_epochs:g} epochs, lr "
+               f"on {examples_text(ws.budget)} ({ws.budget.finetune_epochs:g} epochs, lr "
                f"{ws.finetune_learning_rate('bert', checkpoint):g}): the soft-F1 loss (1 - macro "
                "F1 of the batch's probabilities) optimises an F1-like objective directly."),
         columns=columns_of(tasks), rows=rows, seeds=_seeds(ws))
@@ -248,9 +246,8 @@ def _gpt_intro(ws: Workspace, extra: str) -> str:
     b = ws.budget
     return (f"{b.gpt_config} pretrained {b.pretrain_steps} steps (batch {b.pretrain_batch_size} "
             f"x {b.pretrain_seq_length} tokens, {b.bpe_merges}-merge BPE learned on the same "
-            f"text) on {corpus_text(ws)}, fine-tuned with the GPT-1 input transforms on the "
-            f"first {b.finetune_examples} examples of each task (Story Cloze: half its "
-            f"validation CSV), {b.finetune_epochs:g} epochs, lr "
+            f"text) on {corpus_text(ws)}, fine-tuned with the GPT-1 input transforms on "
+            f"{examples_text(b)}, {b.finetune_epochs:g} epochs, lr "
             f"{b.gpt_finetune_learning_rate:g}, aux LM weight 0.5 unless stated. " + extra)
 
 
@@ -394,6 +391,17 @@ def random_init(ws: Workspace, model: str) -> dict:
     if model == "bert":
         return dict(model_config=ws.budget.bert_config)
     return dict(model_config=ws.budget.gpt_config, vocab_size=ws.bpe_vocab_size())
+
+
+def examples_text(b) -> str:
+    """Which fine-tuning examples each task gets, for the reports' intros."""
+    names = {"sst2": "SST-2", "mrpc": "MRPC", "rte": "RTE", "cola": "CoLA", "stsb": "STS-B",
+             "squad_v1": "the SQuAD subset", "conll2003": "CoNLL-2003"}
+    full = [names.get(t, t) for t in b.full_data_tasks if t != "story_cloze"]
+    whole = (f"{' and '.join(full)}: the whole training file less the held-back slice; "
+             if full else "")
+    return (f"the first {b.finetune_examples} examples of each task ({whole}Story Cloze: half "
+            "its validation CSV)")
 
 
 def corpus_text(ws: Workspace) -> str:
@@ -559,8 +567,7 @@ def pretraining_transfer(ws: Workspace) -> reports.Report:
                f"{b.gpt_learning_rate:g}, {b.pretrain_steps} steps), batch "
                f"{b.pretrain_batch_size} x {b.pretrain_seq_length} tokens, pretrained on "
                f"{corpus_text(ws)} with vocabularies learned from it; then the same fine-tuning "
-               f"from the pretrained weights and from random init: the first "
-               f"{b.finetune_examples} examples of each task (Story Cloze: half its CSV), "
+               f"from the pretrained weights and from random init: {examples_text(b)}, "
                f"{b.finetune_epochs:g} epochs, lr {b.bert_finetune_learning_rate:g} (BERT) / "
                f"{b.gpt_finetune_learning_rate:g} (GPT-1, aux LM 0.5). The papers' premise: "
                "pretraining is what makes the fine-tuned model good."),
