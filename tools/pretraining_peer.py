@@ -87,24 +87,12 @@ def record_files(folder: str, eval_pattern: str):
     return files[:-1], files[-1:]
 
 
-def vocab_size_of(folder: str) -> int:
+def read_manifest(folder: str) -> dict:
+    """The create_data settings the records were written with."""
     manifest = pathlib.Path(folder) / "manifest.json"
     if not manifest.exists():
         raise ValueError(f"--records={folder}: no manifest.json (not a create_data folder)")
-    vocab_file = json.loads(manifest.read_text())["config"]["vocab_file"]
-    with open(vocab_file, encoding="utf-8") as f:
-        return sum(1 for _ in f)
-
-
-def evaluate(model, batches):
-    from tfmodels.losses import masked_lm_loss
-    loss = acc = 0.0
-    for batch in batches:
-        m = masked_lm_loss(model(batch, training=False)["mlm_logits"], batch["masked_lm_ids"],
-                           batch["masked_lm_weights"])
-        loss += float(m["mlm_loss"])
-        acc += float(m["mlm_accuracy"])
-    return loss / len(batches), acc / len(batches)
+    return json.loads(manifest.read_text())["config"]
 
 
 def main(argv):
@@ -117,6 +105,8 @@ def main(argv):
     from tfmodels.bert import BertPretrainer
     from tfmodels.losses import bert_pretraining_loss
     from tfmodels.optimization import create_optimizer
+    from pretraining.trainer import Evaluator
+    from tfmodels.tokenizers.wordpiece import read_vocab_file
     from tfmodels.training import TrainStep
     from tools.machine import cpu_description
 
@@ -125,14 +115,15 @@ def main(argv):
     if FLAGS.steps < 1 or FLAGS.eval_every < 1:
         raise ValueError("--steps and --eval_every must be >= 1")
     train_files, eval_files = record_files(FLAGS.records, FLAGS.eval_records)
-    manifest = json.loads((pathlib.Path(FLAGS.records) / "manifest.json").read_text())["config"]
+    manifest = read_manifest(FLAGS.records)
     seq_length, max_predictions = manifest["max_seq_length"], manifest["max_predictions_per_seq"]
     print(f"machine: {cpu_description()}")
     print(f"records: {FLAGS.records} ({len(train_files)} training files, held out: "
           f"{', '.join(os.path.basename(f) for f in eval_files)})")
 
     keras.utils.set_random_seed(FLAGS.seed)
-    cfg = configs.get_config(FLAGS.model_config, vocab_size=vocab_size_of(FLAGS.records))
+    cfg = configs.get_config(FLAGS.model_config,
+                             vocab_size=len(read_vocab_file(manifest["vocab_file"])))
     ours = BertPretrainer(cfg)
     ours.nsp_head.trainable = False          # no NSP loss: as build_model does for use_nsp=False
     ours.encoder.pooler.trainable = False
@@ -154,10 +145,13 @@ def main(argv):
     train = input_pipeline.bert_pretraining_dataset(
         train_files, FLAGS.batch_size, seq_length, max_predictions, seed=FLAGS.seed,
         use_nsp=False)
-    held_out = list(input_pipeline.bert_pretraining_dataset(
-        eval_files, FLAGS.batch_size, seq_length, max_predictions, is_training=False,
-        use_nsp=False).take(FLAGS.eval_batches))
-    models = {"ours": ours, "keras_hub": peer}
+    # Pretraining's own held-out evaluation: the same first --eval_batches batches each time.
+    evaluators = {name: Evaluator(
+        model, loss_fn, tf.distribute.get_strategy(),
+        lambda context: input_pipeline.bert_pretraining_dataset(
+            eval_files, FLAGS.batch_size, seq_length, max_predictions, is_training=False,
+            input_context=context, use_nsp=False), FLAGS.eval_batches)
+        for name, model in (("ours", ours), ("keras_hub", peer))}
     seconds = {"ours": 0.0, "keras_hub": 0.0}
     header = "| step | ours MLM loss | keras-hub MLM loss | ours MLM acc | keras-hub MLM acc |"
     print("\n" + header + "\n|---|---|---|---|---|")
@@ -172,13 +166,17 @@ def main(argv):
             if step > 1:  # the first step traces and compiles
                 seconds[name] += time.perf_counter() - start
         if step % FLAGS.eval_every == 0 or step == FLAGS.steps:
-            results = {name: evaluate(models[name], held_out) for name in models}
-            print(f"| {step} | {results['ours'][0]:.3f} | {results['keras_hub'][0]:.3f} | "
-                  f"{results['ours'][1]:.3f} | {results['keras_hub'][1]:.3f} |", flush=True)
+            results = {name: evaluate() for name, evaluate in evaluators.items()}
+            ours_eval, hub_eval = results["ours"], results["keras_hub"]
+            print(f"| {step} | {ours_eval['eval_mlm_loss']:.3f} | "
+                  f"{hub_eval['eval_mlm_loss']:.3f} | {ours_eval['eval_mlm_accuracy']:.3f} | "
+                  f"{hub_eval['eval_mlm_accuracy']:.3f} |", flush=True)
     tokens = (FLAGS.steps - 1) * FLAGS.batch_size * seq_length
     print("\n" + ", ".join(f"{name}: {tokens / max(s, 1e-9) / 1000:.1f}k tokens/s"
                            for name, s in seconds.items()) + " (training steps, after the first)")
-    (ours_loss, ours_acc), (hub_loss, hub_acc) = results["ours"], results["keras_hub"]
+    ours_loss, ours_acc, hub_loss, hub_acc = (
+        results[name][key] for name in ("ours", "keras_hub")
+        for key in ("eval_mlm_loss", "eval_mlm_accuracy"))
     print(f"peer: ours mlm_acc {ours_acc:.3f} keras_hub {hub_acc:.3f} gap "
           f"{ours_acc - hub_acc:+.3f}; mlm_loss {ours_loss:.3f} {hub_loss:.3f} gap "
           f"{ours_loss - hub_loss:+.3f}")
