@@ -29,18 +29,23 @@ from absl import flags
 from tfmodels.cli import run_binary
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("records", None, "A folder of BERT pretraining records written by "
-                    "create_data (its manifest.json names the vocabulary).")
-flags.DEFINE_string("eval_records", "", "Held-out record files (glob); default: the folder's "
-                    "last file, which is then left out of training.")
-flags.DEFINE_string("model_config", "bert_tiny", "Our BERT config (sizes for both sides).")
-flags.DEFINE_integer("steps", 3000, "Optimizer steps on each side.")
-flags.DEFINE_integer("batch_size", 32, "Sequences per step.")
-flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate (10% warmup, linear decay).")
-flags.DEFINE_integer("eval_every", 500, "Evaluate both models every this many steps.")
-flags.DEFINE_integer("eval_batches", 20, "Held-out batches per evaluation.")
-flags.DEFINE_integer("seed", 1, "Seed of the shared initial weights and the batch order.")
-flags.DEFINE_bool("jit_compile", True, "XLA-compile both sides' forward and backward pass.")
+
+
+def define_flags():
+    """Flags are defined when the binary runs, not on import: tests import KerasHubMlm beside
+    other binaries' modules in one process, and absl refuses a flag defined twice."""
+    flags.DEFINE_string("records", None, "A folder of BERT pretraining records written by "
+                        "create_data (its manifest.json names the vocabulary).")
+    flags.DEFINE_string("eval_records", "", "Held-out record files (glob); default: the folder's "
+                        "last file, which is then left out of training.")
+    flags.DEFINE_string("model_config", "bert_tiny", "Our BERT config (sizes for both sides).")
+    flags.DEFINE_integer("steps", 3000, "Optimizer steps on each side.")
+    flags.DEFINE_integer("batch_size", 32, "Sequences per step.")
+    flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate (10% warmup, linear decay).")
+    flags.DEFINE_integer("eval_every", 500, "Evaluate both models every this many steps.")
+    flags.DEFINE_integer("eval_batches", 20, "Held-out batches per evaluation.")
+    flags.DEFINE_integer("seed", 1, "Seed of the shared initial weights and the batch order.")
+    flags.DEFINE_bool("jit_compile", True, "XLA-compile both sides' forward and backward pass.")
 
 
 class KerasHubMlm:
@@ -182,5 +187,10 @@ def main(argv):
           f"{ours_loss - hub_loss:+.3f}")
 
 
-if __name__ == "__main__":
+def run():
+    define_flags()
     run_binary(main)
+
+
+if __name__ == "__main__":
+    run()
