@@ -8,7 +8,7 @@ WikiText-2 text in ../shared/data/corpus, as tools/benchmark_data_creation.py do
 temporary folder; then measures the examples/second `bert_pretraining_dataset` delivers with
 the records' static masks, with dynamic masking and with whole-word dynamic masking (after a
 warm-up that fills the shuffle buffer), and the examples/second one bert_base training step
-consumes at the same batch and length (tools/benchmark_training.make_stepper: forward,
+consumes at the same batch and length (tools/benchmark_training.make_steppers: forward,
 backward, AdamW, XLA). The ratio pipeline / step should be at least 10x, so input never
 limits training, also when both share the CPU.
 """
@@ -28,7 +28,7 @@ from pretraining.corpora import wikitext_documents, write_documents
 from tfmodels.cli import run_binary
 # Its flags are reused here (absl flags are global): --batch_size, --seq_length,
 # --predictions, --bert_config, --steps and --jit_compile.
-from tools.benchmark_training import make_batch, make_stepper
+from tools.benchmark_training import make_batch, make_steppers
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("shared_data", "../shared/data", "Folder of the real third-party data.")
@@ -39,6 +39,7 @@ flags.DEFINE_integer("examples", 4000, "Examples timed per pipeline, after warm-
 flags.DEFINE_integer("warmup_examples", 1000, "Examples read before timing.")
 flags.DEFINE_integer("shuffle_buffer", 10000, "Record shuffle buffer.")
 flags.DEFINE_bool("skip_model", False, "Only measure the pipelines.")
+flags.DEFINE_bool("jit_compile", True, "Time the training step with XLA.")
 FLAGS.set_default("steps", 3)    # bert_base steps take seconds each on CPU
 
 
@@ -82,8 +83,9 @@ def step_rate() -> float:
     from tfmodels.losses import bert_pretraining_loss
     cfg = configs.get_config(FLAGS.bert_config)
     batch = make_batch(cfg.vocab_size, FLAGS.batch_size, FLAGS.seq_length, FLAGS.predictions)
-    seconds = make_stepper(BertPretrainer(cfg), bert_pretraining_loss, batch,
-                           FLAGS.jit_compile)(FLAGS.steps)
+    run = make_steppers(BertPretrainer(cfg), bert_pretraining_loss, batch,
+                        [FLAGS.jit_compile])[FLAGS.jit_compile]
+    seconds = run(FLAGS.steps)
     return FLAGS.batch_size / seconds
 
 
