@@ -246,7 +246,7 @@ class TextClassifier(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        import finetune.models  # noqa: F401  (registers the task models)
+        from finetune import models  # noqa: F401  (registers the task models)
         config = dict(config)
         task_model = keras.saving.deserialize_keras_object(config.pop("task_model"))
         return cls(task_model, **config)

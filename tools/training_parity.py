@@ -1,6 +1,6 @@
 """Step-for-step training parity of every fine-tuning head with transformers (torch, CPU).
 
-  pip install -e '.[reference]'      # torch + transformers
+  pip install '.[reference]'      # torch + transformers
   python -m tools.training_parity                       # every head, 20 steps, drift columns
   python -m tools.training_parity --heads=bert_span,gpt_classify --nodrift
 

@@ -16,9 +16,8 @@ from tfmodels.tokenizers.loading import load_tokenizer
 def load_keras_model(path: str):
     """A `.keras` file from fine-tuning (TaskModel) or pretraining (GptLanguageModel)."""
     import keras
-    import finetune.models  # noqa: F401  (registers the task model classes)
-    import tfmodels.bert  # noqa: F401
-    import tfmodels.gpt  # noqa: F401
+    from finetune import models  # noqa: F401  (registers the task model classes)
+    from tfmodels import bert, gpt  # noqa: F401
     if not os.path.isfile(path):
         raise ValueError(f"model file {path} does not exist")
     return keras.saving.load_model(path, compile=False)
