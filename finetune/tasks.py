@@ -30,6 +30,9 @@ class TaskSpec:
     metric: Callable[..., Dict[str, float]]           # (labels, predictions) -> named numbers
     main_metric: str                                  # the number used for model selection
     files: Mapping[str, str]                          # split -> file (or folder) under data_dir
+    # How papers and reports write the task; for GLUE tasks also the task's folder in the GLUE
+    # distribution (glue/SST-2/train.tsv). '' for the Python API's ad-hoc tasks.
+    display_name: str = ""
     label_names: Tuple[str, ...] = ()
     num_choices: int = 0
     is_pair: bool = False
@@ -60,12 +63,13 @@ def _reader(task: str, files: Mapping[str, str], read_file: Callable[[str, str],
 _GLUE_FILES = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
 
 
-def _glue_task(name: str, metric, main_metric: str, is_pair: bool, files=_GLUE_FILES,
-               similarity: bool = False) -> TaskSpec:
+def _glue_task(name: str, display_name: str, metric, main_metric: str, is_pair: bool,
+               files=_GLUE_FILES, similarity: bool = False) -> TaskSpec:
     fmt = glue.GLUE_FORMATS[name]
     read_file = lambda path, split: glue.read_glue_tsv(path, fmt, test=(split == "test"))
     return TaskSpec(
         name=name, kind="classification" if fmt.label_names else "regression",
+        display_name=display_name,
         read=_reader(name, files, read_file), metric=metric, main_metric=main_metric,
         files=dict(files), label_names=fmt.label_names, is_pair=is_pair, similarity=similarity)
 
@@ -73,21 +77,21 @@ def _glue_task(name: str, metric, main_metric: str, is_pair: bool, files=_GLUE_F
 def _build_registry() -> Dict[str, TaskSpec]:
     acc = metrics.accuracy
     tasks = [
-        _glue_task("cola", metrics.matthews_corrcoef, "mcc", is_pair=False),
-        _glue_task("sst2", acc, "accuracy", is_pair=False),
-        _glue_task("mrpc", metrics.f1_and_accuracy, "f1", is_pair=True, similarity=True),
-        _glue_task("qqp", metrics.f1_and_accuracy, "f1", is_pair=True, similarity=True),
-        _glue_task("stsb", metrics.pearson_spearman, "corr", is_pair=True, similarity=True),
-        _glue_task("mnli", acc, "accuracy", is_pair=True,
+        _glue_task("cola", "CoLA", metrics.matthews_corrcoef, "mcc", is_pair=False),
+        _glue_task("sst2", "SST-2", acc, "accuracy", is_pair=False),
+        _glue_task("mrpc", "MRPC", metrics.f1_and_accuracy, "f1", is_pair=True, similarity=True),
+        _glue_task("qqp", "QQP", metrics.f1_and_accuracy, "f1", is_pair=True, similarity=True),
+        _glue_task("stsb", "STS-B", metrics.pearson_spearman, "corr", is_pair=True, similarity=True),
+        _glue_task("mnli", "MNLI", acc, "accuracy", is_pair=True,
                    files={"train": "train.tsv", "dev": "dev_matched.tsv", "test": "test_matched.tsv"}),
-        _glue_task("mnli_mismatched", acc, "accuracy", is_pair=True,
+        _glue_task("mnli_mismatched", "MNLI-mm", acc, "accuracy", is_pair=True,
                    files={"train": "train.tsv", "dev": "dev_mismatched.tsv", "test": "test_mismatched.tsv"}),
-        _glue_task("qnli", acc, "accuracy", is_pair=True),
-        _glue_task("rte", acc, "accuracy", is_pair=True),
-        _glue_task("wnli", acc, "accuracy", is_pair=True),
-        _glue_task("snli", acc, "accuracy", is_pair=True),
+        _glue_task("qnli", "QNLI", acc, "accuracy", is_pair=True),
+        _glue_task("rte", "RTE", acc, "accuracy", is_pair=True),
+        _glue_task("wnli", "WNLI", acc, "accuracy", is_pair=True),
+        _glue_task("snli", "SNLI", acc, "accuracy", is_pair=True),
         # SciTailV1.1/tsv_format/: headerless premise \t hypothesis \t label, labelled test set.
-        _glue_task("scitail", acc, "accuracy", is_pair=True,
+        _glue_task("scitail", "SciTail", acc, "accuracy", is_pair=True,
                    files={s: f"scitail_1.0_{s}.tsv" for s in ("train", "dev", "test")}),
     ]
     squad_read = lambda path, split: squad.read_squad(path, require_answers=(split != "test"))
@@ -99,26 +103,26 @@ def _build_registry() -> Dict[str, TaskSpec]:
     cloze_files = {"train": "cloze_test_val__spring2016.csv", "test": "cloze_test_test__spring2016.csv"}
     conll_files = {"train": "eng.train", "dev": "eng.testa", "test": "eng.testb"}
     tasks += [
-        TaskSpec(name="squad_v1", kind="span", metric=metrics.squad_v1, main_metric="f1",
+        TaskSpec(name="squad_v1", display_name="SQuAD v1.1", kind="span", metric=metrics.squad_v1, main_metric="f1",
                  files=squad1_files, is_pair=True, read=_reader("squad_v1", squad1_files, squad_read)),
-        TaskSpec(name="squad_v2", kind="span", metric=metrics.squad_v2, main_metric="f1",
+        TaskSpec(name="squad_v2", display_name="SQuAD v2.0", kind="span", metric=metrics.squad_v2, main_metric="f1",
                  files=squad2_files, is_pair=True, null_answers=True,
                  read=_reader("squad_v2", squad2_files, squad_read)),
-        TaskSpec(name="swag", kind="multiple_choice", metric=acc, main_metric="accuracy",
+        TaskSpec(name="swag", display_name="SWAG", kind="multiple_choice", metric=acc, main_metric="accuracy",
                  files=swag_files, num_choices=4, is_pair=True,
                  read=_reader("swag", swag_files,
                               lambda p, s: choice.read_swag(p, require_label=(s != "test")))),
-        TaskSpec(name="race", kind="multiple_choice", metric=acc, main_metric="accuracy",
+        TaskSpec(name="race", display_name="RACE", kind="multiple_choice", metric=acc, main_metric="accuracy",
                  files=race_dirs, num_choices=4, is_pair=True,
                  read=_reader("race", race_dirs,
                               lambda p, s: choice.read_race(p, require_label=(s != "test")))),
-        TaskSpec(name="story_cloze", kind="multiple_choice", metric=acc, main_metric="accuracy",
+        TaskSpec(name="story_cloze", display_name="Story Cloze", kind="multiple_choice", metric=acc, main_metric="accuracy",
                  files=cloze_files, num_choices=2, is_pair=True,
                  read=_reader("story_cloze", cloze_files,
                               lambda p, s: choice.read_story_cloze(p, require_label=(s != "test")))),
         # Read as IOB2 (every entity starts with B-) so the tag classifier sees entity starts;
         # the conlleval-style metric scores IOB1 and IOB2 identically.
-        TaskSpec(name="conll2003", kind="token_classification", metric=metrics.ner_f1,
+        TaskSpec(name="conll2003", display_name="CoNLL-2003", kind="token_classification", metric=metrics.ner_f1,
                  main_metric="f1", files=conll_files, label_names=conll.CONLL2003_TAGS,
                  read=_reader("conll2003", conll_files,
                               lambda p, s: conll.read_conll(p, to_iob2=True))),

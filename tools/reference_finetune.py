@@ -46,7 +46,6 @@ flags.DEFINE_bool("group_by_length", False,
                   "its longest (padding='longest', the DataCollatorWithPadding idiom). Off: "
                   "both pad every batch to --seq_length.")
 
-GLUE_FOLDERS = {"sst2": "SST-2", "mrpc": "MRPC", "rte": "RTE", "cola": "CoLA", "wnli": "WNLI"}
 
 
 def reference_run(checkpoint: str, task, train, heldout, seed: int) -> dict:
@@ -118,7 +117,10 @@ def main(argv):
     del argv
     checkpoint = FLAGS.checkpoint or minilm_folder()
     task = get_task(FLAGS.task)
-    data_file = os.path.join(FLAGS.shared_data, "glue", GLUE_FOLDERS[FLAGS.task], "train.tsv")
+    if task.kind != "classification" or task.files.get("train") != "train.tsv":
+        raise ValueError(f"--task={FLAGS.task}: expected a GLUE classification task "
+                         "(sst2, mrpc, rte, cola, ...)")
+    data_file = os.path.join(FLAGS.shared_data, "glue", task.display_name, "train.tsv")
     train, heldout = holdout_split(task.read(data_file, "train")[:FLAGS.max_train_examples], 0.1)
     seeds = tuple(int(seed) for seed in FLAGS.seeds)
     with tempfile.TemporaryDirectory() as output_dir:

@@ -395,9 +395,8 @@ def random_init(ws: Workspace, model: str) -> dict:
 
 def examples_text(b) -> str:
     """Which fine-tuning examples each task gets, for the reports' intros."""
-    names = {"sst2": "SST-2", "mrpc": "MRPC", "rte": "RTE", "cola": "CoLA", "stsb": "STS-B",
-             "squad_v1": "the SQuAD subset", "conll2003": "CoNLL-2003"}
-    full = [names.get(t, t) for t in b.full_data_tasks if t != "story_cloze"]
+    from finetune.tasks import get_task
+    full = [get_task(t).display_name for t in b.full_data_tasks if t != "story_cloze"]
     whole = (f"{' and '.join(full)}: the whole training file less the held-back slice; "
              if full else "")
     return (f"the first {b.finetune_examples} examples of each task ({whole}Story Cloze: half "
