@@ -87,10 +87,10 @@ def load_backbone_and_tokenizer(checkpoint: str, model: str = "bert", vocab_file
     vocabulary beside it unless given), checked against each other."""
     from tfmodels.checkpoints.formats import bpe_files, load_checkpoint, wordpiece_vocab_file
     backbone = as_backbone(load_checkpoint(checkpoint))
-    model_type = backbone_input_format(backbone)
-    if model_type != ("gpt" if model in ("gpt", "lstm") else "bert"):
+    input_format = backbone_input_format(backbone)
+    if input_format != ("gpt" if model in ("gpt", "lstm") else "bert"):
         raise ValueError(f"{checkpoint} holds a {type(backbone).__name__}, not a {model} model")
-    if model_type == "bert":
+    if input_format == "bert":
         tokenizer = load_tokenizer("bert", wordpiece_vocab_file(checkpoint, vocab_file),
                                    lower_case=lower_case)
     else:
@@ -194,7 +194,7 @@ class TextClassifier(keras.Model):
         self.regression = bool(regression)
         self.lower_case = bool(lower_case)
         self.lm_weight = float(lm_weight)
-        self.model_type = backbone_input_format(task_model)
+        self.input_format = backbone_input_format(task_model)
         self.task_spec = _task_spec(task, len(self.label_names), self.label_names, pair,
                                     regression, self.num_choices)
         self.output_key = "predictions" if self.task_spec.kind == "regression" else "logits"
@@ -257,7 +257,7 @@ class TextClassifier(keras.Model):
         write_vocab_files(self.tokenizer, dir_path)
 
     def load_assets(self, dir_path):
-        if self.model_type == "bert":
+        if self.input_format == "bert":
             self.tokenizer = load_tokenizer("bert", os.path.join(dir_path, "vocab.txt"),
                                             lower_case=self.lower_case)
         else:
@@ -283,7 +283,7 @@ class TextClassifier(keras.Model):
         examples = self._examples(x, y)
         if not examples:
             raise ValueError("no texts")
-        return examples, encode_examples(examples, self.task_spec.kind, self.model_type,
+        return examples, encode_examples(examples, self.task_spec.kind, self.input_format,
                                          self.tokenizer, self.seq_length,
                                          label_names=self.label_names, **self._encode_options())
 
@@ -297,7 +297,7 @@ class TextClassifier(keras.Model):
                 for i, t in enumerate(a)]
 
     def _encode_options(self) -> Dict[str, Any]:
-        if self.model_type != "gpt":
+        if self.input_format != "gpt":
             return {}
         return {"symmetric": bool(getattr(self.task_model, "symmetric", False))}
 
@@ -337,13 +337,13 @@ class TextClassifier(keras.Model):
             raise ValueError(f"{len(features)} examples are fewer than one batch of {batch_size}")
         total = max(1, int(round(epochs * steps_per_epoch)))
         if warmup_fraction < 0:
-            warmup_fraction = WARMUP_FRACTION[self.model_type]
+            warmup_fraction = WARMUP_FRACTION[self.input_format]
         with strategy.scope():
             optimizer = create_optimizer(learning_rate, total_steps=total,
                                          warmup_steps=int(round(warmup_fraction * total)),
                                          weight_decay=weight_decay)
         self._train_step = TrainStep(self.task_model, optimizer,
-                                     task_loss(self.task_spec, self.model_type, self.lm_weight),
+                                     task_loss(self.task_spec, self.input_format, self.lm_weight),
                                      strategy, jit_compile=jit_compile, clip_norm=clip_norm)
         # Keras checks that the model is compiled; the optimizer lives in TrainStep (it clips
         # the all-reduced gradient, which a Keras optimizer cannot under a strategy).

@@ -134,19 +134,20 @@ def _head_loss(kind: str, outputs: Mapping, batch: Mapping, loss: str = "cross_e
     return token_classification_loss(outputs["logits"], _label(batch, "label"))
 
 
-def task_loss(task_spec, model_type: str = "bert", lm_weight: float = 0.5,
+def task_loss(task_spec, architecture: str = "bert", lm_weight: float = 0.5,
               loss: str = "cross_entropy") -> LossFn:
     """loss_fn(outputs, batch) -> {"loss", metrics...} for `task_spec.kind`.
 
     GPT-1 with lm_weight > 0: loss = task loss + lm_weight * aux LM loss (L3 = L2 + lambda L1,
     lambda = 0.5), reported as `task_loss` and `lm_loss`; the model must return `lm_logits`
     (aux_lm=True). lm_weight is ignored for BERT, which has no auxiliary objective.
-    model_type: "bert", "gpt" or "lstm" (GPT-1's LSTM baseline: GPT-1's objectives).
+    architecture: "bert", "gpt" or "lstm" (GPT-1's LSTM baseline: GPT-1's objectives); an input
+    format is an architecture name too.
     loss: the head's loss, one of LOSSES: "cross_entropy" (every kind's own loss) or "soft_f1"
     (`soft_f1_loss`; classification tasks only).
     """
-    if model_type not in ARCHITECTURES:
-        raise ValueError(f"model_type must be one of {ARCHITECTURES}, got {model_type!r}")
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
     if lm_weight < 0:
         raise ValueError(f"lm_weight must be >= 0, got {lm_weight}")
     if loss not in LOSSES:
@@ -155,7 +156,7 @@ def task_loss(task_spec, model_type: str = "bert", lm_weight: float = 0.5,
     if loss == "soft_f1" and kind != "classification":
         raise ValueError(f"loss soft_f1 is for classification tasks; task "
                          f"{task_spec.name!r} is a {kind} task (use cross_entropy)")
-    with_lm = ARCHITECTURE_INPUT_FORMAT[model_type] == "gpt" and lm_weight > 0
+    with_lm = ARCHITECTURE_INPUT_FORMAT[architecture] == "gpt" and lm_weight > 0
 
     def loss_fn(outputs: Mapping, batch: Mapping) -> Dict:
         metrics = _head_loss(kind, outputs, batch, loss)

@@ -53,15 +53,15 @@ from tfmodels.preprocessing import BERT_INPUT_KEYS, GPT_INPUT_KEYS
 Backbone = Union[BertEncoder, GptDecoder, LstmDecoder]
 _BACKBONES = (BertEncoder, GptDecoder, LstmDecoder)
 
-# Two concepts, two names (parameters still called `model` / `model_type` take one of them;
-# their docstrings say which):
-#   architecture  which network: "bert" | "gpt" | "lstm" (FinetuneConfig.model, the --model flag,
-#                 `backbone_architecture`)
-#   input format  which tokenizer, row layout (TextPacker's model_type), heads' summary and
-#                 objectives: "bert" | "gpt" (tfmodels.preprocessing.MODEL_TYPES, which
-#                 finetune.features calls INPUT_FORMATS; `backbone_input_format`,
+# Two concepts, two names, used everywhere (the --model flag and FinetuneConfig.model keep the
+# name users type, and hold an architecture):
+#   architecture  which network: "bert" | "gpt" | "lstm" (ARCHITECTURES, `backbone_architecture`)
+#   input_format  which tokenizer, row layout, heads' summary and objectives: "bert" | "gpt"
+#                 (tfmodels.preprocessing.INPUT_FORMATS, `backbone_input_format`,
 #                 FinetuneConfig.input_format). GPT-1's LSTM baseline is fine-tuned "using the
 #                 same framework" (GPT-1 Section 5): GPT-1's BPE, input transforms and aux LM.
+# Every input format is also an architecture name, so a parameter typed `architecture` takes
+# either.
 ARCHITECTURE_INPUT_FORMAT = {"bert": "bert", "gpt": "gpt", "lstm": "gpt"}
 ARCHITECTURES = tuple(ARCHITECTURE_INPUT_FORMAT)
 # Span logit at padding: far below any real logit, still finite in float32 softmax.
@@ -190,12 +190,12 @@ class TaskModel(keras.Model):
         if isinstance(backbone, dict):
             backbone = keras.saving.deserialize_keras_object(backbone)
         self.backbone = as_backbone(backbone)
-        self.model_type = backbone_input_format(self.backbone)
+        self.input_format = backbone_input_format(self.backbone)
         cfg = self.backbone.config
         if not 1 <= feature_layers <= cfg.num_layers + 1:
             raise ValueError(f"feature_layers must be in 1..{cfg.num_layers + 1} (the embeddings "
                              f"and {cfg.num_layers} layers), got {feature_layers}")
-        if aux_lm and self.model_type != "gpt":
+        if aux_lm and self.input_format != "gpt":
             raise ValueError("aux_lm is GPT-1's auxiliary language-modelling objective; "
                              "a BERT backbone has no causal LM")
         self.feature_layers = feature_layers
@@ -223,7 +223,7 @@ class TaskModel(keras.Model):
         """BERT's pooler unless the head reads the pooled vector (span and token heads,
         feature_layers > 1 and a BiLSTM read the hidden states); the LSTM baseline's
         `lm_projection` without aux_lm."""
-        if self.model_type == "bert" and not (self.reads_summary and self.feature_layers == 1
+        if self.input_format == "bert" and not (self.reads_summary and self.feature_layers == 1
                                               and not self.bilstm_layers
                                               and not self.config.causal):
             return [self.backbone.pooler]
@@ -271,7 +271,7 @@ class TaskModel(keras.Model):
 
     def encode(self, inputs: Mapping, training=None) -> Encoded:
         """Runs the backbone on [b, s] or [b, k, s] inputs (see `Encoded`)."""
-        keys = BERT_INPUT_KEYS if self.model_type == "bert" else GPT_INPUT_KEYS
+        keys = BERT_INPUT_KEYS if self.input_format == "bert" else GPT_INPUT_KEYS
         flat, views = _flatten_views(inputs, keys)
         backbone_inputs = {k: v for k, v in flat.items() if k != "classify_position"}
         outputs = self.backbone(backbone_inputs,
@@ -282,7 +282,7 @@ class TaskModel(keras.Model):
             features = ops.concatenate(outputs["hidden_states"][-self.feature_layers:], axis=-1)
         if self.bilstm_layers:
             features = self._run_bilstm(features, flat.get("input_mask"), training)
-        if self.model_type == "bert" and not self.config.causal:
+        if self.input_format == "bert" and not self.config.causal:
             pooled = self.feature_layers == 1 and not self.bilstm_layers
             summary = outputs["pooled_output"] if pooled else features[:, 0]
         else:
@@ -346,7 +346,7 @@ class SequenceClassifier(TaskModel):
         super().__init__(backbone, **kwargs)
         if num_labels < 1 or (regression and num_labels != 1):
             raise ValueError(f"num_labels must be >= 1 (exactly 1 for regression), got {num_labels}")
-        if symmetric and self.model_type != "gpt":
+        if symmetric and self.input_format != "gpt":
             raise ValueError("symmetric is GPT-1's similarity transform; BERT reads a pair once "
                              "with attention across both texts")
         self.num_labels = num_labels
@@ -445,19 +445,19 @@ class TokenClassifier(TaskModel):
         return {**super().get_config(), "num_labels": self.num_labels}
 
 
-def build_task_model(task_spec, backbone, model_type: Optional[str] = None,
+def build_task_model(task_spec, backbone, architecture: Optional[str] = None,
                      **options) -> TaskModel:
     """The head for `task_spec.kind` on `backbone`.
 
-    model_type: "bert" / "gpt" (the input format, `backbone_input_format`) or "lstm" (the
-      architecture); checked against the backbone (inferred when None).
+    architecture: "bert" | "gpt" | "lstm", or the backbone's input format ("gpt" for the LSTM);
+      checked against the backbone (inferred when None).
     options: feature_layers, dropout, bilstm_layers, bilstm_units, name; GPT-1 also aux_lm
       (default True, the paper) and symmetric (default: the task's `similarity`).
     """
     backbone = as_backbone(backbone)
     actual = backbone_input_format(backbone)
-    if model_type is not None and model_type not in (actual, backbone_architecture(backbone)):
-        raise ValueError(f"model_type {model_type!r} does not match the backbone, "
+    if architecture is not None and architecture not in (actual, backbone_architecture(backbone)):
+        raise ValueError(f"architecture {architecture!r} does not match the backbone, "
                          f"a {type(backbone).__name__} ({actual!r})")
     kind = task_spec.kind
     options.setdefault("name", task_spec.name)

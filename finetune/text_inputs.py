@@ -49,7 +49,7 @@ def pack_choices(packer: TextPacker, context: tf.RaggedTensor, question: tf.Ragg
     """context, question [n, (t)] and endings [n * num_choices, (t)] -> inputs [n, c, w]."""
     rows = tf.repeat(tf.range(context.nrows(out_type=tf.int32)), num_choices)
     context, question = tf.gather(context, rows), tf.gather(question, rows)
-    if packer.model_type == "bert":
+    if packer.input_format == "bert":
         # BERT's SWAG: B = start phrase + ending, truncated against the context as one part.
         packed = packer.pack([context, tf.concat([question, endings], axis=1)], width=width)
     else:

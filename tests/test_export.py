@@ -141,13 +141,13 @@ def _class_expected(spec, outputs) -> Dict[str, Any]:
             "labels": np.array([spec.label_names[i].encode() for i in ids], dtype=object)}
 
 
-def _sequence_case(base, name, model_type, task, tokenizer, data) -> Case:
+def _sequence_case(base, name, input_format, task, tokenizer, data) -> Case:
     spec = get_task(task)
-    model = build_task_model(spec, _backbone(model_type, tokenizer))
+    model = build_task_model(spec, _backbone(input_format, tokenizer))
     examples = [TextExample(str(i), *(d if isinstance(d, tuple) else (d,)))
                 for i, d in enumerate(data)]
     options = {"symmetric": True} if model.symmetric else {}
-    encoded = encode_examples(examples, spec.kind, model_type, tokenizer, SEQ,
+    encoded = encode_examples(examples, spec.kind, input_format, tokenizer, SEQ,
                               label_names=spec.label_names, **options).inputs()
     expected = _class_expected(spec, model(encoded, training=False))
     path = export.export_saved_model(model, spec, tokenizer, str(base), name, SEQ)
@@ -156,7 +156,7 @@ def _sequence_case(base, name, model_type, task, tokenizer, data) -> Case:
         else {"text": _strings([""])}
     return Case(path, model, [
         Call(f"{name}/empty", "serving_default", empty,
-             _class_expected(spec, model(_empty_inputs(model_type, tokenizer, spec.is_pair,
+             _class_expected(spec, model(_empty_inputs(input_format, tokenizer, spec.is_pair,
                                                        model.symmetric), training=False))),
         Call(f"{name}/text", "serving_default", _text_inputs(spec, data), expected),
         Call(f"{name}/ids", "serving_ids", encoded, expected),
@@ -164,15 +164,15 @@ def _sequence_case(base, name, model_type, task, tokenizer, data) -> Case:
              {k: v[:0] for k, v in expected.items()})])
 
 
-def _empty_inputs(model_type, tokenizer, pair, symmetric) -> Dict[str, np.ndarray]:
+def _empty_inputs(input_format, tokenizer, pair, symmetric) -> Dict[str, np.ndarray]:
     """What empty texts pack to: the layout's special tokens only."""
-    if model_type == "bert":
+    if input_format == "bert":
         ids = [tokenizer.cls_id, tokenizer.sep_id] + [tokenizer.sep_id] * pair
     else:
         ids = [tokenizer.start_id] + [tokenizer.delimiter_id] * pair + [tokenizer.classify_id]
     inputs = {"input_ids": np.zeros((1, SEQ), np.int32), "input_mask": np.zeros((1, SEQ), np.int32)}
     inputs["input_ids"][0, :len(ids)], inputs["input_mask"][0, :len(ids)] = ids, 1
-    if model_type == "bert":
+    if input_format == "bert":
         inputs["segment_ids"] = np.zeros((1, SEQ), np.int32)
         inputs["segment_ids"][0, 2:len(ids)] = 1
     else:
@@ -182,8 +182,8 @@ def _empty_inputs(model_type, tokenizer, pair, symmetric) -> Dict[str, np.ndarra
     return inputs
 
 
-def _backbone(model_type, tokenizer):
-    if model_type == "bert":
+def _backbone(input_format, tokenizer):
+    if input_format == "bert":
         return BertEncoder(configs.get_config("bert_test", vocab_size=tokenizer.vocab_size))
     return GptDecoder(configs.get_config("gpt_test", vocab_size=tokenizer.vocab_size))
 
@@ -558,21 +558,21 @@ def test_export_and_predict_tools(exported, tmp_path, shared_data):
         predict.parse_lines([b"a\tb", b"no tab here"], pair_specs)
 
 
-@pytest.mark.parametrize("model_type,task", [("bert", "swag"), ("gpt", "story_cloze")])
-def test_multiple_choice_signature(tokenizers, model_type, task):
+@pytest.mark.parametrize("input_format,task", [("bert", "swag"), ("gpt", "story_cloze")])
+def test_multiple_choice_signature(tokenizers, input_format, task):
     """In-process (no export): context + question + endings [b, c] strings == the encoder."""
     from finetune.examples import ChoiceExample
     wp, bpe = tokenizers
-    tokenizer = wp if model_type == "bert" else bpe
+    tokenizer = wp if input_format == "bert" else bpe
     spec = get_task(task)
-    model = build_task_model(spec, _backbone(model_type, tokenizer))
+    model = build_task_model(spec, _backbone(input_format, tokenizer))
     c = spec.num_choices
     examples = [ChoiceExample("a", "A man sits down at the piano.", "He",
                               ("plays a song.", "eats a cake " + "slowly " * 40, "runs.",
                                "sleeps.")[:c]),
                 ChoiceExample("b", "Karen was assigned a roommate.", "",
                               ("They became friends.", "She hated pizza.", "x", "y")[:c])]
-    encoded = encode_examples(examples, "multiple_choice", model_type, tokenizer, SEQ).inputs()
+    encoded = encode_examples(examples, "multiple_choice", input_format, tokenizer, SEQ).inputs()
     probs = tf.nn.softmax(model(encoded, training=False)["logits"]).numpy()
     fn = export.build_serving_module(model, spec, tokenizer, SEQ).serving_signatures[
         "serving_default"]

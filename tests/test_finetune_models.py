@@ -159,7 +159,7 @@ def test_multiple_choice_softmax_over_candidates(make, inputs):
     permuted = {k: v[:, order] for k, v in x.items()}
     np.testing.assert_allclose(model(permuted)["logits"], logits[:, order], atol=1e-5)
     labels = np.array([3, 1], "int32")
-    kind = model.model_type
+    kind = model.input_format
     metrics = task_loss(get_task("swag"), kind, lm_weight=0.0)({"logits": logits},
                                                                {"label": labels})
     log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
@@ -425,7 +425,7 @@ def test_train_step_with_xla(task):
     else:
         batch = {**gpt_inputs((4, 4, 10), lengths=[[10, 6, 8, 9]] * 4),
                  "label": np.array([0, 1, 2, 3], "int32")}
-    step = TrainStep(model, keras.optimizers.Adam(1e-3), task_loss(spec, model.model_type),
+    step = TrainStep(model, keras.optimizers.Adam(1e-3), task_loss(spec, model.input_format),
                      jit_compile=True, clip_norm=1.0)
     losses = [float(step(batch)["loss"]) for _ in range(4)]
     assert np.isfinite(losses).all() and losses[-1] < losses[0]

@@ -194,7 +194,7 @@ def test_backbone_type_is_gpt_and_architecture_lstm():
     assert backbone_architecture(LstmLanguageModel(decoder)) == "lstm"
     assert backbone_architecture(GptDecoder("gpt_test")) == "gpt"
     model = build_task_model(get_task("sst2"), decoder, "lstm")
-    assert model.aux_lm and model.model_type == "gpt"
+    assert model.aux_lm and model.input_format == "gpt"
     build_task_model(get_task("sst2"), decoder, "gpt")  # the input format is accepted too
     with pytest.raises(ValueError, match="does not match the backbone"):
         build_task_model(get_task("sst2"), decoder, "bert")

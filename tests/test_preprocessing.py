@@ -100,5 +100,5 @@ def test_gpt_layout_groups_parts_into_two_segments():
 def test_packer_names_a_tokenizer_of_the_wrong_family():
     with pytest.raises(ValueError, match="GptBpeTokenizer"):
         TextPacker(FakeBertTokenizer(), "gpt", 16)
-    with pytest.raises(ValueError, match="model_type"):
+    with pytest.raises(ValueError, match="input_format"):
         TextPacker(FakeBertTokenizer(), "lstm", 16)

@@ -34,7 +34,7 @@ import tensorflow as tf
 
 BERT_INPUT_KEYS = ("input_ids", "segment_ids", "input_mask")
 GPT_INPUT_KEYS = ("input_ids", "input_mask", "classify_position")
-MODEL_TYPES = ("bert", "gpt")
+INPUT_FORMATS = ("bert", "gpt")
 
 # Python's str.isspace() code points: what str.split() and re's \s separate words on.
 WHITESPACE = (9, 10, 11, 12, 13, 28, 29, 30, 31, 32, 133, 160, 5760, *range(8192, 8203), 8232,
@@ -138,30 +138,30 @@ def _column(value: int, rows: tf.Tensor) -> tf.RaggedTensor:
 class TextPacker(tf.Module):
     """Tokenises texts and lays token parts out as one model's input rows.
 
-    tokenizer: a WordPieceTokenizer (model_type "bert") or GptBpeTokenizer ("gpt"); anything with
+    tokenizer: a WordPieceTokenizer (input_format "bert") or GptBpeTokenizer ("gpt"); anything with
     `tokenize(texts) -> ragged ids` and the layout's special-token ids.
     seq_length: the longest row (special tokens included) after truncation.
     pad_to_max_length: rows are always seq_length wide (one static shape: TPUs, XLA-compiled
       serving); else as wide as the batch's longest unless `pack` is given a width.
     """
 
-    def __init__(self, tokenizer, model_type: str, seq_length: int,
+    def __init__(self, tokenizer, input_format: str, seq_length: int,
                  pad_to_max_length: bool = False):
         super().__init__(name="text_packer")
-        if model_type not in MODEL_TYPES:
-            raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
-        needed = (("cls_id", "sep_id", "pad_id") if model_type == "bert"
+        if input_format not in INPUT_FORMATS:
+            raise ValueError(f"input_format must be one of {INPUT_FORMATS}, got {input_format!r}")
+        needed = (("cls_id", "sep_id", "pad_id") if input_format == "bert"
                   else ("start_id", "delimiter_id", "classify_id"))
         missing = [a for a in needed + ("tokenize",) if not hasattr(tokenizer, a)]
         if missing:
-            kind = "WordPieceTokenizer" if model_type == "bert" else "GptBpeTokenizer"
-            raise ValueError(f"a {model_type} model reads text through a {kind}; "
+            kind = "WordPieceTokenizer" if input_format == "bert" else "GptBpeTokenizer"
+            raise ValueError(f"a {input_format} model reads text through a {kind}; "
                              f"{type(tokenizer).__name__} lacks {missing}")
         self.tokenizer = tokenizer
-        self.model_type = model_type
+        self.input_format = input_format
         self.seq_length = int(seq_length)
         self.pad_to_max_length = bool(pad_to_max_length)
-        if model_type == "bert":
+        if input_format == "bert":
             self.specials = (tokenizer.cls_id, tokenizer.sep_id, tokenizer.sep_id)
             self.pad_id = tokenizer.pad_id
         else:
@@ -170,7 +170,7 @@ class TextPacker(tf.Module):
 
     @property
     def input_keys(self):
-        return BERT_INPUT_KEYS if self.model_type == "bert" else GPT_INPUT_KEYS
+        return BERT_INPUT_KEYS if self.input_format == "bert" else GPT_INPUT_KEYS
 
     def tokenize(self, texts) -> tf.RaggedTensor:
         """string [n] -> int32 [n, (ids)]; each distinct text is tokenised once (a SQuAD
@@ -226,7 +226,7 @@ class TextPacker(tf.Module):
         position = tf.range(width if isinstance(width, int)  # keeps a static width static
                             else tf.shape(input_ids)[1])[None, :]
         real = position < length[:, None]
-        if len(segments) == 2 and self.model_type == "bert":
+        if len(segments) == 2 and self.input_format == "bert":
             second = tf.cast(segments[0].row_lengths(), tf.int32)[:, None] + 2
             segment_ids = tf.cast(real & (position >= second), tf.int32)
         else:
@@ -244,7 +244,7 @@ class TextPacker(tf.Module):
 
     def model_inputs(self, packed: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         """The tensors each model reads: BERT ids/segments/mask; GPT-1 ids/mask/classify_position."""
-        if self.model_type == "bert":
+        if self.input_format == "bert":
             return {k: packed[k] for k in BERT_INPUT_KEYS}
         return {"input_ids": packed["input_ids"], "input_mask": packed["input_mask"],
                 "classify_position": packed["last_position"]}

@@ -41,7 +41,7 @@ One concern a module:
 """
 from finetune.export.heads import HEADS, LM_KIND, Head, ServingSpec, best_span_graph
 from finetune.export.loading import (Loaded, Source, export_from_source, load_keras_model,
-                                     load_source, model_type_of, run_config,
+                                     load_source, input_format_of, run_config,
                                      serving_module_from_source)
 from finetune.export.module import ServingModule, build_serving_module, serving_spec
 from finetune.export.publish import (EXPORT_INFO, export_saved_model, latest_version,
@@ -56,7 +56,7 @@ __all__ = [
     "LM_KIND", "OPS_FILE", "PREPROCESS_SIGNATURE", "WARMUP_FILE", "Head", "Loaded",
     "ServingModule", "ServingSpec", "Source", "audit_ops", "best_span_graph",
     "build_serving_module", "example_request", "export_from_source", "export_saved_model",
-    "latest_version", "load_keras_model", "load_source", "model_type_of", "next_version",
+    "latest_version", "load_keras_model", "load_source", "input_format_of", "next_version",
     "predict_request", "read_export_info", "read_warmup", "run_config",
     "serving_module_from_source", "serving_spec", "write_vocab_files", "write_warmup",
 ]

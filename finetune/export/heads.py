@@ -36,7 +36,7 @@ class ServingSpec:
     """Static facts the signature builders need."""
 
     kind: str
-    model_type: str                     # "bert" | "gpt"
+    input_format: str                     # "bert" | "gpt"
     seq_length: int
     task: str = ""
     label_names: Tuple[str, ...] = ()
@@ -64,7 +64,7 @@ class Head:
         # Any width up to seq_length: a client may pad a batch only to its longest row. The LM
         # keeps seq_length (generation appends into the window).
         seq = tf.TensorSpec(lead + [s.seq_length if s.kind == LM_KIND else None], tf.int32)
-        if s.model_type == "bert":
+        if s.input_format == "bert":
             return {"input_ids": seq, "segment_ids": seq, "input_mask": seq}
         specs = {"input_ids": seq, "input_mask": seq}
         if s.kind != LM_KIND:

@@ -73,9 +73,9 @@ def load_source(source: Source) -> Loaded:
         raise ValueError(f"{source.model_path}: cannot tell the task (no results.json beside "
                          "it and the model's name is not a task); pass task")
     task_spec = get_task(task) if isinstance(model, TaskModel) else None
-    model_type = model_type_of(model)
+    input_format = input_format_of(model)
     lower_case = source.lower_case if source.lower_case is not None else run.get("lower_case", True)
-    tokenizer = load_tokenizer(model_type, source.vocab_file or run.get("vocab_file", ""),
+    tokenizer = load_tokenizer(input_format, source.vocab_file or run.get("vocab_file", ""),
                                source.bpe_encoder_file or run.get("bpe_encoder_file", ""),
                                source.bpe_merges_file or run.get("bpe_merges_file", ""),
                                bool(lower_case))
@@ -106,7 +106,7 @@ def serving_module_from_source(source: Source) -> ServingModule:
                                 max_answer_length=loaded.max_answer_length)
 
 
-def model_type_of(model) -> str:
+def input_format_of(model) -> str:
     """"bert" or "gpt" for a TaskModel; "gpt" for the LM."""
     from finetune.models import TaskModel, backbone_input_format
     return backbone_input_format(model) if isinstance(model, TaskModel) else "gpt"

@@ -31,8 +31,8 @@ class ServingModule(tf.Module):
         self.head = head
         self.ids_only = ids_only
         self.packer = None if ids_only else TextPacker(
-            tokenizer, head.spec.model_type, head.spec.seq_length, head.spec.pad_to_max_length)
-        if tokenizer is not None and head.spec.model_type == "gpt":
+            tokenizer, head.spec.input_format, head.spec.seq_length, head.spec.pad_to_max_length)
+        if tokenizer is not None and head.spec.input_format == "gpt":
             # id -> text piece for decoding generated ids, padded to the model's vocabulary.
             pieces = [tokenizer.decoder[i] + ("</w>" if i >= tokenizer.bpe_vocab_size else "")
                       for i in range(tokenizer.vocab_size)]
@@ -116,11 +116,11 @@ def serving_spec(task_model, task_spec, seq_length: int, max_query_length: int =
     from tfmodels.lstm import LstmLanguageModel
 
     if isinstance(task_model, (GptLanguageModel, LstmLanguageModel)):
-        kind, model_type, task = LM_KIND, "gpt", "language_model"
+        kind, input_format, task = LM_KIND, "gpt", "language_model"
     elif isinstance(task_model, TaskModel):
         if task_spec is None:
             raise ValueError("a task model needs its task_spec (finetune.tasks.get_task)")
-        kind, model_type, task = task_spec.kind, backbone_input_format(task_model), task_spec.name
+        kind, input_format, task = task_spec.kind, backbone_input_format(task_model), task_spec.name
     else:
         raise TypeError(f"expected a finetune TaskModel, a GptLanguageModel or an "
                         f"LstmLanguageModel, got {type(task_model).__name__}")
@@ -128,7 +128,7 @@ def serving_spec(task_model, task_spec, seq_length: int, max_query_length: int =
     if not 1 <= seq_length <= config.max_positions:
         raise ValueError(f"seq_length must be in 1..{config.max_positions} (the model's "
                          f"positions), got {seq_length}")
-    if model_type == "gpt" and kind in ("span", "token_classification"):
+    if input_format == "gpt" and kind in ("span", "token_classification"):
         raise ValueError(f"{kind} is a BERT task; GPT-1 has no input transform for it")
     views = None
     if kind == "multiple_choice":
@@ -142,7 +142,7 @@ def serving_spec(task_model, task_spec, seq_length: int, max_query_length: int =
     if kind not in (LM_KIND, "span") and seq_length < 5:
         raise ValueError(f"seq_length {seq_length} is too short for the special tokens")
     return ServingSpec(
-        kind=kind, model_type=model_type, seq_length=seq_length, task=task,
+        kind=kind, input_format=input_format, seq_length=seq_length, task=task,
         label_names=tuple(task_spec.label_names) if task_spec is not None else (),
         is_pair=bool(task_spec.is_pair) if task_spec is not None else False, views=views,
         symmetric=symmetric, max_query_length=max_query_length,
@@ -162,9 +162,9 @@ def build_serving_module(task_model, task_spec, tokenizer, seq_length: int,
 
 
 def _check_tokenizer(tokenizer, spec: ServingSpec, model_vocab: int) -> None:
-    if getattr(tokenizer, "family", None) != spec.model_type:
-        kind = "WordPieceTokenizer" if spec.model_type == "bert" else "GptBpeTokenizer"
-        raise ValueError(f"a {spec.model_type} model serves raw text through a {kind}, got "
+    if getattr(tokenizer, "family", None) != spec.input_format:
+        kind = "WordPieceTokenizer" if spec.input_format == "bert" else "GptBpeTokenizer"
+        raise ValueError(f"a {spec.input_format} model serves raw text through a {kind}, got "
                          f"{type(tokenizer).__name__}")
     if tokenizer.vocab_size > model_vocab:
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but the model's "

@@ -79,7 +79,8 @@ def export_saved_model(task_model, task_spec, tokenizer, export_base: str, model
                       "Serving: custom ops)") if custom else "stock TF Serving (core ops only)"})
         spec = module.head.spec
         _write_json(os.path.join(extra, EXPORT_INFO), {
-            "format": 1, "model_name": model_name, "ids_only": ids_only,
+            # format 2: the head's "model_type" is now "input_format" (one name per concept).
+            "format": 2, "model_name": model_name, "ids_only": ids_only,
             **dataclasses.asdict(spec),
             "tokenizer": _tokenizer_info(tokenizer, files),
             "signatures": signature_info(module.serving_signatures), "custom_ops": custom})

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from tfmodels.preprocessing import (BERT_INPUT_KEYS, GPT_INPUT_KEYS, TextPacker,
                                     ragged_from_lists)
-from tfmodels.preprocessing import MODEL_TYPES as INPUT_FORMATS
+from tfmodels.preprocessing import INPUT_FORMATS
 _TOKENIZE_CHUNK = 8192  # texts per in-graph call: one TF call per chunk, not per text
 # Arrays whose last axis is the sequence: what length-aware batching trims to a batch's width.
 SEQUENCE_KEYS = ("input_ids", "segment_ids", "input_mask", "label_ids", "label_mask")

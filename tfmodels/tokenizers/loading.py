@@ -5,16 +5,16 @@ files"; the tokenizer modules are imported on call so that importing this stays 
 """
 
 
-def load_tokenizer(model_type: str, vocab_file: str = "", encoder_file: str = "",
+def load_tokenizer(input_format: str, vocab_file: str = "", encoder_file: str = "",
                    merges_file: str = "", lower_case: bool = True):
     """WordPieceTokenizer (BERT: vocab_file) or GptBpeTokenizer (GPT-1: encoder + merges)."""
-    if model_type == "bert":
+    if input_format == "bert":
         if not vocab_file:
             raise ValueError("a BERT model needs its WordPiece vocabulary: pass vocab_file")
         from tfmodels.tokenizers.wordpiece import WordPieceTokenizer
         return WordPieceTokenizer(vocab_file, lower_case=lower_case)
-    if model_type != "gpt":
-        raise ValueError(f"model type must be bert or gpt, got {model_type!r}")
+    if input_format != "gpt":
+        raise ValueError(f"input format must be bert or gpt, got {input_format!r}")
     if not (encoder_file and merges_file):
         raise ValueError("a GPT-1 model needs its BPE files: pass bpe_encoder_file and "
                          "bpe_merges_file")

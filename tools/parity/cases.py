@@ -157,7 +157,7 @@ class ParityCase:
 
     name: str
     description: str
-    model_type: str                         # "bert" | "gpt": recipe and loss (task_loss)
+    input_format: str                         # "bert" | "gpt": recipe and loss (task_loss)
     task: object                            # finetune.tasks.TaskSpec
     batches: List[Dict[str, np.ndarray]]
     make_backbone: Callable[[], object]     # our backbone, dropout 0, random or pretrained
@@ -177,9 +177,9 @@ class ParityCase:
     def build_ours(self) -> keras.Model:
         """Our task model with the case's initial weights (drawn on the first call)."""
         options = {"dropout": 0.0}
-        if self.model_type == "gpt":
+        if self.input_format == "gpt":
             options["aux_lm"] = True
-        model = build_task_model(self.task, self.make_backbone(), self.model_type, **options)
+        model = build_task_model(self.task, self.make_backbone(), self.input_format, **options)
         ties = self.ties(model)
         if not self.initial:
             self.initial = {tie.name: np.array(tie.ours.numpy()) for tie in ties}
@@ -191,7 +191,7 @@ class ParityCase:
         """Every trainable variable of `model`, tied; raises if one is missing (an untied
         variable would train on our side only and escape the comparison)."""
         backbone = model.backbone
-        if self.model_type == "bert":
+        if self.input_format == "bert":
             ties = bert_backbone_ties(backbone, self.backbone_prefix or "bert.")
         else:
             ties = gpt_backbone_ties(backbone, self.backbone_prefix or "transformer.")

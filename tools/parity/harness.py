@@ -77,7 +77,7 @@ class Recipe:
 
 
 def recipe_for(case: ParityCase, steps: int) -> Recipe:
-    if case.model_type == "bert":
+    if case.input_format == "bert":
         return Recipe(case.learning_rate, steps, WARMUP_FRACTION["bert"])
     return Recipe(case.learning_rate, 1000, WARMUP_FRACTION["gpt"])
 
@@ -122,7 +122,7 @@ def run_ours(case: ParityCase, recipe: Recipe, steps: int, policy: str = "float3
             recipe.learning_rate, total_steps=recipe.schedule_steps,
             warmup_steps=recipe.warmup_steps, decay="linear", weight_decay=recipe.weight_decay,
             epsilon=recipe.epsilon, beta_1=recipe.beta_1, beta_2=recipe.beta_2)
-        loss_fn = task_loss(case.task, case.model_type, recipe.lm_weight)
+        loss_fn = task_loss(case.task, case.input_format, recipe.lm_weight)
         step = TrainStep(model, optimizer, loss_fn, jit_compile=jit_compile,
                          clip_norm=recipe.clip_norm)
         losses = []
