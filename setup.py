@@ -25,8 +25,8 @@ from setuptools.errors import SetupError
 NAMESPACE = "bert_gpt_tf"
 FOLDERS = ("tfmodels", "pretraining", "finetune", "tools")
 _FOLDER = "|".join(FOLDERS)
-FROM_IMPORT = re.compile(rf"^(\s*from )({_FOLDER})(\.|\s)", re.MULTILINE)
-BARE_IMPORT = re.compile(rf"^\s*import ({_FOLDER})\b", re.MULTILINE)
+FROM_IMPORT = re.compile(rf"^([ \t]*from )({_FOLDER})(\.|\s)", re.MULTILINE)
+BARE_IMPORT = re.compile(rf"^[ \t]*import ({_FOLDER})\b", re.MULTILINE)
 INIT = '"""GPT-1 and BERT in TensorFlow / Keras 3 (installed from the bert-gpt-tf checkout)."""\n'
 
 

@@ -112,7 +112,7 @@ print(json.dumps({{"modules": len(names), "scripts": sorted(scripts), "model": t
 def test_a_bare_import_of_our_folders_fails_the_build_naming_the_line(tmp_path):
     project = copy_project(tmp_path)
     module = project / "finetune" / "export" / "loading.py"
-    module.write_text(module.read_text() + "\n\ndef late():\n    import tfmodels.bert\n")
+    module.write_text(module.read_text() + "\n\ndef late():\n\n    import tfmodels.bert\n")
     built = pip("wheel", "--no-deps", "-w", str(tmp_path / "dist"), ".", cwd=project)
     assert built.returncode != 0
     line = module.read_text().count("\n")
