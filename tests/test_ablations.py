@@ -93,6 +93,15 @@ def test_full_data_tasks_fine_tune_on_the_whole_file(tmp_path, monkeypatch):
     assert seen["sst2"].max_train_examples == 1000
     assert seen["mrpc"].max_train_examples == 0
     assert seen["mrpc"].holdout_before_cap and seen["mrpc"].max_eval_examples == 1000
+    # Each report's intro names only its own tasks that used the whole file.
+    from tools.ablations.experiments import examples_text
+    budget = Budget(full_data_tasks=("mrpc", "squad_v1"))
+    assert examples_text(budget, ("sst2", "mrpc", "squad_v1")) == (
+        "the first 1000 examples of each task (MRPC and SQuAD v1.1: the whole training file "
+        "less the held-back slice)")
+    assert examples_text(budget, ("story_cloze", "rte")) == (
+        "the first 1000 examples of each task (Story Cloze: half its validation CSV)")
+    assert examples_text(budget, ("sst2",)) == "the first 1000 examples of each task"
 
 
 def test_unknown_experiment_is_named():

@@ -96,7 +96,7 @@ def bert_objectives(ws: Workspace) -> reports.Report:
     return reports.Report(
         name="bert_objectives", title="BERT pretraining objectives (BERT Table 5)",
         intro=(f"{b.bert_config} {bert_pretraining_text(ws)}, with each objective, then "
-               f"fine-tuned on {examples_text(b)} ({b.finetune_epochs:g} epochs, lr "
+               f"fine-tuned on {examples_text(b, tasks)} ({b.finetune_epochs:g} epochs, lr "
                f"{b.bert_finetune_learning_rate:g}). LTR models keep the left-only mask when "
                "fine-tuned and read the last token's state; the BiLSTM row adds a randomly "
                "initialised BiLSTM under the task head (the paper did so for SQuAD). The paper "
@@ -226,7 +226,7 @@ def loss_imbalanced(ws: Workspace) -> reports.Report:
     return reports.Report(
         name="loss_imbalanced", title="Cross-entropy vs soft-F1 loss on imbalanced tasks",
         intro=(f"MRPC (68% positive) and CoLA (70% acceptable), {described}, fine-tuned "
-               f"on {examples_text(ws.budget)} ({ws.budget.finetune_epochs:g} epochs, lr "
+               f"on {examples_text(ws.budget, tasks)} ({ws.budget.finetune_epochs:g} epochs, lr "
                f"{ws.finetune_learning_rate('bert', checkpoint):g}): the soft-F1 loss (1 - macro "
                "F1 of the batch's probabilities) optimises an F1-like objective directly."),
         columns=columns_of(tasks), rows=rows, seeds=_seeds(ws))
@@ -242,12 +242,12 @@ def gpt_pretrained(ws: Workspace, model: str = "gpt") -> str:
     return str(ws.pretrain(f"{model}_{config}", model, config, ws.records("gpt")))
 
 
-def _gpt_intro(ws: Workspace, extra: str) -> str:
+def _gpt_intro(ws: Workspace, extra: str, tasks: Sequence[str] = GPT_TASKS) -> str:
     b = ws.budget
     return (f"{b.gpt_config} pretrained {b.pretrain_steps} steps (batch {b.pretrain_batch_size} "
             f"x {b.pretrain_seq_length} tokens, {b.bpe_merges}-merge BPE learned on the same "
             f"text) on {corpus_text(ws)}, fine-tuned with the GPT-1 input transforms on "
-            f"{examples_text(b)}, {b.finetune_epochs:g} epochs, lr "
+            f"{examples_text(b, tasks)}, {b.finetune_epochs:g} epochs, lr "
             f"{b.gpt_finetune_learning_rate:g}, aux LM weight 0.5 unless stated. " + extra)
 
 
@@ -326,8 +326,12 @@ def layer_transfer(ws: Workspace) -> reports.Report:
         name="layer_transfer", title="Transferring the first k layers (GPT-1 Figure 2, left)",
         intro=_gpt_intro(ws, "Row k copies the embeddings and the first k pretrained layers and "
                              "re-initialises the rest. The paper (RACE, MultiNLI): every "
-                             "transferred layer helps, up to 9% for the full transfer."),
+                             "transferred layer helps, up to 9% for the full transfer.", tasks),
         columns=columns, rows=rows, seeds=_seeds(ws), bar_chart=False,
+        claims=[reports.Claim("transferring every layer beats transferring none",
+                              rows[-1][0], rows[0][0])] +
+               [reports.Claim(f"layer {k + 1} adds to the first {k}", rows[k + 1][0], rows[k][0])
+                for k in range(num_layers)],
         figures=[("layer_transfer_curve.png", "score vs layers transferred", draw)])
 
 
@@ -393,14 +397,17 @@ def random_init(ws: Workspace, model: str) -> dict:
     return dict(model_config=ws.budget.gpt_config, vocab_size=ws.bpe_vocab_size())
 
 
-def examples_text(b) -> str:
-    """Which fine-tuning examples each task gets, for the reports' intros."""
+def examples_text(b, tasks: Sequence[str]) -> str:
+    """Which fine-tuning examples the report's `tasks` get, for the reports' intros."""
     from finetune.tasks import get_task
-    full = [get_task(t).display_name for t in b.full_data_tasks if t != "story_cloze"]
-    whole = (f"{' and '.join(full)}: the whole training file less the held-back slice; "
+    full = [get_task(t).display_name for t in b.full_data_tasks
+            if t in tasks and t != "story_cloze"]
+    whole = (f"{' and '.join(full)}: the whole training file less the held-back slice"
              if full else "")
-    return (f"the first {b.finetune_examples} examples of each task ({whole}Story Cloze: half "
-            "its validation CSV)")
+    cloze = "Story Cloze: half its validation CSV" if "story_cloze" in tasks else ""
+    notes = "; ".join(n for n in (whole, cloze) if n)
+    return f"the first {b.finetune_examples} examples of each task" + (
+        f" ({notes})" if notes else "")
 
 
 def corpus_text(ws: Workspace) -> str:
@@ -566,7 +573,8 @@ def pretraining_transfer(ws: Workspace) -> reports.Report:
                f"{b.gpt_learning_rate:g}, {b.pretrain_steps} steps), batch "
                f"{b.pretrain_batch_size} x {b.pretrain_seq_length} tokens, pretrained on "
                f"{corpus_text(ws)} with vocabularies learned from it; then the same fine-tuning "
-               f"from the pretrained weights and from random init: {examples_text(b)}, "
+               f"from the pretrained weights and from random init: "
+               f"{examples_text(b, TRANSFER_TASKS['bert'] + TRANSFER_TASKS['gpt'])}, "
                f"{b.finetune_epochs:g} epochs, lr {b.bert_finetune_learning_rate:g} (BERT) / "
                f"{b.gpt_finetune_learning_rate:g} (GPT-1, aux LM 0.5). The papers' premise: "
                "pretraining is what makes the fine-tuned model good."),
