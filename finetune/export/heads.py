@@ -36,7 +36,7 @@ class ServingSpec:
     """Static facts the signature builders need."""
 
     kind: str
-    input_format: str                     # "bert" | "gpt"
+    input_format: str                   # "bert" | "gpt"
     seq_length: int
     task: str = ""
     label_names: Tuple[str, ...] = ()

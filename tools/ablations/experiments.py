@@ -401,7 +401,7 @@ def examples_text(b, tasks: Sequence[str]) -> str:
     """Which fine-tuning examples the report's `tasks` get, for the reports' intros."""
     from finetune.tasks import get_task
     full = [get_task(t).display_name for t in b.full_data_tasks
-            if t in tasks and t != "story_cloze"]
+            if t in tasks and not TASK_SETUPS[t].get("all_examples")]
     whole = (f"{' and '.join(full)}: the whole training file less the held-back slice"
              if full else "")
     cloze = "Story Cloze: half its validation CSV" if "story_cloze" in tasks else ""

@@ -157,7 +157,7 @@ class ParityCase:
 
     name: str
     description: str
-    input_format: str                         # "bert" | "gpt": recipe and loss (task_loss)
+    input_format: str                       # "bert" | "gpt": recipe and loss (task_loss)
     task: object                            # finetune.tasks.TaskSpec
     batches: List[Dict[str, np.ndarray]]
     make_backbone: Callable[[], object]     # our backbone, dropout 0, random or pretrained
