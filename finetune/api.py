@@ -45,7 +45,8 @@ from finetune import batching
 from finetune.examples import ChoiceExample, SpanExample, TextExample, TokenExample
 from finetune.features import encode_examples
 from finetune.losses import task_loss
-from finetune.models import as_backbone, backbone_input_format, build_task_model
+from finetune.models import (ARCHITECTURE_INPUT_FORMAT, ARCHITECTURES, as_backbone,
+                             backbone_architecture, backbone_input_format, build_task_model)
 from finetune.tasks import TaskSpec, get_task
 from finetune import metrics as task_metrics
 from tfmodels.optimization import create_optimizer
@@ -86,11 +87,12 @@ def load_backbone_and_tokenizer(checkpoint: str, model: str = "bert", vocab_file
     """The backbone a checkpoint holds (any format fine-tuning reads) and its tokenizer (the
     vocabulary beside it unless given), checked against each other."""
     from tfmodels.checkpoints.formats import bpe_files, load_checkpoint, wordpiece_vocab_file
+    if model not in ARCHITECTURES:
+        raise ValueError(f"model must be one of {', '.join(ARCHITECTURES)}, got {model!r}")
     backbone = as_backbone(load_checkpoint(checkpoint))
-    input_format = backbone_input_format(backbone)
-    if input_format != ("gpt" if model in ("gpt", "lstm") else "bert"):
+    if backbone_architecture(backbone) != model:
         raise ValueError(f"{checkpoint} holds a {type(backbone).__name__}, not a {model} model")
-    if input_format == "bert":
+    if ARCHITECTURE_INPUT_FORMAT[model] == "bert":
         tokenizer = load_tokenizer("bert", wordpiece_vocab_file(checkpoint, vocab_file),
                                    lower_case=lower_case)
     else:

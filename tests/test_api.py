@@ -179,6 +179,19 @@ def test_language_model_generates_scores_and_exports(gpt_dir, checkpoint, tmp_pa
         LanguageModel.from_checkpoint(checkpoint)  # a BERT encoder
 
 
+def test_model_must_name_the_checkpoints_architecture(gpt_dir, checkpoint):
+    # An unknown name is refused, not read as BERT; an LSTM asked of a GPT checkpoint (the same
+    # input format) is a mismatch too.
+    with pytest.raises(ValueError, match="model must be one of bert, gpt, lstm, got 'gtp'"):
+        TextClassifier.from_checkpoint(checkpoint, num_classes=2, model="gtp")
+    with pytest.raises(ValueError, match="holds a BertEncoder, not a gpt model"):
+        TextClassifier.from_checkpoint(checkpoint, num_classes=2, model="gpt")
+    with pytest.raises(ValueError, match="holds a GptDecoder, not a lstm model"):
+        TextClassifier.from_checkpoint(str(gpt_dir[0]), num_classes=2, model="lstm")
+    assert TextClassifier.from_checkpoint(str(gpt_dir[0]), num_classes=2, model="gpt",
+                                          seq_length=16).predict(["a warm film"]).shape == (1, 2)
+
+
 def test_multiple_choice(checkpoint, tmp_path):
     from finetune import MultipleChoice
     questions = [("the film was", "", (p, n)) for p, n in zip(POSITIVE, NEGATIVE)]
