@@ -51,6 +51,23 @@ def test_claims_say_whether_the_direction_reproduces(tmp_path):
     assert text.count("| only B |") == 1
 
 
+def test_claims_on_one_value_rows_use_the_given_spread(tmp_path):
+    # Zero-shot rows hold one score each: a std of 0 would call any gap a reproduction.
+    assert reports.verdict([55.0], [50.0]) == (5.0, 0.0, "reproduces")
+    assert reports.verdict([55.0], [50.0], lambda v: 2.5 * v[0] / 50)[1:] == (2.75, "reproduces")
+    assert reports.verdict([52.0], [50.0], lambda v: 2.5)[2] == "does not (within the spread)"
+    rows = [("step 1000", {"A": [52.0], "B": [60.0]}), ("step 0", {"A": [50.0], "B": [50.0]})]
+    spreads = {"A": 3.0, "B": 2.0}
+    report = reports.Report(name="z", title="T", intro="i", columns=["A", "B"], rows=rows,
+                            seeds=1, bar_chart=False, spread_name="the standard error",
+                            claims=[reports.Claim("rises", "step 1000", "step 0",
+                                                  spread=lambda c, values: spreads[c])])
+    text = reports.write_report(report, tmp_path, "python -m x", 1.0).read_text()
+    assert "the larger of the two rows' spreads: the standard error)" in text
+    assert "| rises | A | +2.0 | 3.0 | does not (within the spread) |" in text
+    assert "| rises | B | +10.0 | 2.0 | reproduces |" in text
+
+
 def test_display_values_follow_the_papers():
     assert display_value("sst2", "accuracy", 0.875) == 87.5
     assert display_value("squad_v1", "f1", 61.0) == 61.0       # already a percentage

@@ -352,14 +352,29 @@ def zero_shot_vs_steps(ws: Workspace) -> reports.Report:
             rows.append((f"{model} step {point['step']}", row))
     n = ws.budget.zero_shot_examples
 
+    def standard_error(task: str, value: float) -> float:
+        """Of a score x100 over n examples: binomial for an accuracy; for CoLA's MCC, that of
+        a correlation, sqrt((1 - r^2) / (n - 2))."""
+        p = value / 100
+        variance = (1 - p * p) / (n - 2) if task == "cola" else p * (1 - p) / n
+        return 100 * math.sqrt(max(variance, 0.0))
+
+    def spread(task: str, values: Sequence[float]) -> float:
+        return standard_error(task, reports.mean_std(values)[0])
+
+    last = {model: f"{model} step {points[-1]['step']}" for model, points in curves.items()}
+    claims = [reports.Claim(f"{model}: zero-shot rises with pretraining (last checkpoint vs "
+                            f"step 0)", last[model], f"{model} step 0", spread=spread)
+              for model in curves]
+    claims.append(reports.Claim("the Transformer is above the LSTM (last checkpoints)",
+                                last["gpt"], last["lstm"], spread=spread))
+
     def draw(path):
         series = {}
         for model, points in curves.items():
             for task in tasks:
                 values = [100 * zero_shot_value(task, p[task]) for p in points]
-                # Spread: the binomial standard error of an accuracy over n examples (MCC: none).
-                errors = [math.sqrt(max(v / 100 * (1 - v / 100), 0) / n) * 100
-                          if task != "cola" else 0.0 for v in values]
+                errors = [standard_error(task, v) for v in values]
                 series[f"{model} {task}"] = ([p["step"] for p in points], values, errors)
         return reports.line_plot(path, "Zero-shot vs pretraining updates (1 pretraining seed)",
                                  "pretraining step", "score x100", series)
@@ -377,9 +392,10 @@ def zero_shot_vs_steps(ws: Workspace) -> reports.Report:
         columns=list(tasks), rows=rows, seeds=1, bar_chart=False,
         what_varies="pretraining seed (zero-shot: no fine-tuning)",
         scored_on=f"the first {n} examples of each task (no fine-tuning)",
-        notes=[f"One pretraining seed per model; the plot's band is the binomial standard "
-               f"error over {n} examples (none for MCC)."],
-        figures=[("zero_shot_vs_steps_curve.png", "zero-shot score vs steps", draw)])
+        notes=[f"One pretraining seed per model; the plot's band is the standard error over "
+               f"{n} examples (binomial; for CoLA's MCC, a correlation's)."],
+        figures=[("zero_shot_vs_steps_curve.png", "zero-shot score vs steps", draw)],
+        claims=claims, spread_name=f"the standard error over {n} examples, as in the plot")
 
 
 # ---- Does pretraining transfer? ---------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import pathlib
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 Row = Tuple[str, Dict[str, List[float]]]
 
@@ -22,6 +22,9 @@ class Claim:
     better: str
     worse: str
     columns: Optional[Sequence[str]] = None
+    # (column, one row's values) -> that row's spread, for rows with no seeds to take a std
+    # over (zero-shot scores of one pretraining run: their standard error). None: the std.
+    spread: Optional[Callable[[str, Sequence[float]], float]] = None
 
 
 HELD_BACK = ("held-back data (the last 10% of each training file, at most 1,000 examples, the "
@@ -45,6 +48,7 @@ class Report:
     scored_on: str = HELD_BACK
     last_line: str = ""              # a summary line a script can read, after everything else
     claims: List[Claim] = dataclasses.field(default_factory=list)
+    spread_name: str = "their stds over seeds"   # what the claims table compares against
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:
@@ -62,10 +66,15 @@ def cell(values: Optional[Sequence[float]]) -> str:
     return f"{mean:.1f} ± {std:.1f}" if len(values) > 1 else f"{mean:.1f}"
 
 
-def verdict(better: Sequence[float], worse: Sequence[float]) -> Tuple[float, float, str]:
-    """(mean difference, the larger of the two stds, whether the direction reproduces): it
-    does when the difference is above that spread, is reversed when it is below minus it."""
+def verdict(better: Sequence[float], worse: Sequence[float],
+            spread_of: Optional[Callable[[Sequence[float]], float]] = None
+            ) -> Tuple[float, float, str]:
+    """(mean difference, the larger of the two rows' spreads, whether the direction
+    reproduces): it does when the difference is above that spread, is reversed when it is
+    below minus it. A row's spread is its std over seeds unless `spread_of` gives it."""
     (better_mean, better_std), (worse_mean, worse_std) = mean_std(better), mean_std(worse)
+    if spread_of is not None:
+        better_std, worse_std = spread_of(better), spread_of(worse)
     delta, spread = better_mean - worse_mean, max(better_std, worse_std)
     if delta > spread:
         return delta, spread, "reproduces"
@@ -76,12 +85,14 @@ def verdict(better: Sequence[float], worse: Sequence[float]) -> Tuple[float, flo
 
 def claims_table(claims: Sequence[Claim], columns: Sequence[str], rows: Sequence[Row]) -> List[str]:
     by_label = dict(rows)
-    lines = ["| the paper's claim | column | difference | larger std | here |",
+    lines = ["| the paper's claim | column | difference | larger spread | here |",
              "|---|---|---|---|---|"]
     for claim in claims:
         for column in claim.columns or columns:
+            spread_of = (None if claim.spread is None else
+                         lambda values, column=column: claim.spread(column, values))
             delta, spread, outcome = verdict(by_label[claim.better].get(column, []),
-                                             by_label[claim.worse].get(column, []))
+                                             by_label[claim.worse].get(column, []), spread_of)
             lines.append(f"| {claim.text} | {column} | {delta:+.1f} | {spread:.1f} | "
                          f"{outcome} |")
     return lines
@@ -173,7 +184,7 @@ def write_report(report: Report, report_dir: pathlib.Path, command: str, seconds
         lines += ["", f"![{caption}]({file})"]
     if report.claims:
         lines += ["", "Does the paper's direction reproduce here? (row difference of the means, "
-                      "against the larger of the two rows' stds)", ""]
+                      f"against the larger of the two rows' spreads: {report.spread_name})", ""]
         lines += claims_table(report.claims, report.columns, report.rows)
     if report.notes:
         lines += ["", "Notes:", ""] + [f"- {note}" for note in report.notes]
