@@ -338,10 +338,14 @@ def layer_transfer(ws: Workspace) -> reports.Report:
 @experiment
 def zero_shot_vs_steps(ws: Workspace) -> reports.Report:
     tasks = tuple(ZERO_SHOT_METRICS)
-    curves = {}
+    curves, perplexities = {}, []
     for model in ("gpt", "lstm"):
-        curves[model] = ws.zero_shot_curve(pathlib.Path(gpt_pretrained(ws, model)),
-                                           tasks)
+        model_dir = pathlib.Path(gpt_pretrained(ws, model))
+        curves[model] = ws.zero_shot_curve(model_dir, tasks)
+        evals = pretraining_metrics(model_dir)
+        perplexities.append(f"{model} {evals[0]['eval_perplexity']:,.0f} at step "
+                            f"{evals[0]['step']} -> {evals[-1]['eval_perplexity']:,.0f} at step "
+                            f"{evals[-1]['step']}")
     rows = []
     for model, points in curves.items():
         for point in points:
@@ -393,7 +397,10 @@ def zero_shot_vs_steps(ws: Workspace) -> reports.Report:
         what_varies="pretraining seed (zero-shot: no fine-tuning)",
         scored_on=f"the first {n} examples of each task (no fine-tuning)",
         notes=[f"One pretraining seed per model; the plot's band is the standard error over "
-               f"{n} examples (binomial; for CoLA's MCC, a correlation's)."],
+               f"{n} examples (binomial; for CoLA's MCC, a correlation's).",
+               "Where each language model got to (held-out perplexity, first and last "
+               "evaluation): " + "; ".join(perplexities) + ". A model still near the "
+               "unigram perplexity knows word frequencies, not yet context."],
         figures=[("zero_shot_vs_steps_curve.png", "zero-shot score vs steps", draw)],
         claims=claims, spread_name=f"the standard error over {n} examples, as in the plot")
 
