@@ -59,9 +59,9 @@ def test_claims_on_one_value_rows_use_the_given_spread(tmp_path):
     rows = [("step 1000", {"A": [52.0], "B": [60.0]}), ("step 0", {"A": [50.0], "B": [50.0]})]
     spreads = {"A": 3.0, "B": 2.0}
     report = reports.Report(name="z", title="T", intro="i", columns=["A", "B"], rows=rows,
-                            seeds=1, bar_chart=False, spread_name="the standard error",
-                            claims=[reports.Claim("rises", "step 1000", "step 0",
-                                                  spread=lambda c, values: spreads[c])])
+                            seeds=1, bar_chart=False, spread=lambda c, values: spreads[c],
+                            spread_name="the standard error",
+                            claims=[reports.Claim("rises", "step 1000", "step 0")])
     text = reports.write_report(report, tmp_path, "python -m x", 1.0).read_text()
     assert "the larger of the two rows' spreads: the standard error)" in text
     assert "| rises | A | +2.0 | 3.0 | does not (within the spread) |" in text

@@ -368,10 +368,10 @@ def zero_shot_vs_steps(ws: Workspace) -> reports.Report:
 
     last = {model: f"{model} step {points[-1]['step']}" for model, points in curves.items()}
     claims = [reports.Claim(f"{model}: zero-shot rises with pretraining (last checkpoint vs "
-                            f"step 0)", last[model], f"{model} step 0", spread=spread)
+                            f"step 0)", last[model], f"{model} step 0")
               for model in curves]
     claims.append(reports.Claim("the Transformer is above the LSTM (last checkpoints)",
-                                last["gpt"], last["lstm"], spread=spread))
+                                last["gpt"], last["lstm"]))
 
     def draw(path):
         series = {}
@@ -402,7 +402,8 @@ def zero_shot_vs_steps(ws: Workspace) -> reports.Report:
                "evaluation): " + "; ".join(perplexities) + ". A model still near the "
                "unigram perplexity knows word frequencies, not yet context."],
         figures=[("zero_shot_vs_steps_curve.png", "zero-shot score vs steps", draw)],
-        claims=claims, spread_name=f"the standard error over {n} examples, as in the plot")
+        claims=claims, spread=spread,
+        spread_name=f"the standard error over {n} examples, as in the plot")
 
 
 # ---- Does pretraining transfer? ---------------------------------------------------------------

@@ -22,9 +22,6 @@ class Claim:
     better: str
     worse: str
     columns: Optional[Sequence[str]] = None
-    # (column, one row's values) -> that row's spread, for rows with no seeds to take a std
-    # over (zero-shot scores of one pretraining run: their standard error). None: the std.
-    spread: Optional[Callable[[str, Sequence[float]], float]] = None
 
 
 HELD_BACK = ("held-back data (the last 10% of each training file, at most 1,000 examples, the "
@@ -48,7 +45,11 @@ class Report:
     scored_on: str = HELD_BACK
     last_line: str = ""              # a summary line a script can read, after everything else
     claims: List[Claim] = dataclasses.field(default_factory=list)
-    spread_name: str = "their stds over seeds"   # what the claims table compares against
+    # (column, one row's values) -> that row's spread, which claims are judged against, for
+    # rows with no seeds to take a std over (zero-shot scores of one pretraining run: their
+    # standard error). None: the std over seeds. `spread_name` says which it is.
+    spread: Optional[Callable[[str, Sequence[float]], float]] = None
+    spread_name: str = "their stds over seeds"
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:
@@ -83,17 +84,19 @@ def verdict(better: Sequence[float], worse: Sequence[float],
     return delta, spread, "does not (within the spread)"
 
 
-def claims_table(claims: Sequence[Claim], columns: Sequence[str], rows: Sequence[Row]) -> List[str]:
+def claims_table(claims: Sequence[Claim], columns: Sequence[str], rows: Sequence[Row],
+                 spread: Optional[Callable[[str, Sequence[float]], float]] = None) -> List[str]:
+    """One line per claim and column; `spread` as `Report.spread`."""
     by_label = dict(rows)
     lines = ["| the paper's claim | column | difference | larger spread | here |",
              "|---|---|---|---|---|"]
     for claim in claims:
         for column in claim.columns or columns:
-            spread_of = (None if claim.spread is None else
-                         lambda values, column=column: claim.spread(column, values))
-            delta, spread, outcome = verdict(by_label[claim.better].get(column, []),
+            spread_of = (None if spread is None else
+                         lambda values, column=column: spread(column, values))
+            delta, larger, outcome = verdict(by_label[claim.better].get(column, []),
                                              by_label[claim.worse].get(column, []), spread_of)
-            lines.append(f"| {claim.text} | {column} | {delta:+.1f} | {spread:.1f} | "
+            lines.append(f"| {claim.text} | {column} | {delta:+.1f} | {larger:.1f} | "
                          f"{outcome} |")
     return lines
 
@@ -185,7 +188,7 @@ def write_report(report: Report, report_dir: pathlib.Path, command: str, seconds
     if report.claims:
         lines += ["", "Does the paper's direction reproduce here? (row difference of the means, "
                       f"against the larger of the two rows' spreads: {report.spread_name})", ""]
-        lines += claims_table(report.claims, report.columns, report.rows)
+        lines += claims_table(report.claims, report.columns, report.rows, report.spread)
     if report.notes:
         lines += ["", "Notes:", ""] + [f"- {note}" for note in report.notes]
     lines += ["", f"Regenerate: `{command}` ({compute_line(seconds, job_seconds)}; cached jobs "
