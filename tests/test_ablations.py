@@ -121,6 +121,35 @@ def test_full_data_tasks_fine_tune_on_the_whole_file(tmp_path, monkeypatch):
     assert examples_text(budget, ("sst2",)) == "the first 1000 examples of each task"
 
 
+def test_each_pretrained_model_gets_its_own_learning_rate(tmp_path, monkeypatch):
+    """The LSTM baseline is pretrained at --lstm_learning_rate, not the Transformer's lr (at
+    GPT-1's 2.5e-4 it stays at unigram perplexity on wikipedia20m), into its own cache entry."""
+    import pretraining.trainer
+    seen = {}
+
+    def fake_pretraining(config, log):
+        seen[config.model] = config
+        return []
+
+    monkeypatch.setattr(pretraining.trainer, "run_pretraining", fake_pretraining)
+    budget = Budget(gpt_learning_rate=2.5e-4, lstm_learning_rate=2e-3, bert_learning_rate=1e-3)
+    ws = Workspace(str(tmp_path), str(tmp_path), budget, lambda m: None)
+    monkeypatch.setattr(ws, "bpe_vocab_size", lambda: 6000)
+    monkeypatch.setattr(ws, "wordpiece_vocab_size", lambda: 8000)
+    records = (("train.tfrecord",), ("held_out.tfrecord",))
+    dirs = {model: ws.pretrain(model, model, config, records)
+            for model, config in (("gpt", "gpt_small"), ("lstm", "lstm_small"),
+                                  ("bert", "bert_tiny"))}
+    assert {m: c.learning_rate for m, c in seen.items()} == {
+        "gpt": 2.5e-4, "lstm": 2e-3, "bert": 1e-3}
+    changed = Workspace(str(tmp_path), str(tmp_path),
+                        Budget(gpt_learning_rate=2.5e-4, lstm_learning_rate=1e-3), lambda m: None)
+    monkeypatch.setattr(changed, "bpe_vocab_size", lambda: 6000)
+    assert changed.pretrain("gpt", "gpt", "gpt_small", records) == dirs["gpt"]     # cached
+    assert changed.pretrain("lstm", "lstm", "lstm_small", records) != dirs["lstm"]  # new job
+    assert seen["lstm"].learning_rate == 1e-3
+
+
 def test_unknown_experiment_is_named():
     from tools.run_ablations import run_experiments
     with pytest.raises(ValueError, match="bert_objectivs"):

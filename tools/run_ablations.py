@@ -15,12 +15,13 @@ an interrupted pretraining resumes. Runs are deterministic for a seed (TF op det
 
   python -m tools.run_ablations --experiments=pretraining_transfer --corpus=wikipedia20m \
       --bert_pretrain_steps=16000 --bert_learning_rate=1e-3 --gpt_learning_rate=2.5e-4 \
-      --pretrain_steps=1000 --finetune_examples=1000 --finetune_epochs=3 \
-      --full_data_tasks=mrpc,squad_v1 --report_dir=docs/reports/wikipedia20m
+      --lstm_learning_rate=2e-3 --pretrain_steps=1000 --finetune_examples=1000 \
+      --finetune_epochs=3 --full_data_tasks=mrpc,squad_v1 --report_dir=docs/reports/wikipedia20m
 
 (the wikipedia20m budget of BUILD_NOTES, where BERT and GPT-1 transfer on every task of the
-report; at the default GPT lr, 1e-3, gpt_small stays at unigram level on this corpus, and on
-1,000 MRPC pairs / SQuAD questions neither BERT arm learns the task.)
+report; at the default GPT lr, 1e-3, gpt_small stays at unigram level on this corpus, at
+2.5e-4 so does lstm_small, and on 1,000 MRPC pairs / SQuAD questions neither BERT arm learns
+the task.)
 
 The default budget keeps each experiment well under an hour on 2 CPU cores. To scale up on an
 accelerator, e.g.: --bert_config=bert_base --gpt_config=gpt1 --lstm_config=lstm_2048

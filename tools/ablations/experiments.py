@@ -286,17 +286,21 @@ def gpt_no_pretraining(ws: Workspace) -> reports.Report:
 @experiment
 def gpt_lstm(ws: Workspace) -> reports.Report:
     b = ws.budget
+    model_dirs = {model: pathlib.Path(gpt_pretrained(ws, model)) for model in ("gpt", "lstm")}
     rows = [("Transformer w/ aux LM", task_row(ws, "gpt_aux", GPT_TASKS, "gpt",
-                                               gpt_pretrained(ws))),
+                                               str(model_dirs["gpt"]))),
             (f"LSTM ({b.lstm_config}) w/ aux LM", task_row(ws, "lstm_aux", GPT_TASKS, "lstm",
-                                                           gpt_pretrained(ws, "lstm")))]
+                                                           str(model_dirs["lstm"])))]
     return reports.Report(
         name="gpt_lstm", title="LSTM instead of the Transformer (GPT-1 Table 5)",
         intro=_gpt_intro(ws, f"The LSTM ({b.lstm_config}; the paper's is one layer of 2048 "
-                             "units: --lstm_config=lstm_2048) is pretrained and fine-tuned by "
-                             "the same binaries. The paper: the LSTM loses 5.6 points on "
-                             "average, winning only on MRPC."),
+                             "units: --lstm_config=lstm_2048) is pretrained on the same records "
+                             f"(lr {b.lstm_learning_rate:g}; the Transformer's "
+                             f"{b.gpt_learning_rate:g}) and fine-tuned by the same binaries. The "
+                             "paper: the LSTM loses 5.6 points on average, winning only on "
+                             "MRPC."),
         columns=columns_of(GPT_TASKS), rows=rows, seeds=_seeds(ws),
+        notes=[perplexity_note(model_dirs)],
         claims=[reports.Claim("the Transformer beats the LSTM", rows[0][0], rows[1][0])])
 
 
@@ -338,14 +342,9 @@ def layer_transfer(ws: Workspace) -> reports.Report:
 @experiment
 def zero_shot_vs_steps(ws: Workspace) -> reports.Report:
     tasks = tuple(ZERO_SHOT_METRICS)
-    curves, perplexities = {}, []
-    for model in ("gpt", "lstm"):
-        model_dir = pathlib.Path(gpt_pretrained(ws, model))
-        curves[model] = ws.zero_shot_curve(model_dir, tasks)
-        evals = pretraining_metrics(model_dir)
-        perplexities.append(f"{model} {evals[0]['eval_perplexity']:,.0f} at step "
-                            f"{evals[0]['step']} -> {evals[-1]['eval_perplexity']:,.0f} at step "
-                            f"{evals[-1]['step']}")
+    model_dirs = {model: pathlib.Path(gpt_pretrained(ws, model)) for model in ("gpt", "lstm")}
+    curves = {model: ws.zero_shot_curve(model_dir, tasks)
+              for model, model_dir in model_dirs.items()}
     rows = []
     for model, points in curves.items():
         for point in points:
@@ -398,9 +397,7 @@ def zero_shot_vs_steps(ws: Workspace) -> reports.Report:
         scored_on=f"the first {n} examples of each task (no fine-tuning)",
         notes=[f"One pretraining seed per model; the plot's band is the standard error over "
                f"{n} examples (binomial; for CoLA's MCC, a correlation's).",
-               "Where each language model got to (held-out perplexity, first and last "
-               "evaluation): " + "; ".join(perplexities) + ". A model still near the "
-               "unigram perplexity knows word frequencies, not yet context."],
+               perplexity_note(model_dirs)],
         figures=[("zero_shot_vs_steps_curve.png", "zero-shot score vs steps", draw)],
         claims=claims, spread=spread,
         spread_name=f"the standard error over {n} examples, as in the plot")
@@ -474,6 +471,19 @@ def pretraining_metrics(model_dir: pathlib.Path) -> List[Dict[str, float]]:
             if any(k.startswith("eval_") for k in row):
                 rows.append(row)
     return sorted(rows, key=lambda r: r["step"])
+
+
+def perplexity_note(model_dirs: Dict[str, pathlib.Path]) -> str:
+    """Where each language model's pretraining got to, so a reader can tell a model that knows
+    context from one that knows word frequencies."""
+    parts = []
+    for model, model_dir in model_dirs.items():
+        evals = pretraining_metrics(model_dir)
+        parts.append(f"{model} {evals[0]['eval_perplexity']:,.0f} at step {evals[0]['step']} -> "
+                     f"{evals[-1]['eval_perplexity']:,.0f} at step {evals[-1]['step']}")
+    return ("Where each language model got to (held-out perplexity, first and last evaluation): "
+            + "; ".join(parts) + ". A model still near the unigram perplexity knows word "
+            "frequencies, not yet context.")
 
 
 def checkpoint_curve(ws: Workspace, model_dir: pathlib.Path,
