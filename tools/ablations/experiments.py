@@ -242,6 +242,11 @@ def gpt_pretrained(ws: Workspace, model: str = "gpt") -> str:
     return str(ws.pretrain(f"{model}_{config}", model, config, ws.records("gpt")))
 
 
+def language_models(ws: Workspace) -> Dict[str, pathlib.Path]:
+    """The pretrained Transformer and LSTM of GPT-1's Table 5 / Figure 2, by model name."""
+    return {model: pathlib.Path(gpt_pretrained(ws, model)) for model in ("gpt", "lstm")}
+
+
 def _gpt_intro(ws: Workspace, extra: str, tasks: Sequence[str] = GPT_TASKS) -> str:
     b = ws.budget
     return (f"{b.gpt_config} pretrained {b.pretrain_steps} steps (batch {b.pretrain_batch_size} "
@@ -286,11 +291,11 @@ def gpt_no_pretraining(ws: Workspace) -> reports.Report:
 @experiment
 def gpt_lstm(ws: Workspace) -> reports.Report:
     b = ws.budget
-    model_dirs = {model: pathlib.Path(gpt_pretrained(ws, model)) for model in ("gpt", "lstm")}
+    model_dirs = language_models(ws)
     rows = [("Transformer w/ aux LM", task_row(ws, "gpt_aux", GPT_TASKS, "gpt",
-                                               str(model_dirs["gpt"]))),
+                                               model_dirs["gpt"])),
             (f"LSTM ({b.lstm_config}) w/ aux LM", task_row(ws, "lstm_aux", GPT_TASKS, "lstm",
-                                                           str(model_dirs["lstm"])))]
+                                                           model_dirs["lstm"]))]
     return reports.Report(
         name="gpt_lstm", title="LSTM instead of the Transformer (GPT-1 Table 5)",
         intro=_gpt_intro(ws, f"The LSTM ({b.lstm_config}; the paper's is one layer of 2048 "
@@ -342,7 +347,7 @@ def layer_transfer(ws: Workspace) -> reports.Report:
 @experiment
 def zero_shot_vs_steps(ws: Workspace) -> reports.Report:
     tasks = tuple(ZERO_SHOT_METRICS)
-    model_dirs = {model: pathlib.Path(gpt_pretrained(ws, model)) for model in ("gpt", "lstm")}
+    model_dirs = language_models(ws)
     curves = {model: ws.zero_shot_curve(model_dir, tasks)
               for model, model_dir in model_dirs.items()}
     rows = []
