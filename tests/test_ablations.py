@@ -1,6 +1,7 @@
 """The ablation runner: registry, report formatting, cached and deterministic jobs."""
 import json
 import math
+import pathlib
 
 import pytest
 
@@ -119,6 +120,46 @@ def test_full_data_tasks_fine_tune_on_the_whole_file(tmp_path, monkeypatch):
     assert examples_text(budget, ("story_cloze", "rte")) == (
         "the first 1000 examples of each task (Story Cloze: half its validation CSV)")
     assert examples_text(budget, ("sst2",)) == "the first 1000 examples of each task"
+
+
+def test_runners_sharing_a_work_dir_run_each_job_once(tmp_path, monkeypatch):
+    """A second runner asking for a job another one is running waits for it and takes its
+    result: no second run writing into the same folder. (The second runner is a thread here:
+    flock locks belong to each open file, so two threads contend like two processes.)"""
+    import threading
+    import finetune.trainer
+    running, release, runs, logs = threading.Event(), threading.Event(), [], []
+
+    def fake_run(config, log):
+        runs.append(config.output_dir)
+        running.set()
+        assert release.wait(30)
+        results = {"selected_run": {"metrics": {"accuracy": 0.75}}}
+        pathlib.Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+        (pathlib.Path(config.output_dir) / "results.json").write_text(json.dumps(results))
+        return results
+
+    monkeypatch.setattr(finetune.trainer, "run_finetune", fake_run)
+    ws = Workspace(str(tmp_path), str(tmp_path), Budget(), logs.append)
+    monkeypatch.setattr(ws, "bert_vocab", lambda checkpoint: "vocab.txt")
+    got = {}
+    first = threading.Thread(target=lambda: got.update(first=ws.finetune("x", "sst2", "bert",
+                                                                           "", 0)))
+    second = threading.Thread(target=lambda: got.update(second=ws.finetune("x", "sst2", "bert",
+                                                                             "", 0)))
+    first.start()
+    assert running.wait(30)
+    second.start()
+    for _ in range(300):    # until the second one says it is waiting
+        if any(m.startswith("waiting for x-sst2-s0-") for m in logs):
+            break
+        threading.Event().wait(0.1)
+    assert any(m.startswith("waiting for x-sst2-s0-") for m in logs), logs
+    release.set()
+    first.join(30)
+    second.join(30)
+    assert len(runs) == 1
+    assert got["first"] == got["second"] == {"accuracy": 0.75}
 
 
 def test_each_pretrained_model_gets_its_own_learning_rate(tmp_path, monkeypatch):

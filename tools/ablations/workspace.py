@@ -18,7 +18,9 @@ eng.testa; SQuAD: the first 1,000 questions of whole held-out articles).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import functools
 import glob
 import hashlib
@@ -167,6 +169,21 @@ def _write_json(path: pathlib.Path, value: Dict[str, Any]) -> None:
     atomic_write_text(str(path), json.dumps(value, indent=2, default=str) + "\n")
 
 
+@contextlib.contextmanager
+def job_lock(folder: pathlib.Path, log: Callable[[str], None]):
+    """Holds `<folder>.lock` while a job runs, so runner processes sharing a work_dir (one per
+    core, say) never run the same job at once: a second one waits, then finds the result. The
+    kernel drops the lock when its holder dies, so an interrupted run leaves nothing stale."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{folder}.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for {folder.name}: another process is running it")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 class Workspace:
     """Folders and cached jobs under `root`; `shared` is the ../shared/data folder."""
 
@@ -218,11 +235,13 @@ class Workspace:
         folder = self.root / "vocab" / f"{self._corpus_prefix()}bpe_{self.budget.bpe_merges}"
         encoder, merges = folder / "encoder_bpe.json", folder / "vocab.bpe"
         if not (encoder.exists() and merges.exists()):
-            from tfmodels.tokenizers.bpe_vocab import learn_bpe_merges, write_bpe_files
-            self.log(f"learning {self.budget.bpe_merges} BPE merges")
-            learned, vocab = learn_bpe_merges(self._document_lines(),
-                                              num_merges=self.budget.bpe_merges)
-            write_bpe_files(learned, vocab, str(encoder), str(merges))
+            with job_lock(folder, self.log):
+                if not (encoder.exists() and merges.exists()):
+                    from tfmodels.tokenizers.bpe_vocab import learn_bpe_merges, write_bpe_files
+                    self.log(f"learning {self.budget.bpe_merges} BPE merges")
+                    learned, vocab = learn_bpe_merges(self._document_lines(),
+                                                      num_merges=self.budget.bpe_merges)
+                    write_bpe_files(learned, vocab, str(encoder), str(merges))
         return str(encoder), str(merges)
 
     def wordpiece_file(self) -> str:
@@ -233,9 +252,13 @@ class Workspace:
         path = (self.root / "vocab" / f"{self._corpus_prefix()}wordpiece_{size}" /
                 "vocab.txt")
         if not path.exists():
-            from tfmodels.tokenizers.wordpiece_vocab import learn_wordpiece_vocab, write_vocab_file
-            self.log(f"learning a {size}-token WordPiece vocabulary")
-            write_vocab_file(learn_wordpiece_vocab(self._document_lines(), size), str(path))
+            with job_lock(path.parent, self.log):
+                if not path.exists():
+                    from tfmodels.tokenizers.wordpiece_vocab import (learn_wordpiece_vocab,
+                                                                     write_vocab_file)
+                    self.log(f"learning a {size}-token WordPiece vocabulary")
+                    write_vocab_file(learn_wordpiece_vocab(self._document_lines(), size),
+                                     str(path))
         return str(path)
 
     def pretrained_here(self, init_checkpoint) -> bool:
@@ -303,8 +326,9 @@ class Workspace:
             name = f"gpt_{length}_bpe{self.budget.bpe_merges}"
         out = self.root / "records" / (self._corpus_prefix() + name)
         # Resumable on its own: finished shards are kept, the manifest checks the settings.
-        create_pretraining_data([str(p) for p in self._documents()], str(out), config,
-                                num_workers=2, log=lambda m: None)
+        with job_lock(out, self.log):
+            create_pretraining_data([str(p) for p in self._documents()], str(out), config,
+                                    num_workers=2, log=lambda m: None)
         shards = sorted(glob.glob(str(out / "*.tfrecord")))
         if len(shards) < 2:
             raise ValueError(f"{out}: need at least 2 shards (train + held out), got {len(shards)}")
@@ -315,7 +339,6 @@ class Workspace:
     def pretrain(self, name: str, model: str, model_config: str, records: Tuple,
                  **overrides) -> pathlib.Path:
         """A finished pretraining run's model_dir (holding pretrained.keras and done.json)."""
-        from pretraining.trainer import PretrainConfig, run_pretraining
         b = self.budget
         train, held_out = records
         steps = b.steps_for(model)
@@ -337,22 +360,27 @@ class Workspace:
         settings.update(overrides)
         model_dir = self.root / "pretrain" / f"{name}-{settings_hash(settings)}"
         done = model_dir / "done.json"
-        if done.exists():
-            self.job_seconds[str(model_dir)] = self.pretrain_summary(model_dir).get("seconds")
-            return model_dir
-        self.log(f"pretraining {name} ({model} {model_config}, {steps} steps) "
-                 f"in {model_dir}")
+        if not done.exists():
+            with job_lock(model_dir, self.log):
+                if not done.exists():   # the process we waited for may have finished it
+                    self._run_pretraining(name, model_dir, settings)
+        self.job_seconds[str(model_dir)] = self.pretrain_summary(model_dir).get("seconds")
+        return model_dir
+
+    def _run_pretraining(self, name: str, model_dir: pathlib.Path,
+                         settings: Dict[str, Any]) -> None:
+        from pretraining.trainer import PretrainConfig, run_pretraining
+        self.log(f"pretraining {name} ({settings['model']} {settings['model_config']}, "
+                 f"{settings['train_steps']} steps) in {model_dir}")
         started = time.perf_counter()
         history = run_pretraining(PretrainConfig(model_dir=str(model_dir), **settings),
                                   log=lambda m: self.log("  " + m))
         evals = [row for row in history if any(k.startswith("eval_") for k in row)]
-        seconds = time.perf_counter() - started
-        _write_json(done, {"settings": settings, "seconds": seconds,
-                           "final_eval": evals[-1] if evals else {},
-                           "final_train": history[-1] if history else {}})
-        self.job_seconds[str(model_dir)] = seconds
+        _write_json(model_dir / "done.json", {
+            "settings": settings, "seconds": time.perf_counter() - started,
+            "final_eval": evals[-1] if evals else {},
+            "final_train": history[-1] if history else {}})
         self.jobs_run += 1
-        return model_dir
 
     def pretrain_learning_rate(self, model: str) -> float:
         b = self.budget
@@ -407,21 +435,24 @@ class Workspace:
                                                                           EVAL_EXAMPLES))
         settings.update(overrides)
         output_dir = self.root / "finetune" / f"{name}-{task}-s{seed}-{settings_hash(settings)}"
-        results = _read_json(output_dir / "results.json")
-        source = "cached"
-        seconds = (_read_json(output_dir / "job.json") or {}).get("seconds")
+        results, source = _read_json(output_dir / "results.json"), "cached"
         if results is None:
-            import keras
-            keras.backend.clear_session()
-            started = time.perf_counter()
-            # A job without results.json was cut short: its leftovers are replaced.
-            results = run_finetune(FinetuneConfig(output_dir=str(output_dir),
-                                                  overwrite_output_dir=True, **settings),
-                                   log=lambda m: None)
-            seconds = time.perf_counter() - started
-            _write_json(output_dir / "job.json", {"seconds": seconds})
-            source = f"{seconds:.0f} s"
-            self.jobs_run += 1
+            with job_lock(output_dir, self.log):
+                # The process we waited for may have finished it.
+                results = _read_json(output_dir / "results.json")
+                if results is None:
+                    import keras
+                    keras.backend.clear_session()
+                    started = time.perf_counter()
+                    # A job without results.json was cut short: its leftovers are replaced.
+                    results = run_finetune(FinetuneConfig(output_dir=str(output_dir),
+                                                          overwrite_output_dir=True, **settings),
+                                           log=lambda m: None)
+                    seconds = time.perf_counter() - started
+                    _write_json(output_dir / "job.json", {"seconds": seconds})
+                    source = f"{seconds:.0f} s"
+                    self.jobs_run += 1
+        seconds = (_read_json(output_dir / "job.json") or {}).get("seconds")
         self.job_seconds[str(output_dir)] = seconds
         metrics = dict(results["selected_run"]["metrics"])
         self.log(f"  {name} {task} seed {seed} ({source}): " + ", ".join(
