@@ -23,6 +23,15 @@ report; at the default GPT lr, 1e-3, gpt_small stays at unigram level on this co
 2.5e-4 so does lstm_small, and on 1,000 MRPC pairs / SQuAD questions neither BERT arm learns
 the task.)
 
+Several runner processes may share one --work_dir: each job holds a file lock while it runs,
+so a second process asking for it waits and then takes its result. On a 2-core CPU two
+one-thread processes, one per core, do more than one process on both cores (bert_tiny
+pretraining on an AMD EPYC: 2 x 20k tokens/s vs 30k), e.g. two experiments side by side:
+
+  export TF_NUM_INTRAOP_THREADS=1
+  taskset -c 0 python -m tools.run_ablations --experiments=bert_objectives ... &
+  taskset -c 1 python -m tools.run_ablations --experiments=bert_masking ...
+
 The default budget keeps each experiment well under an hour on 2 CPU cores. To scale up on an
 accelerator, e.g.: --bert_config=bert_base --gpt_config=gpt1 --lstm_config=lstm_2048
 --pretrain_steps=100000 --pretrain_batch_size=256 --finetune_examples=0
