@@ -169,21 +169,6 @@ def _write_json(path: pathlib.Path, value: Dict[str, Any]) -> None:
     atomic_write_text(str(path), json.dumps(value, indent=2, default=str) + "\n")
 
 
-@contextlib.contextmanager
-def job_lock(folder: pathlib.Path, log: Callable[[str], None]):
-    """Holds `<folder>.lock` while a job runs, so runner processes sharing a work_dir (one per
-    core, say) never run the same job at once: a second one waits, then finds the result. The
-    kernel drops the lock when its holder dies, so an interrupted run leaves nothing stale."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{folder}.lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log(f"waiting for {folder.name}: another process is running it")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-
-
 class Workspace:
     """Folders and cached jobs under `root`; `shared` is the ../shared/data folder."""
 
@@ -196,6 +181,40 @@ class Workspace:
         # Every job an experiment used, cached or not -> the seconds it took when it ran
         # (None: cached by a version that kept no timing); the report sums them.
         self.job_seconds: Dict[str, Optional[float]] = {}
+
+    # ---- running each job once ----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def job_lock(self, folder: pathlib.Path):
+        """Holds a lock on the job in `folder` while it runs, so runner processes sharing a
+        work_dir (one per core, say) never run the same job at once: a second one waits, then
+        finds the result. The kernel drops the lock when its holder dies, so an interrupted run
+        leaves nothing stale. Lock files live in <root>/locks, not beside the job folders."""
+        lock = self.root / "locks" / (str(folder.relative_to(self.root)).replace(os.sep, "--") +
+                                      ".lock")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.log(f"waiting for {folder.name}: another process is running it")
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    def run_once(self, folder: pathlib.Path, outputs: Sequence[pathlib.Path],
+                 job: Callable[[], None]) -> bool:
+        """Runs `job` (which writes `outputs`) under the folder's lock unless the outputs exist;
+        True if it ran here. Checked again under the lock: the process waited for may have
+        done it."""
+        def done() -> bool:
+            return all(path.exists() for path in outputs)
+        if done():
+            return False
+        with self.job_lock(folder):
+            if done():
+                return False
+            job()
+            return True
 
     # ---- data --------------------------------------------------------------------------------
 
@@ -234,14 +253,14 @@ class Workspace:
         """(encoder JSON, merges) learned from the pretraining text."""
         folder = self.root / "vocab" / f"{self._corpus_prefix()}bpe_{self.budget.bpe_merges}"
         encoder, merges = folder / "encoder_bpe.json", folder / "vocab.bpe"
-        if not (encoder.exists() and merges.exists()):
-            with job_lock(folder, self.log):
-                if not (encoder.exists() and merges.exists()):
-                    from tfmodels.tokenizers.bpe_vocab import learn_bpe_merges, write_bpe_files
-                    self.log(f"learning {self.budget.bpe_merges} BPE merges")
-                    learned, vocab = learn_bpe_merges(self._document_lines(),
-                                                      num_merges=self.budget.bpe_merges)
-                    write_bpe_files(learned, vocab, str(encoder), str(merges))
+
+        def learn():
+            from tfmodels.tokenizers.bpe_vocab import learn_bpe_merges, write_bpe_files
+            self.log(f"learning {self.budget.bpe_merges} BPE merges")
+            learned, vocab = learn_bpe_merges(self._document_lines(),
+                                              num_merges=self.budget.bpe_merges)
+            write_bpe_files(learned, vocab, str(encoder), str(merges))
+        self.run_once(folder, (encoder, merges), learn)
         return str(encoder), str(merges)
 
     def wordpiece_file(self) -> str:
@@ -251,14 +270,12 @@ class Workspace:
             return str(self.shared / BERT_VOCAB)
         path = (self.root / "vocab" / f"{self._corpus_prefix()}wordpiece_{size}" /
                 "vocab.txt")
-        if not path.exists():
-            with job_lock(path.parent, self.log):
-                if not path.exists():
-                    from tfmodels.tokenizers.wordpiece_vocab import (learn_wordpiece_vocab,
-                                                                     write_vocab_file)
-                    self.log(f"learning a {size}-token WordPiece vocabulary")
-                    write_vocab_file(learn_wordpiece_vocab(self._document_lines(), size),
-                                     str(path))
+
+        def learn():
+            from tfmodels.tokenizers.wordpiece_vocab import learn_wordpiece_vocab, write_vocab_file
+            self.log(f"learning a {size}-token WordPiece vocabulary")
+            write_vocab_file(learn_wordpiece_vocab(self._document_lines(), size), str(path))
+        self.run_once(path.parent, (path,), learn)
         return str(path)
 
     def pretrained_here(self, init_checkpoint) -> bool:
@@ -326,7 +343,7 @@ class Workspace:
             name = f"gpt_{length}_bpe{self.budget.bpe_merges}"
         out = self.root / "records" / (self._corpus_prefix() + name)
         # Resumable on its own: finished shards are kept, the manifest checks the settings.
-        with job_lock(out, self.log):
+        with self.job_lock(out):
             create_pretraining_data([str(p) for p in self._documents()], str(out), config,
                                     num_workers=2, log=lambda m: None)
         shards = sorted(glob.glob(str(out / "*.tfrecord")))
@@ -359,11 +376,8 @@ class Workspace:
             settings["vocab_size"] = self.wordpiece_vocab_size()
         settings.update(overrides)
         model_dir = self.root / "pretrain" / f"{name}-{settings_hash(settings)}"
-        done = model_dir / "done.json"
-        if not done.exists():
-            with job_lock(model_dir, self.log):
-                if not done.exists():   # the process we waited for may have finished it
-                    self._run_pretraining(name, model_dir, settings)
+        self.run_once(model_dir, (model_dir / "done.json",),
+                      lambda: self._run_pretraining(name, model_dir, settings))
         self.job_seconds[str(model_dir)] = self.pretrain_summary(model_dir).get("seconds")
         return model_dir
 
@@ -435,25 +449,23 @@ class Workspace:
                                                                           EVAL_EXAMPLES))
         settings.update(overrides)
         output_dir = self.root / "finetune" / f"{name}-{task}-s{seed}-{settings_hash(settings)}"
-        results, source = _read_json(output_dir / "results.json"), "cached"
-        if results is None:
-            with job_lock(output_dir, self.log):
-                # The process we waited for may have finished it.
-                results = _read_json(output_dir / "results.json")
-                if results is None:
-                    import keras
-                    keras.backend.clear_session()
-                    started = time.perf_counter()
-                    # A job without results.json was cut short: its leftovers are replaced.
-                    results = run_finetune(FinetuneConfig(output_dir=str(output_dir),
-                                                          overwrite_output_dir=True, **settings),
-                                           log=lambda m: None)
-                    seconds = time.perf_counter() - started
-                    _write_json(output_dir / "job.json", {"seconds": seconds})
-                    source = f"{seconds:.0f} s"
-                    self.jobs_run += 1
+        results: Dict[str, Any] = {}
+
+        def job():
+            import keras
+            keras.backend.clear_session()
+            started = time.perf_counter()
+            # A job without results.json was cut short: its leftovers are replaced.
+            results.update(run_finetune(FinetuneConfig(
+                output_dir=str(output_dir), overwrite_output_dir=True, **settings),
+                log=lambda m: None))
+            _write_json(output_dir / "job.json", {"seconds": time.perf_counter() - started})
+            self.jobs_run += 1
+        ran = self.run_once(output_dir, (output_dir / "results.json",), job)
         seconds = (_read_json(output_dir / "job.json") or {}).get("seconds")
+        source = f"{seconds:.0f} s" if ran else "cached"
         self.job_seconds[str(output_dir)] = seconds
+        results = results or _read_json(output_dir / "results.json")   # cached
         metrics = dict(results["selected_run"]["metrics"])
         self.log(f"  {name} {task} seed {seed} ({source}): " + ", ".join(
             f"{k} {metrics[k]:.4f}" for k, _ in spec["metrics"] if k in metrics))
