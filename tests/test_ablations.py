@@ -242,7 +242,8 @@ def test_jobs_are_cached_and_deterministic(tmp_path, shared_data):
     text = path.read_text(encoding="utf-8")
     assert "| pretrained |" in text and "over 1 fine-tuning seed" in text
     assert (f"(3 jobs, {sum(timings.values()) / 60:.1f} min when they ran (1 untimed, cached "
-            "before timings were kept); 0.0 min in the run that wrote this;") in text
+            "before timings were kept); 0.0 min in the run that wrote this, on ") in text
+    assert "cores; flags:" in text                      # the CPU the timings come from
     (tmp_path / "report" / "longer").mkdir()
     (tmp_path / "report" / "longer" / "tiny.md").write_text("# Tiny, longer\n")
     index = reports.write_index(tmp_path / "report").read_text(encoding="utf-8")

@@ -201,8 +201,11 @@ def write_report(report: Report, report_dir: pathlib.Path, command: str, seconds
 
 
 def compute_line(seconds: float, job_seconds: Optional[Dict[str, Optional[float]]]) -> str:
-    """What the experiment cost: the time of all its jobs, whichever run did them."""
-    wall = f"{seconds / 60:.1f} min in the run that wrote this"
+    """What the experiment cost: the time of all its jobs, whichever run did them, and the CPU
+    of the run that wrote the report (timings, and BERT pretraining's last digits, differ
+    between CPUs)."""
+    from tfmodels.precision import cpu_description
+    wall = f"{seconds / 60:.1f} min in the run that wrote this, on {cpu_description()}"
     if not job_seconds:
         return wall
     known = [s for s in job_seconds.values() if s is not None]
