@@ -97,7 +97,9 @@ class Budget:
     # Tasks fine-tuned on their whole training file (less the held-back slice) instead of the
     # first finetune_examples. On wikipedia20m's bert_tiny, 1,000 MRPC pairs leave the random
     # init at "all paraphrases" and the pretrained model below it; on all 3,301 the pretrained
-    # one pulls ahead (seed 0: F1 79.9 vs 76.0). BUILD_NOTES has the probe.
+    # one pulls ahead (seed 0: F1 79.9 vs 76.0). BUILD_NOTES has the probe. CoNLL-2003 likewise:
+    # on 1,000 sentences the 16,000-step model's NER F1 is 21-27 fine-tuned and 0.0 feature-based
+    # (every token O); on all of eng.train 60.5 and 69.1 (seed 0).
     full_data_tasks: Tuple[str, ...] = dataclasses.field(default=(), metadata={"help": (
         "Tasks fine-tuned on their whole training file less the held-back slice (e.g. "
         "mrpc,squad_v1) instead of the first --finetune_examples.")})
