@@ -52,6 +52,31 @@ def test_claims_say_whether_the_direction_reproduces(tmp_path):
     assert text.count("| only B |") == 1
 
 
+def test_no_difference_claims_reproduce_within_the_spread():
+    rows = [("a", {"A": [60.0, 62.0], "B": [60.0, 62.0]}),
+            ("b", {"A": [60.5, 61.5], "B": [70.0, 70.0]})]
+    lines = reports.claims_table([reports.Claim("robust", "a", "b", same=True)], ["A", "B"], rows)
+    assert "| robust | A | +0.0 | 1.0 | reproduces (within the spread) |" in lines
+    assert "| robust | B | -9.0 | 1.0 | does not (apart by more than the spread) |" in lines
+
+
+def test_masking_claims_name_rows_of_the_masking_table():
+    from tools.ablations.experiments import MASK_MIXES, masking_claims
+    labels = [f"{m:.0%} [MASK] / {s:.0%} same / {r:.0%} random" for m, s, r in MASK_MIXES]
+    rows = [(label, {"RTE acc": [50.0], "CoNLL F1 (fine-tune)": [60.0],
+                     "CoNLL F1 (feature-based)": [70.0 - i]}) for i, label in enumerate(labels)]
+    rows.append(("No pretraining", {"RTE acc": [50.0], "CoNLL F1 (fine-tune)": [30.0],
+                                    "CoNLL F1 (feature-based)": [20.0]}))
+    claims = masking_claims(labels[0], labels[1:], only_mask="100% [MASK] / 0% same / 0% random",
+                            only_random="0% [MASK] / 0% same / 100% random")
+    lines = reports.claims_table(claims, ["RTE acc", "CoNLL F1 (fine-tune)",
+                                          "CoNLL F1 (feature-based)"], rows)
+    assert "| pretraining helps | CoNLL F1 (feature-based) | +50.0 | 0.0 | reproduces |" in lines
+    assert sum("robust" in line and "reproduces (within" in line for line in lines) == 10
+    assert ("| 100% [MASK] hurts feature-based NER | CoNLL F1 (feature-based) | +1.0 | 0.0 | "
+            "reproduces |") in lines
+
+
 def test_claims_on_one_value_rows_use_the_given_spread(tmp_path):
     # Zero-shot rows hold one score each: a std of 0 would call any gap a reproduction.
     assert reports.verdict([55.0], [50.0]) == (5.0, 0.0, "reproduces")

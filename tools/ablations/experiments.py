@@ -121,6 +121,9 @@ def bert_masking(ws: Workspace) -> reports.Report:
     b = ws.budget
     rows = []
     columns = ["RTE acc", "CoNLL F1 (fine-tune)", "CoNLL F1 (feature-based)"]
+    def label(mask, same, random):
+        return f"{mask:.0%} [MASK] / {same:.0%} same / {random:.0%} random"
+
     for mask, same, random in MASK_MIXES:
         checkpoint = bert_pretrained(ws, "mlm", True, mask, random)
         tag = f"masking_m{mask:g}_r{random:g}"
@@ -128,7 +131,7 @@ def bert_masking(ws: Workspace) -> reports.Report:
         tuned = ws.finetune_seeds(tag, "conll2003", "bert", checkpoint)
         features = ws.finetune_seeds(f"{tag}_features", "conll2003", "bert", checkpoint,
                                      **feature_based(ws))
-        rows.append((f"{mask:.0%} [MASK] / {same:.0%} same / {random:.0%} random",
+        rows.append((label(mask, same, random),
                      {"RTE acc": rte["accuracy"], "CoNLL F1 (fine-tune)": tuned["f1"],
                       "CoNLL F1 (feature-based)": features["f1"]}))
     # The floor every mix is read against: a mix whose NER is no better than a random encoder's
@@ -152,7 +155,21 @@ def bert_masking(ws: Workspace) -> reports.Report:
                "robust to the mix; feature-based NER suffers most from 100% [MASK] "
                "(train/test mismatch) and from 100% random. The last row is the same model "
                "from random initialisation."),
-        columns=columns, rows=rows, seeds=_seeds(ws))
+        columns=columns, rows=rows, seeds=_seeds(ws), claims=masking_claims(
+            label(*MASK_MIXES[0]), [label(*mix) for mix in MASK_MIXES[1:]],
+            only_mask=label(1.0, 0.0, 0.0), only_random=label(0.0, 0.0, 1.0)))
+
+
+def masking_claims(bert_mix: str, other_mixes: List[str], only_mask: str,
+                   only_random: str) -> List[reports.Claim]:
+    """BERT Section C.2's readings of Table 8, against the rows of the bert_masking report."""
+    tuned = ["RTE acc", "CoNLL F1 (fine-tune)"]
+    return ([reports.Claim("pretraining helps", bert_mix, "No pretraining")] +
+            [reports.Claim(f"fine-tuning is robust to the mix ({mix})", bert_mix, mix, tuned,
+                           same=True) for mix in other_mixes] +
+            [reports.Claim("100% [MASK] hurts feature-based NER", bert_mix, only_mask,
+                           ["CoNLL F1 (feature-based)"]),
+             reports.Claim("100% random is worse than 80/10/10", bert_mix, only_random)])
 
 
 def feature_based(ws: Workspace, num_layers: int = 0) -> dict:
