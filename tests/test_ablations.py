@@ -216,6 +216,27 @@ def test_each_pretrained_model_gets_its_own_learning_rate(tmp_path, monkeypatch)
     assert seen["lstm"].learning_rate == 1e-3
 
 
+def test_pretraining_steps_set_the_schedule_and_keep_the_default_cached(tmp_path, monkeypatch):
+    """model_size may pretrain at fewer steps than --bert_pretrain_steps: warm-up, evals and
+    checkpoints follow the steps asked for, and the budget's own steps hash as before."""
+    import pretraining.trainer
+    seen = []
+    monkeypatch.setattr(pretraining.trainer, "run_pretraining",
+                        lambda config, log: seen.append(config) or [])
+    ws = Workspace(str(tmp_path), str(tmp_path), Budget(bert_pretrain_steps=16000),
+                   lambda m: None)
+    monkeypatch.setattr(ws, "wordpiece_vocab_size", lambda: 8000)
+    records = (("train.tfrecord",), ("held_out.tfrecord",))
+    default = ws.pretrain("b", "bert", "bert_tiny", records)
+    assert ws.pretrain("b", "bert", "bert_tiny", records, steps=16000) == default
+    short = ws.pretrain("b", "bert", "bert_tiny", records, steps=4000)
+    assert short != default and len(seen) == 2
+    assert (seen[1].train_steps, seen[1].warmup_steps, seen[1].checkpoint_every) == (
+        4000, 400, 500)
+    with pytest.raises(ValueError, match="model_size_pretrain_steps"):
+        Budget(model_size_pretrain_steps=4)
+
+
 def test_unknown_experiment_is_named():
     from tools.run_ablations import run_experiments
     with pytest.raises(ValueError, match="bert_objectivs"):

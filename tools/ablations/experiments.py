@@ -68,12 +68,12 @@ def bert_pretrained(ws: Workspace, objective: str = "mlm", use_nsp: bool = True,
                            use_nsp=use_nsp, **overrides))
 
 
-def bert_pretraining_text(ws: Workspace) -> str:
+def bert_pretraining_text(ws: Workspace, steps: int = 0) -> str:
     """How the experiment's BERTs were pretrained, for the reports: 'pretrained N steps ...'."""
     b = ws.budget
     vocab = (f"a {ws.wordpiece_vocab_size():,}-token WordPiece vocabulary learned from the same "
              "text" if b.bert_vocab_size else "the original uncased WordPiece vocabulary")
-    return (f"pretrained {b.bert_pretrain_steps} steps (batch "
+    return (f"pretrained {steps or b.bert_pretrain_steps} steps (batch "
             f"{b.pretrain_batch_size} x {b.pretrain_seq_length}) on {corpus_text(ws)} with "
             f"{vocab}")
 
@@ -227,8 +227,9 @@ def bert_feature_based(ws: Workspace) -> reports.Report:
 def model_size(ws: Workspace) -> reports.Report:
     tasks = ("sst2", "mrpc", "rte")
     rows = []
+    steps = ws.budget.model_size_pretrain_steps
     for config in ws.budget.model_size_configs:
-        checkpoint = bert_pretrained(ws, model_config=config,
+        checkpoint = bert_pretrained(ws, model_config=config, steps=steps,
                                      learning_rate=ws.budget.model_size_learning_rate)
         final = Workspace.pretrain_summary(pathlib.Path(checkpoint))["final_eval"]
         row = task_row(ws, f"size_{config}", tasks, "bert", checkpoint)
@@ -237,13 +238,21 @@ def model_size(ws: Workspace) -> reports.Report:
         rows.append((config, row))
     return reports.Report(
         name="model_size", title="Model size (BERT Table 6)",
-        intro=(f"The named compact BERT configs, each {bert_pretraining_text(ws)}, at lr "
+        intro=(f"The named compact BERT configs, each {bert_pretraining_text(ws, steps)}, at lr "
                f"{ws.budget.model_size_learning_rate:g} on the same records, then "
                "fine-tuned. The paper: larger models are better "
                "on every task, even the small MRPC."),
         columns=["held-out MLM ppl", "held-out MLM acc"] + columns_of(tasks), rows=rows,
         seeds=_seeds(ws), notes=["Perplexity and MLM accuracy: a single pretraining run, so no "
-                                 "spread."])
+                                 "spread.", "Claims compare each size with the next smaller "
+                                 "one (--model_size_configs, smallest first)."],
+        claims=[claim for smaller, larger in zip(ws.budget.model_size_configs,
+                                                 ws.budget.model_size_configs[1:])
+                for claim in (
+                    reports.Claim(f"{larger} has lower held-out MLM perplexity than {smaller}",
+                                  smaller, larger, ["held-out MLM ppl"]),
+                    reports.Claim(f"{larger} is better than {smaller}", larger, smaller,
+                                  ["held-out MLM acc"] + columns_of(tasks)))])
 
 
 @experiment

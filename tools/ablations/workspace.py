@@ -93,6 +93,10 @@ class Budget:
     # One pretraining lr for every size, as in the paper: at bert_learning_rate (2e-3) bert_mini
     # stays at unigram level (held-out MLM accuracy 0.044 after 1,000 steps; bert_tiny 0.130).
     model_size_learning_rate: float = 1e-3
+    # bert_mini costs 5.1x bert_tiny per token on CPU (BUILD_NOTES): at wikipedia20m's 16,000
+    # steps that is ~5.8 core-hours, so model_size can compare the sizes at fewer, equal steps.
+    model_size_pretrain_steps: int = dataclasses.field(default=0, metadata={"help": (
+        "BERT pretraining steps of every size in model_size (0: --bert_pretrain_steps).")})
     finetune_examples: int = 1000
     # Tasks fine-tuned on their whole training file (less the held-back slice) instead of the
     # first finetune_examples. On wikipedia20m's bert_tiny, 1,000 MRPC pairs leave the random
@@ -145,6 +149,9 @@ class Budget:
             raise ValueError("seeds is empty")
         if self.corpus not in CORPORA:
             raise ValueError(f"corpus {self.corpus!r}: expected one of {sorted(CORPORA)}")
+        if 0 < self.model_size_pretrain_steps < 8:
+            raise ValueError("model_size_pretrain_steps must be 0 (--bert_pretrain_steps) or "
+                             f">= 8, got {self.model_size_pretrain_steps}")
         for name in ("pretrain_steps", "bert_pretrain_steps"):
             if getattr(self, name) < 8:
                 raise ValueError(f"{name} must be >= 8 (checkpoints every steps // 8), "
@@ -356,11 +363,12 @@ class Workspace:
     # ---- pretraining --------------------------------------------------------------------------
 
     def pretrain(self, name: str, model: str, model_config: str, records: Tuple,
-                 **overrides) -> pathlib.Path:
-        """A finished pretraining run's model_dir (holding pretrained.keras and done.json)."""
+                 steps: int = 0, **overrides) -> pathlib.Path:
+        """A finished pretraining run's model_dir (holding pretrained.keras and done.json);
+        `steps` (0: the budget's for `model`) also sets the warm-up, evals and checkpoints."""
         b = self.budget
         train, held_out = records
-        steps = b.steps_for(model)
+        steps = steps or b.steps_for(model)
         settings = dict(
             model=model, model_config=model_config, input_files=train,
             eval_input_files=held_out, seq_length=b.pretrain_seq_length,
