@@ -253,6 +253,20 @@ def _train(model, loss_fn, batch, strategy=None, jit_compile=False, steps=3,
     return losses, optimizer
 
 
+def test_mlm_replaced_accuracy_leaves_out_the_kept_positions():
+    # Row 0 predicts at a [MASK] (id 4) and at a kept token; row 1 at a random token and a
+    # padding prediction (weight 0).
+    batch = {"input_ids": np.array([[2, 4, 9, 3], [2, 5, 6, 3]], "int32"),
+             "masked_lm_positions": np.array([[1, 2], [1, 0]], "int32"),
+             "masked_lm_ids": np.array([[7, 9], [3, 8]], "int32"),
+             "masked_lm_weights": np.array([[1.0, 1.0], [1.0, 0.0]], "float32")}
+    predicted = np.array([[7, 9], [6, 8]])          # right at [MASK] and kept, wrong at random
+    logits = tf.one_hot(predicted, 12) * 5.0
+    metrics = bert_pretraining_loss({"mlm_logits": logits}, batch, use_nsp=False)
+    assert float(metrics["mlm_accuracy"]) == pytest.approx(2 / 3)
+    assert float(metrics["mlm_replaced_accuracy"]) == pytest.approx(1 / 2)
+
+
 @pytest.mark.parametrize("kind", ["bert", "gpt"])
 def test_training_reduces_loss_with_xla(kind):
     keras.utils.set_random_seed(0)

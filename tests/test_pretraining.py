@@ -56,7 +56,8 @@ def mean_loss(history, key, first):
 def test_bert_learns_and_writes_everything(bert_records, tmp_path):
     history = run_pretraining(bert_config(bert_records, tmp_path), log=lambda m: None)
     assert len(history) == 30 and history[-1]["step"] == 30
-    assert {"loss", "mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy"} <= set(history[0])
+    assert {"loss", "mlm_loss", "mlm_accuracy", "mlm_replaced_accuracy", "nsp_loss",
+            "nsp_accuracy"} <= set(history[0])
     assert mean_loss(history, "mlm_loss", False) < mean_loss(history, "mlm_loss", True) - 0.5
     assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-30")
     logged = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
@@ -306,3 +307,25 @@ def test_multi_worker_two_local_processes(bert_records, tmp_path):
     assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-4")
     assert sorted(final_losses(tmp_path)) == [1, 2, 3, 4]
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".scratch")]
+
+
+def test_mlm_accuracy_by_input_splits_mask_random_and_kept_positions():
+    from pretraining.diagnostics import mlm_accuracy_by_input
+    mask_id = 4
+    # Predictions at [MASK] (positions 1, 2), random (3) and kept (4) inputs; the last one
+    # is padding (weight 0). The model answers 7 everywhere.
+    batch = {"input_ids": np.array([[2, 4, 4, 30, 9, 0]]),
+             "masked_lm_positions": np.array([[1, 2, 3, 4, 0]]),
+             "masked_lm_ids": np.array([[7, 8, 7, 9, 7]]),
+             "masked_lm_weights": np.array([[1.0, 1.0, 1.0, 1.0, 0.0]])}
+
+    def always_seven(inputs, training):
+        return {"mlm_logits": tf.one_hot(tf.fill([1, 5], 7), 40)}
+
+    result = mlm_accuracy_by_input(always_seven, [batch], mask_id)
+    assert result["mask_accuracy"] == 0.5 and result["mask_share"] == 0.5
+    assert result["random_accuracy"] == 1.0 and result["kept_accuracy"] == 0.0
+    assert result["positions"] == 4 and result["unigram_accuracy"] == 0.5
+    with pytest.raises(ValueError, match="no weighted MLM predictions"):
+        mlm_accuracy_by_input(always_seven, [{**batch, "masked_lm_weights": np.zeros((1, 5))}],
+                              mask_id)

@@ -427,6 +427,29 @@ class Workspace:
     def pretrain_summary(model_dir: pathlib.Path) -> Dict[str, Any]:
         return _read_json(model_dir / "done.json") or {}
 
+    def mlm_by_input(self, model_dir: pathlib.Path, batches: int = 30) -> Dict[str, float]:
+        """A finished BERT pretraining's held-out MLM accuracy at [MASK], random and kept
+        positions (pretraining/diagnostics.py), computed once into mlm_by_input.json."""
+        model_dir = pathlib.Path(model_dir)
+        output = model_dir / "mlm_by_input.json"
+
+        def job():
+            import keras
+            import tfmodels.bert  # noqa: F401  (registers the classes the .keras file names)
+            from pretraining.diagnostics import mlm_accuracy_by_input
+            from pretraining.input_pipeline import bert_pretraining_dataset
+            settings = self.pretrain_summary(model_dir)["settings"]
+            with open(self.wordpiece_file(), encoding="utf-8") as f:
+                mask_id = [line.strip() for line in f].index("[MASK]")
+            model = keras.saving.load_model(str(model_dir / "pretrained.keras"), compile=False)
+            dataset = bert_pretraining_dataset(
+                settings["eval_input_files"], self.budget.pretrain_batch_size,
+                settings["seq_length"], settings.get("max_predictions_per_seq", 20),
+                is_training=False)
+            _write_json(output, mlm_accuracy_by_input(model, dataset.take(batches), mask_id))
+        self.run_once(model_dir, (output,), job)
+        return _read_json(output)
+
     # ---- fine-tuning --------------------------------------------------------------------------
 
     def finetune(self, name: str, task: str, model: str, init_checkpoint: str, seed: int,
