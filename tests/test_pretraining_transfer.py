@@ -111,6 +111,8 @@ def test_pretraining_transfer_end_to_end(tmp_path, wiki_slice, monkeypatch):
     assert LINE.fullmatch(report.last_line)
     # 8 steps keep a checkpoint every step: two curve points are the first checkpoint
     # (fine-tuned for the curve) and the last (the pretrained row's own jobs).
+    bert_note, = [note for note in report.notes if note.startswith("BERT pretraining: ")]
+    assert "(at [MASK] 0." in bert_note and "at kept tokens " in bert_note
     curve, = [note for note in report.notes if note.startswith("Curve (sst2): ")]
     pretrained_sst2 = reports.cell(bert_row["BERT SST-2 acc"])
     random_sst2 = reports.cell(report.rows[1][1]["BERT SST-2 acc"])

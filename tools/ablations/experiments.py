@@ -642,9 +642,17 @@ def pretraining_transfer(ws: Workspace) -> reports.Report:
     for model in ("bert", "gpt"):
         summary = Workspace.pretrain_summary(model_dirs[model])
         final = summary.get("final_eval", {})
-        shown = (f"held-out MLM acc {final.get('eval_mlm_accuracy', float('nan')):.3f}, NSP acc "
-                 f"{final.get('eval_nsp_accuracy', float('nan')):.3f}" if model == "bert" else
-                 f"held-out perplexity {math.exp(final.get('eval_lm_loss', float('nan'))):.1f}")
+        if model == "bert":
+            # The overall MLM accuracy counts the kept positions, which only need copying.
+            by_input = ws.mlm_by_input(model_dirs["bert"])
+            shown = (f"held-out MLM acc {final.get('eval_mlm_accuracy', float('nan')):.3f} "
+                     f"(at [MASK] {by_input['mask_accuracy']:.3f}, where always answering the "
+                     f"commonest token scores {by_input['unigram_accuracy']:.3f}; at kept tokens "
+                     f"{by_input['kept_accuracy']:.3f}), NSP acc "
+                     f"{final.get('eval_nsp_accuracy', float('nan')):.3f}")
+        else:
+            shown = (f"held-out perplexity "
+                     f"{math.exp(final.get('eval_lm_loss', float('nan'))):.1f}")
         # The cost from the logged throughput: done.json's seconds cover only the last
         # process when a run was interrupted and resumed.
         speeds = sorted(r["tokens_per_second"] for r in
