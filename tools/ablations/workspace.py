@@ -435,7 +435,7 @@ class Workspace:
 
         def job():
             import keras
-            import tfmodels.bert  # noqa: F401  (registers the classes the .keras file names)
+            from tfmodels import bert  # noqa: F401  (registers the classes the .keras file names)
             from pretraining.diagnostics import mlm_accuracy_by_input
             from pretraining.input_pipeline import bert_pretraining_dataset
             settings = self.pretrain_summary(model_dir)["settings"]
