@@ -129,32 +129,27 @@ def bert_masking(ws: Workspace) -> reports.Report:
     def label(mask, same, random):
         return f"{mask:.0%} [MASK] / {same:.0%} same / {random:.0%} random"
 
+    def task_cells(tag, checkpoint, **init):
+        return {"RTE acc": ws.finetune_seeds(tag, "rte", "bert", checkpoint, **init)["accuracy"],
+                "CoNLL F1 (fine-tune)": ws.finetune_seeds(tag, "conll2003", "bert", checkpoint,
+                                                          **init)["f1"],
+                "CoNLL F1 (feature-based)": ws.finetune_seeds(
+                    f"{tag}_features", "conll2003", "bert", checkpoint, **init,
+                    **feature_based(ws))["f1"]}
+
     for mask, same, random in MASK_MIXES:
         checkpoint = bert_pretrained(ws, "mlm", True, mask, random)
-        tag = f"masking_m{mask:g}_r{random:g}"
-        rte = ws.finetune_seeds(tag, "rte", "bert", checkpoint)
-        tuned = ws.finetune_seeds(tag, "conll2003", "bert", checkpoint)
-        features = ws.finetune_seeds(f"{tag}_features", "conll2003", "bert", checkpoint,
-                                     **feature_based(ws))
+        cells = task_cells(f"masking_m{mask:g}_r{random:g}", checkpoint)
         by_input = ws.mlm_by_input(checkpoint)
         unigram = by_input["unigram_accuracy"]    # the mixes mask the same positions
-        rows.append((label(mask, same, random),
-                     {"RTE acc": rte["accuracy"], "CoNLL F1 (fine-tune)": tuned["f1"],
-                      "CoNLL F1 (feature-based)": features["f1"],
-                      **{column: [100.0 * by_input[f"{kind}_accuracy"]]
-                         for kind, column in mlm_columns.items()
-                         if by_input.get(f"{kind}_share", 0.0) >= 0.01}}))
+        rows.append((label(mask, same, random), {
+            **cells, **{column: [100.0 * by_input[f"{kind}_accuracy"]]
+                        for kind, column in mlm_columns.items()
+                        if by_input.get(f"{kind}_share", 0.0) >= 0.01}}))
     # The floor every mix is read against: a mix whose NER is no better than a random encoder's
     # (fine-tuned, or frozen under the same BiLSTM) has transferred nothing.
-    random_init = dict(model_config=b.bert_config)
-    rows.append(("No pretraining", {
-        "RTE acc": ws.finetune_seeds("masking_random", "rte", "bert", "",
-                                     **random_init)["accuracy"],
-        "CoNLL F1 (fine-tune)": ws.finetune_seeds("masking_random", "conll2003", "bert", "",
-                                                  **random_init)["f1"],
-        "CoNLL F1 (feature-based)": ws.finetune_seeds(
-            "masking_random_features", "conll2003", "bert", "", **random_init,
-            **feature_based(ws))["f1"]}))
+    rows.append(("No pretraining", task_cells("masking_random", "",
+                                              model_config=b.bert_config)))
     return reports.Report(
         name="bert_masking", title="MLM masking mixes (BERT Table 8)",
         intro=(f"{b.bert_config} {bert_pretraining_text(ws)}, on records whose static masks "

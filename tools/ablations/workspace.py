@@ -435,18 +435,19 @@ class Workspace:
 
         def job():
             import keras
+            import tensorflow as tf
             from tfmodels import bert  # noqa: F401  (registers the classes the .keras file names)
+            from tfmodels.tokenizers.wordpiece import read_vocab_file
             from pretraining.diagnostics import mlm_accuracy_by_input
-            from pretraining.input_pipeline import bert_pretraining_dataset
-            settings = self.pretrain_summary(model_dir)["settings"]
-            with open(self.wordpiece_file(), encoding="utf-8") as f:
-                mask_id = [line.strip() for line in f].index("[MASK]")
+            from pretraining.trainer import PretrainConfig, dataset_function
+            # The run's own config and eval pipeline: the held-out batches its evals read.
+            config = PretrainConfig(model_dir=str(model_dir),
+                                    **self.pretrain_summary(model_dir)["settings"])
+            held_out = dataset_function(config, config.global_batch_size, training=False)(
+                tf.distribute.InputContext())
+            mask_id = read_vocab_file(self.wordpiece_file()).index("[MASK]")
             model = keras.saving.load_model(str(model_dir / "pretrained.keras"), compile=False)
-            dataset = bert_pretraining_dataset(
-                settings["eval_input_files"], self.budget.pretrain_batch_size,
-                settings["seq_length"], settings.get("max_predictions_per_seq", 20),
-                is_training=False)
-            _write_json(output, mlm_accuracy_by_input(model, dataset.take(batches), mask_id))
+            _write_json(output, mlm_accuracy_by_input(model, held_out.take(batches), mask_id))
         self.run_once(model_dir, (output,), job)
         return _read_json(output)
 
