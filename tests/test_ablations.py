@@ -94,6 +94,22 @@ def test_claims_on_one_value_rows_use_the_given_spread(tmp_path):
     assert "| rises | B | +10.0 | 2.0 | reproduces |" in text
 
 
+def test_chance_line_counts_the_held_back_slice_runs_are_scored_on(tmp_path, shared_data):
+    import csv
+    ws = Workspace(str(tmp_path), str(shared_data), Budget(), lambda m: None)
+    # Independently of the readers: the last 10% of the TSV's rows, at most 1,000 of them.
+    for task, folder in (("rte", "RTE"), ("sst2", "SST-2")):
+        with open(shared_data / "glue" / folder / "train.tsv", encoding="utf-8") as f:
+            labels = [row["label"] for row in csv.DictReader(f, delimiter="\t",
+                                                             quoting=csv.QUOTE_NONE)]
+        held_back = labels[len(labels) - round(0.1 * len(labels)):][:1000]
+        expected = 100.0 * max(held_back.count(v) for v in set(held_back)) / len(held_back)
+        assert ws.majority_accuracy(task) == pytest.approx(expected)
+    assert ws.majority_accuracy("rte") == pytest.approx(100.0 * 126 / 249)
+    with pytest.raises(ValueError, match="stsb: the chance line needs a classification task"):
+        ws.majority_accuracy("stsb")
+
+
 def test_display_values_follow_the_papers():
     assert display_value("sst2", "accuracy", 0.875) == 87.5
     assert display_value("squad_v1", "f1", 61.0) == 61.0       # already a percentage

@@ -50,6 +50,16 @@ def task_row(ws: Workspace, name: str, tasks: Sequence[str], model: str, init_ch
     return row
 
 
+def chance_note(ws: Workspace, tasks: Sequence[str]) -> str:
+    """The chance line of each accuracy column, so a reader can tell a tie at chance (which
+    says nothing about a claim) from a tie between two models that learned the task."""
+    lines = [f"{label} {ws.majority_accuracy(task):.1f}" for task in tasks
+             for key, label in TASK_SETUPS[task]["metrics"] if key == "accuracy"]
+    return ("Always answering the held-back slice's commonest label scores " +
+            ", ".join(lines) + ": rows at that level have not learned the task, so a claim "
+            "they tie on says nothing.")
+
+
 def _seeds(ws: Workspace) -> int:
     return len(ws.budget.seeds)
 
@@ -164,7 +174,8 @@ def bert_masking(ws: Workspace) -> reports.Report:
         notes=["MLM acc at [MASK] / random / kept: held-out accuracy of each pretraining's "
                "MLM head at the positions its records filled that way (one pretraining, no "
                "spread; – where the mix has none). Answering the commonest target everywhere "
-               f"scores {100.0 * unigram:.1f}; at kept positions the answer is the input itself."],
+               f"scores {100.0 * unigram:.1f}; at kept positions the answer is the input itself.",
+               chance_note(ws, ("rte",))],
         claims=masking_claims(
             label(*MASK_MIXES[0]), [label(*mix) for mix in MASK_MIXES[1:]],
             only_mask=label(1.0, 0.0, 0.0), only_random=label(0.0, 0.0, 1.0)))
@@ -256,7 +267,8 @@ def model_size(ws: Workspace) -> reports.Report:
         columns=["held-out MLM ppl", "held-out MLM acc"] + columns_of(tasks), rows=rows,
         seeds=_seeds(ws), notes=["Perplexity and MLM accuracy: a single pretraining run, so no "
                                  "spread.", "Claims compare each size with the next smaller "
-                                 "one (--model_size_configs, smallest first)."],
+                                 "one (--model_size_configs, smallest first).",
+                                 chance_note(ws, tasks)],
         claims=[claim for smaller, larger in zip(ws.budget.model_size_configs,
                                                  ws.budget.model_size_configs[1:])
                 for claim in (

@@ -141,9 +141,10 @@ def bar_plot(path: pathlib.Path, title: str, columns: Sequence[str], rows: Seque
     axis.set_xticklabels(columns, rotation=15)
     axis.set_title(f"{title} (mean ± std over {seeds} seed{'s' if seeds > 1 else ''})")
     axis.grid(axis="y", alpha=0.3)
-    axis.legend(fontsize=8)
+    # Beside the axes, not over them: with six or more variants an inside legend hides bars.
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
     return True
 

@@ -505,6 +505,26 @@ class Workspace:
             f"{k} {metrics[k]:.4f}" for k, _ in spec["metrics"] if k in metrics))
         return metrics
 
+    def majority_accuracy(self, task: str) -> float:
+        """x100 accuracy of always answering the commonest label of the held-back slice that
+        every fine-tuning run of a classification `task` is scored on: its column's chance line
+        (RTE's 249 held-back pairs are 50.6% not_entailment, SST-2's 56.0% positive)."""
+        from finetune.config import FinetuneConfig
+        from finetune.readers.common import holdout_split
+        from finetune.tasks import get_task
+        spec, setup = get_task(task), TASK_SETUPS[task]
+        if spec.kind != "classification" or setup.get("all_examples"):
+            raise ValueError(f"{task}: the chance line needs a classification task scored on "
+                             f"a held-back slice, not a {spec.kind} task")
+        options = setup.get("options", {})   # as finetune() passes them to run_finetune
+        fraction = options.get("holdout_fraction",
+                               FinetuneConfig.__dataclass_fields__["holdout_fraction"].default)
+        _, held_back = holdout_split(spec.read(str(self.shared / setup["path"]), "train"),
+                                     fraction)
+        held_back = held_back[:options.get("max_eval_examples", EVAL_EXAMPLES)]
+        labels = [example.label for example in held_back]
+        return 100.0 * max(labels.count(label) for label in set(labels)) / len(labels)
+
     def finetune_seeds(self, name: str, task: str, model: str, init_checkpoint,
                        **overrides) -> Dict[str, List[float]]:
         """metric key -> values over the budget's seeds, for the task's table columns."""
