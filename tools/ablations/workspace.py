@@ -93,8 +93,8 @@ class Budget:
     # One pretraining lr for every size, as in the paper: at bert_learning_rate (2e-3) bert_mini
     # stays at unigram level (held-out MLM accuracy 0.044 after 1,000 steps; bert_tiny 0.130).
     model_size_learning_rate: float = 1e-3
-    # bert_mini costs 5.1x bert_tiny per token on CPU (BUILD_NOTES): at wikipedia20m's 16,000
-    # steps that is ~5.8 core-hours, so model_size can compare the sizes at fewer, equal steps.
+    # bert_mini costs 4.6-5.1x bert_tiny per token on CPU (BUILD_NOTES): at wikipedia20m's 16,000
+    # steps that is 4.5-5.8 core-hours, so model_size can compare the sizes at fewer, equal steps.
     model_size_pretrain_steps: int = dataclasses.field(default=0, metadata={"help": (
         "BERT pretraining steps of every size in model_size (0: --bert_pretrain_steps).")})
     finetune_examples: int = 1000
