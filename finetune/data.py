@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import tensorflow as tf
 
@@ -46,6 +46,26 @@ def _has_split(config: FinetuneConfig, task: TaskSpec, split: str) -> bool:
             and os.path.exists(os.path.join(config.data_dir, task.files[split])))
 
 
+def train_and_eval_examples(config: FinetuneConfig, task: TaskSpec, train: List[Any],
+                            dev: Optional[List[Any]] = None) -> Tuple[List[Any], List[Any]]:
+    """(training, evaluation) examples: the dev file's when there is one, else the held-out
+    last `holdout_fraction` of train. `max_train_examples` caps training before the cut, or
+    after it with `holdout_before_cap` (so the held-out slice does not shrink with the cap);
+    `max_eval_examples` caps evaluation."""
+    holdout_first = config.holdout_before_cap and dev is None
+    if not holdout_first:
+        train = train[:config.max_train_examples or None]
+    if dev is None:
+        # SQuAD: hold out whole articles (questions on one context must not straddle the cut).
+        group = (lambda e: e.article) if task.kind == "span" else None
+        train, dev = holdout_split(train, config.holdout_fraction, group=group)
+        if holdout_first:
+            train = train[:config.max_train_examples or None]
+    if config.max_eval_examples:
+        dev = dev[:config.max_eval_examples]
+    return train, dev
+
+
 def load_task_data(config: FinetuneConfig, task: TaskSpec, tokenizer,
                    log: Callable[[str], None] = print) -> TaskData:
     """Reads and encodes train, eval (dev file or held-out tail of train) and test."""
@@ -61,22 +81,10 @@ def load_task_data(config: FinetuneConfig, task: TaskSpec, tokenizer,
         has_split = lambda split: _has_split(config, task, split)
     where = (f"TFDS {config.tfds_data_dir or '(default data_dir)'}"
              if config.data_source == "tfds" else config.data_dir)
-    train = read("train")
     has_dev = has_split("dev")
-    holdout_first = config.holdout_before_cap and not has_dev
-    if not holdout_first:
-        train = train[:config.max_train_examples or None]
-    if has_dev:
-        dev, source = read("dev"), "dev"
-    else:
-        # SQuAD: hold out whole articles (questions on one context must not straddle the cut).
-        group = (lambda e: e.article) if task.kind == "span" else None
-        train, dev = holdout_split(train, config.holdout_fraction, group=group)
-        source = "holdout"
-        if holdout_first:
-            train = train[:config.max_train_examples or None]
-    if config.max_eval_examples:
-        dev = dev[:config.max_eval_examples]
+    source = "dev" if has_dev else "holdout"
+    train, dev = train_and_eval_examples(config, task, read("train"),
+                                         read("dev") if has_dev else None)
     if not train or not dev:
         raise ValueError(f"{where}: {len(train)} training and {len(dev)} evaluation "
                          f"examples; both must be non-empty")

@@ -161,6 +161,19 @@ class Budget:
         return self.bert_pretrain_steps if model == "bert" else self.pretrain_steps
 
 
+def held_back_settings(task: str) -> Dict[str, Any]:
+    """The fine-tuning settings that fix the examples a task's runs are scored on: the training
+    file's last 10%, at most EVAL_EXAMPLES, cut before --finetune_examples caps training, so
+    the evaluation set does not shrink with it (100 held-back examples would put the
+    seed-to-seed spread of a 2-point effect inside the noise of the evaluation set itself).
+    Tasks scored on all their examples' other half (Story Cloze) set their own."""
+    setup = TASK_SETUPS[task]
+    if setup.get("all_examples"):
+        return {}
+    return dict(holdout_before_cap=True, max_eval_examples=setup.get("options", {}).get(
+        "max_eval_examples", EVAL_EXAMPLES))
+
+
 def settings_hash(settings: Dict[str, Any]) -> str:
     text = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:10]
@@ -474,13 +487,7 @@ class Workspace:
             settings.update(bpe_encoder_file=encoder, bpe_merges_file=merges)
         else:
             settings.update(vocab_file=self.bert_vocab(init_checkpoint))
-        if not spec.get("all_examples"):
-            # A fixed evaluation set (the file's last 10%, at most EVAL_EXAMPLES) that does not
-            # shrink with --finetune_examples: 100 held-back examples would put the seed-to-seed
-            # spread of a 2-point effect inside the noise of the evaluation set itself.
-            settings.update(holdout_before_cap=True,
-                            max_eval_examples=spec.get("options", {}).get("max_eval_examples",
-                                                                          EVAL_EXAMPLES))
+        settings.update(held_back_settings(task))
         settings.update(overrides)
         output_dir = self.root / "finetune" / f"{name}-{task}-s{seed}-{settings_hash(settings)}"
         results: Dict[str, Any] = {}
@@ -510,18 +517,17 @@ class Workspace:
         every fine-tuning run of a classification `task` is scored on: its column's chance line
         (RTE's 249 held-back pairs are 50.6% not_entailment, SST-2's 56.0% positive)."""
         from finetune.config import FinetuneConfig
-        from finetune.readers.common import holdout_split
+        from finetune.data import train_and_eval_examples
         from finetune.tasks import get_task
         spec, setup = get_task(task), TASK_SETUPS[task]
         if spec.kind != "classification" or setup.get("all_examples"):
             raise ValueError(f"{task}: the chance line needs a classification task scored on "
                              f"a held-back slice, not a {spec.kind} task")
-        options = setup.get("options", {})   # as finetune() passes them to run_finetune
-        fraction = options.get("holdout_fraction",
-                               FinetuneConfig.__dataclass_fields__["holdout_fraction"].default)
-        _, held_back = holdout_split(spec.read(str(self.shared / setup["path"]), "train"),
-                                     fraction)
-        held_back = held_back[:options.get("max_eval_examples", EVAL_EXAMPLES)]
+        # The slice as finetune() configures it and run_finetune cuts it (nothing is written).
+        config = FinetuneConfig(task=task, data_dir=str(self.shared / setup["path"]),
+                                output_dir=str(self.root / "finetune"),
+                                **{**setup.get("options", {}), **held_back_settings(task)})
+        _, held_back = train_and_eval_examples(config, spec, spec.read(config.data_dir, "train"))
         labels = [example.label for example in held_back]
         return 100.0 * max(labels.count(label) for label in set(labels)) / len(labels)
 
