@@ -253,6 +253,47 @@ def test_pretraining_steps_set_the_schedule_and_keep_the_default_cached(tmp_path
         Budget(model_size_pretrain_steps=4)
 
 
+def test_resumed_pretraining_counts_every_process_time(tmp_path, monkeypatch):
+    """A pretraining cut short and resumed by a second process reports the seconds of both in
+    done.json (which the reports' compute lines sum), not only the finishing process's."""
+    import pretraining.trainer
+    from tools.ablations import workspace
+    clock = {"now": 0.0}
+    monkeypatch.setattr(workspace.time, "perf_counter", lambda: clock["now"])
+
+    def interrupted(config, log):
+        for _ in range(3):            # three logged windows of 100 s, then the machine goes
+            clock["now"] += 100.0
+            log("step")
+        clock["now"] += 40.0          # work after the last log line is not counted
+        raise KeyboardInterrupt
+
+    def finishing(config, log):
+        for _ in range(2):
+            clock["now"] += 50.0
+            log("step")
+        clock["now"] += 20.0
+        return [{"step": 16000, "eval_mlm_accuracy": 0.14}]
+
+    ws = Workspace(str(tmp_path), str(tmp_path), Budget(), lambda m: None)
+    monkeypatch.setattr(ws, "wordpiece_vocab_size", lambda: 8000)
+    records = (("train.tfrecord",), ("held_out.tfrecord",))
+    monkeypatch.setattr(pretraining.trainer, "run_pretraining", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ws.pretrain("b", "bert", "bert_tiny", records)
+    clock["now"] = 5000.0             # the next process's clock starts elsewhere
+    monkeypatch.setattr(pretraining.trainer, "run_pretraining", finishing)
+    model_dir = ws.pretrain("b", "bert", "bert_tiny", records)
+    done = Workspace.pretrain_summary(model_dir)
+    assert (done["seconds"], done["processes"]) == (300.0 + 120.0, 2)
+    assert done["final_eval"] == {"step": 16000, "eval_mlm_accuracy": 0.14}
+    assert ws.job_seconds[str(model_dir)] == 420.0
+    # A fresh run of another job starts from zero.
+    monkeypatch.setattr(pretraining.trainer, "run_pretraining", finishing)
+    other = Workspace.pretrain_summary(ws.pretrain("b", "bert", "bert_tiny", records, steps=500))
+    assert (other["seconds"], other["processes"]) == (120.0, 1)
+
+
 def test_unknown_experiment_is_named():
     from tools.run_ablations import run_experiments
     with pytest.raises(ValueError, match="bert_objectivs"):

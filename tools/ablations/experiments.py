@@ -660,8 +660,8 @@ def pretraining_transfer(ws: Workspace) -> reports.Report:
         else:
             shown = (f"held-out perplexity "
                      f"{math.exp(final.get('eval_lm_loss', float('nan'))):.1f}")
-        # The cost from the logged throughput: done.json's seconds cover only the last
-        # process when a run was interrupted and resumed.
+        # The training cost from the logged throughput (evals and start-up left out; the
+        # Regenerate line's job minutes count them, across resumes too).
         speeds = sorted(r["tokens_per_second"] for r in
                         (bert_metrics if model == "bert" else gpt_metrics)
                         if r.get("tokens_per_second"))

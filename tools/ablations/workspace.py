@@ -409,12 +409,26 @@ class Workspace:
         from pretraining.trainer import PretrainConfig, run_pretraining
         self.log(f"pretraining {name} ({settings['model']} {settings['model_config']}, "
                  f"{settings['train_steps']} steps) in {model_dir}")
+        # A run resumed after an interruption costs every process it took, not only the one
+        # that finishes it: each logged step (every checkpoint among them) rewrites
+        # elapsed.json, and a resuming process starts its count from there.
+        elapsed_file = model_dir / "elapsed.json"
+        earlier = _read_json(elapsed_file) or {"seconds": 0.0, "processes": 0}
         started = time.perf_counter()
-        history = run_pretraining(PretrainConfig(model_dir=str(model_dir), **settings),
-                                  log=lambda m: self.log("  " + m))
+
+        def elapsed() -> Dict[str, float]:
+            return {"seconds": earlier["seconds"] + time.perf_counter() - started,
+                    "processes": earlier["processes"] + 1}
+
+        def log(message: str) -> None:
+            self.log("  " + message)
+            model_dir.mkdir(parents=True, exist_ok=True)
+            _write_json(elapsed_file, elapsed())
+
+        history = run_pretraining(PretrainConfig(model_dir=str(model_dir), **settings), log=log)
         evals = [row for row in history if any(k.startswith("eval_") for k in row)]
         _write_json(model_dir / "done.json", {
-            "settings": settings, "seconds": time.perf_counter() - started,
+            "settings": settings, **elapsed(),
             "final_eval": evals[-1] if evals else {},
             "final_train": history[-1] if history else {}})
         self.jobs_run += 1
