@@ -5,8 +5,9 @@ import re
 import pytest
 
 from tools.ablations import report as reports
-from tools.ablations.experiments import (EXPERIMENTS, transfer_line,
-                                         transfer_verdicts)
+from tools.ablations.experiments import (EXPERIMENTS, best_learning_rate_row,
+                                         bert_pretrained, learning_rate_note, random_init,
+                                         transfer_line, transfer_verdicts)
 from tools.ablations.workspace import CORPORA, Budget, Workspace
 
 LINE = re.compile(r"transfer: bert sst2 [+-]\d+\.\d mrpc [+-]\d+\.\d squad_f1 [+-]\d+\.\d; "
@@ -37,6 +38,36 @@ def test_verdicts_compare_the_gap_with_the_larger_std():
         ("gpt", "story_cloze", 0.0, 1.0, False)]
     assert transfer_line(verdicts) == ("transfer: bert sst2 +4.0 mrpc +0.5 squad_f1 -2.0; "
                                        "gpt sst2 +1.0 story_cloze +0.0")
+
+
+def test_each_arm_keeps_the_learning_rate_with_the_best_held_back_mean(tmp_path):
+    """Per task, the row's values are those of the lr whose mean of the transfer metric is
+    highest (SQuAD picks on F1, not EM); a tie keeps the lr listed first."""
+    results = {  # (task, lr) -> metric key -> values over seeds
+        ("sst2", 1e-3): {"accuracy": [60.0, 62.0]},
+        ("sst2", 3e-4): {"accuracy": [61.0, 61.0]},          # tie at 61.0: 1e-3 kept
+        ("squad_v1", 1e-3): {"f1": [10.0, 18.0], "exact_match": [9.0, 9.0]},
+        ("squad_v1", 3e-4): {"f1": [15.0, 16.0], "exact_match": [5.0, 5.0]}}
+    asked = []
+
+    class FakeWorkspace:
+        def finetune_seeds(self, name, task, model, checkpoint, learning_rates, **overrides):
+            asked.append((name, task, learning_rates, overrides))
+            return results[(task, learning_rates[0])]
+
+    row, chosen = best_learning_rate_row(FakeWorkspace(), "arm", ("sst2", "squad_v1"), "bert",
+                                         "", (1e-3, 3e-4), model_config="bert_tiny")
+    assert row == {"SST-2 acc": [60.0, 62.0], "SQuAD F1": [15.0, 16.0],
+                   "SQuAD EM": [5.0, 5.0]}
+    assert chosen == {"sst2": (1e-3, {1e-3: 61.0, 3e-4: 61.0}),
+                      "squad_v1": (3e-4, {1e-3: 14.0, 3e-4: 15.5})}
+    assert all(o == {"model_config": "bert_tiny"} for *_, o in asked) and len(asked) == 4
+    assert learning_rate_note({"BERT random": chosen}) == (
+        "BERT fine-tuning lr, picked per arm and task by the held-back mean as BERT picks on "
+        "Dev: BERT random sst2 0.001 (0.001: 61.0, 0.0003: 61.0); BERT random squad_f1 0.0003 "
+        "(0.001: 14.0, 0.0003: 15.5)")
+    with pytest.raises(ValueError, match="transfer_learning_rates must be positive"):
+        Budget(transfer_learning_rates=(1e-3, 0.0))
 
 
 @pytest.fixture
@@ -97,7 +128,7 @@ def test_pretraining_transfer_end_to_end(tmp_path, wiki_slice, monkeypatch):
                     pretrain_steps=8, bert_pretrain_steps=8, pretrain_batch_size=4,
                     pretrain_seq_length=32, finetune_examples=24, finetune_batch_size=8,
                     finetune_epochs=1, seeds=(0, 1), jit_compile=False,
-                    transfer_curve_points=2)
+                    transfer_curve_points=2, transfer_learning_rates=(1e-3, 3e-4))
     ws = Workspace(str(tmp_path / "work"), str(wiki_slice), budget, lambda m: None)
     report = EXPERIMENTS["pretraining_transfer"](ws)
     labels = [label for label, _ in report.rows]
@@ -113,12 +144,27 @@ def test_pretraining_transfer_end_to_end(tmp_path, wiki_slice, monkeypatch):
     # (fine-tuned for the curve) and the last (the pretrained row's own jobs).
     bert_note, = [note for note in report.notes if note.startswith("BERT pretraining: ")]
     assert "(at [MASK] 0." in bert_note and "at kept tokens " in bert_note
-    curve, = [note for note in report.notes if note.startswith("Curve (sst2): ")]
-    pretrained_sst2 = reports.cell(bert_row["BERT SST-2 acc"])
-    random_sst2 = reports.cell(report.rows[1][1]["BERT SST-2 acc"])
-    assert curve == (f"Curve (sst2): step 0 {random_sst2}, step 1 "
-                     f"{curve.split('step 1 ')[1].split(',')[0]}, step 8 {pretrained_sst2}")
+    # The curve fine-tunes at --bert_finetune_learning_rate (1e-3), whichever lr the rows kept:
+    # its ends are the rows' jobs at that lr (cached, so asking again runs nothing).
+    jobs = len(list((tmp_path / "work" / "finetune").iterdir()))
+    at_default = {arm: reports.cell(ws.finetune_seeds(name, "sst2", "bert", checkpoint,
+                                                      learning_rates=(1e-3,),
+                                                      **extra)["accuracy"])
+                  for arm, name, checkpoint, extra in (
+                      ("random", "objectives_random", "", random_init(ws, "bert")),
+                      ("pretrained", "objectives_mlm_nsp", bert_pretrained(ws), {}))}
+    assert len(list((tmp_path / "work" / "finetune").iterdir())) == jobs
+    curve, = [note for note in report.notes if note.startswith("Curve (sst2, lr 0.001): ")]
+    assert curve == (f"Curve (sst2, lr 0.001): step 0 {at_default['random']}, step 1 "
+                     f"{curve.split('step 1 ')[1].split(',')[0]}, step 8 "
+                     f"{at_default['pretrained']}")
     assert len(list((tmp_path / "work" / "finetune").glob("transfer_bert_step1-sst2-s*"))) == 2
+    # Both lrs ran for every BERT task and arm; the note names what each arm kept.
+    for name in ("objectives_random", "objectives_mlm_nsp"):
+        for task in ("sst2", "mrpc", "squad_v1"):
+            assert len(list((tmp_path / "work" / "finetune").glob(f"{name}-{task}-s*"))) == 4
+    lr_note, = [note for note in report.notes if note.startswith("BERT fine-tuning lr, ")]
+    assert "BERT pretrained sst2 " in lr_note and "BERT random squad_f1 " in lr_note
     path = reports.write_report(report, tmp_path / "report", "python -m x", 1.0)
     lines = path.read_text(encoding="utf-8").rstrip("\n").splitlines()
     assert lines[-1] == report.last_line

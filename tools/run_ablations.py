@@ -22,6 +22,8 @@ an interrupted pretraining resumes. Runs are deterministic for a seed (TF op det
 report; at the default GPT lr, 1e-3, gpt_small stays at unigram level on this corpus, at
 2.5e-4 so does lstm_small, and on 1,000 MRPC pairs / SQuAD questions neither BERT arm learns
 the task.)
+--transfer_learning_rates=1e-3,3e-4 lets each BERT arm keep, per task, the fine-tuning lr with
+the best held-back mean, as BERT picks its lr on Dev (at 1e-3 alone SQuAD's seeds can split).
 
 Several runner processes may share one --work_dir: each job holds a file lock while it runs,
 so a second process asking for it waits and then takes its result. On a 2-core CPU two

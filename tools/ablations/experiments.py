@@ -484,6 +484,50 @@ def random_init(ws: Workspace, model: str) -> dict:
     return dict(model_config=ws.budget.gpt_config, vocab_size=ws.bpe_vocab_size())
 
 
+def transfer_learning_rates(ws: Workspace) -> Tuple[float, ...]:
+    b = ws.budget
+    return b.transfer_learning_rates or (b.bert_finetune_learning_rate,)
+
+
+def best_learning_rate_row(ws: Workspace, name: str, tasks: Sequence[str], model: str,
+                           init_checkpoint, learning_rates: Sequence[float], **overrides
+                           ) -> Tuple[Dict[str, List[float]], Dict[str, Tuple[float, Dict]]]:
+    """task_row with each task's fine-tuning lr picked from `learning_rates` by the best
+    held-back mean of the metric the transfer line reports (ties: the one listed first).
+    Returns (row, {task: (chosen lr, {lr: mean})})."""
+    row, chosen = {}, {}
+    for task in tasks:
+        key, _ = TRANSFER_METRICS[task]
+        by_lr = {lr: ws.finetune_seeds(name, task, model, init_checkpoint,
+                                       learning_rates=(lr,), **overrides)
+                 for lr in learning_rates}
+        means = {lr: reports.mean_std(values[key])[0] for lr, values in by_lr.items()}
+        best = max(means, key=means.get)
+        for metric, label in TASK_SETUPS[task]["metrics"]:
+            row[label] = by_lr[best][metric]
+        chosen[task] = (best, means)
+    return row, chosen
+
+
+def learning_rates_text(ws: Workspace) -> str:
+    rates = transfer_learning_rates(ws)
+    if len(rates) == 1:
+        return f"{rates[0]:g}"
+    return ("picked per arm and task from " + ", ".join(f"{lr:g}" for lr in rates) +
+            " by the held-back mean")
+
+
+def learning_rate_note(chosen: Dict[str, Dict[str, Tuple[float, Dict]]]) -> str:
+    """Which fine-tuning lr each arm kept per task, beside the means it was picked from."""
+    parts = []
+    for arm, tasks in chosen.items():
+        for task, (best, means) in tasks.items():
+            tried = ", ".join(f"{lr:g}: {mean:.1f}" for lr, mean in means.items())
+            parts.append(f"{arm} {TRANSFER_METRICS[task][1]} {best:g} ({tried})")
+    return ("BERT fine-tuning lr, picked per arm and task by the held-back mean as BERT picks "
+            "on Dev: " + "; ".join(parts))
+
+
 def examples_text(b, tasks: Sequence[str]) -> str:
     """Which fine-tuning examples the report's `tasks` get, for the reports' intros."""
     from finetune.tasks import get_task
@@ -552,13 +596,12 @@ def perplexity_note(model_dirs: Dict[str, pathlib.Path]) -> str:
             "frequencies, not yet context.")
 
 
-def checkpoint_curve(ws: Workspace, model_dir: pathlib.Path,
-                     random_row: Dict[str, List[float]], pretrained_row: Dict[str, List[float]]
+def checkpoint_curve(ws: Workspace, model_dir: pathlib.Path
                      ) -> Tuple[str, str, List[Tuple[int, List[float]]]]:
     """(task, metric label, [(step, values over seeds)]): BERT's first transfer task
-    fine-tuned from Budget.transfer_curve_points checkpoints of the run. Step 0 is random init
-    and the last checkpoint is the run's pretrained model: their values are the two rows'
-    (label -> values over seeds)."""
+    fine-tuned at --bert_finetune_learning_rate from Budget.transfer_curve_points checkpoints
+    of the run. Step 0 is random init and the last checkpoint is the run's pretrained model
+    (the table's jobs when they ran at that lr)."""
     b = ws.budget
     curve_task = TRANSFER_TASKS["bert"][0]
     key, _ = TRANSFER_METRICS[curve_task]
@@ -566,14 +609,16 @@ def checkpoint_curve(ws: Workspace, model_dir: pathlib.Path,
     steps = sorted(Workspace.checkpoints(model_dir))
     picked = {steps[round(i * (len(steps) - 1) / max(b.transfer_curve_points - 1, 1))]
               for i in range(b.transfer_curve_points)} if steps else set()
-    curve = [(0, random_row[label])]
+    curve = [(0, ws.finetune_seeds("objectives_random", curve_task, "bert", "",
+                                   **random_init(ws, "bert"))[key])]
     for step in sorted(picked - {steps[-1]}):
         checkpoint = ws.checkpoint_model(model_dir, step,
                                          model_dir / "steps" / f"step_{step}.keras")
         curve.append((step, ws.finetune_seeds(f"transfer_bert_step{step}", curve_task, "bert",
                                               checkpoint)[key]))
     if steps:
-        curve.append((steps[-1], pretrained_row[label]))
+        curve.append((steps[-1], ws.finetune_seeds("objectives_mlm_nsp", curve_task, "bert",
+                                                   str(model_dir))[key]))
     return curve_task, label, curve
 
 
@@ -588,6 +633,7 @@ def pretraining_transfer(ws: Workspace) -> reports.Report:
     pretrain = {"bert": bert_pretrained, "gpt": gpt_pretrained}
     model_dirs = {}
     by_label: Dict[str, Dict[str, List[float]]] = {}
+    chosen_learning_rates = {}
     rows = []
     # The job names are bert_objectives' and gpt_no_pretraining's: those reuse these jobs.
     for model, pretrained_name, random_name in (("bert", "objectives_mlm_nsp",
@@ -598,15 +644,20 @@ def pretraining_transfer(ws: Workspace) -> reports.Report:
         for arm, name, checkpoint, extra in (
                 ("pretrained", pretrained_name, str(model_dirs[model]), {}),
                 ("random", random_name, "", random_init(ws, model))):
-            by_label[f"{model} {arm}"] = task_row(ws, name, tasks, model, checkpoint, **extra)
+            if model == "bert":
+                # GPT-1 fine-tunes every task at one lr (its Section 4.1); BERT picks on Dev.
+                by_label[f"{model} {arm}"], chosen_learning_rates[f"BERT {arm}"] = (
+                    best_learning_rate_row(ws, name, tasks, model, checkpoint,
+                                           transfer_learning_rates(ws), **extra))
+            else:
+                by_label[f"{model} {arm}"] = task_row(ws, name, tasks, model, checkpoint,
+                                                      **extra)
             rows.append((f"{'BERT' if model == 'bert' else 'GPT-1'} "
                          f"{'pretrained' if arm == 'pretrained' else 'random init'}",
                          {f"{model.upper()} {label}": values
                           for label, values in by_label[f"{model} {arm}"].items()}))
         if model == "bert":
-            curve_task, label, curve = checkpoint_curve(ws, model_dirs["bert"],
-                                                        by_label["bert random"],
-                                                        by_label["bert pretrained"])
+            curve_task, label, curve = checkpoint_curve(ws, model_dirs["bert"])
     columns = [f"{m.upper()} {label}" for m in TRANSFER_TASKS
                for label in columns_of(TRANSFER_TASKS[m])]
 
@@ -639,12 +690,14 @@ def pretraining_transfer(ws: Workspace) -> reports.Report:
             {label: ([s for s, _ in curve], [m for m, _ in stats], [s for _, s in stats])})
 
     verdicts = transfer_verdicts(by_label)
-    notes = [f"{model.upper()} {short}: pretrained minus random init {delta:+.1f} points, larger "
-             f"std {spread:.1f}: {'transfers' if ok else 'does not clear the spread'}"
-             for model, short, delta, spread, ok in verdicts]
+    verdict_notes = [
+        f"{model.upper()} {short}: pretrained minus random init {delta:+.1f} points, larger "
+        f"std {spread:.1f}: {'transfers' if ok else 'does not clear the spread'}"
+        for model, short, delta, spread, ok in verdicts]
     bert_deltas = [delta for model, _, delta, _, _ in verdicts if model == "bert"]
-    notes.append(f"Bar (every delta above the larger std, one BERT delta >= 3 points): "
-                 f"{'met' if all(v[4] for v in verdicts) and max(bert_deltas) >= 3 else 'not met'}.")
+    bar_met = all(v[4] for v in verdicts) and max(bert_deltas) >= 3
+    verdict_notes.append(f"Bar (every delta above the larger std, one BERT delta >= 3 points): "
+                         f"{'met' if bar_met else 'not met'}.")
     pretraining_rows = []
     for model in ("bert", "gpt"):
         summary = Workspace.pretrain_summary(model_dirs[model])
@@ -672,8 +725,11 @@ def pretraining_transfer(ws: Workspace) -> reports.Report:
             f"{b.steps_for(model)} steps of {b.pretrain_batch_size} x {b.pretrain_seq_length} "
             f"tokens ({tokens / 1e6:.1f}M) at {speed / 1000:.1f}k tokens/s (median logged "
             f"window): {tokens / speed / 60:.0f} min of training; {shown}")
-    notes = pretraining_rows + [f"Curve ({curve_task}): " + ", ".join(
-        f"step {s} {reports.cell(v)}" for s, v in curve)] + notes
+    notes = pretraining_rows + [f"Curve ({curve_task}, lr {b.bert_finetune_learning_rate:g}): "
+                                + ", ".join(f"step {s} {reports.cell(v)}" for s, v in curve)]
+    if len(transfer_learning_rates(ws)) > 1:
+        notes.append(learning_rate_note(chosen_learning_rates))
+    notes += verdict_notes
     return reports.Report(
         name="pretraining_transfer", title="Does pretraining transfer? Pretrained vs random init",
         intro=(f"{b.bert_config} (MLM + NSP, lr {b.bert_learning_rate:g}, "
@@ -683,7 +739,7 @@ def pretraining_transfer(ws: Workspace) -> reports.Report:
                f"{corpus_text(ws)} with vocabularies learned from it; then the same fine-tuning "
                f"from the pretrained weights and from random init: "
                f"{examples_text(b, TRANSFER_TASKS['bert'] + TRANSFER_TASKS['gpt'])}, "
-               f"{b.finetune_epochs:g} epochs, lr {b.bert_finetune_learning_rate:g} (BERT) / "
+               f"{b.finetune_epochs:g} epochs, lr {learning_rates_text(ws)} (BERT) / "
                f"{b.gpt_finetune_learning_rate:g} (GPT-1, aux LM 0.5). The papers' premise: "
                "pretraining is what makes the fine-tuned model good."),
         columns=columns, rows=rows, seeds=_seeds(ws), notes=notes,

@@ -116,6 +116,13 @@ class Budget:
     # The 600-step GPT fine-tuned at 1e-4 stayed at SST-2's majority class (0.56 on the 1,000
     # held-back sentences); 3e-4 gave 0.60 and 1e-3 0.62, MRPC and RTE unchanged (seed 0).
     gpt_finetune_learning_rate: float = 3e-4
+    # pretraining_transfer's BERT fine-tuning lrs: each arm (pretrained, random init) keeps,
+    # per task, the one with the best held-back mean, as BERT picks its fine-tuning lr on Dev
+    # (Section 4.1, Appendix A.3). At 1e-3 alone, SQuAD seeds of one pretrained checkpoint
+    # split into 9.9-11.2 and 14.4-17.5 F1 (BUILD_NOTES). Empty: bert_finetune_learning_rate.
+    transfer_learning_rates: Tuple[float, ...] = dataclasses.field(default=(), metadata={
+        "help": "BERT fine-tuning lrs pretraining_transfer picks from, per arm and task, by "
+                "the held-back mean (empty: --bert_finetune_learning_rate alone)."})
     seeds: Tuple[int, ...] = (0, 1, 2)
     pretrain_seed: int = 1
     jit_compile: bool = True            # pretraining (fine-tuning is not faster with XLA on CPU)
@@ -137,7 +144,7 @@ class Budget:
         # Typed tuples come from the flags (config_flags.dataclass_from_flags); Python callers
         # pass them too, so a frozen Budget never needs its fields patched after the fact.
         for name, item_type in (("seeds", int), ("model_size_configs", str),
-                                ("full_data_tasks", str)):
+                                ("full_data_tasks", str), ("transfer_learning_rates", float)):
             value = getattr(self, name)
             if not (isinstance(value, tuple) and all(isinstance(v, item_type) for v in value)):
                 raise TypeError(f"{name} must be a tuple of {item_type.__name__}, got {value!r}")
@@ -147,6 +154,9 @@ class Budget:
                              f"{sorted(TASK_SETUPS)}")
         if not self.seeds:
             raise ValueError("seeds is empty")
+        if any(lr <= 0 for lr in self.transfer_learning_rates):
+            raise ValueError(f"transfer_learning_rates must be positive, got "
+                             f"{self.transfer_learning_rates}")
         if self.corpus not in CORPORA:
             raise ValueError(f"corpus {self.corpus!r}: expected one of {sorted(CORPORA)}")
         if 0 < self.model_size_pretrain_steps < 8:
