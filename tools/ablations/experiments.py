@@ -596,12 +596,12 @@ def perplexity_note(model_dirs: Dict[str, pathlib.Path]) -> str:
             "frequencies, not yet context.")
 
 
-def checkpoint_curve(ws: Workspace, model_dir: pathlib.Path
-                     ) -> Tuple[str, str, List[Tuple[int, List[float]]]]:
+def checkpoint_curve(ws: Workspace, model_dir: pathlib.Path, pretrained_name: str,
+                     random_name: str) -> Tuple[str, str, List[Tuple[int, List[float]]]]:
     """(task, metric label, [(step, values over seeds)]): BERT's first transfer task
     fine-tuned at --bert_finetune_learning_rate from Budget.transfer_curve_points checkpoints
-    of the run. Step 0 is random init and the last checkpoint is the run's pretrained model
-    (the table's jobs when they ran at that lr)."""
+    of the run. Step 0 is random init and the last checkpoint is the run's pretrained model:
+    the table's jobs of those names (when they ran at that lr)."""
     b = ws.budget
     curve_task = TRANSFER_TASKS["bert"][0]
     key, _ = TRANSFER_METRICS[curve_task]
@@ -609,7 +609,7 @@ def checkpoint_curve(ws: Workspace, model_dir: pathlib.Path
     steps = sorted(Workspace.checkpoints(model_dir))
     picked = {steps[round(i * (len(steps) - 1) / max(b.transfer_curve_points - 1, 1))]
               for i in range(b.transfer_curve_points)} if steps else set()
-    curve = [(0, ws.finetune_seeds("objectives_random", curve_task, "bert", "",
+    curve = [(0, ws.finetune_seeds(random_name, curve_task, "bert", "",
                                    **random_init(ws, "bert"))[key])]
     for step in sorted(picked - {steps[-1]}):
         checkpoint = ws.checkpoint_model(model_dir, step,
@@ -617,7 +617,7 @@ def checkpoint_curve(ws: Workspace, model_dir: pathlib.Path
         curve.append((step, ws.finetune_seeds(f"transfer_bert_step{step}", curve_task, "bert",
                                               checkpoint)[key]))
     if steps:
-        curve.append((steps[-1], ws.finetune_seeds("objectives_mlm_nsp", curve_task, "bert",
+        curve.append((steps[-1], ws.finetune_seeds(pretrained_name, curve_task, "bert",
                                                    str(model_dir))[key]))
     return curve_task, label, curve
 
@@ -657,7 +657,8 @@ def pretraining_transfer(ws: Workspace) -> reports.Report:
                          {f"{model.upper()} {label}": values
                           for label, values in by_label[f"{model} {arm}"].items()}))
         if model == "bert":
-            curve_task, label, curve = checkpoint_curve(ws, model_dirs["bert"])
+            curve_task, label, curve = checkpoint_curve(ws, model_dirs["bert"],
+                                                        pretrained_name, random_name)
     columns = [f"{m.upper()} {label}" for m in TRANSFER_TASKS
                for label in columns_of(TRANSFER_TASKS[m])]
 
