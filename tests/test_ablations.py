@@ -6,7 +6,7 @@ import pathlib
 import pytest
 
 from tools.ablations import report as reports
-from tools.ablations.experiments import EXPERIMENTS
+from tools.ablations.experiments import EXPERIMENTS, chance_scores
 from tools.ablations.workspace import Budget, Workspace, display_value, settings_hash
 
 
@@ -95,19 +95,66 @@ def test_claims_on_one_value_rows_use_the_given_spread(tmp_path):
 
 
 def test_chance_line_counts_the_held_back_slice_runs_are_scored_on(tmp_path, shared_data):
+    """Always answering the commonest label of the slice every run is scored on, by the task's
+    own metric: accuracy, MRPC's F1 of the paraphrase class, Story Cloze's ending index."""
     import csv
     ws = Workspace(str(tmp_path), str(shared_data), Budget(), lambda m: None)
+
+    def column(path, name, delimiter):
+        with open(path, encoding="utf-8-sig", newline="") as f:   # MRPC starts with a BOM
+            return [row[name] for row in csv.DictReader(
+                f, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else
+                csv.QUOTE_MINIMAL)]
+
+    def commonest_share(labels):
+        return max(labels.count(v) for v in set(labels)) / len(labels)
+
     # Independently of the readers: the last 10% of the TSV's rows, at most 1,000 of them.
-    for task, folder in (("rte", "RTE"), ("sst2", "SST-2")):
-        with open(shared_data / "glue" / folder / "train.tsv", encoding="utf-8") as f:
-            labels = [row["label"] for row in csv.DictReader(f, delimiter="\t",
-                                                             quoting=csv.QUOTE_NONE)]
+    for task, folder, name in (("rte", "RTE", "label"), ("sst2", "SST-2", "label"),
+                               ("mrpc", "MRPC", "Quality")):
+        labels = column(shared_data / "glue" / folder / "train.tsv", name, "\t")
         held_back = labels[len(labels) - round(0.1 * len(labels)):][:1000]
-        expected = 100.0 * max(held_back.count(v) for v in set(held_back)) / len(held_back)
-        assert ws.majority_accuracy(task) == pytest.approx(expected)
-    assert ws.majority_accuracy("rte") == pytest.approx(100.0 * 126 / 249)
-    with pytest.raises(ValueError, match="stsb: the chance line needs a classification task"):
-        ws.majority_accuracy("stsb")
+        assert ws.constant_answer_scores(task)["accuracy"] == pytest.approx(
+            100.0 * commonest_share(held_back))
+    assert ws.constant_answer_scores("rte") == {"accuracy": pytest.approx(100.0 * 126 / 249)}
+    # MRPC's commonest answer is "paraphrase": recall 1, precision = its share p, F1 2p/(1+p).
+    mrpc = ws.constant_answer_scores("mrpc")
+    p = mrpc["accuracy"] / 100.0
+    assert mrpc["f1"] == pytest.approx(100.0 * 2 * p / (1 + p))
+    assert (round(mrpc["accuracy"], 1), round(mrpc["f1"], 1)) == (69.2, 81.8)
+    # Story Cloze is scored on the second half of its validation CSV.
+    endings = column(shared_data / "storycloze" / "cloze_test_val__spring2016.csv",
+                     "AnswerRightEnding", ",")
+    assert ws.constant_answer_scores("story_cloze") == {"accuracy": pytest.approx(
+        100.0 * commonest_share(endings[len(endings) - round(0.5 * len(endings)):]))}
+    # No single label to answer: no chance line.
+    assert ws.constant_answer_scores("squad_v1") == {}
+    assert ws.constant_answer_scores("stsb") == {}
+    assert chance_scores(ws, ("mrpc", "squad_v1")) == {"MRPC F1": mrpc["f1"],
+                                                       "MRPC acc": mrpc["accuracy"]}
+
+
+def test_claims_between_rows_at_chance_are_marked(tmp_path):
+    """A claim between two rows no better than always answering the commonest label is marked
+    in the claims table (GPT-1's MRPC F1 here: random init answers "paraphrase" throughout),
+    and the note gives every chance line; a row above it keeps the claim unmarked."""
+    rows = [("pretrained", {"MRPC F1": [77.0, 77.6], "SST-2 acc": [59.0, 60.0]}),
+            ("random", {"MRPC F1": [81.8, 81.8], "SST-2 acc": [56.0, 56.0]})]
+    chance = {"MRPC F1": 81.8, "SST-2 acc": 56.00000000000001}
+    lines = reports.claims_table([reports.Claim("pretraining helps", "pretrained", "random")],
+                                 ["MRPC F1", "SST-2 acc"], rows, chance=chance)
+    assert lines[2:] == [
+        "| pretraining helps | MRPC F1 | -4.5 | 0.3 | reversed; both rows at or below chance "
+        "(81.8) |",
+        "| pretraining helps | SST-2 acc | +3.5 | 0.5 | reproduces |"]
+    assert reports.claims_table([reports.Claim("pretraining helps", "pretrained", "random")],
+                                ["MRPC F1"], rows)[2:] == [
+        "| pretraining helps | MRPC F1 | -4.5 | 0.3 | reversed |"]
+    report = reports.Report(name="r", title="T", intro="i", columns=["MRPC F1", "SST-2 acc"],
+                            rows=rows, seeds=2, notes=["first"], chance=chance)
+    text = reports.write_report(report, tmp_path, "python -m x", 1.0).read_text()
+    assert ("- first\n- Always answering the held-back slice's commonest label scores MRPC F1 "
+            "81.8, SST-2 acc 56.0: rows at that level have not learned the task") in text
 
 
 def test_display_values_follow_the_papers():

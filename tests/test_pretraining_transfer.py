@@ -6,8 +6,8 @@ import pytest
 
 from tools.ablations import report as reports
 from tools.ablations.experiments import (EXPERIMENTS, best_learning_rate_row,
-                                         bert_pretrained, learning_rate_note, random_init,
-                                         transfer_line, transfer_verdicts)
+                                         bert_pretrained, chance_verdict, learning_rate_note,
+                                         random_init, transfer_line, transfer_verdicts)
 from tools.ablations.workspace import CORPORA, Budget, Workspace
 
 LINE = re.compile(r"transfer: bert sst2 [+-]\d+\.\d mrpc [+-]\d+\.\d squad_f1 [+-]\d+\.\d; "
@@ -38,6 +38,29 @@ def test_verdicts_compare_the_gap_with_the_larger_std():
         ("gpt", "story_cloze", 0.0, 1.0, False)]
     assert transfer_line(verdicts) == ("transfer: bert sst2 +4.0 mrpc +0.5 squad_f1 -2.0; "
                                        "gpt sst2 +1.0 story_cloze +0.0")
+
+
+def test_verdicts_name_the_arms_that_do_not_beat_the_constant_answer():
+    """A delta between arms at or below always answering the commonest label is no evidence
+    of transfer: the verdict says which arm (compared at the table's one decimal)."""
+    class FakeWorkspace:
+        @staticmethod
+        def constant_answer_scores(task):
+            return {"sst2": {"accuracy": 56.00000000000001}, "squad_v1": {},
+                    "mrpc": {"f1": 81.8, "accuracy": 69.2},
+                    "story_cloze": {"accuracy": 51.0}}[task]
+
+    rows = {"bert pretrained": {"SST-2 acc": [65.0, 66.4], "MRPC F1": [77.8, 77.8]},
+            "bert random": {"SST-2 acc": [56.0, 56.0], "MRPC F1": [75.1, 75.1]},
+            "gpt pretrained": {"SST-2 acc": [59.0, 59.0], "Story Cloze acc": [50.0, 52.0]},
+            "gpt random": {"SST-2 acc": [57.0, 57.0], "Story Cloze acc": [52.0, 52.0]}}
+    ws, tail = FakeWorkspace(), " always answering the commonest label"
+    assert chance_verdict(ws, "bert", "sst2", rows) == f"; random init does not beat{tail} (56.0)"
+    assert chance_verdict(ws, "bert", "mrpc", rows) == f"; neither arm beats{tail} (81.8)"
+    assert chance_verdict(ws, "gpt", "story_cloze", rows) == (
+        f"; the pretrained arm does not beat{tail} (51.0)")
+    assert chance_verdict(ws, "gpt", "sst2", rows) == ""
+    assert chance_verdict(ws, "bert", "squad_f1", rows) == ""      # no label to answer
 
 
 def test_each_arm_keeps_the_learning_rate_with_the_best_held_back_mean(tmp_path):
@@ -166,6 +189,9 @@ def test_pretraining_transfer_end_to_end(tmp_path, wiki_slice, monkeypatch):
         for task in ("sst2", "mrpc", "squad_v1"):
             assert len(list((tmp_path / "work" / "finetune").glob(f"{name}-{task}-s*"))) == 2
     assert not [note for note in report.notes if note.startswith("BERT fine-tuning lr, ")]
+    chance, = [note for note in report.notes if note.startswith("Always answering ")]
+    assert re.search(r"scores SST-2 acc \d+\.\d, MRPC F1 \d+\.\d, MRPC acc \d+\.\d, "
+                     r"Story Cloze acc \d+\.\d: ", chance)
     path = reports.write_report(report, tmp_path / "report", "python -m x", 1.0)
     lines = path.read_text(encoding="utf-8").rstrip("\n").splitlines()
     assert lines[-1] == report.last_line

@@ -50,14 +50,15 @@ def task_row(ws: Workspace, name: str, tasks: Sequence[str], model: str, init_ch
     return row
 
 
-def chance_note(ws: Workspace, tasks: Sequence[str]) -> str:
-    """The chance line of each accuracy column, so a reader can tell a tie at chance (which
-    says nothing about a claim) from a tie between two models that learned the task."""
-    lines = [f"{label} {ws.majority_accuracy(task):.1f}" for task in tasks
-             for key, label in TASK_SETUPS[task]["metrics"] if key == "accuracy"]
-    return ("Always answering the held-back slice's commonest label scores " +
-            ", ".join(lines) + ": rows at that level have not learned the task, so a claim "
-            "they tie on says nothing.")
+def chance_scores(ws: Workspace, tasks: Sequence[str]) -> Dict[str, float]:
+    """Column label -> its chance line (Report.chance), for each of the tasks' columns a
+    constant answer can be scored on."""
+    chance = {}
+    for task in tasks:
+        scores = ws.constant_answer_scores(task)
+        chance.update({label: scores[key] for key, label in TASK_SETUPS[task]["metrics"]
+                       if key in scores})
+    return chance
 
 
 def _seeds(ws: Workspace) -> int:
@@ -114,6 +115,7 @@ def bert_objectives(ws: Workspace) -> reports.Report:
                "and SQuAD; LTR is worse everywhere, most on MRPC and SQuAD; the BiLSTM helps "
                "LTR on SQuAD but not on GLUE."),
         columns=columns_of(tasks), rows=rows, seeds=_seeds(ws),
+        chance=chance_scores(ws, tasks),
         claims=[reports.Claim("pretraining helps", "BERT (MLM + NSP)", "No pretraining"),
                 reports.Claim("removing NSP hurts SQuAD", "BERT (MLM + NSP)",
                               "No NSP (MLM only)", columns_of(("squad_v1",))),
@@ -174,8 +176,8 @@ def bert_masking(ws: Workspace) -> reports.Report:
         notes=["MLM acc at [MASK] / random / kept: held-out accuracy of each pretraining's "
                "MLM head at the positions its records filled that way (one pretraining, no "
                "spread; – where the mix has none). Answering the commonest target everywhere "
-               f"scores {100.0 * unigram:.1f}; at kept positions the answer is the input itself.",
-               chance_note(ws, ("rte",))],
+               f"scores {100.0 * unigram:.1f}; at kept positions the answer is the input itself."],
+        chance=chance_scores(ws, ("rte",)),
         claims=masking_claims(
             label(*MASK_MIXES[0]), [label(*mix) for mix in MASK_MIXES[1:]],
             only_mask=label(1.0, 0.0, 0.0), only_random=label(0.0, 0.0, 1.0)))
@@ -267,8 +269,8 @@ def model_size(ws: Workspace) -> reports.Report:
         columns=["held-out MLM ppl", "held-out MLM acc"] + columns_of(tasks), rows=rows,
         seeds=_seeds(ws), notes=["Perplexity and MLM accuracy: a single pretraining run, so no "
                                  "spread.", "Claims compare each size with the next smaller "
-                                 "one (--model_size_configs, smallest first).",
-                                 chance_note(ws, tasks)],
+                                 "one (--model_size_configs, smallest first)."],
+        chance=chance_scores(ws, tasks),
         claims=[claim for smaller, larger in zip(ws.budget.model_size_configs,
                                                  ws.budget.model_size_configs[1:])
                 for claim in (
@@ -290,7 +292,7 @@ def loss_imbalanced(ws: Workspace) -> reports.Report:
                f"on {examples_text(ws.budget, tasks)} ({ws.budget.finetune_epochs:g} epochs, lr "
                f"{ws.finetune_learning_rate('bert', checkpoint):g}): the soft-F1 loss (1 - macro "
                "F1 of the batch's probabilities) optimises an F1-like objective directly."),
-        columns=columns_of(tasks), rows=rows, seeds=_seeds(ws))
+        columns=columns_of(tasks), rows=rows, seeds=_seeds(ws), chance=chance_scores(ws, tasks))
 
 
 # ---- GPT-1 ------------------------------------------------------------------------------------
@@ -328,6 +330,7 @@ def gpt_aux_lm(ws: Workspace) -> reports.Report:
         intro=_gpt_intro(ws, "The paper: the auxiliary objective helps the larger datasets "
                              "(NLI, QQP) and not the smaller ones."),
         columns=columns_of(GPT_TASKS), rows=rows, seeds=_seeds(ws),
+        chance=chance_scores(ws, GPT_TASKS),
         # Every task here is a small one (at most finetune_examples): the paper expects no gain.
         claims=[reports.Claim("aux LM helps (the paper: on large datasets only; these are "
                               "small)", rows[0][0], rows[1][0])])
@@ -346,6 +349,7 @@ def gpt_no_pretraining(ws: Workspace) -> reports.Report:
         intro=_gpt_intro(ws, "The paper: without pretraining the scores drop on every task "
                              "(14.8% on average)."),
         columns=columns_of(GPT_TASKS), rows=rows, seeds=_seeds(ws),
+        chance=chance_scores(ws, GPT_TASKS),
         claims=[reports.Claim("pretraining helps every task", rows[0][0], rows[1][0])])
 
 
@@ -366,7 +370,7 @@ def gpt_lstm(ws: Workspace) -> reports.Report:
                              "paper: the LSTM loses 5.6 points on average, winning only on "
                              "MRPC."),
         columns=columns_of(GPT_TASKS), rows=rows, seeds=_seeds(ws),
-        notes=[perplexity_note(model_dirs)],
+        notes=[perplexity_note(model_dirs)], chance=chance_scores(ws, GPT_TASKS),
         claims=[reports.Claim("the Transformer beats the LSTM", rows[0][0], rows[1][0])])
 
 
@@ -398,6 +402,7 @@ def layer_transfer(ws: Workspace) -> reports.Report:
                              "re-initialises the rest. The paper (RACE, MultiNLI): every "
                              "transferred layer helps, up to 9% for the full transfer.", tasks),
         columns=columns, rows=rows, seeds=_seeds(ws), bar_chart=False,
+        chance=chance_scores(ws, tasks),
         claims=[reports.Claim("transferring every layer beats transferring none",
                               rows[-1][0], rows[0][0])] +
                [reports.Claim(f"layer {k + 1} adds to the first {k}", rows[k + 1][0], rows[k][0])
@@ -562,6 +567,27 @@ def transfer_verdicts(rows: Dict[str, Dict[str, List[float]]]) -> List[Tuple[str
     return verdicts
 
 
+def chance_verdict(ws: Workspace, model: str, short: str,
+                   rows: Dict[str, Dict[str, List[float]]]) -> str:
+    """'' when both arms beat always answering the commonest label on the transfer line's
+    metric; else which do not, so a delta between two arms that learned nothing is not read as
+    transfer. rows as transfer_verdicts'."""
+    task = next(t for t, (_, name) in TRANSFER_METRICS.items() if name == short)
+    key = TRANSFER_METRICS[task][0]
+    chance = ws.constant_answer_scores(task).get(key)
+    if chance is None:
+        return ""
+    label = dict(TASK_SETUPS[task]["metrics"])[key]
+    flagged = [arm for arm in ("pretrained", "random")
+               if reports.at_chance(rows[f"{model} {arm}"][label], chance)]
+    if not flagged:
+        return ""
+    if len(flagged) == 2:
+        return f"; neither arm beats always answering the commonest label ({chance:.1f})"
+    arm = "random init" if flagged == ["random"] else "the pretrained arm"
+    return f"; {arm} does not beat always answering the commonest label ({chance:.1f})"
+
+
 def transfer_line(verdicts) -> str:
     """`transfer: bert sst2 +X.X mrpc +X.X squad_f1 +X.X; gpt sst2 +X.X story_cloze +X.X`"""
     parts = []
@@ -694,6 +720,7 @@ def pretraining_transfer(ws: Workspace) -> reports.Report:
     verdict_notes = [
         f"{model.upper()} {short}: pretrained minus random init {delta:+.1f} points, larger "
         f"std {spread:.1f}: {'transfers' if ok else 'does not clear the spread'}"
+        f"{chance_verdict(ws, model, short, by_label)}"
         for model, short, delta, spread, ok in verdicts]
     bert_deltas = [delta for model, _, delta, _, _ in verdicts if model == "bert"]
     bar_met = all(v[4] for v in verdicts) and max(bert_deltas) >= 3
@@ -744,6 +771,8 @@ def pretraining_transfer(ws: Workspace) -> reports.Report:
                f"{b.gpt_finetune_learning_rate:g} (GPT-1, aux LM 0.5). The papers' premise: "
                "pretraining is what makes the fine-tuned model good."),
         columns=columns, rows=rows, seeds=_seeds(ws), notes=notes,
+        chance={f"{m.upper()} {label}": score for m, tasks in TRANSFER_TASKS.items()
+                for label, score in chance_scores(ws, tasks).items()},
         figures=[("pretraining_transfer_pretraining.png", "held-out MLM / NSP accuracy vs steps",
                   draw_pretraining),
                  ("pretraining_transfer_perplexity.png", "held-out GPT perplexity vs steps",

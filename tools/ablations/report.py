@@ -53,6 +53,10 @@ class Report:
     # standard error). None: the std over seeds. `spread_name` says which it is.
     spread: Optional[Callable[[str, Sequence[float]], float]] = None
     spread_name: str = "their stds over seeds"
+    # Column label -> the score of always answering the held-back slice's commonest label
+    # (Workspace.constant_answer_scores): a note states it and the claims table marks claims
+    # between two rows that do no better, which say nothing about the paper's direction.
+    chance: Dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:
@@ -87,9 +91,22 @@ def verdict(better: Sequence[float], worse: Sequence[float],
     return delta, spread, "does not (within the spread)"
 
 
+def at_chance(values: Sequence[float], chance: Optional[float]) -> bool:
+    """The row's mean is no better than the chance line, at the table's one decimal."""
+    return chance is not None and round(mean_std(values)[0], 1) <= round(chance, 1)
+
+
+def chance_note(chance: Dict[str, float]) -> str:
+    return ("Always answering the held-back slice's commonest label scores " +
+            ", ".join(f"{label} {score:.1f}" for label, score in chance.items()) +
+            ": rows at that level have not learned the task, so a claim between two of them "
+            "says nothing.")
+
+
 def claims_table(claims: Sequence[Claim], columns: Sequence[str], rows: Sequence[Row],
-                 spread: Optional[Callable[[str, Sequence[float]], float]] = None) -> List[str]:
-    """One line per claim and column; `spread` as `Report.spread`."""
+                 spread: Optional[Callable[[str, Sequence[float]], float]] = None,
+                 chance: Optional[Dict[str, float]] = None) -> List[str]:
+    """One line per claim and column; `spread` and `chance` as in `Report`."""
     by_label = dict(rows)
     lines = ["| the paper's claim | column | difference | larger spread | here |",
              "|---|---|---|---|---|"]
@@ -102,6 +119,10 @@ def claims_table(claims: Sequence[Claim], columns: Sequence[str], rows: Sequence
             if claim.same:
                 outcome = ("reproduces (within the spread)" if abs(delta) <= larger else
                            "does not (apart by more than the spread)")
+            line_at = (chance or {}).get(column)
+            if all(at_chance(by_label[row].get(column, []), line_at)
+                   for row in (claim.better, claim.worse)):
+                outcome += f"; both rows at or below chance ({line_at:.1f})"
             lines.append(f"| {claim.text} | {column} | {delta:+.1f} | {larger:.1f} | "
                          f"{outcome} |")
     return lines
@@ -195,9 +216,11 @@ def write_report(report: Report, report_dir: pathlib.Path, command: str, seconds
     if report.claims:
         lines += ["", "Does the paper's direction reproduce here? (row difference of the means, "
                       f"against the larger of the two rows' spreads: {report.spread_name})", ""]
-        lines += claims_table(report.claims, report.columns, report.rows, report.spread)
-    if report.notes:
-        lines += ["", "Notes:", ""] + [f"- {note}" for note in report.notes]
+        lines += claims_table(report.claims, report.columns, report.rows, report.spread,
+                              report.chance)
+    notes = report.notes + ([chance_note(report.chance)] if report.chance else [])
+    if notes:
+        lines += ["", "Notes:", ""] + [f"- {note}" for note in notes]
     lines += ["", f"Regenerate: `{command}` ({compute_line(seconds, job_seconds)}; cached jobs "
                   "are skipped on a rerun)."]
     if report.last_line:

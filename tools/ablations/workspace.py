@@ -50,6 +50,9 @@ TASK_SETUPS: Dict[str, Dict[str, Any]] = {
                       metrics=[("f1", "CoNLL F1")]),
 }
 EVAL_EXAMPLES = 1000   # at most this many held-back examples score each fine-tuning run
+# Task kinds whose examples have one label to answer, so always answering the commonest one
+# gives a chance line (span, tagging and regression tasks have none).
+CONSTANT_ANSWER_KINDS = ("classification", "multiple_choice")
 RATIO_METRICS = ("accuracy", "f1", "mcc", "pearson", "spearman")  # shown x100
 BERT_VOCAB = "bert_vocab/bert-base-uncased-vocab.txt"
 WIKITEXT = "corpus/wikitext2-valid.tokens.txt"
@@ -536,24 +539,29 @@ class Workspace:
             f"{k} {metrics[k]:.4f}" for k, _ in spec["metrics"] if k in metrics))
         return metrics
 
-    def majority_accuracy(self, task: str) -> float:
-        """x100 accuracy of always answering the commonest label of the held-back slice that
-        every fine-tuning run of a classification `task` is scored on: its column's chance line
-        (RTE's 249 held-back pairs are 50.6% not_entailment, SST-2's 56.0% positive)."""
+    def constant_answer_scores(self, task: str) -> Dict[str, float]:
+        """The chance line of a task's columns: metric key -> display score of answering every
+        example of the held-back slice its fine-tuning runs are scored on with the slice's
+        commonest label, by the task's own metric (SST-2's slice is 56.0% positive; on MRPC's,
+        always answering "paraphrase" scores acc 69.2 and F1 81.8). Empty for tasks with no
+        label to answer (span, tagging, regression)."""
         from finetune.config import FinetuneConfig
         from finetune.data import train_and_eval_examples
+        from finetune.evaluation import DECODERS
         from finetune.tasks import get_task
         spec, setup = get_task(task), TASK_SETUPS[task]
-        if spec.kind != "classification" or setup.get("all_examples"):
-            raise ValueError(f"{task}: the chance line needs a classification task scored on "
-                             f"a held-back slice, not a {spec.kind} task")
+        if spec.kind not in CONSTANT_ANSWER_KINDS:
+            return {}
         # The slice as finetune() configures it and run_finetune cuts it (nothing is written).
         config = FinetuneConfig(task=task, data_dir=str(self.shared / setup["path"]),
                                 output_dir=str(self.root / "finetune"),
                                 **{**setup.get("options", {}), **held_back_settings(task)})
         _, held_back = train_and_eval_examples(config, spec, spec.read(config.data_dir, "train"))
-        labels = [example.label for example in held_back]
-        return 100.0 * max(labels.count(label) for label in set(labels)) / len(labels)
+        gold = [DECODERS[spec.kind].gold(example, spec) for example in held_back]
+        commonest = max(sorted(set(gold)), key=gold.count)   # ties: the smallest label id
+        scores = spec.metric(gold, [commonest] * len(gold))
+        return {key: display_value(task, key, scores[key])
+                for key, _ in setup["metrics"] if key in scores}
 
     def finetune_seeds(self, name: str, task: str, model: str, init_checkpoint,
                        **overrides) -> Dict[str, List[float]]:
