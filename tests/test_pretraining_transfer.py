@@ -6,8 +6,9 @@ import pytest
 
 from tools.ablations import report as reports
 from tools.ablations.experiments import (EXPERIMENTS, best_learning_rate_row,
-                                         bert_pretrained, chance_verdict, learning_rate_note,
-                                         random_init, transfer_line, transfer_verdicts)
+                                         arms_at_chance, bert_pretrained, chance_verdict,
+                                         learning_rate_note, random_init, transfer_line,
+                                         transfer_verdicts)
 from tools.ablations.workspace import CORPORA, Budget, Workspace
 
 LINE = re.compile(r"transfer: bert sst2 [+-]\d+\.\d mrpc [+-]\d+\.\d squad_f1 [+-]\d+\.\d; "
@@ -55,12 +56,16 @@ def test_verdicts_name_the_arms_that_do_not_beat_the_constant_answer():
             "gpt pretrained": {"SST-2 acc": [59.0, 59.0], "Story Cloze acc": [50.0, 52.0]},
             "gpt random": {"SST-2 acc": [57.0, 57.0], "Story Cloze acc": [52.0, 52.0]}}
     ws, tail = FakeWorkspace(), " always answering the commonest label"
-    assert chance_verdict(ws, "bert", "sst2", rows) == f"; random init does not beat{tail} (56.0)"
-    assert chance_verdict(ws, "bert", "mrpc", rows) == f"; neither arm beats{tail} (81.8)"
-    assert chance_verdict(ws, "gpt", "story_cloze", rows) == (
-        f"; the pretrained arm does not beat{tail} (51.0)")
-    assert chance_verdict(ws, "gpt", "sst2", rows) == ""
-    assert chance_verdict(ws, "bert", "squad_f1", rows) == ""      # no label to answer
+
+    def verdict(model, short):
+        return chance_verdict(*arms_at_chance(ws, model, short, rows))
+    assert arms_at_chance(ws, "bert", "mrpc", rows) == (["pretrained", "random"], 81.8)
+    assert verdict("bert", "sst2") == f"; random init does not beat{tail} (56.0)"
+    assert verdict("bert", "mrpc") == f"; neither arm beats{tail} (81.8)"
+    assert verdict("gpt", "story_cloze") == f"; the pretrained arm does not beat{tail} (51.0)"
+    assert verdict("gpt", "sst2") == ""
+    assert arms_at_chance(ws, "bert", "squad_f1", rows)[0] == []     # no label to answer
+    assert verdict("bert", "squad_f1") == ""
 
 
 def test_each_arm_keeps_the_learning_rate_with_the_best_held_back_mean(tmp_path):
@@ -189,10 +194,13 @@ def test_pretraining_transfer_end_to_end(tmp_path, wiki_slice, monkeypatch):
         for task in ("sst2", "mrpc", "squad_v1"):
             assert len(list((tmp_path / "work" / "finetune").glob(f"{name}-{task}-s*"))) == 2
     assert not [note for note in report.notes if note.startswith("BERT fine-tuning lr, ")]
-    chance, = [note for note in report.notes if note.startswith("Always answering ")]
-    assert re.search(r"scores SST-2 acc \d+\.\d, MRPC F1 \d+\.\d, MRPC acc \d+\.\d, "
-                     r"Story Cloze acc \d+\.\d: ", chance)
+    # The chance line of every column a constant answer can be scored on (not SQuAD's).
+    assert list(report.chance) == ["BERT SST-2 acc", "BERT MRPC F1", "BERT MRPC acc",
+                                   "GPT SST-2 acc", "GPT Story Cloze acc"]
     path = reports.write_report(report, tmp_path / "report", "python -m x", 1.0)
     lines = path.read_text(encoding="utf-8").rstrip("\n").splitlines()
     assert lines[-1] == report.last_line
+    assert any(re.fullmatch(r"- Always answering the held-back slice's commonest label scores "
+                            r"BERT SST-2 acc \d+\.\d, BERT MRPC F1 \d+\.\d, .*", line)
+               for line in lines)
     assert any(line.startswith("| BERT random init | ") for line in lines)

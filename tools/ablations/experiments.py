@@ -567,24 +567,29 @@ def transfer_verdicts(rows: Dict[str, Dict[str, List[float]]]) -> List[Tuple[str
     return verdicts
 
 
-def chance_verdict(ws: Workspace, model: str, short: str,
-                   rows: Dict[str, Dict[str, List[float]]]) -> str:
-    """'' when both arms beat always answering the commonest label on the transfer line's
-    metric; else which do not, so a delta between two arms that learned nothing is not read as
-    transfer. rows as transfer_verdicts'."""
+def arms_at_chance(ws: Workspace, model: str, short: str,
+                   rows: Dict[str, Dict[str, List[float]]]) -> Tuple[List[str], float]:
+    """The arms ("pretrained", "random") whose mean of the transfer line's metric does no
+    better than always answering the commonest label, and that score (nan for a task with no
+    label to answer). A delta between two such arms shows no transfer. rows as
+    transfer_verdicts'."""
     task = next(t for t, (_, name) in TRANSFER_METRICS.items() if name == short)
     key = TRANSFER_METRICS[task][0]
     chance = ws.constant_answer_scores(task).get(key)
     if chance is None:
-        return ""
+        return [], float("nan")
     label = dict(TASK_SETUPS[task]["metrics"])[key]
-    flagged = [arm for arm in ("pretrained", "random")
-               if reports.at_chance(rows[f"{model} {arm}"][label], chance)]
-    if not flagged:
+    return [arm for arm in ("pretrained", "random")
+            if reports.at_chance(rows[f"{model} {arm}"][label], chance)], chance
+
+
+def chance_verdict(arms: Sequence[str], chance: float) -> str:
+    """The tail of a transfer verdict for arms_at_chance's answer ('' when both beat it)."""
+    if not arms:
         return ""
-    if len(flagged) == 2:
+    if len(arms) == 2:
         return f"; neither arm beats always answering the commonest label ({chance:.1f})"
-    arm = "random init" if flagged == ["random"] else "the pretrained arm"
+    arm = "random init" if list(arms) == ["random"] else "the pretrained arm"
     return f"; {arm} does not beat always answering the commonest label ({chance:.1f})"
 
 
@@ -717,15 +722,25 @@ def pretraining_transfer(ws: Workspace) -> reports.Report:
             {label: ([s for s, _ in curve], [m for m, _ in stats], [s for _, s in stats])})
 
     verdicts = transfer_verdicts(by_label)
+    at_chance = {(model, short): arms_at_chance(ws, model, short, by_label)
+                 for model, short, *_ in verdicts}
     verdict_notes = [
         f"{model.upper()} {short}: pretrained minus random init {delta:+.1f} points, larger "
         f"std {spread:.1f}: {'transfers' if ok else 'does not clear the spread'}"
-        f"{chance_verdict(ws, model, short, by_label)}"
+        f"{chance_verdict(*at_chance[model, short])}"
         for model, short, delta, spread, ok in verdicts]
     bert_deltas = [delta for model, _, delta, _, _ in verdicts if model == "bert"]
     bar_met = all(v[4] for v in verdicts) and max(bert_deltas) >= 3
     verdict_notes.append(f"Bar (every delta above the larger std, one BERT delta >= 3 points): "
                          f"{'met' if bar_met else 'not met'}.")
+    # The bar reads deltas only; a pretrained arm no better than a constant answer has not
+    # learned the task, so its delta is no evidence of transfer whichever way the bar went.
+    hollow = [f"{model.upper()} {short}" for (model, short), (arms, _) in at_chance.items()
+              if "pretrained" in arms]
+    if hollow:
+        verdict_notes.append("Not shown by this run, whatever the bar says: transfer on " +
+                             ", ".join(hollow) + ", where the pretrained arm does not beat "
+                             "always answering the commonest label.")
     pretraining_rows = []
     for model in ("bert", "gpt"):
         summary = Workspace.pretrain_summary(model_dirs[model])
