@@ -144,8 +144,8 @@ def test_claims_between_rows_at_chance_are_marked(tmp_path):
     lines = reports.claims_table([reports.Claim("pretraining helps", "pretrained", "random")],
                                  ["MRPC F1", "SST-2 acc"], rows, chance=chance)
     assert lines[2:] == [
-        "| pretraining helps | MRPC F1 | -4.5 | 0.3 | reversed; both rows at or below chance "
-        "(81.8) |",
+        "| pretraining helps | MRPC F1 | -4.5 | 0.3 | reversed; both rows at or below the "
+        "commonest-label answer (81.8) |",
         "| pretraining helps | SST-2 acc | +3.5 | 0.5 | reproduces |"]
     assert reports.claims_table([reports.Claim("pretraining helps", "pretrained", "random")],
                                 ["MRPC F1"], rows)[2:] == [
@@ -153,7 +153,8 @@ def test_claims_between_rows_at_chance_are_marked(tmp_path):
     report = reports.Report(name="r", title="T", intro="i", columns=["MRPC F1", "SST-2 acc"],
                             rows=rows, seeds=2, notes=["first"], chance=chance)
     text = reports.write_report(report, tmp_path, "python -m x", 1.0).read_text()
-    assert ("- first\n- Always answering the held-back slice's commonest label scores MRPC F1 "
+    assert ("- first\n- Always answering the held-back slice's commonest label (the "
+            "commonest-label answer) scores MRPC F1 "
             "81.8, SST-2 acc 56.0: rows at that level have not learned the task") in text
 
 

@@ -55,7 +55,7 @@ def test_verdicts_name_the_arms_that_do_not_beat_the_constant_answer():
             "bert random": {"SST-2 acc": [56.0, 56.0], "MRPC F1": [75.1, 75.1]},
             "gpt pretrained": {"SST-2 acc": [59.0, 59.0], "Story Cloze acc": [50.0, 52.0]},
             "gpt random": {"SST-2 acc": [57.0, 57.0], "Story Cloze acc": [52.0, 52.0]}}
-    ws, tail = FakeWorkspace(), " always answering the commonest label"
+    ws, tail = FakeWorkspace(), " the commonest-label answer"
 
     def verdict(model, short):
         return chance_verdict(*arms_at_chance(ws, model, short, rows))
@@ -200,7 +200,8 @@ def test_pretraining_transfer_end_to_end(tmp_path, wiki_slice, monkeypatch):
     path = reports.write_report(report, tmp_path / "report", "python -m x", 1.0)
     lines = path.read_text(encoding="utf-8").rstrip("\n").splitlines()
     assert lines[-1] == report.last_line
-    assert any(re.fullmatch(r"- Always answering the held-back slice's commonest label scores "
+    assert any(re.fullmatch(r"- Always answering the held-back slice's commonest label \(the "
+                            r"commonest-label answer\) scores "
                             r"BERT SST-2 acc \d+\.\d, BERT MRPC F1 \d+\.\d, .*", line)
                for line in lines)
     assert any(line.startswith("| BERT random init | ") for line in lines)

@@ -588,9 +588,9 @@ def chance_verdict(arms: Sequence[str], chance: float) -> str:
     if not arms:
         return ""
     if len(arms) == 2:
-        return f"; neither arm beats always answering the commonest label ({chance:.1f})"
+        return f"; neither arm beats the commonest-label answer ({chance:.1f})"
     arm = "random init" if list(arms) == ["random"] else "the pretrained arm"
-    return f"; {arm} does not beat always answering the commonest label ({chance:.1f})"
+    return f"; {arm} does not beat the commonest-label answer ({chance:.1f})"
 
 
 def transfer_line(verdicts) -> str:
@@ -740,7 +740,7 @@ def pretraining_transfer(ws: Workspace) -> reports.Report:
     if hollow:
         verdict_notes.append("Not shown by this run, whatever the bar says: transfer on " +
                              ", ".join(hollow) + ", where the pretrained arm does not beat "
-                             "always answering the commonest label.")
+                             "the commonest-label answer.")
     pretraining_rows = []
     for model in ("bert", "gpt"):
         summary = Workspace.pretrain_summary(model_dirs[model])

@@ -97,7 +97,8 @@ def at_chance(values: Sequence[float], chance: Optional[float]) -> bool:
 
 
 def chance_note(chance: Dict[str, float]) -> str:
-    return ("Always answering the held-back slice's commonest label scores " +
+    return ("Always answering the held-back slice's commonest label (the commonest-label "
+            "answer) scores " +
             ", ".join(f"{label} {score:.1f}" for label, score in chance.items()) +
             ": rows at that level have not learned the task, so a claim between two of them "
             "says nothing.")
@@ -122,7 +123,7 @@ def claims_table(claims: Sequence[Claim], columns: Sequence[str], rows: Sequence
             line_at = (chance or {}).get(column)
             if all(at_chance(by_label[row].get(column, []), line_at)
                    for row in (claim.better, claim.worse)):
-                outcome += f"; both rows at or below chance ({line_at:.1f})"
+                outcome += f"; both rows at or below the commonest-label answer ({line_at:.1f})"
             lines.append(f"| {claim.text} | {column} | {delta:+.1f} | {larger:.1f} | "
                          f"{outcome} |")
     return lines
