@@ -567,20 +567,18 @@ def transfer_verdicts(rows: Dict[str, Dict[str, List[float]]]) -> List[Tuple[str
     return verdicts
 
 
-def arms_at_chance(ws: Workspace, model: str, short: str,
+def arms_at_chance(chance: Dict[str, float], model: str, short: str,
                    rows: Dict[str, Dict[str, List[float]]]) -> Tuple[List[str], float]:
     """The arms ("pretrained", "random") whose mean of the transfer line's metric does no
     better than always answering the commonest label, and that score (nan for a task with no
-    label to answer). A delta between two such arms shows no transfer. rows as
-    transfer_verdicts'."""
+    label to answer). A delta between two such arms shows no transfer. chance: column label
+    -> score, as chance_scores gives it; rows as transfer_verdicts'."""
     task = next(t for t, (_, name) in TRANSFER_METRICS.items() if name == short)
-    key = TRANSFER_METRICS[task][0]
-    chance = ws.constant_answer_scores(task).get(key)
-    if chance is None:
+    label = dict(TASK_SETUPS[task]["metrics"])[TRANSFER_METRICS[task][0]]
+    if label not in chance:
         return [], float("nan")
-    label = dict(TASK_SETUPS[task]["metrics"])[key]
     return [arm for arm in ("pretrained", "random")
-            if reports.at_chance(rows[f"{model} {arm}"][label], chance)], chance
+            if reports.at_chance(rows[f"{model} {arm}"][label], chance[label])], chance[label]
 
 
 def chance_verdict(arms: Sequence[str], chance: float) -> str:
@@ -722,7 +720,9 @@ def pretraining_transfer(ws: Workspace) -> reports.Report:
             {label: ([s for s, _ in curve], [m for m, _ in stats], [s for _, s in stats])})
 
     verdicts = transfer_verdicts(by_label)
-    at_chance = {(model, short): arms_at_chance(ws, model, short, by_label)
+    # Read once: both models' SST-2 runs are scored on the same slice.
+    chance = chance_scores(ws, dict.fromkeys(TRANSFER_TASKS["bert"] + TRANSFER_TASKS["gpt"]))
+    at_chance = {(model, short): arms_at_chance(chance, model, short, by_label)
                  for model, short, *_ in verdicts}
     verdict_notes = [
         f"{model.upper()} {short}: pretrained minus random init {delta:+.1f} points, larger "
@@ -786,8 +786,8 @@ def pretraining_transfer(ws: Workspace) -> reports.Report:
                f"{b.gpt_finetune_learning_rate:g} (GPT-1, aux LM 0.5). The papers' premise: "
                "pretraining is what makes the fine-tuned model good."),
         columns=columns, rows=rows, seeds=_seeds(ws), notes=notes,
-        chance={f"{m.upper()} {label}": score for m, tasks in TRANSFER_TASKS.items()
-                for label, score in chance_scores(ws, tasks).items()},
+        chance={f"{m.upper()} {label}": chance[label] for m, tasks in TRANSFER_TASKS.items()
+                for label in columns_of(tasks) if label in chance},
         figures=[("pretraining_transfer_pretraining.png", "held-out MLM / NSP accuracy vs steps",
                   draw_pretraining),
                  ("pretraining_transfer_perplexity.png", "held-out GPT perplexity vs steps",
