@@ -7,7 +7,8 @@ import pytest
 from tools.ablations import report as reports
 from tools.ablations.experiments import (EXPERIMENTS, best_learning_rate_row,
                                          arms_at_chance, bert_pretrained, chance_verdict,
-                                         learning_rate_note, random_init, transfer_line,
+                                         learning_rate_note, miniature_reference_note,
+                                         random_init, transfer_line,
                                          transfer_verdicts)
 from tools.ablations.workspace import CORPORA, Budget, Workspace
 
@@ -201,3 +202,11 @@ def test_pretraining_transfer_end_to_end(tmp_path, wiki_slice, monkeypatch):
                             r"BERT SST-2 acc \d+\.\d, BERT MRPC F1 \d+\.\d, .*", line)
                for line in lines)
     assert any(line.startswith("| BERT random init | ") for line in lines)
+
+
+def test_scale_reference_is_google_s_miniature_of_the_same_shape():
+    (note,) = miniature_reference_note("bert_tiny")
+    assert "SST-2 83.2" in note and "MRPC F1 81.1" in note and "scores 79.9" in note
+    assert "MRPC F1 83.4" in miniature_reference_note("bert_small")[0]
+    # A shape outside the table: no reference rather than a wrong one.
+    assert miniature_reference_note("bert_test") == []
