@@ -207,6 +207,8 @@ def test_pretraining_transfer_end_to_end(tmp_path, wiki_slice, monkeypatch):
 def test_scale_reference_is_google_s_miniature_of_the_same_shape():
     (note,) = miniature_reference_note("bert_tiny")
     assert "SST-2 83.2" in note and "MRPC F1 81.1" in note and "scores 79.9" in note
-    assert "MRPC F1 83.4" in miniature_reference_note("bert_small")[0]
+    assert "barely clears" in note
+    (small,) = miniature_reference_note("bert_small")
+    assert "MRPC F1 83.4" in small and "barely" not in small
     # A shape outside the table: no reference rather than a wrong one.
     assert miniature_reference_note("bert_test") == []

@@ -602,15 +602,17 @@ MRPC_TEST_CONSTANT_F1 = 79.9
 
 def miniature_reference_note(config_name: str) -> List[str]:
     """The report note that puts the pretrained arm beside Google's fully pretrained model of
-    the same shape ([] for a shape they did not release)."""
+    the same shape ([] for a shape not in MINIATURE_GLUE_TEST)."""
     if config_name not in MINIATURE_GLUE_TEST:
         return []
     sst2, mrpc = MINIATURE_GLUE_TEST[config_name]
+    # Within 2 F1 of the constant answer, no fine-tuned gap at this shape can be large.
+    tail = (": at this size MRPC barely clears its constant answer even with full pretraining"
+            if mrpc - MRPC_TEST_CONSTANT_F1 < 2 else "")
     return [f"Scale reference: Google's {config_name} (the same shape, pretrained on BERT's "
             f"own corpus) scores SST-2 {sst2:.1f} and MRPC F1 {mrpc:.1f} on GLUE test, where "
             f"always answering 'paraphrase' scores {MRPC_TEST_CONSTANT_F1:.1f} (Turc et al. "
-            "2019): at this size MRPC barely clears its constant answer even with full "
-            "pretraining."]
+            f"2019){tail}."]
 
 
 def transfer_line(verdicts) -> str:
