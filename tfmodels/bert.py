@@ -9,7 +9,7 @@ speak the same language:
 """
 from __future__ import annotations
 
-from typing import Dict, Union
+from typing import Dict, Optional, Union
 
 import keras
 from keras import ops
@@ -20,6 +20,7 @@ from tfmodels.layers.embeddings import PositionEmbedding, TiedEmbedding
 from tfmodels.layers.heads import MaskedLMHead
 from tfmodels.layers.tracking import CheckpointListsMixin
 from tfmodels.layers.transformer import TransformerBlock
+from tfmodels.seeding import SeedStream
 
 
 @keras.saving.register_keras_serializable(package="tfmodels")
@@ -34,37 +35,50 @@ class BertEncoder(CheckpointListsMixin, keras.Model):
       pooled_output    [batch, hidden]        tanh(dense([CLS] of the last layer))
       hidden_states    list of L + 1 tensors [batch, seq, hidden]: the embedding output, then
                        each layer's output (for feature-based use and layer transfer)
+
+    seed: every weight is drawn independently from N(0, initializer_range) truncated, as in
+      the paper, with seeds from this one (None: drawn like unseeded Keras); the same seed
+      gives the same weights and dropout masks.
+    dtype: the dtype policy (e.g. "mixed_bfloat16"); every sublayer takes it.
     """
 
-    def __init__(self, config: Union[configs.BertConfig, dict, str] = "bert_base", **kwargs):
+    def __init__(self, config: Union[configs.BertConfig, dict, str] = "bert_base",
+                 seed: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
         self.config = configs.resolve_config(config, configs.BertConfig)
+        self.seed = seed
         cfg = self.config
-        init = keras.initializers.TruncatedNormal(stddev=cfg.initializer_range)
+        seeds = SeedStream(seed)
         policy = self.dtype_policy
         self.token_embedding = TiedEmbedding(
-            cfg.vocab_size, cfg.hidden_size, embeddings_initializer=init, dtype=policy,
+            cfg.vocab_size, cfg.hidden_size,
+            embeddings_initializer=seeds.truncated_normal(cfg.initializer_range), dtype=policy,
             name="token_embedding")
         self.segment_embedding = keras.layers.Embedding(
-            cfg.type_vocab_size, cfg.hidden_size, embeddings_initializer=init, dtype=policy,
+            cfg.type_vocab_size, cfg.hidden_size,
+            embeddings_initializer=seeds.truncated_normal(cfg.initializer_range), dtype=policy,
             name="segment_embedding")
         self.position_embedding = PositionEmbedding(
-            cfg.max_positions, cfg.hidden_size, initializer=init, dtype=policy,
+            cfg.max_positions, cfg.hidden_size,
+            initializer=seeds.truncated_normal(cfg.initializer_range), dtype=policy,
             name="position_embedding")
         self.embedding_layer_norm = keras.layers.LayerNormalization(
             epsilon=cfg.layer_norm_epsilon, dtype=policy, name="embedding_layer_norm")
-        self.embedding_dropout = keras.layers.Dropout(cfg.hidden_dropout, dtype=policy)
+        self.embedding_dropout = keras.layers.Dropout(cfg.hidden_dropout, seed=seeds.next(),
+                                                      dtype=policy)
         self.transformer_layers = [
             TransformerBlock(
                 cfg.num_heads, cfg.intermediate_size, hidden_dropout=cfg.hidden_dropout,
                 attention_dropout=cfg.attention_dropout,
                 layer_norm_epsilon=cfg.layer_norm_epsilon,
-                gelu_approximate=cfg.gelu_approximate, kernel_initializer=init, dtype=policy,
-                name=f"transformer_layer_{i}")
+                gelu_approximate=cfg.gelu_approximate,
+                kernel_initializer=seeds.truncated_normal(cfg.initializer_range),
+                seed=seeds.next(), dtype=policy, name=f"transformer_layer_{i}")
             for i in range(cfg.num_layers)
         ]
         self.pooler = keras.layers.Dense(
-            cfg.hidden_size, activation="tanh", kernel_initializer=init, dtype=policy,
+            cfg.hidden_size, activation="tanh",
+            kernel_initializer=seeds.truncated_normal(cfg.initializer_range), dtype=policy,
             name="pooler")
         self.build()
 
@@ -111,8 +125,8 @@ class BertEncoder(CheckpointListsMixin, keras.Model):
         }
 
     def get_config(self):
-        return {"config": configs.config_to_dict(self.config), "name": self.name,
-                "dtype": keras.dtype_policies.serialize(self.dtype_policy)}
+        return {"config": configs.config_to_dict(self.config), "seed": self.seed,
+                "name": self.name, "dtype": keras.dtype_policies.serialize(self.dtype_policy)}
 
 
 @keras.saving.register_keras_serializable(package="tfmodels")
@@ -125,21 +139,29 @@ class BertPretrainer(keras.Model):
       nsp_logits  [batch, 2]                        (0 = IsNext, 1 = NotNext, as in the paper's
                                                      google-research/bert records)
     plus the encoder's outputs.
+
+    encoder: a BertEncoder, or a config / named size to build one with this model's dtype
+      policy and a seed drawn from `seed`, which also seeds the heads (as BertEncoder's).
     """
 
-    def __init__(self, encoder: Union[BertEncoder, dict, str] = "bert_base", **kwargs):
+    def __init__(self, encoder: Union[BertEncoder, dict, str] = "bert_base",
+                 seed: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
-        encoder = configs.resolve_backbone(encoder, BertEncoder)
+        self.seed = seed
+        seeds = SeedStream(seed)
+        encoder = configs.resolve_backbone(encoder, BertEncoder, seed=seeds.next(),
+                                           dtype=self.dtype_policy)
         self.encoder = encoder
         cfg = encoder.config
-        init = keras.initializers.TruncatedNormal(stddev=cfg.initializer_range)
         self.mlm_head = MaskedLMHead(
             cfg.vocab_size, layer_norm_epsilon=cfg.layer_norm_epsilon,
-            gelu_approximate=cfg.gelu_approximate, kernel_initializer=init,
+            gelu_approximate=cfg.gelu_approximate,
+            kernel_initializer=seeds.truncated_normal(cfg.initializer_range),
             dtype=self.dtype_policy, name="mlm_head")
         self.mlm_head.build((None, None, cfg.hidden_size))
         self.nsp_head = keras.layers.Dense(
-            2, kernel_initializer=init, dtype=self.dtype_policy, name="nsp_head")
+            2, kernel_initializer=seeds.truncated_normal(cfg.initializer_range),
+            dtype=self.dtype_policy, name="nsp_head")
         self.nsp_head.build((None, cfg.hidden_size))
         self.built = True
 
@@ -155,8 +177,8 @@ class BertPretrainer(keras.Model):
         return {**outputs, "mlm_logits": mlm_logits, "nsp_logits": nsp_logits}
 
     def get_config(self):
-        return {"encoder": keras.saving.serialize_keras_object(self.encoder), "name": self.name,
-                "dtype": keras.dtype_policies.serialize(self.dtype_policy)}
+        return {"encoder": keras.saving.serialize_keras_object(self.encoder), "seed": self.seed,
+                "name": self.name, "dtype": keras.dtype_policies.serialize(self.dtype_policy)}
 
 
 @keras.saving.register_keras_serializable(package="tfmodels")
@@ -166,11 +188,16 @@ class BertCausalLM(keras.Model):
     The MLM head's transform (dense -> GELU -> LayerNorm -> tied decoder + bias) runs on every
     position. call(inputs: the encoder's inputs) returns the encoder's outputs plus `logits`:
     float32 [batch, seq, vocab_size], where position t scores token t + 1.
+    `encoder` and `seed` as in BertPretrainer.
     """
 
-    def __init__(self, encoder: Union[BertEncoder, dict, str] = "bert_base", **kwargs):
+    def __init__(self, encoder: Union[BertEncoder, dict, str] = "bert_base",
+                 seed: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
-        encoder = configs.resolve_backbone(encoder, BertEncoder)
+        self.seed = seed
+        seeds = SeedStream(seed)
+        encoder = configs.resolve_backbone(encoder, BertEncoder, seed=seeds.next(),
+                                           dtype=self.dtype_policy)
         if not encoder.config.causal:
             raise ValueError("BertCausalLM needs a causal encoder (BertConfig(causal=True)): "
                              "a bidirectional one sees the token it predicts")
@@ -182,7 +209,7 @@ class BertCausalLM(keras.Model):
         self.lm_head = MaskedLMHead(
             cfg.vocab_size, layer_norm_epsilon=cfg.layer_norm_epsilon,
             gelu_approximate=cfg.gelu_approximate,
-            kernel_initializer=keras.initializers.TruncatedNormal(stddev=cfg.initializer_range),
+            kernel_initializer=seeds.truncated_normal(cfg.initializer_range),
             dtype=self.dtype_policy, name="lm_head")
         self.lm_head.build((None, None, cfg.hidden_size))
         self.built = True
@@ -198,5 +225,5 @@ class BertCausalLM(keras.Model):
         return {**outputs, "logits": logits}
 
     def get_config(self):
-        return {"encoder": keras.saving.serialize_keras_object(self.encoder), "name": self.name,
-                "dtype": keras.dtype_policies.serialize(self.dtype_policy)}
+        return {"encoder": keras.saving.serialize_keras_object(self.encoder), "seed": self.seed,
+                "name": self.name, "dtype": keras.dtype_policies.serialize(self.dtype_policy)}

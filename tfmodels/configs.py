@@ -201,10 +201,11 @@ def resolve_config(config, expected_cls: type) -> ModelConfig:
     return config
 
 
-def resolve_backbone(value, backbone_cls: type):
+def resolve_backbone(value, backbone_cls: type, **build_kwargs):
     """A wrapping model's backbone argument as a `backbone_cls` instance: the backbone itself,
-    its serialised form (a `.keras` config dict) or anything `backbone_cls` takes as config."""
+    its serialised form (a `.keras` config dict) or anything `backbone_cls` takes as config,
+    built then with `build_kwargs` (the wrapper's `seed` and `dtype`)."""
     import keras  # here, not at the top: configs alone must not need a Keras backend
     if isinstance(value, dict) and "class_name" in value:
         value = keras.saving.deserialize_keras_object(value)
-    return value if isinstance(value, backbone_cls) else backbone_cls(value)
+    return value if isinstance(value, backbone_cls) else backbone_cls(value, **build_kwargs)

@@ -9,7 +9,7 @@ Inputs:
 """
 from __future__ import annotations
 
-from typing import Dict, Union
+from typing import Dict, Optional, Union
 
 import keras
 from keras import ops
@@ -19,6 +19,7 @@ from tfmodels.layers.attention import causal_mask, padding_mask
 from tfmodels.layers.embeddings import PositionEmbedding, TiedEmbedding
 from tfmodels.layers.tracking import CheckpointListsMixin
 from tfmodels.layers.transformer import TransformerBlock
+from tfmodels.seeding import SeedStream
 
 
 @keras.saving.register_keras_serializable(package="tfmodels")
@@ -31,28 +32,39 @@ class GptDecoder(CheckpointListsMixin, keras.Model):
     call(inputs: dict with `input_ids`, optional `input_mask`) returns a dict:
       sequence_output  [batch, seq, hidden]
       hidden_states    list of L + 1 tensors [batch, seq, hidden] (embeddings, then each layer)
+
+    seed: every weight is drawn independently from N(0, initializer_range) truncated, with
+      seeds from this one (None: drawn like unseeded Keras); the same seed gives the same
+      weights and dropout masks.
+    dtype: the dtype policy (e.g. "mixed_bfloat16"); every sublayer takes it.
     """
 
-    def __init__(self, config: Union[configs.GptConfig, dict, str] = "gpt1", **kwargs):
+    def __init__(self, config: Union[configs.GptConfig, dict, str] = "gpt1",
+                 seed: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
         self.config = configs.resolve_config(config, configs.GptConfig)
+        self.seed = seed
         cfg = self.config
-        init = keras.initializers.TruncatedNormal(stddev=cfg.initializer_range)
+        seeds = SeedStream(seed)
         policy = self.dtype_policy
         self.token_embedding = TiedEmbedding(
-            cfg.vocab_size, cfg.hidden_size, embeddings_initializer=init, dtype=policy,
+            cfg.vocab_size, cfg.hidden_size,
+            embeddings_initializer=seeds.truncated_normal(cfg.initializer_range), dtype=policy,
             name="token_embedding")
         self.position_embedding = PositionEmbedding(
-            cfg.max_positions, cfg.hidden_size, initializer=init, dtype=policy,
+            cfg.max_positions, cfg.hidden_size,
+            initializer=seeds.truncated_normal(cfg.initializer_range), dtype=policy,
             name="position_embedding")
-        self.embedding_dropout = keras.layers.Dropout(cfg.hidden_dropout, dtype=policy)
+        self.embedding_dropout = keras.layers.Dropout(cfg.hidden_dropout, seed=seeds.next(),
+                                                      dtype=policy)
         self.transformer_layers = [
             TransformerBlock(
                 cfg.num_heads, cfg.intermediate_size, hidden_dropout=cfg.hidden_dropout,
                 attention_dropout=cfg.attention_dropout,
                 layer_norm_epsilon=cfg.layer_norm_epsilon,
-                gelu_approximate=cfg.gelu_approximate, kernel_initializer=init, dtype=policy,
-                name=f"transformer_layer_{i}")
+                gelu_approximate=cfg.gelu_approximate,
+                kernel_initializer=seeds.truncated_normal(cfg.initializer_range),
+                seed=seeds.next(), dtype=policy, name=f"transformer_layer_{i}")
             for i in range(cfg.num_layers)
         ]
         self.build()
@@ -84,8 +96,8 @@ class GptDecoder(CheckpointListsMixin, keras.Model):
         return self.token_embedding(sequence_output, reverse=True)
 
     def get_config(self):
-        return {"config": configs.config_to_dict(self.config), "name": self.name,
-                "dtype": keras.dtype_policies.serialize(self.dtype_policy)}
+        return {"config": configs.config_to_dict(self.config), "seed": self.seed,
+                "name": self.name, "dtype": keras.dtype_policies.serialize(self.dtype_policy)}
 
 
 class DecoderLanguageModel(keras.Model):
@@ -94,14 +106,20 @@ class DecoderLanguageModel(keras.Model):
 
     call(inputs) returns the decoder's outputs plus `logits`: float32 [batch, seq, vocab_size],
     where position t scores token t + 1.
+
+    decoder: the decoder, or a config / named size to build one with this model's dtype
+      policy and `seed` (the LM output is the decoder's tied embedding: nothing else to seed).
     """
 
     decoder_class: type = None        # set by each subclass
     default_config: str = ""
 
-    def __init__(self, decoder=None, **kwargs):
+    def __init__(self, decoder=None, seed: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
-        self.decoder = configs.resolve_backbone(decoder or self.default_config, self.decoder_class)
+        self.seed = seed
+        self.decoder = configs.resolve_backbone(decoder or self.default_config,
+                                                self.decoder_class, seed=seed,
+                                                dtype=self.dtype_policy)
         self.built = True
 
     @property
@@ -114,8 +132,8 @@ class DecoderLanguageModel(keras.Model):
         return {**outputs, "logits": ops.cast(logits, "float32")}
 
     def get_config(self):
-        return {"decoder": keras.saving.serialize_keras_object(self.decoder), "name": self.name,
-                "dtype": keras.dtype_policies.serialize(self.dtype_policy)}
+        return {"decoder": keras.saving.serialize_keras_object(self.decoder), "seed": self.seed,
+                "name": self.name, "dtype": keras.dtype_policies.serialize(self.dtype_policy)}
 
 
 @keras.saving.register_keras_serializable(package="tfmodels")

@@ -14,7 +14,7 @@ states back with a Dense layer (`lm_projection`), then multiplies by the embeddi
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import keras
 from keras import ops
@@ -23,6 +23,7 @@ from tfmodels import configs
 from tfmodels.gpt import DecoderLanguageModel
 from tfmodels.layers.embeddings import TiedEmbedding
 from tfmodels.layers.tracking import CheckpointListsMixin
+from tfmodels.seeding import SeedStream
 
 
 @keras.saving.register_keras_serializable(package="tfmodels")
@@ -39,30 +40,40 @@ class LstmDecoder(CheckpointListsMixin, keras.Model):
       runs the cuDNN kernel on GPUs (float32 / float16 / bfloat16); pass False when the model
       runs inside an XLA-compiled function (`jit_compile`), which cannot compile that kernel
       (the generic loop it falls back to compiles everywhere).
+    seed: seeds every initializer and dropout (None: drawn like unseeded Keras); the same seed
+      gives the same weights and dropout masks.
+    dtype: the dtype policy (e.g. "mixed_bfloat16"); every sublayer takes it.
     """
 
     def __init__(self, config: Union[configs.LstmConfig, dict, str] = "lstm_2048",
-                 use_cudnn: Union[str, bool] = "auto", **kwargs):
+                 use_cudnn: Union[str, bool] = "auto", seed: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
         self.config = configs.resolve_config(config, configs.LstmConfig)
         self.use_cudnn = use_cudnn
+        self.seed = seed
         cfg = self.config
-        init = keras.initializers.TruncatedNormal(stddev=cfg.initializer_range)
+        seeds = SeedStream(seed)
         policy = self.dtype_policy
         self.token_embedding = TiedEmbedding(
-            cfg.vocab_size, cfg.embedding_size, embeddings_initializer=init, dtype=policy,
+            cfg.vocab_size, cfg.embedding_size,
+            embeddings_initializer=seeds.truncated_normal(cfg.initializer_range), dtype=policy,
             name="token_embedding")
-        self.embedding_dropout = keras.layers.Dropout(cfg.hidden_dropout, dtype=policy)
+        self.embedding_dropout = keras.layers.Dropout(cfg.hidden_dropout, seed=seeds.next(),
+                                                      dtype=policy)
         # Keras' LSTM defaults (glorot kernel, orthogonal recurrent kernel, forget bias 1)
-        # also keep the cuDNN kernel eligible on GPUs.
+        # also keep the cuDNN kernel eligible on GPUs; here they are seeded.
         self.lstm_layers = [
             keras.layers.LSTM(cfg.lstm_units, return_sequences=True, use_cudnn=use_cudnn,
+                              kernel_initializer=seeds.glorot_uniform(),
+                              recurrent_initializer=seeds.orthogonal(), seed=seeds.next(),
                               dtype=policy, name=f"lstm_layer_{i}")
             for i in range(cfg.num_layers)
         ]
-        self.output_dropout = keras.layers.Dropout(cfg.hidden_dropout, dtype=policy)
+        self.output_dropout = keras.layers.Dropout(cfg.hidden_dropout, seed=seeds.next(),
+                                                   dtype=policy)
         self.lm_projection = keras.layers.Dense(
-            cfg.embedding_size, kernel_initializer=init, dtype=policy, name="lm_projection")
+            cfg.embedding_size, kernel_initializer=seeds.truncated_normal(cfg.initializer_range),
+            dtype=policy, name="lm_projection")
         self.build()
 
     @property
@@ -96,7 +107,8 @@ class LstmDecoder(CheckpointListsMixin, keras.Model):
 
     def get_config(self):
         return {"config": configs.config_to_dict(self.config), "use_cudnn": self.use_cudnn,
-                "name": self.name, "dtype": keras.dtype_policies.serialize(self.dtype_policy)}
+                "seed": self.seed, "name": self.name,
+                "dtype": keras.dtype_policies.serialize(self.dtype_policy)}
 
 
 @keras.saving.register_keras_serializable(package="tfmodels")

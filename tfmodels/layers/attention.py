@@ -4,6 +4,8 @@ import math
 import keras
 from keras import ops
 
+from tfmodels.seeding import SeedStream
+
 # Added to the logits of keys a query may not see. Large enough to zero them after softmax in
 # float32 (where the softmax always runs, whatever the layer's dtype policy).
 _MASKED_LOGIT = -1e9
@@ -23,26 +25,35 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         [batch, seq_q, seq_k], [batch, 1, seq_k] (padding only) or [1, seq_q, seq_k] (causal).
     Returns [batch, seq, hidden], and with `return_attention_scores=True` also the attention
     probabilities [batch, heads, seq_q, seq_k] (before dropout).
+
+    kernel_initializer: the kind of initializer; each projection gets its own copy, seeded
+      from `seed` (one shared instance would give both the same values, tfmodels.seeding).
+    seed: int or None (drawn like unseeded Keras); the same seed, the same weights and
+      dropout masks.
     """
 
     def __init__(self, num_heads: int, head_size: int, dropout: float = 0.0,
-                 kernel_initializer="glorot_uniform", **kwargs):
+                 kernel_initializer="glorot_uniform", seed=None, **kwargs):
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.head_size = head_size
         self.dropout = dropout
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.seed = seed
+        seeds = SeedStream(seed)
         self.qkv = keras.layers.Dense(
-            3 * num_heads * head_size, kernel_initializer=self.kernel_initializer,
+            3 * num_heads * head_size, kernel_initializer=seeds.reseeded(kernel_initializer),
             dtype=self.dtype_policy, name="qkv")
+        self._output_initializer = seeds.reseeded(kernel_initializer)
         self.output_dense = None  # built once the input width is known
-        self.probs_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
+        self.probs_dropout = keras.layers.Dropout(dropout, seed=seeds.next(),
+                                                  dtype=self.dtype_policy)
 
     def build(self, input_shape):
         hidden_size = input_shape[-1]
         self.qkv.build(input_shape)
         self.output_dense = keras.layers.Dense(
-            hidden_size, kernel_initializer=self.kernel_initializer, dtype=self.dtype_policy,
+            hidden_size, kernel_initializer=self._output_initializer, dtype=self.dtype_policy,
             name="output")
         self.output_dense.build(tuple(input_shape[:-1]) + (self.num_heads * self.head_size,))
         self.built = True
@@ -76,7 +87,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "num_heads": self.num_heads,
                 "head_size": self.head_size, "dropout": self.dropout,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "seed": self.seed}
 
 
 def padding_mask(input_mask):
