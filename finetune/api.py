@@ -8,77 +8,49 @@
     clf.save("sst2.keras")                            # keras.saving.load_model gives it back
     clf.export("exports/sst2")                        # TF Serving layout, raw text in
 
-A TextClassifier is a `keras.Model` holding the fine-tuning TaskModel (finetune.models) and the
-model's tokenizer. Nothing here is a second implementation of the binaries' pieces:
-- text -> rows: `finetune.features.encode_examples`, i.e. the in-graph `TextPacker` +
-  `finetune.text_inputs.pack_texts` that the exports run on each request;
-- training: Keras `fit` drives the project's `TrainStep` (AdamW with the papers' decay
-  exclusions and warmup + linear decay, global-norm clipping of the all-reduced gradient,
-  dense embedding gradients, optional XLA) on the length-bucketed batches of
-  `finetune.batching`;
-- prediction and evaluation: `finetune.evaluation.Predictor` (length-ordered batches) and the
-  task's metric (`finetune.tasks`);
+Every class here is a `FinetunedModel`: a `keras.Model` holding the fine-tuning TaskModel
+(finetune.models), the model's tokenizer and its task (a finetune.tasks.TaskSpec, whose kind
+says how raw inputs become examples and what `predict` returns: finetune.kinds). Nothing here is
+a second implementation of the binaries' pieces:
+- text -> rows: the kind's `encode`, i.e. the in-graph `TextPacker` that the exports run;
+- training: `finetune.driver.train`, the loop the fine-tuning binary runs (AdamW with the
+  papers' decay exclusions and warmup + linear decay, global-norm clipping of the all-reduced
+  gradient, optional XLA, length-bucketed batches), with Keras callbacks and a History of
+  per-epoch means;
+- prediction and evaluation: `finetune.evaluation` (length-ordered batches) and the kind's
+  decoding and metric;
 - export: `finetune.export.export_saved_model`.
 
 Inputs: a list (or array) of strings; for pairs, a list of (text_a, text_b) tuples or a dict
 {"text_a": [...], "text_b": [...]}; or a `tf.data.Dataset` of those (batched or not), optionally
 yielding (texts, labels). Labels: class ids, label names, or floats (regression).
-Create it inside `strategy.scope()` to train under a tf.distribute strategy.
+Create a model inside `strategy.scope()` to train under a tf.distribute strategy.
 
-Covered: single-text and pair classification, regression (STS-B), multiple choice, for BERT
-and GPT-1 (GPT-1's aux LM and symmetric similarity as the binaries do); BERT tagging
-(`TokenTagger`, CoNLL NER) and span QA (`QuestionAnswerer`, SQuAD, strided windows); the GPT-1
-LM (`LanguageModel.generate`).
+The classes: TextClassifier (one text or a pair), TextRegressor (STS-B), MultipleChoice (SWAG,
+RACE, Story Cloze), TokenTagger (CoNLL NER; BERT), QuestionAnswerer (SQuAD v1.1 / v2.0 over
+strided windows; BERT), for BERT and GPT-1 (GPT-1's aux LM and symmetric similarity as the
+binaries do), and LanguageModel (the GPT-1 LM: generation and perplexity).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from finetune import batching
-from finetune.examples import ChoiceExample, SpanExample, TextExample, TokenExample
+from finetune import kinds
+from finetune import metrics as task_metrics
+from finetune.driver import TrainOptions, train
+from finetune.evaluation import predict_and_decode
 from finetune.features import encode_examples
-from finetune.losses import task_loss
+from finetune.kinds import DecodeOptions
 from finetune.models import (ARCHITECTURE_INPUT_FORMAT, ARCHITECTURES, as_backbone,
                              backbone_architecture, backbone_input_format, build_task_model)
+from finetune.python_inputs import Texts, inputs_and_labels, text
 from finetune.tasks import TaskSpec, get_task
-from finetune import metrics as task_metrics
-from tfmodels.optimization import create_optimizer
-from tfmodels.progress import ProgressCallback
 from tfmodels.tokenizers.loading import load_tokenizer
-from tfmodels.training import TrainStep
-
-Texts = Any  # list of str | list of (str, str) | {"text_a", "text_b"} | tf.data.Dataset
-
-
-def _task_spec(task: str, num_classes: int, label_names: Sequence[str], pair: bool,
-               regression: bool, num_choices: int = 0) -> TaskSpec:
-    """A registered task (its labels, pair-ness, metric), or a custom one: accuracy (with F1 for
-    two classes) for classes, Pearson / Spearman for regression, accuracy over choices."""
-    if task:
-        return get_task(task)
-    if num_choices:
-        return TaskSpec(name="multiple_choice", kind="multiple_choice", read=None,
-                        metric=task_metrics.accuracy, main_metric="accuracy", files={},
-                        num_choices=num_choices, is_pair=True)
-    if regression:
-        return TaskSpec(name="text_regressor", kind="regression", read=None,
-                        metric=task_metrics.pearson_spearman, main_metric="corr", files={},
-                        is_pair=pair)
-    names = tuple(label_names) or tuple(str(i) for i in range(num_classes))
-    if num_classes and len(names) != num_classes:
-        raise ValueError(f"{len(names)} label_names for num_classes={num_classes}")
-    if len(names) < 2:
-        raise ValueError(f"a classifier needs at least 2 classes, got {len(names)}")
-    metric = task_metrics.f1_and_accuracy if len(names) == 2 else task_metrics.accuracy
-    return TaskSpec(name="text_classifier", kind="classification", read=None, metric=metric,
-                    main_metric="accuracy", files={}, label_names=names, is_pair=pair)
 
 
 def load_backbone_and_tokenizer(checkpoint: str, model: str = "bert", vocab_file: str = "",
@@ -106,87 +78,32 @@ def load_backbone_and_tokenizer(checkpoint: str, model: str = "bert", vocab_file
     return backbone, tokenizer
 
 
-# ---- inputs ------------------------------------------------------------------------------------
-
-def _text(value) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, np.generic):
-        value = value.item()
-        return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
-    if not isinstance(value, str):
-        raise ValueError(f"expected a text (str), got {type(value).__name__}: {value!r}")
-    return value
+def _checked_task(task: str, kind) -> TaskSpec:
+    spec = get_task(task)
+    if spec.kind is not kind:
+        raise ValueError(f"task {task!r} is a {spec.kind.name} task, not a {kind.name} task")
+    return spec
 
 
-def _rows(value) -> List[Any]:
-    """One dataset element's field -> a list of rows (unbatched elements give one row)."""
-    array = np.asarray(value, dtype=object) if not isinstance(value, np.ndarray) else value
-    return [array.item()] if array.ndim == 0 else list(array)
+def _refuse_unknown(method: str, options: Dict[str, Any]) -> None:
+    if options:
+        raise TypeError(f"{method}() got unexpected keyword arguments: {', '.join(sorted(options))}")
 
 
-def _from_dataset(dataset: tf.data.Dataset) -> Tuple[Any, Optional[List[Any]]]:
-    """A dataset of texts, pairs or dicts of columns (batched or not), optionally as
-    (inputs, labels) -> Python columns and labels."""
-    texts_a, texts_b, columns, labels = [], [], {}, []
-    for element in dataset.as_numpy_iterator():
-        x, y = element if isinstance(element, tuple) and len(element) == 2 and not (
-            isinstance(element[0], (bytes, str, np.bytes_))
-            and isinstance(element[1], (bytes, str, np.bytes_))) else (element, None)
-        if isinstance(x, dict):
-            # One example per element unless its first column has a batch axis.
-            first = next(v for k, v in x.items() if k != "endings")
-            batched = np.ndim(first) > 0
-            for key, value in x.items():
-                columns.setdefault(key, []).extend(list(value) if batched else [value])
-        elif isinstance(x, tuple):
-            texts_a += _rows(x[0])
-            texts_b += _rows(x[1])
-        else:
-            texts_a += _rows(x)
-        if y is not None:
-            labels += _rows(y)
-    x = columns or ({"text_a": texts_a, "text_b": texts_b} if texts_b else texts_a)
-    return x, (labels or None)
+class FinetunedModel(keras.Model):
+    """A TaskModel with its tokenizer and task: raw inputs in, the task's answers out.
 
-
-def _columns(x: Texts, pair: bool) -> Tuple[List[str], Optional[List[str]]]:
-    if isinstance(x, dict):
-        a, b = list(x["text_a"]), list(x["text_b"])
-    elif pair:
-        items = list(x)
-        bad = [i for i, item in enumerate(items) if not (isinstance(item, (tuple, list))
-                                                         and len(item) == 2)]
-        if bad:
-            raise ValueError(f"a pair classifier takes (text_a, text_b) pairs; item {bad[0]} is "
-                             f"{items[bad[0]]!r}")
-        a, b = [i[0] for i in items], [i[1] for i in items]
-    else:
-        if isinstance(x, str):
-            raise ValueError("pass a list of texts, not one string")
-        a, b = list(x), None
-    if pair != (b is not None):
-        raise ValueError("this classifier reads text pairs; pass (text_a, text_b) tuples"
-                         if pair else "this classifier reads single texts, got pairs")
-    if b is not None and len(a) != len(b):
-        raise ValueError(f"{len(a)} first texts but {len(b)} second texts")
-    return [_text(t) for t in a], (None if b is None else [_text(t) for t in b])
-
-
-class TextClassifier(keras.Model):
-    """BERT or GPT-1 fine-tuned to classify (or score) a text or a text pair; see the module
-    docstring. Build it with `from_checkpoint`; `keras.saving.load_model` restores a saved one.
-
-    call(model inputs) -> logits [b, classes] (regression: scores [b]); `predict`, `evaluate`,
-    `fit` take raw texts.
+    Subclasses say which kind of task they hold (`task_spec_for`) and how `from_checkpoint`
+    builds them; every method below is the kind's (finetune.kinds), so the classes share them.
+    call(model inputs) -> the TaskModel's output (its only one, e.g. logits; or the dict).
     """
 
     def __init__(self, task_model, tokenizer=None, seq_length: int = 128, task: str = "",
                  label_names: Sequence[str] = (), pair: bool = False, regression: bool = False,
                  lower_case: bool = True, lm_weight: float = 0.5, num_choices: int = 0,
+                 doc_stride: int = 128, max_query_length: int = 64, max_answer_length: int = 30,
                  **kwargs):
         super().__init__(**kwargs)
-        self.num_choices = int(num_choices)
         self.task_model = task_model
         self.tokenizer = tokenizer
         self.seq_length = int(seq_length)
@@ -196,47 +113,32 @@ class TextClassifier(keras.Model):
         self.regression = bool(regression)
         self.lower_case = bool(lower_case)
         self.lm_weight = float(lm_weight)
+        self.num_choices = int(num_choices)
+        self.doc_stride = int(doc_stride)
+        self.max_query_length = int(max_query_length)
+        self.max_answer_length = int(max_answer_length)
         self.input_format = backbone_input_format(task_model)
-        self.task_spec = _task_spec(task, len(self.label_names), self.label_names, pair,
-                                    regression, self.num_choices)
-        self.output_key = "predictions" if self.task_spec.kind == "regression" else "logits"
+        self.task_spec = self.task_spec_for(task, self.label_names, self.pair, self.regression,
+                                            self.num_choices)
+        self.kind = self.task_spec.kind
         # The task model carries its own weights; this wrapper adds none.
         self.built = bool(task_model.built)
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str, num_classes: int = 2, seq_length: int = 128,
-                        task: str = "", label_names: Sequence[str] = (), pair: bool = False,
-                        regression: bool = False, model: str = "bert", vocab_file: str = "",
-                        bpe_encoder_file: str = "", bpe_merges_file: str = "",
-                        lower_case: bool = True, dropout: float = 0.1, lm_weight: float = 0.5,
-                        seed: int = 0) -> "TextClassifier":
-        """A new head on a pretrained checkpoint (any format `bert-gpt-finetune` reads).
+    def task_spec_for(cls, task: str, label_names: Sequence[str], pair: bool, regression: bool,
+                      num_choices: int) -> TaskSpec:
+        raise NotImplementedError
 
-        task: a registered task (e.g. "sst2", "mrpc", "stsb"): its labels, pair-ness and
-          metrics; else num_classes / label_names / pair / regression describe it.
-        """
-        spec = _task_spec(task, 0 if label_names else num_classes,
-                          label_names or tuple(str(i) for i in range(num_classes)), pair,
-                          regression)
-        backbone, tokenizer = load_backbone_and_tokenizer(
-            checkpoint, model, vocab_file, bpe_encoder_file, bpe_merges_file, lower_case)
-        if not 1 <= seq_length <= backbone.config.max_positions:
-            raise ValueError(f"seq_length must be in 1..{backbone.config.max_positions}, got "
-                             f"{seq_length}")
-        keras.utils.set_random_seed(seed)
-        options = {"dropout": dropout, "name": spec.name}
-        if backbone_input_format(backbone) == "gpt":
-            options["aux_lm"] = lm_weight > 0
-        task_model = build_task_model(spec, backbone, **options)
-        return cls(task_model, tokenizer, seq_length, task=task,
-                   label_names=spec.label_names, pair=spec.is_pair,
-                   regression=spec.kind == "regression", lower_case=lower_case,
-                   lm_weight=lm_weight)
+    @property
+    def decode_options(self) -> DecodeOptions:
+        return DecodeOptions(max_answer_length=self.max_answer_length)
 
     # ---- Keras ---------------------------------------------------------------------------------
 
     def call(self, inputs, training=None):
-        return self.task_model(inputs, training=training)[self.output_key]
+        outputs = self.task_model(inputs, training=training)
+        keys = self.kind.output_keys
+        return outputs[keys[0]] if len(keys) == 1 else outputs
 
     def get_config(self):
         return {**super().get_config(),
@@ -244,11 +146,12 @@ class TextClassifier(keras.Model):
                 "seq_length": self.seq_length, "task": self.task,
                 "label_names": list(self.label_names), "pair": self.pair,
                 "regression": self.regression, "lower_case": self.lower_case,
-                "lm_weight": self.lm_weight, "num_choices": self.num_choices}
+                "lm_weight": self.lm_weight, "num_choices": self.num_choices,
+                "doc_stride": self.doc_stride, "max_query_length": self.max_query_length,
+                "max_answer_length": self.max_answer_length}
 
     @classmethod
     def from_config(cls, config):
-        from finetune import models  # noqa: F401  (registers the task models)
         config = dict(config)
         task_model = keras.saving.deserialize_keras_object(config.pop("task_model"))
         return cls(task_model, **config)
@@ -267,149 +170,152 @@ class TextClassifier(keras.Model):
                                                                              "vocab.json"),
                                             merges_file=os.path.join(dir_path, "merges.txt"))
 
-    def train_step(self, data):
-        # Keras' fit loop (callbacks, History, epochs) around the project's step, run in the
-        # replica context Keras' distributed train function provides.
-        return self._train_step.replica_step(data)
-
-    # ---- raw text in ---------------------------------------------------------------------------
+    # ---- raw inputs in -------------------------------------------------------------------------
 
     def encode(self, x: Texts, y: Optional[Sequence[Any]] = None):
-        """Inputs (and labels) -> (examples, EncodedFeatures) through the shared in-graph
-        packer (finetune.features)."""
-        if isinstance(x, tf.data.Dataset):
-            x, dataset_labels = _from_dataset(x)
-            y = dataset_labels if y is None else y
-        if y is not None:
-            y = list(_rows(y) if isinstance(y, (np.ndarray, tf.Tensor)) else y)
-        examples = self._examples(x, y)
+        """Inputs (and labels) -> (examples, EncodedFeatures), through the kind's encoder: the
+        in-graph packer the exports run."""
+        x, y = inputs_and_labels(x, y)
+        examples = self.kind.api_examples(x, y, self)
         if not examples:
             raise ValueError("no texts")
-        return examples, encode_examples(examples, self.task_spec.kind, self.input_format,
-                                         self.tokenizer, self.seq_length,
-                                         label_names=self.label_names, **self._encode_options())
-
-    def _examples(self, x, y) -> List[TextExample]:
-        a, b = _columns(x, self.pair)
-        if y is not None:
-            if len(y) != len(a):
-                raise ValueError(f"{len(a)} texts but {len(y)} labels")
-            y = [self._label_name(v) for v in y]
-        return [TextExample(str(i), t, None if b is None else b[i], None if y is None else y[i])
-                for i, t in enumerate(a)]
-
-    def _encode_options(self) -> Dict[str, Any]:
-        if self.input_format != "gpt":
-            return {}
-        return {"symmetric": bool(getattr(self.task_model, "symmetric", False))}
-
-    def _label_name(self, value):
-        if isinstance(value, np.generic):
-            value = value.item()
-        if self.task_spec.kind == "regression":
-            return float(value)
-        if isinstance(value, bytes):
-            value = value.decode("utf-8")
-        if isinstance(value, str):
-            if value not in self.label_names:
-                raise ValueError(f"label {value!r} is not one of {list(self.label_names)}")
-            return value
-        index = int(value)
-        if not 0 <= index < len(self.label_names) or index != value:
-            raise ValueError(f"label {value!r} is not a class id in 0..{len(self.label_names) - 1}")
-        return self.label_names[index]
+        options = self.kind.encode_options(self.task_spec, self.input_format, self)
+        return examples, encode_examples(examples, self.kind, self.input_format, self.tokenizer,
+                                         self.seq_length, label_names=self.label_names,
+                                         **options)
 
     def fit(self, x: Texts = None, y: Optional[Sequence[Any]] = None, epochs: float = 1,
             batch_size: int = 32, learning_rate: float = 5e-5, warmup_fraction: float = -1.0,
             weight_decay: float = 0.01, clip_norm: float = 1.0, jit_compile: bool = False,
             pad_to_max_length: bool = False, seed: int = 0, verbose: int = 1,
-            callbacks: Sequence[keras.callbacks.Callback] = ()):
-        """Fine-tunes on raw texts and labels; returns Keras' History (loss, accuracy per epoch).
+            callbacks: Sequence[keras.callbacks.Callback] = (), **unknown):
+        """Fine-tunes on raw inputs and labels (finetune.driver); returns Keras' History of
+        per-epoch mean loss and metrics.
 
         epochs may be fractional; the schedule (warmup_fraction: BERT 0.1, GPT-1 0.002 when
         < 0, then linear decay) spans this call. verbose 1: a progress line on stderr.
         """
         from finetune.config import WARMUP_FRACTION
+        _refuse_unknown("fit", unknown)
         _, features = self.encode(x, y)
         if not features.label_keys:
             raise ValueError("fit needs labels (y, or (texts, labels) from the dataset)")
-        strategy = self.distribute_strategy
-        steps_per_epoch = len(features) // batch_size
-        if steps_per_epoch < 1:
-            raise ValueError(f"{len(features)} examples are fewer than one batch of {batch_size}")
-        total = max(1, int(round(epochs * steps_per_epoch)))
         if warmup_fraction < 0:
             warmup_fraction = WARMUP_FRACTION[self.input_format]
-        with strategy.scope():
-            optimizer = create_optimizer(learning_rate, total_steps=total,
-                                         warmup_steps=int(round(warmup_fraction * total)),
-                                         weight_decay=weight_decay)
-        self._train_step = TrainStep(self.task_model, optimizer,
-                                     task_loss(self.task_spec, self.input_format, self.lm_weight),
-                                     strategy, jit_compile=jit_compile, clip_norm=clip_norm)
-        # Keras checks that the model is compiled; the optimizer lives in TrainStep (it clips
-        # the all-reduced gradient, which a Keras optimizer cannot under a strategy).
-        self.compile(optimizer=optimizer, jit_compile=False)
-        dataset = batching.train_dataset({**features.inputs(), **features.labels()},
-                                         batch_size, seed, pad_to_max_length)
-        epochs_run = max(1, math.ceil(total / steps_per_epoch))
-        shown = [ProgressCallback(total, "fit")] if verbose else []
-        try:
-            return super().fit(dataset, epochs=epochs_run,
-                               steps_per_epoch=min(steps_per_epoch, total), verbose=0,
-                               shuffle=False, callbacks=[*shown, *callbacks])
-        finally:
-            # The schedule belongs to this call; a saved model carries no optimizer state.
-            self.optimizer = None
-            self.compiled = False
+        options = TrainOptions(
+            learning_rate=learning_rate, batch_size=batch_size, epochs=epochs,
+            warmup_fraction=warmup_fraction, weight_decay=weight_decay, clip_norm=clip_norm,
+            lm_weight=self.lm_weight, jit_compile=jit_compile,
+            pad_to_max_length=pad_to_max_length, seed=seed, log_every=math.inf)
+        trained = train(self.task_model, self.task_spec, features, options,
+                        self.distribute_strategy, callbacks, callback_model=self,
+                        log=lambda message: None, label="fit", verbose=bool(verbose))
+        self.history = trained.history
+        return trained.history
 
-    def _predict_features(self, features, batch_size: int) -> np.ndarray:
-        """Probabilities [n, classes] (regression: scores [n]) of encoded features, in order."""
-        from finetune.evaluation import Predictor
-        outputs = Predictor(self.task_model, self.distribute_strategy, (self.output_key,),
-                            batch_size)(features)[self.output_key]
-        if self.task_spec.kind == "regression":
-            return outputs.astype(np.float32)
-        z = np.exp(outputs - outputs.max(-1, keepdims=True))
-        return (z / z.sum(-1, keepdims=True)).astype(np.float32)
+    def _decode(self, examples, features, batch_size: int):
+        return predict_and_decode(self.task_model, self.task_spec, examples, features,
+                                  self.distribute_strategy, batch_size, self.decode_options)
 
-    def predict(self, x: Texts, batch_size: int = 64, **unused) -> np.ndarray:
-        """Class probabilities [n, classes] (regression: scores [n])."""
-        return self._predict_features(self.encode(x)[1], batch_size)
+    def predict(self, x: Texts, batch_size: int = 64, **unknown):
+        """The kind's predictions: class probabilities [n, classes], scores [n] (regression),
+        ending probabilities [n, choices], tags per word, or answer texts (v2.0: "" when the
+        null score beats the threshold)."""
+        _refuse_unknown("predict", unknown)
+        examples, features = self.encode(x)
+        return self.kind.api_predictions(self._decode(examples, features, batch_size), self)
 
-    def predict_labels(self, x: Texts, batch_size: int = 64) -> List[str]:
-        """The most probable label name of every text."""
-        return [self.label_names[i] for i in self.predict(x, batch_size).argmax(-1)]
+    def predict_labels(self, x: Texts, batch_size: int = 64) -> List[Any]:
+        """The answer for every input: a label name, an ending index, tags or an answer."""
+        examples, features = self.encode(x)
+        return self.kind.api_labels(self._decode(examples, features, batch_size), self)
 
     def evaluate(self, x: Texts = None, y: Optional[Sequence[Any]] = None, batch_size: int = 64,
-                 **unused) -> Dict[str, float]:
-        """The task's metrics (accuracy, F1, MCC, Pearson / Spearman ...) on texts and labels."""
+                 **unknown) -> Dict[str, float]:
+        """The task's metrics (accuracy, F1, MCC, Pearson / Spearman, EM, entity F1 ...), as
+        the fine-tuning binary scores them."""
+        _refuse_unknown("evaluate", unknown)
         examples, features = self.encode(x, y)
         if not features.label_keys:
             raise ValueError("evaluate needs labels (y, or (texts, labels) from the dataset)")
-        predictions = self._predict_features(features, batch_size)
-        from finetune.evaluation import DECODERS
-        gold = [DECODERS[self.task_spec.kind].gold(e, self.task_spec) for e in examples]
-        predicted = (predictions.tolist() if self.task_spec.kind == "regression"
-                     else predictions.argmax(-1).tolist())
-        return {k: float(v) for k, v in self.task_spec.metric(gold, predicted).items()}
+        decoded = self._decode(examples, features, batch_size)
+        return {k: float(v) for k, v in self.kind.score(self.task_spec, examples, decoded,
+                                                         self.decode_options).items()}
 
     def export(self, export_dir: str, seq_length: Optional[int] = None,
                ids_only: bool = False) -> str:
         """TF Serving layout `<export_dir>/<next version>/` (raw text in: the same packer);
         returns the version folder."""
-        base, name = os.path.split(os.path.normpath(export_dir))
         from finetune.export import export_saved_model
+        base, name = os.path.split(os.path.normpath(export_dir))
         return export_saved_model(self.task_model, self.task_spec, self.tokenizer, base or ".",
                                   name, seq_length or self.seq_length, ids_only=ids_only,
-                                  **self._export_options())
-
-    def _export_options(self) -> Dict[str, Any]:
-        """Task-specific export_saved_model arguments (SQuAD's query / answer lengths)."""
-        return {}
+                                  max_query_length=self.max_query_length,
+                                  max_answer_length=self.max_answer_length)
 
 
-keras.saving.register_keras_serializable(package="finetune")(TextClassifier)
+def _new_head(spec: TaskSpec, checkpoint: str, model: str, vocab_file: str,
+              bpe_encoder_file: str, bpe_merges_file: str, lower_case: bool, seq_length: int,
+              seed: int, **options):
+    """(a fresh TaskModel for `spec` on the checkpoint's backbone, the tokenizer)."""
+    backbone, tokenizer = load_backbone_and_tokenizer(
+        checkpoint, model, vocab_file, bpe_encoder_file, bpe_merges_file, lower_case)
+    if not 1 <= seq_length <= backbone.config.max_positions:
+        raise ValueError(f"seq_length must be in 1..{backbone.config.max_positions}, got "
+                         f"{seq_length}")
+    options = spec.kind.head_options(spec, backbone_input_format(backbone), options)
+    return build_task_model(spec, backbone, name=spec.name, seed=seed, **options), tokenizer
+
+
+class TextClassifier(FinetunedModel):
+    """BERT or GPT-1 fine-tuned to classify a text or a text pair (or to score it, with
+    `regression`); see the module docstring. Build it with `from_checkpoint`;
+    `keras.saving.load_model` restores a saved one.
+
+    `predict` gives class probabilities [n, classes] (regression: scores [n]).
+    """
+
+    @classmethod
+    def task_spec_for(cls, task, label_names, pair, regression, num_choices) -> TaskSpec:
+        """A registered task (its labels, pair-ness, metric), or a custom one: accuracy (with
+        F1 for two classes), or Pearson / Spearman for regression."""
+        if task:
+            return get_task(task)
+        if regression:
+            return TaskSpec(name="text_regressor", kind=kinds.REGRESSION, read=None,
+                            metric=task_metrics.pearson_spearman, main_metric="corr", files={},
+                            is_pair=pair)
+        if len(label_names) < 2:
+            raise ValueError(f"a classifier needs at least 2 classes, got {len(label_names)}")
+        metric = task_metrics.f1_and_accuracy if len(label_names) == 2 else task_metrics.accuracy
+        return TaskSpec(name="text_classifier", kind=kinds.CLASSIFICATION, read=None,
+                        metric=metric, main_metric="accuracy", files={},
+                        label_names=tuple(label_names), is_pair=pair)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str, num_classes: int = 2, seq_length: int = 128,
+                        task: str = "", label_names: Sequence[str] = (), pair: bool = False,
+                        regression: bool = False, model: str = "bert", vocab_file: str = "",
+                        bpe_encoder_file: str = "", bpe_merges_file: str = "",
+                        lower_case: bool = True, dropout: float = 0.1, lm_weight: float = 0.5,
+                        seed: int = 0) -> "TextClassifier":
+        """A new head on a pretrained checkpoint (any format `bert-gpt-finetune` reads).
+
+        task: a registered task (e.g. "sst2", "mrpc", "stsb"): its labels, pair-ness and
+          metrics; else num_classes / label_names / pair / regression describe it.
+        seed: the head's initialisation and dropout.
+        """
+        names = tuple(label_names) or tuple(str(i) for i in range(num_classes))
+        spec = cls.task_spec_for(task, () if regression else names, pair, regression, 0)
+        options = {"dropout": dropout}
+        if ARCHITECTURE_INPUT_FORMAT.get(model) == "gpt":
+            options["aux_lm"] = lm_weight > 0
+        task_model, tokenizer = _new_head(spec, checkpoint, model, vocab_file, bpe_encoder_file,
+                                          bpe_merges_file, lower_case, seq_length, seed,
+                                          **options)
+        return cls(task_model, tokenizer, seq_length, task=task, label_names=spec.label_names,
+                   pair=spec.is_pair, regression=spec.kind is kinds.REGRESSION,
+                   lower_case=lower_case, lm_weight=lm_weight)
 
 
 class TextRegressor(TextClassifier):
@@ -419,16 +325,13 @@ class TextRegressor(TextClassifier):
     @classmethod
     def from_checkpoint(cls, checkpoint: str, seq_length: int = 128, task: str = "",
                         pair: bool = True, **options) -> "TextRegressor":
-        if task and get_task(task).kind != "regression":
-            raise ValueError(f"task {task!r} is not a regression task")
+        if task:
+            _checked_task(task, kinds.REGRESSION)
         return super().from_checkpoint(checkpoint, num_classes=1, seq_length=seq_length,
                                        task=task, pair=pair, regression=True, **options)
 
 
-keras.saving.register_keras_serializable(package="finetune")(TextRegressor)
-
-
-class MultipleChoice(TextClassifier):
+class MultipleChoice(FinetunedModel):
     """Picks one of `num_choices` endings (SWAG, RACE, Story Cloze): one row per candidate (BERT
     `[CLS] context [SEP] question ending [SEP]`, GPT-1 `[s] context question [$] ending [e]`),
     one score each, softmax over the candidates.
@@ -441,142 +344,31 @@ class MultipleChoice(TextClassifier):
     """
 
     @classmethod
+    def task_spec_for(cls, task, label_names, pair, regression, num_choices) -> TaskSpec:
+        if task:
+            return _checked_task(task, kinds.MULTIPLE_CHOICE)
+        return TaskSpec(name="multiple_choice", kind=kinds.MULTIPLE_CHOICE, read=None,
+                        metric=task_metrics.accuracy, main_metric="accuracy", files={},
+                        num_choices=num_choices, is_pair=True)
+
+    @classmethod
     def from_checkpoint(cls, checkpoint: str, num_choices: int = 4, seq_length: int = 128,
                         task: str = "", model: str = "bert", vocab_file: str = "",
                         bpe_encoder_file: str = "", bpe_merges_file: str = "",
                         lower_case: bool = True, dropout: float = 0.1, lm_weight: float = 0.5,
                         seed: int = 0) -> "MultipleChoice":
-        if task and get_task(task).kind != "multiple_choice":
-            raise ValueError(f"task {task!r} is not a multiple-choice task")
-        spec = _task_spec(task, 0, (), True, False, num_choices)
-        backbone, tokenizer = load_backbone_and_tokenizer(
-            checkpoint, model, vocab_file, bpe_encoder_file, bpe_merges_file, lower_case)
-        keras.utils.set_random_seed(seed)
-        options = {"dropout": dropout, "name": spec.name}
-        if backbone_input_format(backbone) == "gpt":
+        spec = cls.task_spec_for(task, (), True, False, num_choices)
+        options = {"dropout": dropout}
+        if ARCHITECTURE_INPUT_FORMAT.get(model) == "gpt":
             options["aux_lm"] = lm_weight > 0
-        return cls(build_task_model(spec, backbone, **options), tokenizer, seq_length, task=task,
-                   pair=True, lower_case=lower_case, lm_weight=lm_weight,
-                   num_choices=spec.num_choices)
-
-    def _examples(self, x, y) -> List[ChoiceExample]:
-        if isinstance(x, dict):
-            rows = list(zip(x["context"], x.get("question") or [""] * len(x["context"]),
-                            x["endings"]))
-        else:
-            rows = list(x)
-        if y is not None and len(y) != len(rows):
-            raise ValueError(f"{len(rows)} questions but {len(y)} labels")
-        examples = []
-        for i, row in enumerate(rows):
-            if not (isinstance(row, (tuple, list)) and len(row) == 3):
-                raise ValueError(f"item {i}: expected (context, question, endings), got {row!r}")
-            context, question, endings = row
-            endings = tuple(_text(e) for e in endings)
-            if len(endings) != self.num_choices:
-                raise ValueError(f"item {i} has {len(endings)} endings, expected "
-                                 f"{self.num_choices}")
-            label = None
-            if y is not None:
-                label = int(np.asarray(y[i]).item())
-                if not 0 <= label < self.num_choices:
-                    raise ValueError(f"label {label} is not an ending index in "
-                                     f"0..{self.num_choices - 1}")
-            examples.append(ChoiceExample(str(i), _text(context), _text(question), endings,
-                                          label))
-        return examples
-
-    def _encode_options(self) -> Dict[str, Any]:
-        return {}
-
-    def predict_labels(self, x, batch_size: int = 64) -> List[int]:
-        """The index of the most probable ending of every question."""
-        return self.predict(x, batch_size).argmax(-1).tolist()
+        task_model, tokenizer = _new_head(spec, checkpoint, model, vocab_file, bpe_encoder_file,
+                                          bpe_merges_file, lower_case, seq_length, seed,
+                                          **options)
+        return cls(task_model, tokenizer, seq_length, task=task, pair=True,
+                   lower_case=lower_case, lm_weight=lm_weight, num_choices=spec.num_choices)
 
 
-keras.saving.register_keras_serializable(package="finetune")(MultipleChoice)
-
-
-class _DecodedHead(TextClassifier):
-    """Heads whose predictions are decoded per example from per-position logits (tags, spans):
-    `predict` returns the decoded predictions, `evaluate` the task metric on them."""
-
-    _options: Tuple[str, ...] = ()
-
-    def __init__(self, task_model, tokenizer=None, seq_length: int = 128, **kwargs):
-        options = {k: kwargs.pop(k) for k in self._options if k in kwargs}
-        super().__init__(task_model, tokenizer, seq_length, **kwargs)
-        for key, value in options.items():
-            setattr(self, key, value)
-
-    def get_config(self):
-        return {**super().get_config(), **{k: getattr(self, k) for k in self._options}}
-
-    def call(self, inputs, training=None):
-        return self.task_model(inputs, training=training)
-
-    def _decode(self, examples, features, batch_size: int):
-        from finetune.data import Split
-        from finetune.evaluation import DECODERS
-        kind = DECODERS[self.task_spec.kind]
-        settings = self._settings(batch_size)
-        outputs = kind.predictor(self.task_model, self.distribute_strategy, settings)(features)
-        return kind.decode(outputs, Split(examples, features), settings)
-
-    def _settings(self, batch_size: int) -> "_Settings":
-        return _Settings(batch_size, **{k: getattr(self, k) for k in self._options})
-
-    def predict(self, x, batch_size: int = 64, **unused) -> List[Any]:
-        """Decoded predictions: tags per word, or answer texts (v2.0: "" when the null score
-        beats the threshold)."""
-        from finetune.evaluation import final_answers
-        examples, features = self.encode(x)
-        decoded = self._decode(examples, features, batch_size)
-        return final_answers(self.task_spec, decoded, self._settings(batch_size).null_threshold)
-
-    def evaluate(self, x=None, y=None, batch_size: int = 64, **unused) -> Dict[str, float]:
-        """The task's metrics, as the fine-tuning binary scores them (finetune.evaluation.score)."""
-        from finetune.evaluation import score
-        examples, features = self.encode(x, y)
-        if not features.label_keys:
-            raise ValueError("evaluate needs gold labels (y)")
-        decoded = self._decode(examples, features, batch_size)
-        return {k: float(v) for k, v in score(self.task_spec, examples, decoded,
-                                               self._settings(batch_size)).items()}
-
-    def predict_labels(self, x, batch_size: int = 64) -> List[Any]:
-        return self.predict(x, batch_size)
-
-
-class _Settings:
-    """The FinetuneConfig fields the trainer's decoders and predictor read, at FinetuneConfig's
-    defaults (FinetuneConfig itself needs a task, data and an output folder)."""
-
-    _FIELDS = ("pad_to_max_length", "n_best_size", "max_answer_length", "null_threshold",
-               "tune_null_threshold")
-
-    def __init__(self, batch_size: int, **values):
-        from finetune.config import FinetuneConfig
-        defaults = {f.name: f.default for f in dataclasses.fields(FinetuneConfig)}
-        self.__dict__.update({k: defaults[k] for k in self._FIELDS})
-        self.eval_batch_size = batch_size
-        self.__dict__.update(values)
-
-
-def _tagger_spec(task: str, tags: Sequence[str]) -> TaskSpec:
-    if task:
-        spec = get_task(task)
-        if spec.kind != "token_classification":
-            raise ValueError(f"task {task!r} is not a tagging task")
-        return spec
-    if len(tags) < 2:
-        raise ValueError(f"a tagger needs at least 2 tags, got {list(tags)}")
-    return TaskSpec(name="token_tagger", kind="token_classification", read=None,
-                    metric=task_metrics.ner_f1, main_metric="f1", files={},
-                    label_names=tuple(tags))
-
-
-class TokenTagger(_DecodedHead):
+class TokenTagger(FinetunedModel):
     """One tag per word (CoNLL-2003 NER; BERT): the tag is read at each word's first piece.
 
         tagger = TokenTagger.from_checkpoint(minilm_dir, task="conll2003", seq_length=128)
@@ -587,37 +379,27 @@ class TokenTagger(_DecodedHead):
     """
 
     @classmethod
+    def task_spec_for(cls, task, label_names, pair, regression, num_choices) -> TaskSpec:
+        if task:
+            return _checked_task(task, kinds.TAGGING)
+        if len(label_names) < 2:
+            raise ValueError(f"a tagger needs at least 2 tags, got {list(label_names)}")
+        return TaskSpec(name="token_tagger", kind=kinds.TAGGING, read=None,
+                        metric=task_metrics.ner_f1, main_metric="f1", files={},
+                        label_names=tuple(label_names))
+
+    @classmethod
     def from_checkpoint(cls, checkpoint: str, tags: Sequence[str] = (), seq_length: int = 128,
                         task: str = "", vocab_file: str = "", lower_case: bool = True,
                         dropout: float = 0.1, seed: int = 0) -> "TokenTagger":
-        spec = _tagger_spec(task, tags)
-        backbone, tokenizer = load_backbone_and_tokenizer(checkpoint, "bert", vocab_file,
-                                                          lower_case=lower_case)
-        keras.utils.set_random_seed(seed)
-        task_model = build_task_model(spec, backbone, dropout=dropout, name=spec.name)
+        spec = cls.task_spec_for(task, tuple(tags), False, False, 0)
+        task_model, tokenizer = _new_head(spec, checkpoint, "bert", vocab_file, "", "",
+                                          lower_case, seq_length, seed, dropout=dropout)
         return cls(task_model, tokenizer, seq_length, task=task, label_names=spec.label_names,
                    lower_case=lower_case)
 
-    def __init__(self, task_model, tokenizer=None, seq_length: int = 128, **kwargs):
-        kwargs.setdefault("task", "")
-        super().__init__(task_model, tokenizer, seq_length, **kwargs)
-        self.task_spec = _tagger_spec(self.task, self.label_names)
-        self.output_key = "logits"
 
-    def _examples(self, x, y) -> List[TokenExample]:
-        sentences = [_text(s).split() if isinstance(s, (str, bytes)) else [_text(w) for w in s]
-                     for s in x]
-        if y is not None and len(y) != len(sentences):
-            raise ValueError(f"{len(sentences)} sentences but {len(y)} tag lists")
-        return [TokenExample(str(i), tuple(words),
-                             None if y is None else tuple(_text(t) for t in y[i]))
-                for i, words in enumerate(sentences)]
-
-    def _encode_options(self) -> Dict[str, Any]:
-        return {}
-
-
-class QuestionAnswerer(_DecodedHead):
+class QuestionAnswerer(FinetunedModel):
     """Extractive QA (SQuAD v1.1 / v2.0; BERT): the answer is a span of the context, read from
     start / end logits over every doc_stride window of a long context.
 
@@ -629,7 +411,9 @@ class QuestionAnswerer(_DecodedHead):
     `evaluate` gives exact match and F1 with the official normalisation.
     """
 
-    _options = ("doc_stride", "max_query_length", "max_answer_length")
+    @classmethod
+    def task_spec_for(cls, task, label_names, pair, regression, num_choices) -> TaskSpec:
+        return _checked_task(task or "squad_v1", kinds.SPAN)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str, seq_length: int = 384, doc_stride: int = 128,
@@ -637,47 +421,15 @@ class QuestionAnswerer(_DecodedHead):
                         version_2: bool = False, vocab_file: str = "", lower_case: bool = True,
                         seed: int = 0) -> "QuestionAnswerer":
         task = "squad_v2" if version_2 else "squad_v1"
-        backbone, tokenizer = load_backbone_and_tokenizer(checkpoint, "bert", vocab_file,
-                                                          lower_case=lower_case)
-        keras.utils.set_random_seed(seed)
-        # run_squad.py: no dropout before the span layer.
-        task_model = build_task_model(get_task(task), backbone, name=task)
+        spec = cls.task_spec_for(task, (), True, False, 0)
+        task_model, tokenizer = _new_head(spec, checkpoint, "bert", vocab_file, "", "",
+                                          lower_case, seq_length, seed)
         return cls(task_model, tokenizer, seq_length, task=task, pair=True,
                    lower_case=lower_case, doc_stride=doc_stride,
                    max_query_length=max_query_length, max_answer_length=max_answer_length)
 
-    def _examples(self, x, y) -> List[SpanExample]:
-        if isinstance(x, dict):
-            rows = list(zip(x["question"], x["context"]))
-        else:
-            rows = [tuple(r) for r in x]
-        if y is not None and len(y) != len(rows):
-            raise ValueError(f"{len(rows)} questions but {len(y)} answers")
-        examples = []
-        for i, row in enumerate(rows):
-            if len(row) != 2:
-                raise ValueError(f"item {i}: expected (question, context), got {row!r}")
-            question, context = (_text(v) for v in row)
-            answers: Tuple[Tuple[str, int], ...] = ()
-            if y is not None:
-                gold = y[i]
-                if isinstance(gold, (str, bytes)):
-                    gold = [(_text(gold), context.find(_text(gold)))]
-                elif len(gold) == 2 and isinstance(gold[1], (int, np.integer)):
-                    gold = [gold]
-                answers = tuple((_text(t), int(start)) for t, start in gold)
-            examples.append(SpanExample(str(i), question, context, answers))
-        return examples
 
-    def _encode_options(self) -> Dict[str, Any]:
-        return {"doc_stride": self.doc_stride, "max_query_length": self.max_query_length}
-
-    def _export_options(self) -> Dict[str, Any]:
-        return {"max_query_length": self.max_query_length,
-                "max_answer_length": self.max_answer_length}
-
-
-for _cls in (TokenTagger, QuestionAnswerer):
+for _cls in (TextClassifier, TextRegressor, MultipleChoice, TokenTagger, QuestionAnswerer):
     keras.saving.register_keras_serializable(package="finetune")(_cls)
 
 
@@ -722,7 +474,7 @@ class LanguageModel:
                  seed: int = 0) -> List[str]:
         """The text generated after each prompt: greedy (top_k <= 1) or sampled from the top k
         tokens (a stateless sample: the same seed gives the same text)."""
-        prompts = [_text(p) for p in prompts]
+        prompts = [text(p) for p in prompts]
         result = self.module.serving_signatures["generate"](
             text=tf.constant(prompts), max_new_tokens=tf.constant(max_new_tokens, tf.int32),
             top_k=tf.constant(top_k, tf.int32), seed=tf.constant(seed, tf.int32))
@@ -733,7 +485,7 @@ class LanguageModel:
         its last seq_length tokens, the first token of each unpredicted)."""
         total, count = 0.0, 0
         for start in range(0, len(texts), batch_size):
-            chunk = tf.constant([_text(t) for t in texts[start:start + batch_size]])
+            chunk = tf.constant([text(t) for t in texts[start:start + batch_size]])
             inputs, _ = self.module.head.encode(self.module.packer, {"text": chunk})
             logits = self.model(inputs, training=False)["logits"]
             log_probs = tf.nn.log_softmax(tf.cast(logits[:, :-1], tf.float32), axis=-1)

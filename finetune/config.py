@@ -8,7 +8,6 @@ import numbers
 from typing import Tuple
 
 from finetune import freezing
-from finetune.examples import BERT_ONLY_KINDS
 from finetune.losses import LOSSES
 from finetune.models import ARCHITECTURE_INPUT_FORMAT, ARCHITECTURES
 from finetune.readers.tfds import TFDS_TASKS
@@ -123,9 +122,9 @@ class FinetuneConfig:
         metadata={"help": "cross_entropy | soft_f1 (1 - batch macro soft F1, for imbalanced "
                           "classification such as MRPC / CoLA; classification tasks only)."})
     # What trains.
-    strategy: str = dataclasses.field(
-        default="full", metadata={"help": "Freezing policy (finetune.freezing, not a "
-                                  "tf.distribute strategy): full | frozen | top_k | gradual"})
+    freezing: str = dataclasses.field(
+        default="full", metadata={"help": "What trains (finetune.freezing): full | frozen | "
+                                          "top_k | gradual (gradual unfreezing)"})
     top_k: int = dataclasses.field(default=0, metadata={"help": "Layers trained by top_k."})
     feature_layers: int = dataclasses.field(
         default=1, metadata={"help": "Concatenate the top N hidden states (feature-based: 4)."})
@@ -175,9 +174,8 @@ class FinetuneConfig:
             problems.append("task is required")
         else:
             spec = get_task(self.task)  # ValueError listing the known tasks
-            if ARCHITECTURE_INPUT_FORMAT.get(self.model) == "gpt" and spec.kind in BERT_ONLY_KINDS:
-                problems.append(f"task {self.task!r} is a {spec.kind} task, which only BERT does "
-                                f"(GPT-1 has no input transform for it); use --model=bert")
+            if self.model in ARCHITECTURE_INPUT_FORMAT:
+                problems += spec.kind.problems(spec, ARCHITECTURE_INPUT_FORMAT[self.model])
         if self.data_source not in DATA_SOURCES:
             problems.append(f"data_source must be one of {DATA_SOURCES}, got {self.data_source!r}")
         elif self.data_source == "files" and not self.data_dir:
@@ -192,9 +190,9 @@ class FinetuneConfig:
         if not any(p.startswith("learning_rates") for p in problems) and any(
                 lr <= 0 for lr in self.learning_rates):
             problems.append(f"learning rates must be positive, got {self.learning_rates}")
-        if self.strategy not in freezing.FREEZING_POLICIES:
-            problems.append(f"strategy must be one of {freezing.FREEZING_POLICIES}, got "
-                            f"{self.strategy!r}")
+        if self.freezing not in freezing.FREEZING_POLICIES:
+            problems.append(f"freezing must be one of {freezing.FREEZING_POLICIES}, got "
+                            f"{self.freezing!r}")
         if self.distribution_strategy not in training.DISTRIBUTION_STRATEGIES:
             problems.append(f"distribution_strategy must be one of "
                             f"{training.DISTRIBUTION_STRATEGIES}, got "
@@ -213,9 +211,9 @@ class FinetuneConfig:
             problems.append("transfer_layers needs an init_checkpoint to transfer from")
         if self.loss not in LOSSES:
             problems.append(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        elif self.loss == "soft_f1" and self.task and spec.kind != "classification":
+        elif self.loss == "soft_f1" and self.task and not spec.kind.supports_soft_f1:
             problems.append(f"loss soft_f1 is for classification tasks; task {self.task!r} is "
-                            f"a {spec.kind} task (use --loss=cross_entropy)")
+                            f"a {spec.kind.name} task (use --loss=cross_entropy)")
         if self.bilstm_layers < 0 or self.bilstm_units < 1:
             problems.append(f"bilstm_layers must be >= 0 and bilstm_units >= 1, got "
                             f"{self.bilstm_layers} and {self.bilstm_units}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import tensorflow as tf
 
@@ -33,14 +33,6 @@ class TaskData:
     eval_source: str   # "dev" or "holdout"
 
 
-def _task_options(config: FinetuneConfig, task: TaskSpec) -> Dict[str, Any]:
-    if task.kind == "span":
-        return {"doc_stride": config.doc_stride, "max_query_length": config.max_query_length}
-    if task.kind in ("classification", "regression") and config.input_format == "gpt":
-        return {"symmetric": task.similarity}
-    return {}
-
-
 def _has_split(config: FinetuneConfig, task: TaskSpec, split: str) -> bool:
     return (os.path.isdir(config.data_dir) and split in task.files
             and os.path.exists(os.path.join(config.data_dir, task.files[split])))
@@ -56,9 +48,8 @@ def train_and_eval_examples(config: FinetuneConfig, task: TaskSpec, train: List[
     if not holdout_first:
         train = train[:config.max_train_examples or None]
     if dev is None:
-        # SQuAD: hold out whole articles (questions on one context must not straddle the cut).
-        group = (lambda e: e.article) if task.kind == "span" else None
-        train, dev = holdout_split(train, config.holdout_fraction, group=group)
+        train, dev = holdout_split(train, config.holdout_fraction,
+                                   group=task.kind.holdout_group())
         if holdout_first:
             train = train[:config.max_train_examples or None]
     if config.max_eval_examples:
@@ -92,10 +83,12 @@ def load_task_data(config: FinetuneConfig, task: TaskSpec, tokenizer,
     if config.predict_test and has_split("test"):
         test = read("test")
 
+    options = task.kind.encode_options(task, config.input_format, config)
+
     def encode(examples):
         return Split(examples, encode_examples(
             examples, task.kind, config.input_format, tokenizer, config.seq_length,
-            label_names=task.label_names, **_task_options(config, task)))
+            label_names=task.label_names, **options))
 
     data = TaskData(encode(train), encode(dev), encode(test) if test else None, source)
     log(f"{task.name}: {len(train)} train examples ({len(data.train.features)} features), "

@@ -9,11 +9,6 @@ from __future__ import annotations
 import dataclasses
 from typing import List, Optional, Tuple, Union
 
-# The task kinds: which example type a task reads, which head it trains, how it is decoded.
-KINDS = ("classification", "regression", "span", "multiple_choice", "token_classification")
-# Kinds only BERT fine-tunes: neither paper gives GPT-1 an input transform for them.
-BERT_ONLY_KINDS = ("span", "token_classification")
-
 
 @dataclasses.dataclass(frozen=True)
 class TextExample:

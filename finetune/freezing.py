@@ -33,7 +33,7 @@ import keras
 
 from finetune.models import as_backbone, backbone_architecture
 
-# The policies by name (FinetuneConfig.strategy): `apply_freezing` sets the first three once;
+# The policies by name (FinetuneConfig.freezing, --freezing): `apply_freezing` sets the first three once;
 # "gradual" is GradualUnfreezing, which changes the trainable set while training.
 FREEZING_POLICIES = ("full", "frozen", "top_k", "gradual")
 

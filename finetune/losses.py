@@ -30,7 +30,8 @@ LABEL_KEYS = {
 }
 
 
-def _label(batch: Mapping, which: str):
+def batch_label(batch: Mapping, which: str):
+    """The batch's `which` label ("label", "start", "end") under the first key present."""
     for key in LABEL_KEYS[which]:
         if key in batch:
             return batch[key]
@@ -121,22 +122,9 @@ def aux_lm_loss(lm_logits, inputs: Mapping):
         None if mask is None else ops.reshape(mask, (-1, seq)))["loss"]
 
 
-def _head_loss(kind: str, outputs: Mapping, batch: Mapping, loss: str = "cross_entropy") -> Dict:
-    if loss == "soft_f1":
-        return soft_f1_loss(outputs["logits"], _label(batch, "label"))
-    if kind in ("classification", "multiple_choice"):
-        return classification_loss(outputs["logits"], _label(batch, "label"))
-    if kind == "regression":
-        return regression_loss(outputs["predictions"], _label(batch, "label"))
-    if kind == "span":
-        return span_loss(outputs["start_logits"], outputs["end_logits"],
-                         _label(batch, "start"), _label(batch, "end"))
-    return token_classification_loss(outputs["logits"], _label(batch, "label"))
-
-
 def task_loss(task_spec, architecture: str = "bert", lm_weight: float = 0.5,
               loss: str = "cross_entropy") -> LossFn:
-    """loss_fn(outputs, batch) -> {"loss", metrics...} for `task_spec.kind`.
+    """loss_fn(outputs, batch) -> {"loss", metrics...}: the head loss of `task_spec.kind`.
 
     GPT-1 with lm_weight > 0: loss = task loss + lm_weight * aux LM loss (L3 = L2 + lambda L1,
     lambda = 0.5), reported as `task_loss` and `lm_loss`; the model must return `lm_logits`
@@ -144,7 +132,7 @@ def task_loss(task_spec, architecture: str = "bert", lm_weight: float = 0.5,
     architecture: "bert", "gpt" or "lstm" (GPT-1's LSTM baseline: GPT-1's objectives); an input
     format is an architecture name too.
     loss: the head's loss, one of LOSSES: "cross_entropy" (every kind's own loss) or "soft_f1"
-    (`soft_f1_loss`; classification tasks only).
+    (`soft_f1_loss`; kinds with `supports_soft_f1`, i.e. classification).
     """
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
@@ -153,13 +141,18 @@ def task_loss(task_spec, architecture: str = "bert", lm_weight: float = 0.5,
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     kind = task_spec.kind
-    if loss == "soft_f1" and kind != "classification":
+    if loss == "soft_f1" and not kind.supports_soft_f1:
         raise ValueError(f"loss soft_f1 is for classification tasks; task "
-                         f"{task_spec.name!r} is a {kind} task (use cross_entropy)")
+                         f"{task_spec.name!r} is a {kind.name} task (use cross_entropy)")
+    if loss == "soft_f1":
+        head_loss = lambda outputs, batch: soft_f1_loss(outputs["logits"],
+                                                        batch_label(batch, "label"))
+    else:
+        head_loss = kind.head_loss
     with_lm = ARCHITECTURE_INPUT_FORMAT[architecture] == "gpt" and lm_weight > 0
 
     def loss_fn(outputs: Mapping, batch: Mapping) -> Dict:
-        metrics = _head_loss(kind, outputs, batch, loss)
+        metrics = head_loss(outputs, batch)
         if with_lm:
             if "lm_logits" not in outputs:
                 raise ValueError("lm_weight > 0 needs the model's lm_logits: build it with "

@@ -49,6 +49,7 @@ from tfmodels.bert import BertEncoder
 from tfmodels.gpt import GptDecoder
 from tfmodels.lstm import LstmDecoder
 from tfmodels.preprocessing import BERT_INPUT_KEYS, GPT_INPUT_KEYS
+from tfmodels.seeding import SeedStream
 
 Backbone = Union[BertEncoder, GptDecoder, LstmDecoder]
 _BACKBONES = (BertEncoder, GptDecoder, LstmDecoder)
@@ -185,8 +186,11 @@ class TaskModel(keras.Model):
 
     def __init__(self, backbone, feature_layers: int = 1, dropout: float = 0.1,
                  aux_lm: bool = False, bilstm_layers: int = 0, bilstm_units: int = 768,
-                 **kwargs):
+                 seed: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
+        self.seed = seed
+        # The head's own initializers and dropout, each with a distinct seed from `seed`.
+        self._seeds = SeedStream(seed)
         if isinstance(backbone, dict):
             backbone = keras.saving.deserialize_keras_object(backbone)
         self.backbone = as_backbone(backbone)
@@ -213,7 +217,8 @@ class TaskModel(keras.Model):
         self.bilstm = [self._bilstm_layer(i) for i in range(bilstm_layers)]
         # What the heads read: the features, or the BiLSTM's two directions concatenated.
         self.head_input_size = 2 * bilstm_units if bilstm_layers else self.feature_size
-        self.head_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy,
+        self.head_dropout = keras.layers.Dropout(dropout, seed=self._seeds.next(),
+                                                 dtype=self.dtype_policy,
                                                  name="classifier_dropout")
         for layer in self.unused_backbone_layers:
             layer.trainable = False
@@ -238,7 +243,7 @@ class TaskModel(keras.Model):
         return self.backbone.config
 
     def _dense(self, units: int, name: str) -> keras.layers.Dense:
-        init = keras.initializers.TruncatedNormal(stddev=self.config.initializer_range)
+        init = self._seeds.truncated_normal(self.config.initializer_range)
         layer = keras.layers.Dense(units, kernel_initializer=init, dtype=self.dtype_policy,
                                    name=name)
         # Built now, like the backbones, so weights can be restored without a forward pass.
@@ -247,11 +252,20 @@ class TaskModel(keras.Model):
         return layer
 
     def _bilstm_layer(self, index: int) -> keras.layers.Bidirectional:
-        """One BiLSTM layer (Keras' default initialisers), built now like the heads."""
-        lstm = keras.layers.LSTM(self.bilstm_units, return_sequences=True, use_cudnn=False,
-                                 dtype=self.dtype_policy, name=f"bilstm_{index}_lstm")
-        layer = keras.layers.Bidirectional(lstm, merge_mode="concat", dtype=self.dtype_policy,
-                                           name=f"bilstm_{index}")
+        """One BiLSTM layer (Keras' default initialisers, seeded), built now like the heads."""
+        def lstm(prefix: str, go_backwards: bool) -> keras.layers.LSTM:
+            # Each direction its own seeds: Keras would clone the forward layer's (seeded)
+            # initializers for the backward one, and both would start equal.
+            seeds = self._seeds
+            return keras.layers.LSTM(
+                self.bilstm_units, return_sequences=True, use_cudnn=False,
+                go_backwards=go_backwards, kernel_initializer=seeds.glorot_uniform(),
+                recurrent_initializer=seeds.orthogonal(), seed=seeds.next(),
+                dtype=self.dtype_policy, name=f"{prefix}bilstm_{index}_lstm")
+
+        layer = keras.layers.Bidirectional(
+            lstm("", False), backward_layer=lstm("backward_", True), merge_mode="concat",
+            dtype=self.dtype_policy, name=f"bilstm_{index}")
         width = self.feature_size if index == 0 else 2 * self.bilstm_units
         layer.build((None, None, width))
         return layer
@@ -327,7 +341,7 @@ class TaskModel(keras.Model):
         return {"backbone": keras.saving.serialize_keras_object(self.backbone),
                 "feature_layers": self.feature_layers, "dropout": self.dropout_rate,
                 "aux_lm": self.aux_lm, "bilstm_layers": self.bilstm_layers,
-                "bilstm_units": self.bilstm_units, "name": self.name,
+                "bilstm_units": self.bilstm_units, "seed": self.seed, "name": self.name,
                 "dtype": keras.dtype_policies.serialize(self.dtype_policy)}
 
 
@@ -447,31 +461,19 @@ class TokenClassifier(TaskModel):
 
 def build_task_model(task_spec, backbone, architecture: Optional[str] = None,
                      **options) -> TaskModel:
-    """The head for `task_spec.kind` on `backbone`.
+    """The head of `task_spec.kind` on `backbone` (the kind decides which TaskModel).
 
     architecture: "bert" | "gpt" | "lstm", or the backbone's input format ("gpt" for the LSTM);
       checked against the backbone (inferred when None).
-    options: feature_layers, dropout, bilstm_layers, bilstm_units, name; GPT-1 also aux_lm
-      (default True, the paper) and symmetric (default: the task's `similarity`).
+    options: feature_layers, dropout, bilstm_layers, bilstm_units, name, dtype, seed; GPT-1
+      also aux_lm (default True, the paper) and symmetric (default: the task's `similarity`).
     """
     backbone = as_backbone(backbone)
     actual = backbone_input_format(backbone)
     if architecture is not None and architecture not in (actual, backbone_architecture(backbone)):
         raise ValueError(f"architecture {architecture!r} does not match the backbone, "
                          f"a {type(backbone).__name__} ({actual!r})")
-    kind = task_spec.kind
     options.setdefault("name", task_spec.name)
     if actual == "gpt":
         options.setdefault("aux_lm", True)
-    if kind in ("classification", "regression"):
-        if actual == "gpt":
-            options.setdefault("symmetric", task_spec.similarity)
-        return SequenceClassifier(backbone, task_spec.num_labels,
-                                  regression=kind == "regression", **options)
-    if kind == "multiple_choice":
-        return MultipleChoiceModel(backbone, **options)
-    if kind == "span":
-        return SpanModel(backbone, **options)
-    if kind == "token_classification":
-        return TokenClassifier(backbone, task_spec.num_labels, **options)
-    raise ValueError(f"task {task_spec.name!r}: no head for kind {kind!r}")
+    return task_spec.kind.build_model(task_spec, backbone, **options)

@@ -12,7 +12,6 @@ import os
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Union
 
 from finetune.examples import TokenExample
-from finetune.tasks import get_task
 from tfmodels.files import atomic_write_text  # noqa: F401  (also imported from here)
 
 # Task name -> the file name the GLUE leaderboard expects inside the submission zip.
@@ -40,13 +39,14 @@ def write_glue_predictions(task: str, predictions: Sequence[Union[int, float, st
     """
     if task not in GLUE_SUBMISSION_FILES:
         raise ValueError(f"{task!r} is not a GLUE leaderboard task; known: {sorted(GLUE_SUBMISSION_FILES)}")
+    from finetune.tasks import get_task  # here: the task registry imports the kinds, which use this module
     spec = get_task(task)
     indices = list(range(len(predictions))) if indices is None else list(indices)
     if len(indices) != len(predictions):
         raise ValueError(f"{len(indices)} indices but {len(predictions)} predictions")
     lines = ["index\tprediction"]
     for idx, pred in zip(indices, predictions):
-        if spec.kind == "regression":
+        if not spec.label_names:  # STS-B: a score, not a class
             value = float(pred)
             if math.isnan(value):
                 raise ValueError(f"{task}: prediction for index {idx} is NaN")

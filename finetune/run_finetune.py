@@ -28,17 +28,23 @@ from finetune.config import FinetuneConfig
 from finetune.trainer import run_finetune
 from tfmodels.cli import run_binary
 from tfmodels.config_flags import dataclass_from_flags, define_flags_from_dataclass
+from tfmodels.training import configure_cpu_devices
 
-define_flags_from_dataclass(FinetuneConfig)
+
+def define_flags():
+    define_flags_from_dataclass(FinetuneConfig)
 
 
 def main(argv):
     del argv
-    run_finetune(dataclass_from_flags(FinetuneConfig))
+    config = dataclass_from_flags(FinetuneConfig)
+    # Process-wide, and only possible before TensorFlow starts: the binary's to set.
+    configure_cpu_devices(config.num_cpu_devices)
+    run_finetune(config)
 
 
 def run():
-    run_binary(main)
+    run_binary(main, define_flags)
 
 
 if __name__ == "__main__":

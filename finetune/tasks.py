@@ -15,8 +15,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Dict, List, Mapping, Tuple
 
-from finetune import metrics
-from finetune.examples import KINDS
+from finetune import kinds, metrics
+from finetune.kinds import TaskKind
 from finetune.readers import choice, common, conll, glue, squad
 
 
@@ -25,7 +25,7 @@ class TaskSpec:
     """Everything task-specific the fine-tuning code needs to know."""
 
     name: str
-    kind: str
+    kind: TaskKind                                    # a registered kind, or its name
     read: Callable[[str, str], List]                  # (data_dir or file, split) -> examples
     metric: Callable[..., Dict[str, float]]           # (labels, predictions) -> named numbers
     main_metric: str                                  # the number used for model selection
@@ -44,13 +44,15 @@ class TaskSpec:
     null_answers: bool = False
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"task {self.name!r}: kind {self.kind!r} is not one of {KINDS}")
+        try:
+            object.__setattr__(self, "kind", kinds.get_kind(self.kind))
+        except ValueError as error:
+            raise ValueError(f"task {self.name!r}: {error}") from None
 
     @property
     def num_labels(self) -> int:
         """Output units of the head: classes, 1 for regression, tags for NER."""
-        return 1 if self.kind == "regression" else len(self.label_names)
+        return self.kind.num_labels(self)
 
 
 def _reader(task: str, files: Mapping[str, str], read_file: Callable[[str, str], List]):
@@ -68,7 +70,7 @@ def _glue_task(name: str, display_name: str, metric, main_metric: str, is_pair: 
     fmt = glue.GLUE_FORMATS[name]
     read_file = lambda path, split: glue.read_glue_tsv(path, fmt, test=(split == "test"))
     return TaskSpec(
-        name=name, kind="classification" if fmt.label_names else "regression",
+        name=name, kind=kinds.CLASSIFICATION if fmt.label_names else kinds.REGRESSION,
         display_name=display_name,
         read=_reader(name, files, read_file), metric=metric, main_metric=main_metric,
         files=dict(files), label_names=fmt.label_names, is_pair=is_pair, similarity=similarity)
@@ -103,27 +105,27 @@ def _build_registry() -> Dict[str, TaskSpec]:
     cloze_files = {"train": "cloze_test_val__spring2016.csv", "test": "cloze_test_test__spring2016.csv"}
     conll_files = {"train": "eng.train", "dev": "eng.testa", "test": "eng.testb"}
     tasks += [
-        TaskSpec(name="squad_v1", kind="span", metric=metrics.squad_v1, main_metric="f1",
+        TaskSpec(name="squad_v1", kind=kinds.SPAN, metric=metrics.squad_v1, main_metric="f1",
                  display_name="SQuAD v1.1", files=squad1_files, is_pair=True,
                  read=_reader("squad_v1", squad1_files, squad_read)),
-        TaskSpec(name="squad_v2", kind="span", metric=metrics.squad_v2, main_metric="f1",
+        TaskSpec(name="squad_v2", kind=kinds.SPAN, metric=metrics.squad_v2, main_metric="f1",
                  display_name="SQuAD v2.0", files=squad2_files, is_pair=True, null_answers=True,
                  read=_reader("squad_v2", squad2_files, squad_read)),
-        TaskSpec(name="swag", kind="multiple_choice", metric=acc, main_metric="accuracy",
+        TaskSpec(name="swag", kind=kinds.MULTIPLE_CHOICE, metric=acc, main_metric="accuracy",
                  display_name="SWAG", files=swag_files, num_choices=4, is_pair=True,
                  read=_reader("swag", swag_files,
                               lambda p, s: choice.read_swag(p, require_label=(s != "test")))),
-        TaskSpec(name="race", kind="multiple_choice", metric=acc, main_metric="accuracy",
+        TaskSpec(name="race", kind=kinds.MULTIPLE_CHOICE, metric=acc, main_metric="accuracy",
                  display_name="RACE", files=race_dirs, num_choices=4, is_pair=True,
                  read=_reader("race", race_dirs,
                               lambda p, s: choice.read_race(p, require_label=(s != "test")))),
-        TaskSpec(name="story_cloze", kind="multiple_choice", metric=acc, main_metric="accuracy",
+        TaskSpec(name="story_cloze", kind=kinds.MULTIPLE_CHOICE, metric=acc, main_metric="accuracy",
                  display_name="Story Cloze", files=cloze_files, num_choices=2, is_pair=True,
                  read=_reader("story_cloze", cloze_files,
                               lambda p, s: choice.read_story_cloze(p, require_label=(s != "test")))),
         # Read as IOB2 (every entity starts with B-) so the tag classifier sees entity starts;
         # the conlleval-style metric scores IOB1 and IOB2 identically.
-        TaskSpec(name="conll2003", kind="token_classification", metric=metrics.ner_f1,
+        TaskSpec(name="conll2003", kind=kinds.TAGGING, metric=metrics.ner_f1,
                  main_metric="f1", display_name="CoNLL-2003", files=conll_files,
                  label_names=conll.CONLL2003_TAGS,
                  read=_reader("conll2003", conll_files,
@@ -133,6 +135,15 @@ def _build_registry() -> Dict[str, TaskSpec]:
 
 
 TASKS: Dict[str, TaskSpec] = _build_registry()
+
+
+def register_task(task: TaskSpec) -> TaskSpec:
+    """Adds `task` to the registry (the fine-tuning binary's --task, exports, the API)."""
+    known = TASKS.get(task.name)
+    if known is not None and known != task:
+        raise ValueError(f"a different task {task.name!r} is already registered")
+    TASKS[task.name] = task
+    return task
 
 
 def get_task(name: str) -> TaskSpec:

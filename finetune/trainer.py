@@ -4,20 +4,22 @@ model selection on dev, and the files a run leaves behind.
 `run_finetune(config)` is what the absl binary `finetune/run_finetune.py` calls and what tests
 call directly:
 
-    read (finetune.tasks) -> encode (finetune.features) -> tf.data -> model from the checkpoint
-    (finetune.models) -> freezing policy / layer transfer (finetune.freezing) -> AdamW, warmup +
-    linear decay (tfmodels.optimization) -> TrainStep (tfmodels.training) -> predict on the
-    dev / held-out set -> decode + task metric
+    read (finetune.tasks) -> encode (the task's kind, finetune.kinds) -> model from the
+    checkpoint (the kind's head) -> train (finetune.driver: freezing policy, AdamW with warmup +
+    linear decay, TrainStep) -> predict on the dev / held-out set -> the kind's decoding + the
+    task metric
 
 once per (learning rate, seed). BERT sweeps {5e-5, 4e-5, 3e-5, 2e-5} and keeps the learning
 rate with the best MEAN dev score over seeds (Section 4.1 picks on dev; the mean makes the
-choice robust to one lucky seed); GPT-1 uses 6.25e-5. Task kinds differ only in a small
-decode function each (finetune.evaluation's `DECODERS`): argmax classes, a regression scalar,
-SQuAD spans (`predict_answers` + official EM/F1, the v2.0 null threshold tuned on dev), NER
-word tags (first sub-token + entity F1), multiple-choice argmax.
+choice robust to one lucky seed); GPT-1 uses 6.25e-5. Nothing here depends on the task's kind:
+its kind object (finetune.kinds) encodes, builds the head, decodes (argmax classes, a
+regression scalar, SQuAD spans with the v2.0 null threshold tuned on dev, NER word tags) and
+writes the prediction files.
 
-The settings are `FinetuneConfig` (finetune.config), the splits finetune.data's, the losses
-finetune.losses'; this module loads the checkpoint and tokenizer, runs, sweeps and writes.
+The settings are `FinetuneConfig` (finetune.config), the splits finetune.data's, the training
+loop finetune.driver's (shared with the Python API); this module loads the checkpoint and
+tokenizer, runs, sweeps and writes. The model of each run is built in the run's dtype policy
+with the run's seed: no process-wide state is changed.
 
 Evaluation data: the task's dev file when `data_dir` holds one, else the held-back LAST
 `holdout_fraction` of the (capped) training examples — the shared data ships no dev sets.
@@ -51,19 +53,18 @@ import dataclasses
 import json
 import math
 import os
-import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from finetune import freezing
+from finetune import evaluation, freezing
 from finetune import predictions as prediction_files
 from finetune.config import BACKBONES, FinetuneConfig
-from finetune.data import Split, TaskData, load_task_data, train_dataset
-from finetune.evaluation import DECODERS, Decoded, score, write_predictions
-from finetune.losses import task_loss
+from finetune.data import Split, TaskData, load_task_data
+from finetune.driver import TrainOptions, plan_schedule, train
+from finetune.kinds import Decoded, DecodeOptions
 from finetune.models import as_backbone, backbone_architecture, build_task_model
 from finetune.tasks import TaskSpec, get_task
 from tfmodels import configs, precision, training
@@ -71,10 +72,7 @@ from tfmodels.files import atomic_path, json_safe
 from tfmodels.checkpoints.formats import (FORMAT_ARCHITECTURE, bpe_files,
                                          detect_checkpoint_format, load_checkpoint,
                                          wordpiece_vocab_file)
-from tfmodels.optimization import create_optimizer
-from tfmodels.progress import Progress
 from tfmodels.tokenizers.loading import load_tokenizer
-from tfmodels.training import TrainStep
 
 # ---- checkpoints and tokenizers -----------------------------------------------------------------
 
@@ -106,17 +104,18 @@ class Pretrained:
     # Extra constructor arguments (the LSTM baseline's use_cudnn=False under jit_compile).
     backbone_options: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    def build(self, seed: int, transfer_layers: int = -1) -> keras.Model:
-        """A fresh backbone under the current dtype policy: seeded init, then the pretrained
-        weights (all, or the embeddings + first `transfer_layers` layers)."""
-        keras.utils.set_random_seed(seed)
-        backbone = self.backbone_class(self.model_config, **self.backbone_options)
+    def build(self, seed: int, transfer_layers: int = -1, dtype: Any = None) -> keras.Model:
+        """A fresh backbone computing in `dtype` (a Keras policy name; None: the current
+        policy): init seeded with `seed`, then the pretrained weights (all, or the embeddings
+        + first `transfer_layers` layers)."""
+        backbone = self.backbone_class(self.model_config, seed=seed, dtype=dtype,
+                                       **self.backbone_options)
         if self.weights is None:
             return backbone
         if transfer_layers < 0:
             backbone.set_weights(self.weights)
         else:
-            source = self.backbone_class(self.model_config, **self.backbone_options)
+            source = self.backbone_class(self.model_config, dtype=dtype, **self.backbone_options)
             source.set_weights(self.weights)
             freezing.transfer_layers(source, backbone, transfer_layers)
         return backbone
@@ -197,102 +196,68 @@ class Context:
     log: Callable[[str], None] = print
 
 
-def _build_task_model(ctx: Context, seed: int) -> keras.Model:
-    config = ctx.config
-    backbone = ctx.pretrained.build(seed, config.transfer_layers)
+def build_model(ctx: Context, seed: int) -> keras.Model:
+    """The run's TaskModel: the pretrained backbone and a fresh head, seeded with `seed`, in
+    the run's dtype policy."""
+    config, task = ctx.config, ctx.task
+    policy = config.mixed_precision or "float32"
+    backbone = ctx.pretrained.build(seed, config.transfer_layers, dtype=policy)
     options = {"dropout": config.classifier_dropout, "feature_layers": config.feature_layers,
-               "bilstm_layers": config.bilstm_layers, "bilstm_units": config.bilstm_units}
+               "bilstm_layers": config.bilstm_layers, "bilstm_units": config.bilstm_units,
+               "dtype": policy, "seed": seed}
     if config.input_format == "gpt":
         options["aux_lm"] = config.lm_weight > 0
-    if ctx.task.kind == "span":
-        options.pop("dropout")  # run_squad.py: no dropout before the span layer
-    model = build_task_model(ctx.task, backbone, config.model, **options)
-    if config.strategy != "gradual":
-        freezing.apply_freezing(model, config.strategy, config.top_k)
-    return model
+    options = task.kind.head_options(task, config.input_format, options)
+    return build_task_model(task, backbone, config.model, **options)
 
 
-def evaluate(ctx: Context, model: keras.Model, split: Split) -> Tuple[Dict[str, float], Decoded]:
-    kind = DECODERS[ctx.task.kind]
-    outputs = kind.predictor(model, ctx.strategy, ctx.config)(split.features)
-    decoded = kind.decode(outputs, split, ctx.config)
-    return score(ctx.task, split.examples, decoded, ctx.config), decoded
+def evaluate_split(ctx: Context, model: keras.Model,
+                   split: Split) -> Tuple[Dict[str, float], Decoded]:
+    config = ctx.config
+    return evaluation.evaluate(model, ctx.task, split.examples, split.features, ctx.strategy,
+                               config.eval_batch_size, DecodeOptions.from_settings(config),
+                               config.pad_to_max_length)
+
+
+class EpochEvaluation(keras.callbacks.Callback):
+    """--eval_every_epoch: the task metric on the evaluation split after every epoch but the
+    last (which the run evaluates anyway)."""
+
+    def __init__(self, ctx: Context, model: keras.Model, result: "RunResult", steps_per_epoch: int):
+        super().__init__()
+        self.ctx, self.task_model, self.result = ctx, model, result
+        self.steps_per_epoch = steps_per_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        done = (epoch + 1) * self.steps_per_epoch
+        if done < self.result.train_steps:
+            metrics, _ = evaluate_split(self.ctx, self.task_model, self.ctx.data.eval)
+            self.result.epoch_metrics.append({"step": done, **metrics})
+            self.ctx.log(f"  epoch {epoch + 1}: {metrics}")
 
 
 def finetune_once(ctx: Context, learning_rate: float, seed: int) -> RunResult:
-    """Trains one model with this learning rate and seed and evaluates it."""
+    """Trains one model with this learning rate and seed (finetune.driver) and evaluates it."""
     config, strategy, log = ctx.config, ctx.strategy, ctx.log
-    n_train = len(ctx.data.train.features)
-    steps_per_epoch = n_train // config.train_batch_size
-    if steps_per_epoch < 1:
-        raise ValueError(f"{n_train} training features are fewer than one batch of "
-                         f"{config.train_batch_size}; lower train_batch_size")
-    total = config.train_steps or max(1, int(round(config.epochs * steps_per_epoch)))
-    warmup = int(round(ctx.config.resolved_warmup_fraction * total))
-    policy = config.mixed_precision or "float32"
-    keras.mixed_precision.set_global_policy(policy)
-    try:
-        with strategy.scope():
-            model = _build_task_model(ctx, seed)
-            optimizer = create_optimizer(
-                learning_rate, total_steps=total, warmup_steps=warmup, decay="linear",
-                weight_decay=config.weight_decay, epsilon=config.adam_epsilon,
-                loss_scale=config.mixed_precision == "mixed_float16")
-            unfreezing = None
-            if config.strategy == "gradual":
-                unfreezing = freezing.GradualUnfreezing(
-                    model, config.unfreeze_layers_per_stage,
-                    config.unfreeze_steps_per_stage or steps_per_epoch)
-                # One optimizer for all stages: built on every variable any stage trains.
-                optimizer.build(unfreezing.trainable_candidates())
-        loss_fn = task_loss(ctx.task, config.model, config.lm_weight, loss=config.loss)
-        batches = strategy.experimental_distribute_dataset(
-            train_dataset(ctx.data.train.features, config.train_batch_size, seed,
-                          config.pad_to_max_length))
-        # The batches' spec (sequence axis open) as the step's signature: one trace for every
-        # bucket width instead of one per width.
-        make_step = lambda: TrainStep(model, optimizer, loss_fn, strategy,
-                                      jit_compile=config.jit_compile, clip_norm=config.clip_norm,
-                                      input_signature=batches.element_spec)
-        train_step = make_step()
-        iterator = iter(batches)
-        result = RunResult(learning_rate, seed, {}, train_steps=total)
-        log(f"lr {learning_rate:g} seed {seed}: {total} steps ({steps_per_epoch}/epoch, "
-            f"{warmup} warmup), {model.count_params():,} parameters, policy {policy}")
-        start = timed_from = time.perf_counter()
-        metrics = {}
-        bar = Progress(total, f"fine-tune lr {learning_rate:g} seed {seed}")
-        for step in range(total):
-            if unfreezing is not None and unfreezing.update(step):
-                train_step = make_step()  # the trainable set changed: retrace
-            metrics = train_step(next(iterator))
-            if step == 0:
-                float(metrics["loss"])  # wait for the first (tracing) step
-                timed_from = time.perf_counter()
-            done = step + 1
-            if done % bar.log_every == 0 or done == total or bar.interactive:
-                bar.update(done, loss=float(metrics["loss"]))
-            if done % config.log_every == 0 or done == total:
-                log(f"  step {done}/{total}  " + "  ".join(
-                    f"{k} {float(v):.4g}" for k, v in metrics.items()))
-            if config.eval_every_epoch and done % steps_per_epoch == 0 and done < total:
-                epoch_metrics, _ = evaluate(ctx, model, ctx.data.eval)
-                result.epoch_metrics.append({"step": done, **epoch_metrics})
-                log(f"  epoch {done // steps_per_epoch}: {epoch_metrics}")
-        result.final_loss = float(metrics["loss"])
-        end = time.perf_counter()
-        result.train_seconds = end - start
-        result.seconds_per_step = ((end - timed_from) / (total - 1) if total > 1
-                                   else end - start)
-        result.metrics, result.decoded = evaluate(ctx, model, ctx.data.eval)
-        if config.eval_every_epoch:
-            result.epoch_metrics.append({"step": total, **result.metrics})
-        result.model = model
-        log(f"lr {learning_rate:g} seed {seed}: {ctx.task.main_metric} "
-            f"{result.metrics[ctx.task.main_metric]:.4f}  ({result.seconds_per_step:.3f} s/step)")
-        return result
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    options = TrainOptions.from_config(config, learning_rate, seed)
+    schedule = plan_schedule(len(ctx.data.train.features), options)
+    with strategy.scope():
+        model = build_model(ctx, seed)
+    result = RunResult(learning_rate, seed, {}, train_steps=schedule.total_steps)
+    callbacks = ([EpochEvaluation(ctx, model, result, schedule.steps_per_epoch)]
+                 if config.eval_every_epoch else [])
+    trained = train(model, ctx.task, ctx.data.train.features, options, strategy, callbacks,
+                    log=log, label=f"fine-tune lr {learning_rate:g} seed {seed}")
+    result.final_loss = trained.final_loss
+    result.train_seconds = trained.train_seconds
+    result.seconds_per_step = trained.seconds_per_step
+    result.metrics, result.decoded = evaluate_split(ctx, model, ctx.data.eval)
+    if config.eval_every_epoch:
+        result.epoch_metrics.append({"step": schedule.total_steps, **result.metrics})
+    result.model = model
+    log(f"lr {learning_rate:g} seed {seed}: {ctx.task.main_metric} "
+        f"{result.metrics[ctx.task.main_metric]:.4f}  ({result.seconds_per_step:.3f} s/step)")
+    return result
 
 
 # ---- the sweep ----------------------------------------------------------------------------------
@@ -383,18 +348,21 @@ def run_finetune(config: FinetuneConfig, run_fn: RunFn = finetune_once,
     os.makedirs(config.output_dir, exist_ok=True)
     threshold = selected.metrics.get("null_threshold", config.null_threshold)
     files: Dict[str, List[str]] = {}
+    predictions_dir = os.path.join(config.output_dir, "predictions")
     if selected.decoded is not None:
-        files["eval"] = write_predictions(task, data.eval, selected.decoded,
-                                          os.path.join(config.output_dir, "predictions", "eval"),
-                                          threshold)
+        files["eval"] = task.kind.write_predictions(
+            task, data.eval.examples, selected.decoded, os.path.join(predictions_dir, "eval"),
+            threshold)
     model_path = None
     if selected.model is not None:
         if data.test is not None:
-            kind = DECODERS[task.kind]
-            outputs = kind.predictor(selected.model, strategy, config)(data.test.features)
-            files["test"] = write_predictions(
-                task, data.test, kind.decode(outputs, data.test, config),
-                os.path.join(config.output_dir, "predictions", "test"), threshold)
+            decoded = evaluation.predict_and_decode(
+                selected.model, task, data.test.examples, data.test.features, strategy,
+                config.eval_batch_size, DecodeOptions.from_settings(config),
+                config.pad_to_max_length)
+            files["test"] = task.kind.write_predictions(
+                task, data.test.examples, decoded, os.path.join(predictions_dir, "test"),
+                threshold)
         if config.save_model:
             model_path = save_model(selected.model, os.path.join(config.output_dir, "model.keras"))
     export_path = None
@@ -407,7 +375,7 @@ def run_finetune(config: FinetuneConfig, run_fn: RunFn = finetune_once,
             pad_to_max_length=config.pad_to_max_length)
         log(f"exported {export_path}")
     results = {
-        "task": task.name, "kind": task.kind, "model": config.model,
+        "task": task.name, "kind": task.kind.name, "model": config.model,
         "checkpoint_format": pretrained.checkpoint_format,
         "main_metric": task.main_metric,
         "chosen_learning_rate": summary["chosen_learning_rate"],

@@ -12,13 +12,13 @@ from typing import Dict, Iterable
 
 import numpy as np
 
-KINDS = ("mask", "random", "kept")
+INPUT_SOURCES = ("mask", "random", "kept")  # what a predicted position was fed
 
 
 def mlm_accuracy_by_input(model, batches: Iterable[Dict], mask_id: int) -> Dict[str, float]:
-    """Held-out MLM accuracy per input kind over `batches` (bert_pretraining_dataset batches):
-    `<kind>_accuracy` and `<kind>_share` for kind in mask / random / kept (a kind a record mix
-    never uses is left out), `positions`, and `unigram_accuracy`: how often always answering
+    """Held-out MLM accuracy per input source over `batches` (bert_pretraining_dataset batches):
+    `<source>_accuracy` and `<source>_share` for source in mask / random / kept (a source a
+    record mix never uses is left out), `positions`, and `unigram_accuracy`: how often always answering
     the commonest target of these positions would be right."""
     hits, counts, targets = collections.Counter(), collections.Counter(), collections.Counter()
     for batch in batches:
@@ -28,20 +28,20 @@ def mlm_accuracy_by_input(model, batches: Iterable[Dict], mask_id: int) -> Dict[
         weights = np.asarray(batch["masked_lm_weights"]) > 0
         inputs = np.take_along_axis(np.asarray(batch["input_ids"]),
                                     np.asarray(batch["masked_lm_positions"]), axis=1)
-        kinds = np.where(inputs == mask_id, 0, np.where(inputs == labels, 2, 1))
+        sources = np.where(inputs == mask_id, 0, np.where(inputs == labels, 2, 1))
         right = predicted == labels
-        for index, kind in enumerate(KINDS):
-            chosen = weights & (kinds == index)
-            counts[kind] += int(chosen.sum())
-            hits[kind] += int((right & chosen).sum())
+        for index, source in enumerate(INPUT_SOURCES):
+            chosen = weights & (sources == index)
+            counts[source] += int(chosen.sum())
+            hits[source] += int((right & chosen).sum())
         targets.update(labels[weights].tolist())
     total = sum(counts.values())
     if not total:
         raise ValueError("no weighted MLM predictions in the batches given")
     result = {"positions": float(total),
               "unigram_accuracy": targets.most_common(1)[0][1] / total}
-    for kind in KINDS:
-        if counts[kind]:
-            result[f"{kind}_accuracy"] = hits[kind] / counts[kind]
-            result[f"{kind}_share"] = counts[kind] / total
+    for source in INPUT_SOURCES:
+        if counts[source]:
+            result[f"{source}_accuracy"] = hits[source] / counts[source]
+            result[f"{source}_share"] = counts[source] / total
     return result

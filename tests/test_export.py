@@ -133,7 +133,7 @@ def _text_inputs(spec, data) -> Dict[str, np.ndarray]:
 
 
 def _class_expected(spec, outputs) -> Dict[str, Any]:
-    if spec.kind == "regression":
+    if spec.kind.name == "regression":
         return {"score": outputs["predictions"].numpy()}
     probs = tf.nn.softmax(outputs["logits"]).numpy()
     ids = probs.argmax(-1)

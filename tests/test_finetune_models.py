@@ -417,8 +417,8 @@ def test_train_step_with_xla(task):
     # gather, aux LM) compile under XLA.
     keras.utils.set_random_seed(0)
     spec = get_task(task)
-    model = build_task_model(spec, bert() if spec.kind == "span" else gpt())
-    if spec.kind == "span":
+    model = build_task_model(spec, bert() if spec.kind.name == "span" else gpt())
+    if spec.kind.name == "span":
         batch = {**bert_inputs((4, 10), lengths=[10, 7, 5, 9]),
                  "start_position": np.array([1, 2, 3, 4], "int32"),
                  "end_position": np.array([2, 2, 4, 5], "int32")}

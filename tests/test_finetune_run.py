@@ -21,7 +21,7 @@ from finetune.readers.common import holdout_split
 from finetune.tasks import get_task
 from finetune.config import FinetuneConfig
 from finetune.data import load_task_data
-from finetune.evaluation import Decoded
+from finetune.kinds import Decoded
 from finetune.trainer import RunResult, load_pretrained, run_finetune, summarize_runs
 from tfmodels import configs
 from tfmodels.bert import BertEncoder
@@ -196,7 +196,7 @@ def test_gradual_unfreezing_under_mirrored_strategy(files, shared_data, tmp_path
     the embeddings never unfreeze. Batches and eval are split over two replicas."""
     config = tiny(files, "bert", task="sst2", output_dir=str(tmp_path),
                   data_dir=str(shared_data / "glue" / "SST-2" / "train.tsv"),
-                  strategy="gradual", unfreeze_steps_per_stage=3, classifier_dropout=0.0)
+                  freezing="gradual", unfreeze_steps_per_stage=3, classifier_dropout=0.0)
     results = run_finetune(config, strategy=mirrored_strategy, log=QUIET)
     assert results["runs"][0]["train_steps"] == 7
     assert 0.0 <= results["selected_run"]["metrics"]["accuracy"] <= 1.0
@@ -351,8 +351,8 @@ def test_config_errors_name_the_problem():
         FinetuneConfig(task="conll2003", model="gpt", data_dir="d", output_dir="o")
     with pytest.raises(ValueError, match="data_dir is required.*output_dir is required"):
         FinetuneConfig(task="rte")
-    with pytest.raises(ValueError, match="strategy must be one of"):
-        FinetuneConfig(task="rte", data_dir="d", output_dir="o", strategy="half")
+    with pytest.raises(ValueError, match="freezing must be one of"):
+        FinetuneConfig(task="rte", data_dir="d", output_dir="o", freezing="half")
     with pytest.raises(ValueError, match="transfer_layers needs an init_checkpoint"):
         FinetuneConfig(task="rte", data_dir="d", output_dir="o", transfer_layers=2)
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from finetune import predictions, tasks
+from finetune import kinds, predictions, tasks
 from finetune.examples import TokenExample
 
 ALL_TASKS = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "mnli_mismatched", "qnli", "rte", "wnli",
@@ -16,9 +16,9 @@ def test_registry_has_every_task_with_a_consistent_spec():
     assert set(tasks.TASKS) == set(ALL_TASKS)
     for name in ALL_TASKS:
         spec = tasks.get_task(name)
-        assert spec.name == name and spec.kind in tasks.KINDS
-        assert (spec.kind in ("classification", "token_classification")) == bool(spec.label_names)
-        assert (spec.kind == "multiple_choice") == (spec.num_choices > 0)
+        assert spec.name == name and spec.kind.name in kinds.names()
+        assert (spec.kind.name in ("classification", "token_classification")) == bool(spec.label_names)
+        assert (spec.kind.name == "multiple_choice") == (spec.num_choices > 0)
         assert "train" in spec.files
     # The main metric is one of the numbers the metric returns, checked on a tiny perfect case.
     cases = {
@@ -30,7 +30,7 @@ def test_registry_has_every_task_with_a_consistent_spec():
     }
     for name in ALL_TASKS:
         spec = tasks.get_task(name)
-        result = spec.metric(*cases[spec.kind])
+        result = spec.metric(*cases[spec.kind.name])
         assert spec.main_metric in result, name
     assert tasks.get_task("cola").main_metric == "mcc" and tasks.get_task("mrpc").main_metric == "f1"
     assert tasks.get_task("mnli").files["dev"] == "dev_matched.tsv"

@@ -344,7 +344,7 @@ def test_finetunes_the_pretrained_keras_file(lstm_pretrained, bpe, shared_data, 
 
 def test_finetunes_from_random_init_with_gradual_unfreezing(bpe, shared_data, tmp_path):
     config = finetune_config(bpe, shared_data, tmp_path, model_config="lstm_test",
-                             strategy="gradual", unfreeze_steps_per_stage=2, save_model=False)
+                             freezing="gradual", unfreeze_steps_per_stage=2, save_model=False)
     results = run_finetune(config, log=QUIET)
     assert results["checkpoint_format"] == "random" and results["model_file"] is None
     assert 0.0 <= results["selected_run"]["metrics"]["accuracy"] <= 1.0

@@ -47,7 +47,7 @@ def read_examples(shared_data, task):
 
 def request(task_spec, examples):
     """The raw strings a client sends serving_default for these examples."""
-    kind = task_spec.kind
+    kind = task_spec.kind.name
     if kind in ("classification", "regression"):
         if task_spec.is_pair:
             return {"text_a": [e.text_a for e in examples], "text_b": [e.text_b for e in examples]}
@@ -88,14 +88,14 @@ def run_case(shared_data, tmp_path, tokenizers, family, task, seq_length, limit)
     task_spec = get_task(task)
     examples = read_examples(shared_data, task)[:limit]
     options = {}
-    if task_spec.kind == "span":
+    if task_spec.kind.name == "span":
         options = {"doc_stride": 128, "max_query_length": 64}
-    elif family == "gpt" and task_spec.kind in ("classification", "regression"):
+    elif family == "gpt" and task_spec.kind.name in ("classification", "regression"):
         options = {"symmetric": task in ("stsb", "mrpc", "qqp")}
     features = encode_examples(examples, task_spec.kind, family, tokenizers[family], seq_length,
                                label_names=task_spec.label_names, **options)
     preprocess = exported_preprocess(tmp_path, family, task_spec, tokenizers[family], seq_length)
-    if task_spec.kind == "span":
+    if task_spec.kind.name == "span":
         # Serving reads one window: compare the questions whose context fits in one.
         index = features.arrays["example_index"]
         single = [i for i in range(len(examples)) if (index == i).sum() == 1]

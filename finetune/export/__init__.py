@@ -33,13 +33,14 @@ tensorflow-text kernels in the server; `audit_ops` lists the ops that do (BUILD_
 
 One concern a module:
   signatures.py  signature names; Python function -> concrete function with named inputs
-  heads.py       per task kind: raw text -> model inputs, model outputs -> answers
+  heads.py       serving heads (a task kind's `serving_head`, finetune.kinds): raw text ->
+                 model inputs, model outputs -> answers
   module.py      ServingModule (the tf.Module that is saved) and building it for a model
   warmup.py      TF Serving warmup requests and the op audit
   publish.py     export_saved_model: versioned, atomic publishing; the vocabulary assets
   loading.py     a `.keras` model and its run's settings -> export or in-process serving
 """
-from finetune.export.heads import HEADS, LM_KIND, Head, ServingSpec, best_span_graph
+from finetune.export.heads import Head, ServingSpec, best_span_graph
 from finetune.export.loading import (Loaded, Source, export_from_source, load_keras_model,
                                      load_source, input_format_of, run_config,
                                      serving_module_from_source)
@@ -52,8 +53,8 @@ from finetune.export.warmup import (OPS_FILE, WARMUP_FILE, audit_ops, example_re
                                     predict_request, read_warmup, write_warmup)
 
 __all__ = [
-    "DEFAULT_SIGNATURE", "EXPORT_INFO", "GENERATE_SIGNATURE", "HEADS", "IDS_SIGNATURE",
-    "LM_KIND", "OPS_FILE", "PREPROCESS_SIGNATURE", "WARMUP_FILE", "Head", "Loaded",
+    "DEFAULT_SIGNATURE", "EXPORT_INFO", "GENERATE_SIGNATURE", "IDS_SIGNATURE",
+    "OPS_FILE", "PREPROCESS_SIGNATURE", "WARMUP_FILE", "Head", "Loaded",
     "ServingModule", "ServingSpec", "Source", "audit_ops", "best_span_graph",
     "build_serving_module", "example_request", "export_from_source", "export_saved_model",
     "latest_version", "load_keras_model", "load_source", "input_format_of", "next_version",

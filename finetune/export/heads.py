@@ -15,7 +15,7 @@ Differences from the fine-tuning features, by design:
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -24,10 +24,6 @@ from finetune.export.signatures import GENERATE_SIGNATURE, TEXT, concrete
 from finetune.text_inputs import pack_choices, pack_texts, pack_words
 from tfmodels.preprocessing import TextPacker, first_n, whitespace_words
 
-if TYPE_CHECKING:
-    from finetune.export.module import ServingModule
-
-LM_KIND = "language_model"
 OUTSIDE_TAG = "O"       # NER tag of words truncated away (finetune.features.tokens)
 
 
@@ -35,7 +31,7 @@ OUTSIDE_TAG = "O"       # NER tag of words truncated away (finetune.features.tok
 class ServingSpec:
     """Static facts the signature builders need."""
 
-    kind: str
+    kind: str                           # the task kind's name (finetune.kinds)
     input_format: str                   # "bert" | "gpt"
     seq_length: int
     task: str = ""
@@ -50,8 +46,9 @@ class ServingSpec:
 
 
 class Head:
-    """How one task kind is served. Subclasses set `text_inputs` and override `encode` /
-    `decode` (and `decode_text` where text gives more than ids, e.g. SQuAD char offsets)."""
+    """How one task kind is served (a kind's `serving_head`, finetune.kinds). Subclasses set
+    `text_inputs` and override `encode` / `decode` (and `decode_text` where text gives more
+    than ids, e.g. SQuAD char offsets)."""
 
     text_inputs: Dict[str, tf.TensorSpec] = {}
 
@@ -61,15 +58,12 @@ class Head:
     def ids_inputs(self) -> Dict[str, tf.TensorSpec]:
         s = self.spec
         lead = [None] if s.views is None else [None, s.views]
-        # Any width up to seq_length: a client may pad a batch only to its longest row. The LM
-        # keeps seq_length (generation appends into the window).
-        seq = tf.TensorSpec(lead + [s.seq_length if s.kind == LM_KIND else None], tf.int32)
+        # Any width up to seq_length: a client may pad a batch only to its longest row.
+        seq = tf.TensorSpec(lead + [None], tf.int32)
         if s.input_format == "bert":
             return {"input_ids": seq, "segment_ids": seq, "input_mask": seq}
-        specs = {"input_ids": seq, "input_mask": seq}
-        if s.kind != LM_KIND:
-            specs["classify_position"] = tf.TensorSpec(lead, tf.int32)
-        return specs
+        return {"input_ids": seq, "input_mask": seq,
+                "classify_position": tf.TensorSpec(lead, tf.int32)}
 
     def encode(self, packer: TextPacker, texts: Mapping[str, tf.Tensor]):
         """Sanitised text inputs -> (model inputs, state for decode_text)."""
@@ -81,7 +75,7 @@ class Head:
     def decode_text(self, outputs: Mapping, inputs: Mapping, state) -> Dict[str, tf.Tensor]:
         return self.decode(outputs, inputs)
 
-    def extra_signatures(self, module: "ServingModule") -> Dict[str, Any]:
+    def extra_signatures(self, module) -> Dict[str, Any]:
         """Further signatures (name -> concrete function) beyond serving_default / serving_ids."""
         return {}
 
@@ -93,7 +87,7 @@ def _class_outputs(logits: tf.Tensor, label_names: Sequence[str]) -> Dict[str, t
 
 
 class SequenceHead(Head):
-    """Classification and regression of one text or a pair (GPT-1 similarity: both orders)."""
+    """Classification of one text or a pair (GPT-1 similarity: both orders)."""
 
     @property
     def text_inputs(self):
@@ -106,9 +100,14 @@ class SequenceHead(Head):
                           packer.tokenize(texts["text_b"]), self.spec.symmetric), None
 
     def decode(self, outputs, inputs):
-        if self.spec.kind == "regression":
-            return {"score": outputs["predictions"]}
         return _class_outputs(outputs["logits"], self.spec.label_names)
+
+
+class RegressionHead(SequenceHead):
+    """A score for one text or a pair (STS-B)."""
+
+    def decode(self, outputs, inputs):
+        return {"score": outputs["predictions"]}
 
 
 class ChoiceHead(Head):
@@ -252,6 +251,11 @@ class LanguageModelHead(Head):
 
     text_inputs = {"text": TEXT}
 
+    def ids_inputs(self) -> Dict[str, tf.TensorSpec]:
+        # Exactly seq_length wide: generation appends into the window.
+        seq = tf.TensorSpec([None, self.spec.seq_length], tf.int32)
+        return {"input_ids": seq, "input_mask": seq}
+
     def encode(self, packer, texts):
         ids = packer.tokenize(texts["text"])
         lengths = tf.cast(ids.row_lengths(), tf.int32)
@@ -272,13 +276,3 @@ class LanguageModelHead(Head):
         specs = {"text": TEXT, "max_new_tokens": tf.TensorSpec([], tf.int32),
                  "top_k": tf.TensorSpec([], tf.int32), "seed": tf.TensorSpec([], tf.int32)}
         return {GENERATE_SIGNATURE: concrete(module.generate, specs)}
-
-
-HEADS: Dict[str, Callable[[ServingSpec], Head]] = {
-    "classification": SequenceHead,
-    "regression": SequenceHead,
-    "multiple_choice": ChoiceHead,
-    "span": SpanHead,
-    "token_classification": TaggerHead,
-    LM_KIND: LanguageModelHead,
-}

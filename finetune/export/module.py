@@ -15,7 +15,7 @@ from typing import Any, Dict
 
 import tensorflow as tf
 
-from finetune.export.heads import HEADS, LM_KIND, Head, ServingSpec, real_lengths
+from finetune.export.heads import Head, ServingSpec, real_lengths
 from finetune.export.signatures import (DEFAULT_SIGNATURE, IDS_SIGNATURE, PREPROCESS_SIGNATURE,
                                         concrete)
 from tfmodels.preprocessing import TextPacker, sanitize_text
@@ -111,12 +111,13 @@ def serving_spec(task_model, task_spec, seq_length: int, max_query_length: int =
                  max_answer_length: int = 30) -> ServingSpec:
     """The ServingSpec of a task model (task_spec: finetune.tasks.TaskSpec) or of a
     GptLanguageModel or LstmLanguageModel (GPT-1's LSTM baseline; task_spec None)."""
+    from finetune import kinds
     from finetune.models import TaskModel, backbone_input_format
     from tfmodels.gpt import GptLanguageModel
     from tfmodels.lstm import LstmLanguageModel
 
     if isinstance(task_model, (GptLanguageModel, LstmLanguageModel)):
-        kind, input_format, task = LM_KIND, "gpt", "language_model"
+        kind, input_format, task = kinds.LANGUAGE_MODEL, "gpt", "language_model"
     elif isinstance(task_model, TaskModel):
         if task_spec is None:
             raise ValueError("a task model needs its task_spec (finetune.tasks.get_task)")
@@ -128,25 +129,17 @@ def serving_spec(task_model, task_spec, seq_length: int, max_query_length: int =
     if not 1 <= seq_length <= config.max_positions:
         raise ValueError(f"seq_length must be in 1..{config.max_positions} (the model's "
                          f"positions), got {seq_length}")
-    if input_format == "gpt" and kind in ("span", "token_classification"):
-        raise ValueError(f"{kind} is a BERT task; GPT-1 has no input transform for it")
-    views = None
-    if kind == "multiple_choice":
-        views = task_spec.num_choices
-    symmetric = bool(getattr(task_model, "symmetric", False))
-    if symmetric:
-        views = 2
-    if kind == "span" and seq_length - max_query_length - 3 < 1:
-        raise ValueError(f"seq_length {seq_length} leaves no context window after a "
-                         f"{max_query_length}-piece question, [CLS] and two [SEP]")
-    if kind not in (LM_KIND, "span") and seq_length < 5:
-        raise ValueError(f"seq_length {seq_length} is too short for the special tokens")
+    if input_format not in kind.input_formats:
+        raise ValueError(f"{kind.name} is a BERT task; GPT-1 has no input transform for it")
+    kind.check_serving(seq_length, max_query_length)
     return ServingSpec(
-        kind=kind, input_format=input_format, seq_length=seq_length, task=task,
+        kind=kind.name, input_format=input_format, seq_length=seq_length, task=task,
         label_names=tuple(task_spec.label_names) if task_spec is not None else (),
-        is_pair=bool(task_spec.is_pair) if task_spec is not None else False, views=views,
-        symmetric=symmetric, max_query_length=max_query_length,
-        max_answer_length=max_answer_length, vocab_size=config.vocab_size)
+        is_pair=bool(task_spec.is_pair) if task_spec is not None else False,
+        views=kind.serving_views(task_spec, task_model),
+        symmetric=bool(getattr(task_model, "symmetric", False)),
+        max_query_length=max_query_length, max_answer_length=max_answer_length,
+        vocab_size=config.vocab_size)
 
 
 def build_serving_module(task_model, task_spec, tokenizer, seq_length: int,
@@ -158,7 +151,9 @@ def build_serving_module(task_model, task_spec, tokenizer, seq_length: int,
     spec = dataclasses.replace(spec, pad_to_max_length=pad_to_max_length)
     if not ids_only:
         _check_tokenizer(tokenizer, spec, task_model.config.vocab_size)
-    return ServingModule(task_model, HEADS[spec.kind](spec), tokenizer, ids_only=ids_only)
+    from finetune import kinds
+    head = kinds.get_kind(spec.kind).serving_head(spec)
+    return ServingModule(task_model, head, tokenizer, ids_only=ids_only)
 
 
 def _check_tokenizer(tokenizer, spec: ServingSpec, model_vocab: int) -> None:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import numbers
 from typing import Any, Sequence
 
-from finetune.examples import BERT_ONLY_KINDS, KINDS
 from finetune.features.common import (BERT_INPUT_KEYS, GPT_INPUT_KEYS, INPUT_FORMATS, SEQUENCE_KEYS,
                                       EncodedFeatures)
 from finetune.features.sequence import encode_choice_examples, encode_text_examples
@@ -42,51 +41,36 @@ from finetune.features.squad import (SpanFeature, SpanPrediction, best_span,
 from finetune.features.tokens import (IGNORE_LABEL, TokenFeature, decode_word_predictions,
                                       encode_token_examples)
 
-# Options each kind accepts beyond the common arguments; anything else is a typo and an error.
-_OPTIONS = {
-    "classification": ("symmetric",),
-    "regression": ("symmetric",),
-    "span": ("doc_stride", "max_query_length"),
-    "multiple_choice": (),
-    "token_classification": (),
-}
-
 __all__ = [
-    "KINDS", "INPUT_FORMATS", "BERT_INPUT_KEYS", "GPT_INPUT_KEYS", "IGNORE_LABEL", "EncodedFeatures",
+    "INPUT_FORMATS", "BERT_INPUT_KEYS", "GPT_INPUT_KEYS", "IGNORE_LABEL", "EncodedFeatures",
     "SpanFeature", "SpanPrediction", "TokenFeature", "encode_examples", "encode_text_examples",
     "encode_choice_examples", "encode_span_examples", "encode_token_examples", "best_span",
     "predict_answers", "decode_word_predictions", "SEQUENCE_KEYS",
 ]
 
 
-def encode_examples(examples: Sequence[Any], kind: str, model: str, tokenizer: Any,
+def encode_examples(examples: Sequence[Any], kind: Any, model: str, tokenizer: Any,
                     seq_length: int, label_names: Sequence[str] = (),
                     **task_options: Any) -> EncodedFeatures:
     """Examples of one task -> EncodedFeatures (arrays, input/label keys, metadata).
 
-    kind: one of KINDS; model: "bert" (WordPieceTokenizer) or "gpt" (GptBpeTokenizer).
+    kind: a finetune.kinds.TaskKind or its name (a TaskSpec's `kind`); model: the input format,
+    "bert" (WordPieceTokenizer) or "gpt" (GptBpeTokenizer).
     label_names: class names (classification) or tags (token_classification).
-    task_options: symmetric (GPT-1 pairs, both orders), doc_stride and max_query_length (span).
+    task_options: the kind's `encode_option_names` (symmetric for GPT-1 pairs; doc_stride and
+    max_query_length for span).
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    from finetune import kinds  # here: the kinds' modules import this package's encoders
+    kind = kinds.get_kind(kind)
     if model not in INPUT_FORMATS:
         raise ValueError(f"model must be one of {INPUT_FORMATS}, got {model!r}")
-    if model == "gpt" and kind in BERT_ONLY_KINDS:
-        raise ValueError(f"{kind} is a BERT task; GPT-1 has no {kind} input transform")
-    unknown = sorted(set(task_options) - set(_OPTIONS[kind]))
+    if model not in kind.input_formats:
+        raise ValueError(f"{kind.name} is a BERT task; GPT-1 has no {kind.name} input transform")
+    unknown = sorted(set(task_options) - set(kind.encode_option_names))
     if unknown:
-        raise ValueError(f"unknown options {unknown} for kind {kind!r}; "
-                         f"accepted: {list(_OPTIONS[kind])}")
+        raise ValueError(f"unknown options {unknown} for kind {kind.name!r}; "
+                         f"accepted: {list(kind.encode_option_names)}")
     if isinstance(seq_length, bool) or not isinstance(seq_length, numbers.Integral) \
             or seq_length < 1:
         raise ValueError(f"seq_length must be a positive integer, got {seq_length!r}")
-    seq_length = int(seq_length)
-    if kind in ("classification", "regression"):
-        return encode_text_examples(examples, model, tokenizer, seq_length, label_names,
-                                    regression=(kind == "regression"), **task_options)
-    if kind == "multiple_choice":
-        return encode_choice_examples(examples, model, tokenizer, seq_length)
-    if kind == "span":
-        return encode_span_examples(examples, tokenizer, seq_length, **task_options)
-    return encode_token_examples(examples, tokenizer, seq_length, label_names)
+    return kind.encode(examples, model, tokenizer, int(seq_length), label_names, **task_options)

@@ -60,8 +60,8 @@ def variable_names(num_layers: int, with_heads: bool = True) -> Dict[str, str]:
         for key, name in LAYER.items():
             names[f"layer_{i}/{key}"] = f"bert/encoder/layer_{i}/{name}"
         for part, tf1 in zip("qkv", QKV):
-            for kind in ("kernel", "bias"):
-                names[f"layer_{i}/{part}/{kind}"] = f"bert/encoder/layer_{i}/{tf1}/{kind}"
+            for param in ("kernel", "bias"):
+                names[f"layer_{i}/{part}/{param}"] = f"bert/encoder/layer_{i}/{tf1}/{param}"
     if with_heads:
         names.update(HEADS)
     return names
@@ -110,9 +110,9 @@ def load_tf1_bert(folder: str, checkpoint_name: str = "bert_model.ckpt"):
     arrays = {k: v for k, v in values.items() if "/q/" not in k and "/k/" not in k
               and "/v/" not in k}
     for i in range(cfg.num_layers):
-        for kind in ("kernel", "bias"):
-            parts = [values[f"layer_{i}/{p}/{kind}"] for p in "qkv"]
-            arrays[f"layer_{i}/qkv/{kind}"] = np.concatenate(parts, axis=-1)
+        for param in ("kernel", "bias"):
+            parts = [values[f"layer_{i}/{p}/{param}"] for p in "qkv"]
+            arrays[f"layer_{i}/qkv/{param}"] = np.concatenate(parts, axis=-1)
     if has_heads:
         arrays["nsp/kernel"] = arrays["nsp/kernel"].T
     model = BertPretrainer(cfg) if has_heads else BertEncoder(cfg)
@@ -126,10 +126,10 @@ def canonical_to_tf1(arrays: Dict[str, np.ndarray], num_layers: int) -> Dict[str
     names = variable_names(num_layers, with_heads=has_heads)
     values = dict(arrays)
     for i in range(num_layers):
-        for kind in ("kernel", "bias"):
-            for part, value in zip("qkv", np.split(values.pop(f"layer_{i}/qkv/{kind}"), 3,
+        for param in ("kernel", "bias"):
+            for part, value in zip("qkv", np.split(values.pop(f"layer_{i}/qkv/{param}"), 3,
                                                    axis=-1)):
-                values[f"layer_{i}/{part}/{kind}"] = value
+                values[f"layer_{i}/{part}/{param}"] = value
     if has_heads:
         values["nsp/kernel"] = values["nsp/kernel"].T
     return {names[key]: value for key, value in values.items()}
