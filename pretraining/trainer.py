@@ -38,6 +38,7 @@ import tensorflow as tf
 from pretraining import input_pipeline
 from pretraining.create_data import masking_rate_problems
 from tfmodels import configs, precision
+from tfmodels.architectures import ARCHITECTURES, input_format
 from tfmodels.bert import BertCausalLM, BertPretrainer
 from tfmodels.config_flags import AutoBool
 from tfmodels.files import atomic_write_text
@@ -46,16 +47,17 @@ from tfmodels.lstm import LstmDecoder, LstmLanguageModel
 from tfmodels.losses import bert_pretraining_loss, causal_lm_loss, gpt_pretraining_loss
 from tfmodels.optimization import create_optimizer
 # make_strategy is imported from here by older callers; it lives in tfmodels.training.
-from tfmodels.training import DISTRIBUTION_STRATEGIES, TrainStep, make_strategy  # noqa: F401
+from tfmodels.training import (DISTRIBUTION_STRATEGIES, TrainStep, make_strategy,  # noqa: F401
+                               op_determinism)
 
 
 @dataclasses.dataclass(frozen=True)
 class PretrainConfig:
     # What to train.
     model: str = dataclasses.field(
-        default="bert", metadata={"help": "bert | gpt | lstm (GPT-1's LSTM baseline: GPT-1's "
-                                          "records and causal LM loss; needs an lstm_* "
-                                          "model_config, e.g. lstm_2048)"})
+        default="bert", metadata={"help": f"{' | '.join(ARCHITECTURES)} (lstm: GPT-1's LSTM "
+                                          "baseline: GPT-1's records and causal LM loss; "
+                                          "needs an lstm_* model_config, e.g. lstm_2048)"})
     model_config: str = dataclasses.field(
         default="bert_base", metadata={"help": f"Named size: {sorted(configs.NAMED_CONFIGS)}"})
     vocab_size: int = dataclasses.field(
@@ -132,9 +134,9 @@ class PretrainConfig:
 
     def __post_init__(self):
         problems = []
-        if self.model not in ("bert", "gpt", "lstm"):
-            problems.append(f"model must be bert or gpt (or lstm, GPT-1's LSTM baseline), "
-                            f"got {self.model!r}")
+        if self.model not in ARCHITECTURES:
+            problems.append(f"model must be one of {', '.join(ARCHITECTURES)} (lstm: GPT-1's "
+                            f"LSTM baseline), got {self.model!r}")
         if not self.input_files:
             problems.append("input_files is empty")
         if not self.model_dir:
@@ -177,15 +179,18 @@ class PretrainConfig:
         return self.decay or ("linear" if self.model == "bert" else "cosine")
 
 
-def build_model(config: PretrainConfig) -> keras.Model:
+def build_model(config: PretrainConfig, dtype=None) -> keras.Model:
+    """The model `config` trains, its weights drawn from `config.seed`, in dtype policy `dtype`
+    (None: Keras' global policy)."""
+    built = dict(seed=config.seed, dtype=dtype)
     overrides = {"vocab_size": config.vocab_size} if config.vocab_size else {}
     model_config = configs.get_config(config.model_config, **overrides)
     if config.model == "bert":
         if not isinstance(model_config, configs.BertConfig):
             raise ValueError(f"model bert needs a BERT config, got {config.model_config!r}")
         if config.pretraining_objective == "ltr":
-            return BertCausalLM(model_config.replace(causal=True))
-        model = BertPretrainer(model_config)
+            return BertCausalLM(model_config.replace(causal=True), **built)
+        model = BertPretrainer(model_config, **built)
         if not config.use_nsp:
             # No loss reads them: None gradients break all-reduce and clipping (mirrored).
             model.nsp_head.trainable = False
@@ -203,12 +208,13 @@ def build_model(config: PretrainConfig) -> keras.Model:
     if config.model == "lstm":
         # XLA cannot compile the cuDNN LSTM kernel that Keras picks on GPUs.
         return LstmLanguageModel(LstmDecoder(
-            model_config, use_cudnn=False if config.jit_compile else "auto"))
-    return GptLanguageModel(model_config)
+            model_config, use_cudnn=False if config.jit_compile else "auto", **built),
+            **built)
+    return GptLanguageModel(model_config, **built)
 
 
 def loss_function(config: PretrainConfig) -> Callable:
-    if config.model in ("gpt", "lstm"):  # the LSTM baseline: GPT-1's objective
+    if input_format(config.model) == "gpt":  # the LSTM baseline: GPT-1's records and objective
         return gpt_pretraining_loss
     if config.pretraining_objective == "ltr":
         return lambda outputs, batch: causal_lm_loss(outputs["logits"], batch["input_ids"],
@@ -232,7 +238,7 @@ def dataset_function(config: PretrainConfig, micro_batch_size: int,
         batch = context.get_per_replica_batch_size(micro_batch_size)
         common = dict(is_training=training, input_context=context, seed=config.seed,
                       shuffle_buffer=config.shuffle_buffer, skip_batches=skip_batches)
-        if config.model in ("gpt", "lstm"):
+        if input_format(config.model) == "gpt":
             return input_pipeline.gpt_pretraining_dataset(
                 files, batch, config.seq_length, **common)
         return input_pipeline.bert_pretraining_dataset(
@@ -407,119 +413,122 @@ def run_pretraining(config: PretrainConfig, strategy: Optional[tf.distribute.Str
     """Trains until `config.train_steps` optimizer updates, resuming from `model_dir`.
 
     Returns the metrics of the steps run by this call (one dict per micro-step).
+    Changes no process-wide setting: the model gets the dtype policy and `config.seed`
+    explicitly, and op determinism (`deterministic`) is on only during the call. With
+    `num_cpu_devices`, the caller splits the CPU first (tfmodels.training.configure_cpu_devices,
+    as the binary's main does).
     """
     # The strategy first: multi-worker collectives must be configured before anything
-    # (seeding included) initialises the TensorFlow runtime.
+    # initialises the TensorFlow runtime.
     strategy = strategy or make_strategy(config.strategy, config.tpu, config.num_cpu_devices)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    keras.utils.set_random_seed(config.seed)
+    with op_determinism(config.deterministic):
+        return _train(config, strategy, log)
+
+
+def _train(config: PretrainConfig, strategy: tf.distribute.Strategy,
+           log: Callable[[str], None]) -> List[Dict[str, float]]:
     chosen = precision.resolve_precision(config.mixed_precision, config.jit_compile,
                                          strategy=strategy)
     log(chosen.describe())
     config = dataclasses.replace(config, mixed_precision=chosen.policy,
                                  jit_compile=chosen.jit_compile)
     policy = config.mixed_precision or "float32"
-    keras.mixed_precision.set_global_policy(policy)
     accumulation = config.gradient_accumulation_steps
     micro_steps = config.train_steps * accumulation
     micro_batch = config.global_batch_size // accumulation
     loss_fn = loss_function(config)
     chief = _is_chief(strategy)
-    try:
-        # Every shard checked before step 1: an empty or truncated one is refused by name,
-        # and a corpus smaller than one global batch (which would never fill it) too.
-        input_pipeline.check_record_files(config.input_files, config.global_batch_size,
-                                          batch="global batch (--global_batch_size)")
-        if config.eval_input_files:
-            input_pipeline.check_record_files(config.eval_input_files, micro_batch,
-                                              what="eval_input_files")
-        with strategy.scope():
-            model = build_model(config)
-            # The schedule counts optimizer iterations, which Keras advances every micro-step.
-            optimizer = create_optimizer(
-                config.learning_rate, total_steps=micro_steps,
-                warmup_steps=config.warmup_steps * accumulation, decay=config.decay_shape,
-                optimizer=config.optimizer, weight_decay=config.weight_decay,
-                beta_2=config.beta_2,
-                gradient_accumulation_steps=accumulation if accumulation > 1 else None,
-                loss_scale=config.mixed_precision == "mixed_float16")
-            step_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="micro_step")
-        train_step = TrainStep(model, optimizer, loss_fn, strategy,
-                               jit_compile=config.jit_compile, clip_norm=config.clip_norm)
-        # Dropout's seed-generator states are not tracked by the model's checkpoint
-        # dependencies; without them a resumed run would draw different dropout masks.
-        seed_states = [v for v in model.non_trainable_variables if "seed_generator" in v.path]
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_counter,
-                                         seed_states=seed_states)
-        write_dir = _write_dir(config.model_dir, strategy)
-        manager = tf.train.CheckpointManager(checkpoint, write_dir, config.keep_checkpoints,
-                                             step_counter=step_counter)
-        # Every worker restores from the chief's folder: it holds the only complete history.
-        latest = tf.train.latest_checkpoint(config.model_dir)
-        if latest:
-            _check_model_dir_config(config, latest)
-            _restore(checkpoint, latest, config)
-            log(f"resumed from {latest} at micro-step {int(step_counter.numpy())}")
-        elif config.init_checkpoint:
-            source = _resolve_checkpoint(config.init_checkpoint)
-            tf.train.Checkpoint(model=model).read(source).expect_partial()
-            log(f"model weights initialised from {source}")
-        step = int(step_counter.numpy())
-        # The input position is the step: distributed iterators cannot be checkpointed
-        # (tensorflow#56372), so each pipeline, deterministic for a seed, skips the batches
-        # already consumed. The skip reads records but does not parse them.
-        iterator = iter(input_pipeline.distribute_dataset(
-            strategy, dataset_function(config, micro_batch, skip_batches=step)))
-        if chief:
-            tf.io.gfile.makedirs(config.model_dir)
-            with open(os.path.join(config.model_dir, "pretrain_config.json"), "w") as f:
-                json.dump(dataclasses.asdict(config), f, indent=2)
-            # The settings asked for (auto?) and why they resolved as they did: beside the
-            # config, which holds the resolved ones and must stay a PretrainConfig's fields.
-            with open(os.path.join(config.model_dir, "precision.json"), "w") as f:
-                json.dump(chosen.as_dict(), f, indent=2)
-        if chief:
-            _drop_metrics_after(os.path.join(config.model_dir, "metrics.jsonl"), step)
-        metric_log = MetricLog(config.model_dir, enabled=chief)
-        evaluator = None
-        if config.eval_input_files:
-            evaluator = Evaluator(model, loss_fn, strategy,
-                                  dataset_function(config, micro_batch, training=False),
-                                  config.eval_batches)
-        log(f"{config.model} {config.model_config}: {model.count_params():,} parameters, "
-            f"{strategy.num_replicas_in_sync} replica(s) ({type(strategy).__name__}), "
-            f"policy {policy}, jit_compile={config.jit_compile}")
-        history: List[Dict[str, float]] = []
-        window_start, window_step = time.perf_counter(), step
-        tokens_per_micro_step = micro_batch * config.seq_length
-        while step < micro_steps:
-            metrics = train_step(_next_batch(iterator, config))
-            step += 1
-            step_counter.assign(step)
-            metric_log.add(step, metrics)
-            at_checkpoint = step % (config.checkpoint_every * accumulation) == 0
-            at_eval = evaluator is not None and (
-                step % (config.eval_every * accumulation) == 0 or step == micro_steps)
-            if step % config.log_every == 0 or step == micro_steps or at_checkpoint or at_eval:
-                seconds = time.perf_counter() - window_start
-                extra = {"tokens_per_second": (step - window_step) * tokens_per_micro_step
-                         / max(seconds, 1e-9)}
-                if at_eval:
-                    extra.update(evaluator())
-                rows = metric_log.flush(extra)
-                history.extend(rows)
-                last = rows[-1]
-                shown = {k: v for k, v in last.items() if k not in ("step",)}
-                log(f"step {step // accumulation}/{config.train_steps}  " + "  ".join(
-                    f"{k} {v:.4g}" for k, v in shown.items()))
-                window_start, window_step = time.perf_counter(), step
-            if at_checkpoint or step == micro_steps:
-                manager.save(checkpoint_number=step)
-                if not chief:
-                    shutil.rmtree(write_dir, ignore_errors=True)
-        if chief:
-            model.save(os.path.join(config.model_dir, "pretrained.keras"))
-        return history
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    # Every shard checked before step 1: an empty or truncated one is refused by name,
+    # and a corpus smaller than one global batch (which would never fill it) too.
+    input_pipeline.check_record_files(config.input_files, config.global_batch_size,
+                                      batch="global batch (--global_batch_size)")
+    if config.eval_input_files:
+        input_pipeline.check_record_files(config.eval_input_files, micro_batch,
+                                          what="eval_input_files")
+    with strategy.scope():
+        model = build_model(config, dtype=policy)
+        # The schedule counts optimizer iterations, which Keras advances every micro-step.
+        optimizer = create_optimizer(
+            config.learning_rate, total_steps=micro_steps,
+            warmup_steps=config.warmup_steps * accumulation, decay=config.decay_shape,
+            optimizer=config.optimizer, weight_decay=config.weight_decay,
+            beta_2=config.beta_2,
+            gradient_accumulation_steps=accumulation if accumulation > 1 else None,
+            loss_scale=config.mixed_precision == "mixed_float16")
+        step_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="micro_step")
+    train_step = TrainStep(model, optimizer, loss_fn, strategy,
+                           jit_compile=config.jit_compile, clip_norm=config.clip_norm)
+    # Dropout's seed-generator states are not tracked by the model's checkpoint
+    # dependencies; without them a resumed run would draw different dropout masks.
+    seed_states = [v for v in model.non_trainable_variables if "seed_generator" in v.path]
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_counter,
+                                     seed_states=seed_states)
+    write_dir = _write_dir(config.model_dir, strategy)
+    manager = tf.train.CheckpointManager(checkpoint, write_dir, config.keep_checkpoints,
+                                         step_counter=step_counter)
+    # Every worker restores from the chief's folder: it holds the only complete history.
+    latest = tf.train.latest_checkpoint(config.model_dir)
+    if latest:
+        _check_model_dir_config(config, latest)
+        _restore(checkpoint, latest, config)
+        log(f"resumed from {latest} at micro-step {int(step_counter.numpy())}")
+    elif config.init_checkpoint:
+        source = _resolve_checkpoint(config.init_checkpoint)
+        tf.train.Checkpoint(model=model).read(source).expect_partial()
+        log(f"model weights initialised from {source}")
+    step = int(step_counter.numpy())
+    # The input position is the step: distributed iterators cannot be checkpointed
+    # (tensorflow#56372), so each pipeline, deterministic for a seed, skips the batches
+    # already consumed. The skip reads records but does not parse them.
+    iterator = iter(input_pipeline.distribute_dataset(
+        strategy, dataset_function(config, micro_batch, skip_batches=step)))
+    if chief:
+        tf.io.gfile.makedirs(config.model_dir)
+        with open(os.path.join(config.model_dir, "pretrain_config.json"), "w") as f:
+            json.dump(dataclasses.asdict(config), f, indent=2)
+        # The settings asked for (auto?) and why they resolved as they did: beside the
+        # config, which holds the resolved ones and must stay a PretrainConfig's fields.
+        with open(os.path.join(config.model_dir, "precision.json"), "w") as f:
+            json.dump(chosen.as_dict(), f, indent=2)
+    if chief:
+        _drop_metrics_after(os.path.join(config.model_dir, "metrics.jsonl"), step)
+    metric_log = MetricLog(config.model_dir, enabled=chief)
+    evaluator = None
+    if config.eval_input_files:
+        evaluator = Evaluator(model, loss_fn, strategy,
+                              dataset_function(config, micro_batch, training=False),
+                              config.eval_batches)
+    log(f"{config.model} {config.model_config}: {model.count_params():,} parameters, "
+        f"{strategy.num_replicas_in_sync} replica(s) ({type(strategy).__name__}), "
+        f"policy {policy}, jit_compile={config.jit_compile}")
+    history: List[Dict[str, float]] = []
+    window_start, window_step = time.perf_counter(), step
+    tokens_per_micro_step = micro_batch * config.seq_length
+    while step < micro_steps:
+        metrics = train_step(_next_batch(iterator, config))
+        step += 1
+        step_counter.assign(step)
+        metric_log.add(step, metrics)
+        at_checkpoint = step % (config.checkpoint_every * accumulation) == 0
+        at_eval = evaluator is not None and (
+            step % (config.eval_every * accumulation) == 0 or step == micro_steps)
+        if step % config.log_every == 0 or step == micro_steps or at_checkpoint or at_eval:
+            seconds = time.perf_counter() - window_start
+            extra = {"tokens_per_second": (step - window_step) * tokens_per_micro_step
+                     / max(seconds, 1e-9)}
+            if at_eval:
+                extra.update(evaluator())
+            rows = metric_log.flush(extra)
+            history.extend(rows)
+            last = rows[-1]
+            shown = {k: v for k, v in last.items() if k not in ("step",)}
+            log(f"step {step // accumulation}/{config.train_steps}  " + "  ".join(
+                f"{k} {v:.4g}" for k, v in shown.items()))
+            window_start, window_step = time.perf_counter(), step
+        if at_checkpoint or step == micro_steps:
+            manager.save(checkpoint_number=step)
+            if not chief:
+                shutil.rmtree(write_dir, ignore_errors=True)
+    if chief:
+        model.save(os.path.join(config.model_dir, "pretrained.keras"))
+    return history

@@ -3,11 +3,14 @@ XLA and with mixed precision, and the strategies themselves by name. Pretraining
 fine-tuning loops both drive them."""
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Iterator, Optional
 
 import keras
 import tensorflow as tf
+# TensorFlow exports only enable_op_determinism; reading and undoing it live in this module.
+from tensorflow.python.framework import config as tf_framework_config
 
 LossFn = Callable[[Dict, Dict], Dict[str, tf.Tensor]]
 # tf.distribute strategies by name (pretraining's --strategy, fine-tuning's
@@ -15,9 +18,54 @@ LossFn = Callable[[Dict, Dict], Dict[str, tf.Tensor]]
 DISTRIBUTION_STRATEGIES = ("one_device", "mirrored", "multi_worker", "tpu")
 
 
+def configure_cpu_devices(count: int) -> None:
+    """Splits the CPU into `count` logical devices, so `mirrored` runs real cross-device
+    all-reduce without accelerators (testing). Process-wide and possible only before
+    TensorFlow initialises its runtime: a binary's `main` calls it first, before
+    `make_strategy`. A no-op for count < 2 or when the split is already configured."""
+    if count < 2:
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    if tf.config.get_logical_device_configuration(cpu) is None:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+
+
+def check_cpu_devices(count: int) -> None:
+    """Refuses a run asking for `count` logical CPUs the process was not split into
+    (`configure_cpu_devices` is the binary's to call, before the runtime starts)."""
+    if count < 2:
+        return
+    found = len(tf.config.list_logical_devices("CPU"))
+    if found < count:
+        raise ValueError(f"num_cpu_devices={count} but the process has {found} logical CPU "
+                         f"device(s): call tfmodels.training.configure_cpu_devices({count}) "
+                         f"before TensorFlow starts (the binaries' main does)")
+
+
+@contextlib.contextmanager
+def op_determinism(enabled: bool) -> Iterator[None]:
+    """TensorFlow op determinism on inside the block when `enabled`, then back to what it was
+    (it is process-wide: a library call must not leave it changed)."""
+    before = tf_framework_config.is_op_determinism_enabled()
+    if enabled and not before:
+        tf_framework_config.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if tf_framework_config.is_op_determinism_enabled() != before:
+            if before:
+                tf_framework_config.enable_op_determinism()
+            else:
+                tf_framework_config.disable_op_determinism()
+
+
 def make_strategy(name: str, tpu: str = "", num_cpu_devices: int = 0) -> tf.distribute.Strategy:
     """one_device (first GPU, else CPU) | mirrored (all GPUs, else the logical CPUs) |
-    multi_worker (TF_CONFIG) | tpu."""
+    multi_worker (TF_CONFIG) | tpu.
+
+    num_cpu_devices: the logical CPUs a mirrored run without GPUs expects; the process must
+    already be split (`configure_cpu_devices`, which binaries call in `main`)."""
     if name == "multi_worker":
         # Before anything else touches the runtime (listing devices initialises it, and
         # collectives must be configured at start-up).
@@ -29,11 +77,7 @@ def make_strategy(name: str, tpu: str = "", num_cpu_devices: int = 0) -> tf.dist
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
-    if num_cpu_devices > 1:
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        if tf.config.get_logical_device_configuration(cpu) is None:
-            tf.config.set_logical_device_configuration(
-                cpu, [tf.config.LogicalDeviceConfiguration()] * num_cpu_devices)
+    check_cpu_devices(num_cpu_devices)
     gpus = tf.config.list_logical_devices("GPU")
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
@@ -60,6 +104,8 @@ class TrainStep:
 
     clip_norm: clip the global gradient norm (of the gradient summed over replicas).
     input_signature: the (distributed) batch's spec; None dims are traced once for all sizes.
+    report_grad_norm: also return `grad_norm`, the global norm before clipping (free when
+      clipping; without clip_norm, one more reduction over the gradients).
 
     Each replica's loss is divided by the replica count because the optimizer all-reduces
     gradients with a SUM; the returned metrics are the mean over replicas.
@@ -68,9 +114,10 @@ class TrainStep:
     def __init__(self, model: keras.Model, optimizer: keras.optimizers.Optimizer,
                  loss_fn: LossFn, strategy: Optional[tf.distribute.Strategy] = None,
                  jit_compile: bool = False, clip_norm: Optional[float] = None,
-                 input_signature=None):
+                 input_signature=None, report_grad_norm: bool = False):
         self.model = model
         self.clip_norm = clip_norm
+        self.report_grad_norm = report_grad_norm
         self.optimizer = optimizer
         self.loss_fn = loss_fn
         self.strategy = strategy or tf.distribute.get_strategy()
@@ -107,8 +154,10 @@ class TrainStep:
                 for g in grads], metrics
 
     def _clip(self, grads):
+        """(the gradients to apply, their global norm before clipping or None)."""
         if not self.clip_norm:
-            return grads
+            # Without clipping the norm is the replica's own gradient's (exact on one replica).
+            return grads, (tf.linalg.global_norm(grads) if self.report_grad_norm else None)
         replicas = self.strategy.num_replicas_in_sync
         if replicas > 1:
             # Keras optimizers clip per replica before their own all-reduce, which clips the
@@ -119,17 +168,20 @@ class TrainStep:
         if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
             # Clip the unscaled gradient; the optimizer still sees the scaled one.
             scale = tf.cast(self.optimizer.dynamic_scale, tf.float32)
-            grads, _ = tf.clip_by_global_norm(_scale(grads, 1.0 / scale), self.clip_norm)
+            grads, norm = tf.clip_by_global_norm(_scale(grads, 1.0 / scale), self.clip_norm)
             grads = _scale(grads, scale)
         else:
-            grads, _ = tf.clip_by_global_norm(grads, self.clip_norm)
-        return _scale(grads, 1.0 / replicas) if replicas > 1 else grads
+            grads, norm = tf.clip_by_global_norm(grads, self.clip_norm)
+        return (_scale(grads, 1.0 / replicas) if replicas > 1 else grads), norm
 
     def replica_step(self, batch):
         """One step on this replica's batch, in a replica context (`strategy.run`): what
         Keras' own distributed train function calls (finetune.api)."""
         grads, metrics = self._grads(batch)
-        self.optimizer.apply(self._clip(grads), self.model.trainable_variables)
+        grads, norm = self._clip(grads)
+        self.optimizer.apply(grads, self.model.trainable_variables)
+        if self.report_grad_norm:
+            metrics = {**metrics, "grad_norm": norm}
         return metrics
 
     def _distributed_step(self, batch):

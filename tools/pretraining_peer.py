@@ -126,10 +126,12 @@ def main(argv):
     print(f"records: {FLAGS.records} ({len(train_files)} training files, held out: "
           f"{', '.join(os.path.basename(f) for f in eval_files)})")
 
+    # Ours is seeded through its argument; the global seed (set here, in the binary's main)
+    # is for keras-hub's backbone, whose dropout layers take no seed from us.
     keras.utils.set_random_seed(FLAGS.seed)
     cfg = configs.get_config(FLAGS.model_config,
                              vocab_size=len(read_vocab_file(manifest["vocab_file"])))
-    ours = BertPretrainer(cfg)
+    ours = BertPretrainer(cfg, seed=FLAGS.seed)
     ours.nsp_head.trainable = False          # no NSP loss: as build_model does for use_nsp=False
     ours.encoder.pooler.trainable = False
     peer = KerasHubMlm(ours.encoder, ours.mlm_head)

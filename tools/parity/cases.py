@@ -160,7 +160,8 @@ class ParityCase:
     input_format: str                       # "bert" | "gpt": recipe and loss (task_loss)
     task: object                            # finetune.tasks.TaskSpec
     batches: List[Dict[str, np.ndarray]]
-    make_backbone: Callable[[], object]     # our backbone, dropout 0, random or pretrained
+    make_backbone: Callable[..., object]    # (dtype=None) -> our backbone, dropout 0, random
+                                            # or pretrained
     head_ties: Callable[[keras.Model], List[Tie]]
     make_reference: Callable[[], object]    # the torch module, random weights (overwritten)
     reference_loss: Callable[[object, Mapping[str, np.ndarray]], object]
@@ -173,13 +174,17 @@ class ParityCase:
     # noise, amplified by Adam's normalisation, so they are held to "did not learn" instead of
     # to the weight bar.
     gradient_free: Tuple[str, ...] = ()
+    seed: int = 0                           # the head's initial weights (the backbone's:
+                                            # make_backbone)
 
-    def build_ours(self) -> keras.Model:
-        """Our task model with the case's initial weights (drawn on the first call)."""
-        options = {"dropout": 0.0}
+    def build_ours(self, dtype: Optional[str] = None) -> keras.Model:
+        """Our task model in dtype policy `dtype` (None: Keras' global one) with the case's
+        initial weights (drawn on the first call)."""
+        options = {"dropout": 0.0, "dtype": dtype, "seed": self.seed}
         if self.input_format == "gpt":
             options["aux_lm"] = True
-        model = build_task_model(self.task, self.make_backbone(), self.input_format, **options)
+        model = build_task_model(self.task, self.make_backbone(dtype=dtype), self.input_format,
+                                 **options)
         ties = self.ties(model)
         if not self.initial:
             self.initial = {tie.name: np.array(tie.ours.numpy()) for tie in ties}
@@ -437,7 +442,7 @@ def _bert_inputs(batch):
 def _hf_classification_loss(module, batch):
     import torch
     labels = batch["label_ids"]
-    labels = (torch.as_tensor(labels) if labels.dtype.kind == "f" else _torch_long(labels))
+    labels = (torch.as_tensor(labels) if np.issubdtype(labels.dtype, np.floating) else _torch_long(labels))
     return module(**_bert_inputs(batch), labels=labels).loss
 
 
@@ -540,24 +545,21 @@ def _gpt_similarity_loss(lm_weight: float):
 # ---- assembling the cases -----------------------------------------------------------------------
 
 def _random_backbone(cls, cfg, seed: int):
-    def make():
-        # Seeded here, so the head built right after the backbone repeats run to run too.
-        keras.utils.set_random_seed(seed)
-        return cls(cfg)
+    def make(dtype: Optional[str] = None):
+        return cls(cfg, seed=seed, dtype=dtype)
     return make
 
 
-def minilm_backbone(seed: int = 0) -> Tuple[Callable[[], BertEncoder], configs.BertConfig]:
-    """(a builder of the real all-MiniLM-L6-v2 through our converter, rebuilt with every
-    dropout at 0 and Keras' seed set for the head built after it; its config)."""
+def minilm_backbone(seed: int = 0) -> Tuple[Callable[..., BertEncoder], configs.BertConfig]:
+    """(a builder (dtype=None) of the real all-MiniLM-L6-v2 through our converter, rebuilt with
+    every dropout at 0; its config)."""
     folder = hf_bert.minilm_folder()
     loaded, _ = hf_bert.load_hf_bert(folder)
     weights = slot_lib.read_slots(slot_lib.bert_slots(loaded))
     cfg = dataclasses.replace(loaded.config, hidden_dropout=0.0, attention_dropout=0.0)
 
-    def make():
-        keras.utils.set_random_seed(seed)
-        encoder = BertEncoder(cfg)
+    def make(dtype: Optional[str] = None):
+        encoder = BertEncoder(cfg, seed=seed, dtype=dtype)
         slot_lib.assign(slot_lib.bert_slots(encoder), weights, folder)
         return encoder
     return make, cfg
@@ -580,9 +582,16 @@ def make_case(head: str, steps: int = 20, batch: int = 8, seq: int = 24, seed: i
     (LayerNorm gains by ~1e-2) far beyond the 1e-5 bar: a wrong decay exclusion or update
     rule shows. The MiniLM case uses BERT's fine-tuning lr 5e-5 at length 64.
 
+    seed: the batches' and every initial weight's (backbone and head).
     span_padding_in_softmax: the span reference uses BertForQuestionAnswering's own loss,
     whose softmax includes padding (google-research/bert's too), instead of our recipe's.
     """
+    case = _make_case(head, steps, batch, seq, seed, lm_weight, span_padding_in_softmax)
+    return dataclasses.replace(case, seed=seed)
+
+
+def _make_case(head: str, steps: int, batch: int, seq: int, seed: int, lm_weight: float,
+               span_padding_in_softmax: bool) -> ParityCase:
     import transformers
     rng = np.random.default_rng(seed)
     lr = 1e-3

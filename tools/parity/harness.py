@@ -115,24 +115,20 @@ def run_ours(case: ParityCase, recipe: Recipe, steps: int, policy: str = "float3
              jit_compile: bool = False) -> Tuple[Trajectory, keras.optimizers.Optimizer, List[Tie]]:
     """Our fine-tuning step, as finetune_once builds it, over the case's batches."""
     start = time.perf_counter()
-    keras.mixed_precision.set_global_policy(policy)
-    try:
-        model = case.build_ours()
-        optimizer = create_optimizer(
-            recipe.learning_rate, total_steps=recipe.schedule_steps,
-            warmup_steps=recipe.warmup_steps, decay="linear", weight_decay=recipe.weight_decay,
-            epsilon=recipe.epsilon, beta_1=recipe.beta_1, beta_2=recipe.beta_2)
-        loss_fn = task_loss(case.task, case.input_format, recipe.lm_weight)
-        step = TrainStep(model, optimizer, loss_fn, jit_compile=jit_compile,
-                         clip_norm=recipe.clip_norm)
-        losses = []
-        for batch in case.batches[:steps]:
-            metrics = step({k: tf.constant(v) for k, v in batch.items()})
-            losses.append(float(metrics["loss"]))
-        ties = case.ties(model)
-        weights = {tie.name: np.array(tie.ours.numpy(), np.float32) for tie in ties}
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    model = case.build_ours(dtype=policy)
+    optimizer = create_optimizer(
+        recipe.learning_rate, total_steps=recipe.schedule_steps,
+        warmup_steps=recipe.warmup_steps, decay="linear", weight_decay=recipe.weight_decay,
+        epsilon=recipe.epsilon, beta_1=recipe.beta_1, beta_2=recipe.beta_2)
+    loss_fn = task_loss(case.task, case.input_format, recipe.lm_weight)
+    step = TrainStep(model, optimizer, loss_fn, jit_compile=jit_compile,
+                     clip_norm=recipe.clip_norm)
+    losses = []
+    for batch in case.batches[:steps]:
+        metrics = step({k: tf.constant(v) for k, v in batch.items()})
+        losses.append(float(metrics["loss"]))
+    ties = case.ties(model)
+    weights = {tie.name: np.array(tie.ours.numpy(), np.float32) for tie in ties}
     return Trajectory(losses, weights, time.perf_counter() - start), optimizer, ties
 
 
