@@ -52,6 +52,7 @@ import numpy as np
 
 from pretraining.corpora import expand_patterns
 from pretraining.example_encoding import encode_examples
+from tfmodels.architectures import check_input_format
 from tfmodels.files import atomic_write_text
 
 Document = List[List[int]]  # sentences of token ids
@@ -72,7 +73,7 @@ def masking_rate_problems(mask_token_rate: float, random_token_rate: float) -> L
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    mode: str = "bert"                      # bert | gpt
+    mode: str = "bert"                      # the records' input format: bert | gpt
     vocab_file: str = ""                    # BERT WordPiece vocabulary
     do_lower_case: bool = True
     bpe_encoder_file: str = ""              # GPT BPE files
@@ -532,8 +533,7 @@ def create_pretraining_data(input_files: Sequence[str], output_dir: str, config:
     across chunks and files): only the final partial window is dropped. A chunk with no
     complete instance writes no shard. Raises ValueError when nothing at all comes out.
     """
-    if config.mode not in ("bert", "gpt"):
-        raise ValueError(f"mode must be bert or gpt, got {config.mode!r}")
+    check_input_format(config.mode, what="mode")
     files = expand_patterns(input_files)
     directories = [f for f in files if os.path.isdir(f)]
     if directories:

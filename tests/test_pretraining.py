@@ -228,7 +228,7 @@ def test_bad_config_names_every_problem(tmp_path):
         PretrainConfig(model="t5", input_files=(), model_dir="", strategy="horovod",
                        global_batch_size=10, gradient_accumulation_steps=3)
     message = str(error.value)
-    for part in ("model must be bert or gpt", "input_files is empty", "model_dir is required",
+    for part in ("model must be one of bert, gpt, lstm", "input_files is empty", "model_dir is required",
                  "unknown strategy 'horovod'", "not divisible"):
         assert part in message
 

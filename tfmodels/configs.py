@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Dict, Tuple, Union
 
+from tfmodels.architectures import check_architecture
+
 
 class _ModelConfig:
     """What every model config shares: the positive-size check and JSON-friendly (de)serialisation."""
@@ -178,9 +180,7 @@ def config_from_dict(values: Dict[str, Any]) -> TransformerConfig:
     values = dict(values)
     architecture = values.pop("architecture")
     classes = {"bert": BertConfig, "gpt": GptConfig, "lstm": LstmConfig}
-    if architecture not in classes:
-        raise ValueError(f"unknown architecture {architecture!r}; expected one of {sorted(classes)}")
-    return classes[architecture].from_dict(values)
+    return classes[check_architecture(architecture)].from_dict(values)
 
 
 def config_to_dict(config: ModelConfig) -> Dict[str, Any]:

@@ -32,9 +32,11 @@ from typing import Dict, Mapping, Optional, Sequence
 
 import tensorflow as tf
 
+# INPUT_FORMATS is re-exported: fine-tuning imports it from here.
+from tfmodels.architectures import INPUT_FORMATS, check_input_format  # noqa: F401
+
 BERT_INPUT_KEYS = ("input_ids", "segment_ids", "input_mask")
 GPT_INPUT_KEYS = ("input_ids", "input_mask", "classify_position")
-INPUT_FORMATS = ("bert", "gpt")
 
 # Python's str.isspace() code points: what str.split() and re's \s separate words on.
 WHITESPACE = (9, 10, 11, 12, 13, 28, 29, 30, 31, 32, 133, 160, 5760, *range(8192, 8203), 8232,
@@ -148,8 +150,7 @@ class TextPacker(tf.Module):
     def __init__(self, tokenizer, input_format: str, seq_length: int,
                  pad_to_max_length: bool = False):
         super().__init__(name="text_packer")
-        if input_format not in INPUT_FORMATS:
-            raise ValueError(f"input_format must be one of {INPUT_FORMATS}, got {input_format!r}")
+        check_input_format(input_format)
         needed = (("cls_id", "sep_id", "pad_id") if input_format == "bert"
                   else ("start_id", "delimiter_id", "classify_id"))
         missing = [a for a in needed + ("tokenize",) if not hasattr(tokenizer, a)]
