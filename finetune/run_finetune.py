@@ -24,6 +24,8 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+from absl import app, flags
+
 from finetune.config import FinetuneConfig
 from finetune.trainer import run_finetune
 from tfmodels.cli import run_binary
@@ -33,10 +35,16 @@ from tfmodels.training import configure_cpu_devices
 
 def define_flags():
     define_flags_from_dataclass(FinetuneConfig)
+    # Fine-tuning's --strategy was the freezing policy, pretraining's the tf.distribute
+    # strategy: one name for two things. Refused with the new name, not silently ignored.
+    flags.DEFINE_string("strategy", None, "Renamed --freezing (the freezing policy).")
 
 
 def main(argv):
     del argv
+    if flags.FLAGS["strategy"].present:
+        raise app.UsageError("--strategy is now --freezing (full | frozen | top_k | gradual); "
+                             "tf.distribute strategies are --distribution_strategy")
     config = dataclass_from_flags(FinetuneConfig)
     # Process-wide, and only possible before TensorFlow starts: the binary's to set.
     configure_cpu_devices(config.num_cpu_devices)

@@ -18,10 +18,14 @@ from tfmodels.cli import run_binary
 from tfmodels.config_flags import dataclass_from_flags, define_flags_from_dataclass
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("input_files", None, "Comma-separated globs of text files.")
-flags.DEFINE_string("output_dir", None, "Folder for the shards and manifest.json.")
-flags.DEFINE_integer("num_workers", 2, "Worker processes building instances.")
-define_flags_from_dataclass(DataConfig)
+
+
+def define_flags():
+    flags.DEFINE_list("input_files", None, "Comma-separated globs of text files.")
+    flags.DEFINE_string("output_dir", None, "Folder for the shards and manifest.json.")
+    flags.DEFINE_integer("num_workers", 2, "Worker processes building instances.")
+    define_flags_from_dataclass(DataConfig)
+    flags.mark_flags_as_required(["input_files", "output_dir"])
 
 
 def main(argv):
@@ -32,8 +36,7 @@ def main(argv):
 
 
 def run():
-    flags.mark_flags_as_required(["input_files", "output_dir"])
-    run_binary(main)
+    run_binary(main, define_flags)
 
 
 if __name__ == "__main__":

@@ -30,17 +30,23 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 from pretraining.trainer import PretrainConfig, run_pretraining
 from tfmodels.cli import run_binary
 from tfmodels.config_flags import dataclass_from_flags, define_flags_from_dataclass
+from tfmodels.training import configure_cpu_devices
 
-define_flags_from_dataclass(PretrainConfig)
+
+def define_flags():
+    define_flags_from_dataclass(PretrainConfig)
 
 
 def main(argv):
     del argv
-    run_pretraining(dataclass_from_flags(PretrainConfig))
+    config = dataclass_from_flags(PretrainConfig)
+    # Process-wide, and only possible before TensorFlow starts: the binary's to set.
+    configure_cpu_devices(config.num_cpu_devices)
+    run_pretraining(config)
 
 
 def run():
-    run_binary(main)
+    run_binary(main, define_flags)
 
 
 if __name__ == "__main__":

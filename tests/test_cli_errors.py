@@ -61,6 +61,36 @@ def test_guarded_main_reports_expected_errors_in_one_line(capsys, monkeypatch):
         cli.guarded(buggy)(["prog"])
 
 
+# Binaries whose flags are still defined on import: benchmark_training (and so
+# benchmark_input_pipeline, which imports it) belongs to the bf16 benchmark branch.
+FLAGS_ON_IMPORT = ("tools.benchmark_training", "tools.benchmark_input_pipeline")
+
+
+def test_importing_a_binary_defines_no_flags():
+    """Binaries define their flags when they run (tfmodels.cli.run_binary), so tests, other
+    tools and the ablation workspace can import them, and two of them, side by side."""
+    script = f"""
+import importlib, pkgutil
+from absl import flags
+import finetune, pretraining, tfmodels, tools
+names = [m.name for package in (finetune, pretraining, tfmodels, tools)
+         for m in pkgutil.walk_packages(package.__path__, package.__name__ + ".")]
+defining = []
+for name in sorted(set(names) - set({FLAGS_ON_IMPORT!r})):
+    before = set(flags.FLAGS)
+    importlib.import_module(name)
+    if set(flags.FLAGS) != before:
+        defining.append(name)
+print("defining:", defining)
+"""
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3",
+           "PYTHONPATH": str(PROJECT_ROOT)}
+    result = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "defining: []" in result.stdout, result.stdout
+
+
 def test_tensorflow_errors_lose_their_decorations():
     error = tf.errors.DataLossError(
         None, None, "{{function_node __wrapped__IteratorGetNext_output_types_1_device_/job:"
@@ -97,6 +127,11 @@ def test_binaries_print_one_line_and_exit_2(tmp_path):
     predict = run_module("tools.predict", f"--saved_model={tmp_path}", stdin="")
     assert predict.returncode == 2 and predict.stderr == (
         "predict.py: error: stdin: no input lines (empty); expected one example per line\n")
+    renamed = run_module("finetune.run_finetune", "--task=sst2", "--strategy=frozen",
+                         f"--data_dir={tmp_path}", f"--output_dir={tmp_path / 'ft'}")
+    assert renamed.returncode == 2 and error_lines(renamed, "run_finetune.py") == [
+        "run_finetune.py: error: --strategy is now --freezing (full | frozen | top_k | "
+        "gradual); tf.distribute strategies are --distribution_strategy"]
 
 
 # ---- case 11: fine-tuning and serving inputs ------------------------------------------------

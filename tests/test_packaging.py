@@ -80,7 +80,7 @@ names = [m.name for m in pkgutil.walk_packages(bert_gpt_tf.__path__, "bert_gpt_t
 for name in names:
     before = set(flags.FLAGS)
     importlib.import_module(name)
-    for flag in set(flags.FLAGS) - before:  # binaries define flags on import; each has its own
+    for flag in set(flags.FLAGS) - before:  # the few tools that still define flags on import
         delattr(flags.FLAGS, flag)
 from importlib.metadata import entry_points
 scripts = {{e.name: e.value for e in entry_points(group="console_scripts")

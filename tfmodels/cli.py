@@ -1,7 +1,8 @@
 """How every binary of the project reports an expected error: one line on stderr, exit code 2.
 
-`run_binary(main)` replaces `absl.app.run(main)`. Bad flags, files, configs and data are the
-user's to fix, so for them a traceback is noise: the binary prints
+`run_binary(main, define_flags)` replaces `absl.app.run(main)` and defines the binary's flags
+when it runs, never on import. Bad flags, files, configs and data are the user's to fix, so for
+them a traceback is noise: the binary prints
 
     bert-gpt-pretrain: error: <what went wrong, naming the file / flag / record>
 
@@ -24,9 +25,6 @@ import traceback
 from typing import Callable, List, Optional
 
 from absl import app, flags, logging
-
-flags.DEFINE_bool("verbose_errors", False,
-                  "Print the full traceback of expected errors (bad flags, files, data).")
 
 FLAGS = flags.FLAGS
 USAGE_ERROR_EXIT_CODE = 2
@@ -59,10 +57,17 @@ def one_line_message(error: BaseException) -> str:
     return " ".join(text.split()) or type(error).__name__
 
 
+def define_common_flags() -> None:
+    """The flags every binary has (`--verbose_errors`); defined once, when a binary runs."""
+    if "verbose_errors" not in FLAGS:
+        flags.DEFINE_bool("verbose_errors", False,
+                          "Print the full traceback of expected errors (bad flags, files, data).")
+
+
 def _show_traceback() -> bool:
     try:
         return bool(FLAGS.verbose_errors) or logging.get_verbosity() >= logging.DEBUG
-    except flags.UnparsedFlagAccessError:
+    except (flags.UnparsedFlagAccessError, AttributeError):  # not parsed, or not defined
         return "--verbose_errors" in sys.argv
 
 
@@ -97,6 +102,13 @@ def guarded(main: Callable) -> Callable:
     return guarded_main
 
 
-def run_binary(main: Callable, argv: Optional[List[str]] = None) -> None:
-    """`absl.app.run(main)` with the project's error reporting (module docstring)."""
+def run_binary(main: Callable, define_flags: Optional[Callable[[], None]] = None,
+               argv: Optional[List[str]] = None) -> None:
+    """`absl.app.run(main)` with the project's error reporting (module docstring).
+
+    define_flags: defines the binary's flags. Called here, when the binary runs, so that
+    importing a binary's module (tests, other tools, the ablation workspace) defines none."""
+    define_common_flags()
+    if define_flags is not None:
+        define_flags()
     app.run(guarded(main), argv=argv, flags_parser=_parse_flags)

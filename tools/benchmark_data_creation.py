@@ -27,21 +27,27 @@ import time
 from absl import flags
 
 from pretraining.corpora import wikitext_documents, write_documents
+from tfmodels.architectures import INPUT_FORMATS
 from tfmodels.cli import run_binary
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("shared_data", "../shared/data", "Folder of the real third-party data.")
-flags.DEFINE_integer("repeats", 10, "How many copies of WikiText-2 valid to concatenate.")
-flags.DEFINE_integer("num_workers", 2, "Worker processes.")
-flags.DEFINE_bool("memory_check", False, "Run repeats 5, 20 and 40 to show memory stays flat.")
-flags.DEFINE_bool("whole_word_mask", False, "Whole-word masking.")
-flags.DEFINE_enum("corpus", "wikitext2", ["wikitext2", "wikipedia20m"],
-                  "wikitext2: WikiText-2 valid x --repeats; wikipedia20m: the 20M-word corpus.")
-flags.DEFINE_enum("mode", "bert", ["bert", "gpt"], "Records to make.")
-flags.DEFINE_string("vocab_file", "", "BERT WordPiece vocabulary (default: the uncased one).")
-flags.DEFINE_string("bpe_encoder_file", "", "GPT BPE encoder JSON (--mode=gpt).")
-flags.DEFINE_string("bpe_merges_file", "", "GPT BPE merges (--mode=gpt).")
-flags.DEFINE_integer("dupe_factor", 5, "BERT: masked copies of each instance.")
+
+
+def define_flags():
+    """The binary's flags, defined when it runs (tfmodels.cli.run_binary), not on import."""
+    flags.DEFINE_string("shared_data", "../shared/data", "Folder of the real third-party data.")
+    flags.DEFINE_integer("repeats", 10, "How many copies of WikiText-2 valid to concatenate.")
+    flags.DEFINE_integer("num_workers", 2, "Worker processes.")
+    flags.DEFINE_bool("memory_check", False, "Run repeats 5, 20 and 40 to show memory stays flat.")
+    flags.DEFINE_bool("whole_word_mask", False, "Whole-word masking.")
+    flags.DEFINE_enum("corpus", "wikitext2", ["wikitext2", "wikipedia20m"],
+                      "wikitext2: WikiText-2 valid x --repeats; wikipedia20m: the 20M-word corpus.")
+    flags.DEFINE_enum("mode", "bert", list(INPUT_FORMATS), "Records to make.")
+    flags.DEFINE_string("vocab_file", "", "BERT WordPiece vocabulary (default: the uncased one).")
+    flags.DEFINE_string("bpe_encoder_file", "", "GPT BPE encoder JSON (--mode=gpt).")
+    flags.DEFINE_string("bpe_merges_file", "", "GPT BPE merges (--mode=gpt).")
+    flags.DEFINE_integer("dupe_factor", 5, "BERT: masked copies of each instance.")
+
 
 REFERENCE_RATE = 1650.0
 REFERENCE_PEAK_MB = 1060.0
@@ -140,5 +146,9 @@ def main(argv):
               f"{instances / seconds / REFERENCE_RATE:.1f}x | {peak:,.0f} |")
 
 
+def run():
+    run_binary(main, define_flags)
+
+
 if __name__ == "__main__":
-    run_binary(main)
+    run()

@@ -31,16 +31,20 @@ from tfmodels.cli import run_binary
 from tools.benchmark_training import make_batch, make_steppers
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("shared_data", "../shared/data", "Folder of the real third-party data.")
-flags.DEFINE_integer("repeats", 1, "Copies of WikiText-2 valid to turn into records.")
-flags.DEFINE_integer("num_workers", 2, "Data-creation worker processes.")
-flags.DEFINE_integer("dupe_factor", 2, "Masked copies of the text (~2.6k instances each).")
-flags.DEFINE_integer("examples", 4000, "Examples timed per pipeline, after warm-up.")
-flags.DEFINE_integer("warmup_examples", 1000, "Examples read before timing.")
-flags.DEFINE_integer("shuffle_buffer", 10000, "Record shuffle buffer.")
-flags.DEFINE_bool("skip_model", False, "Only measure the pipelines.")
-flags.DEFINE_bool("jit_compile", True, "Time the training step with XLA.")
-FLAGS.set_default("steps", 3)    # bert_base steps take seconds each on CPU
+
+
+def define_flags():
+    """The binary's flags, defined when it runs (tfmodels.cli.run_binary), not on import."""
+    flags.DEFINE_string("shared_data", "../shared/data", "Folder of the real third-party data.")
+    flags.DEFINE_integer("repeats", 1, "Copies of WikiText-2 valid to turn into records.")
+    flags.DEFINE_integer("num_workers", 2, "Data-creation worker processes.")
+    flags.DEFINE_integer("dupe_factor", 2, "Masked copies of the text (~2.6k instances each).")
+    flags.DEFINE_integer("examples", 4000, "Examples timed per pipeline, after warm-up.")
+    flags.DEFINE_integer("warmup_examples", 1000, "Examples read before timing.")
+    flags.DEFINE_integer("shuffle_buffer", 10000, "Record shuffle buffer.")
+    flags.DEFINE_bool("skip_model", False, "Only measure the pipelines.")
+    flags.DEFINE_bool("jit_compile", True, "Time the training step with XLA.")
+    FLAGS.set_default("steps", 3)    # bert_base steps take seconds each on CPU
 
 
 def make_records(workdir: str) -> str:
@@ -112,5 +116,9 @@ def main(argv):
         print(f"| {FLAGS.bert_config} training step consumes | {consumed:,.1f} | 1x |")
 
 
+def run():
+    run_binary(main, define_flags)
+
+
 if __name__ == "__main__":
-    run_binary(main)
+    run()

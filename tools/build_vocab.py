@@ -18,13 +18,18 @@ from pretraining.corpora import expand_patterns
 from tfmodels.cli import run_binary
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("kind", "wordpiece", ["wordpiece", "bpe"], "Vocabulary type.")
-flags.DEFINE_list("input_files", None, "Comma-separated globs of UTF-8 text files.")
-flags.DEFINE_string("output", None, "vocab.txt path (wordpiece) or output folder (bpe).")
-flags.DEFINE_integer("vocab_size", 30522, "WordPiece: target vocabulary size.")
-flags.DEFINE_bool("lower_case", True, "WordPiece: lower case and strip accents (uncased).")
-flags.DEFINE_integer("num_merges", 40000, "BPE: number of merges to learn.")
-flags.DEFINE_integer("min_frequency", 2, "BPE: stop when the best pair is rarer than this.")
+
+
+def define_flags():
+    """The binary's flags, defined when it runs (tfmodels.cli.run_binary), not on import."""
+    flags.DEFINE_enum("kind", "wordpiece", ["wordpiece", "bpe"], "Vocabulary type.")
+    flags.DEFINE_list("input_files", None, "Comma-separated globs of UTF-8 text files.")
+    flags.DEFINE_string("output", None, "vocab.txt path (wordpiece) or output folder (bpe).")
+    flags.DEFINE_integer("vocab_size", 30522, "WordPiece: target vocabulary size.")
+    flags.DEFINE_bool("lower_case", True, "WordPiece: lower case and strip accents (uncased).")
+    flags.DEFINE_integer("num_merges", 40000, "BPE: number of merges to learn.")
+    flags.DEFINE_integer("min_frequency", 2, "BPE: stop when the best pair is rarer than this.")
+    flags.mark_flags_as_required(["input_files", "output"])
 
 
 def read_lines(files: List[str]) -> Iterator[str]:
@@ -37,11 +42,11 @@ def read_lines(files: List[str]) -> Iterator[str]:
                     yield line
 
 
-def build_vocab(kind: str, files: List[str], output: str, vocab_size: int = 30522,
+def build_vocab(vocab_type: str, files: List[str], output: str, vocab_size: int = 30522,
                 lower_case: bool = True, num_merges: int = 40000,
                 min_frequency: int = 2) -> str:
     """Learns a vocabulary from `files` and writes it to `output`; returns what it wrote."""
-    if kind == "wordpiece":
+    if vocab_type == "wordpiece":
         from tfmodels.tokenizers.wordpiece_vocab import learn_wordpiece_vocab, write_vocab_file
         tokens = learn_wordpiece_vocab(read_lines(files), vocab_size, lower_case=lower_case)
         write_vocab_file(tokens, output)
@@ -65,8 +70,7 @@ def main(argv):
 
 
 def run():
-    flags.mark_flags_as_required(["input_files", "output"])
-    run_binary(main)
+    run_binary(main, define_flags)
 
 
 if __name__ == "__main__":

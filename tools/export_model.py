@@ -23,18 +23,23 @@ from tfmodels.cli import run_binary
 from tfmodels.model_files import check_keras_file
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "A fine-tuned model.keras, or a GptLanguageModel .keras.")
-flags.DEFINE_string("export_base", None, "Folder holding <model_name>/<version>/.")
-flags.DEFINE_string("model_name", "", "Served model name ('' = the task, or gpt_lm).")
-flags.DEFINE_string("task", "", "Task name ('' = the run's; empty for the GPT-1 LM).")
-flags.DEFINE_integer("seq_length", 0, "Tokens per sequence (0 = the run's, else 128).")
-flags.DEFINE_string("vocab_file", "", "BERT WordPiece vocab ('' = the run's).")
-flags.DEFINE_string("bpe_encoder_file", "", "GPT-1 BPE encoder JSON ('' = the run's).")
-flags.DEFINE_string("bpe_merges_file", "", "GPT-1 BPE merges ('' = the run's).")
-flags.DEFINE_bool("lower_case", True, "Uncased WordPiece (default: the run's, else True).")
-flags.DEFINE_bool("ids_only", False, "Export only serving_ids (core TensorFlow ops only).")
-flags.DEFINE_integer("max_query_length", 0, "SQuAD question pieces (0 = the run's, else 64).")
-flags.DEFINE_integer("max_answer_length", 0, "SQuAD answer pieces (0 = the run's, else 30).")
+
+
+def define_flags():
+    """The binary's flags, defined when it runs (tfmodels.cli.run_binary), not on import."""
+    flags.DEFINE_string("model", None, "A fine-tuned model.keras, or a GptLanguageModel .keras.")
+    flags.DEFINE_string("export_base", None, "Folder holding <model_name>/<version>/.")
+    flags.DEFINE_string("model_name", "", "Served model name ('' = the task, or gpt_lm).")
+    flags.DEFINE_string("task", "", "Task name ('' = the run's; empty for the GPT-1 LM).")
+    flags.DEFINE_integer("seq_length", 0, "Tokens per sequence (0 = the run's, else 128).")
+    flags.DEFINE_string("vocab_file", "", "BERT WordPiece vocab ('' = the run's).")
+    flags.DEFINE_string("bpe_encoder_file", "", "GPT-1 BPE encoder JSON ('' = the run's).")
+    flags.DEFINE_string("bpe_merges_file", "", "GPT-1 BPE merges ('' = the run's).")
+    flags.DEFINE_bool("lower_case", True, "Uncased WordPiece (default: the run's, else True).")
+    flags.DEFINE_bool("ids_only", False, "Export only serving_ids (core TensorFlow ops only).")
+    flags.DEFINE_integer("max_query_length", 0, "SQuAD question pieces (0 = the run's, else 64).")
+    flags.DEFINE_integer("max_answer_length", 0, "SQuAD answer pieces (0 = the run's, else 30).")
+    flags.mark_flags_as_required(["model", "export_base"])
 
 
 def main(argv):
@@ -54,8 +59,7 @@ def main(argv):
 
 
 def run():
-    flags.mark_flags_as_required(["model", "export_base"])
-    run_binary(main)
+    run_binary(main, define_flags)
 
 
 if __name__ == "__main__":

@@ -42,18 +42,23 @@ SST2_SAMPLE = DEMO / "sst2_sample.tsv"
 SST2_TRAIN_ROWS = 3000  # lines 2-3001 of the sample; the rest is held back (its README)
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("output_dir", "runs/main_job", "Where every stage writes.")
-flags.DEFINE_integer("bert_steps", 150, "bert_tiny pretraining steps.")
-flags.DEFINE_integer("gpt_steps", 300, "GPT LM pretraining steps.")
-flags.DEFINE_string("gpt_config", "gpt_test", "GPT size (tfmodels.configs; gpt_test: 2 x 32).")
-flags.DEFINE_float("gpt_learning_rate", 3e-3, "GPT pretraining peak learning rate.")
-flags.DEFINE_integer("train_examples", SST2_TRAIN_ROWS, "SST-2 rows to fine-tune on (at most "
-                     f"{SST2_TRAIN_ROWS}).")
-flags.DEFINE_float("epochs", 1.0, "Fine-tuning epochs.")
-flags.DEFINE_float("learning_rate", 1e-4, "Fine-tuning peak learning rate.")
-flags.DEFINE_integer("seq_length", 64, "Fine-tuning tokens per row (SST-2 rows are short).")
-flags.DEFINE_float("min_accuracy", 0.75, "Check: held-back accuracy at least this.")
-flags.DEFINE_integer("seed", 0, "Random seed.")
+
+
+def define_flags():
+    """The binary's flags, defined when it runs (tfmodels.cli.run_binary), not on import."""
+    flags.DEFINE_string("output_dir", "runs/main_job", "Where every stage writes.")
+    flags.DEFINE_integer("bert_steps", 150, "bert_tiny pretraining steps.")
+    flags.DEFINE_integer("gpt_steps", 300, "GPT LM pretraining steps.")
+    flags.DEFINE_string("gpt_config", "gpt_test", "GPT size (tfmodels.configs; gpt_test: 2 x 32).")
+    flags.DEFINE_float("gpt_learning_rate", 3e-3, "GPT pretraining peak learning rate.")
+    flags.DEFINE_integer("train_examples", SST2_TRAIN_ROWS, "SST-2 rows to fine-tune on (at most "
+                         f"{SST2_TRAIN_ROWS}).")
+    flags.DEFINE_float("epochs", 1.0, "Fine-tuning epochs.")
+    flags.DEFINE_float("learning_rate", 1e-4, "Fine-tuning peak learning rate.")
+    flags.DEFINE_integer("seq_length", 64, "Fine-tuning tokens per row (SST-2 rows are short).")
+    flags.DEFINE_float("min_accuracy", 0.75, "Check: held-back accuracy at least this.")
+    flags.DEFINE_integer("seed", 0, "Random seed.")
+
 
 # Everyday sentences outside SST-2's movie reviews, with the label a reader would give.
 NEW_SENTENCES = [
@@ -330,7 +335,7 @@ def run():
     if not verbosity_requested(sys.argv):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         quiet_native_logs()
-    run_binary(main)
+    run_binary(main, define_flags)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,13 @@ from absl import flags
 from tfmodels.cli import run_binary
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("shared_data", "../shared/data", "Folder of the real third-party data.")
-flags.DEFINE_string("output_dir", "tests/fixtures", "Where fixtures are written.")
+
+
+def define_flags():
+    """The binary's flags, defined when it runs (tfmodels.cli.run_binary), not on import."""
+    flags.DEFINE_string("shared_data", "../shared/data", "Folder of the real third-party data.")
+    flags.DEFINE_string("output_dir", "tests/fixtures", "Where fixtures are written.")
+
 
 SEQ_LENGTH = 40
 GPT_CONFIG = dict(vocab_size=200, n_positions=32, n_embd=32, n_layer=2, n_head=4,
@@ -117,5 +122,9 @@ def main(argv):
             print(f"{path}  {os.path.getsize(path):,} bytes")
 
 
+def run():
+    run_binary(main, define_flags)
+
+
 if __name__ == "__main__":
-    run_binary(main)
+    run()

@@ -24,15 +24,19 @@ from pretraining.trainer import PretrainConfig, run_pretraining
 from tfmodels.cli import run_binary
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("shared_data", "../shared/data", "Folder of the real third-party data.")
-flags.DEFINE_string("work_dir", "runs/pretrain_curves", "Records and model folders.")
-flags.DEFINE_string("report_dir", "docs/reports", "Where the table and plots are written.")
-flags.DEFINE_integer("bert_steps", 600, "bert_mini training steps.")
-flags.DEFINE_integer("gpt_steps", 600, "Small GPT training steps.")
-flags.DEFINE_float("bert_learning_rate", 1e-3, "bert_mini peak learning rate.")
-flags.DEFINE_float("gpt_learning_rate", 2.5e-3, "Small GPT peak learning rate.")
-flags.DEFINE_integer("eval_every", 50, "Steps between held-out evaluations.")
-flags.DEFINE_integer("seed", 1, "Random seed.")
+
+
+def define_flags():
+    """The binary's flags, defined when it runs (tfmodels.cli.run_binary), not on import."""
+    flags.DEFINE_string("shared_data", "../shared/data", "Folder of the real third-party data.")
+    flags.DEFINE_string("work_dir", "runs/pretrain_curves", "Records and model folders.")
+    flags.DEFINE_string("report_dir", "docs/reports", "Where the table and plots are written.")
+    flags.DEFINE_integer("bert_steps", 600, "bert_mini training steps.")
+    flags.DEFINE_integer("gpt_steps", 600, "Small GPT training steps.")
+    flags.DEFINE_float("bert_learning_rate", 1e-3, "bert_mini peak learning rate.")
+    flags.DEFINE_float("gpt_learning_rate", 2.5e-3, "Small GPT peak learning rate.")
+    flags.DEFINE_integer("eval_every", 50, "Steps between held-out evaluations.")
+    flags.DEFINE_integer("seed", 1, "Random seed.")
 
 
 def make_records(mode: str, work: pathlib.Path, shared: pathlib.Path) -> tuple:
@@ -143,5 +147,9 @@ def main(argv):
     print("\n".join(lines))
 
 
+def run():
+    run_binary(main, define_flags)
+
+
 if __name__ == "__main__":
-    run_binary(main)
+    run()

@@ -21,7 +21,6 @@ from typing import Dict
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import keras
 import numpy as np
 import tensorflow as tf
 from absl import flags
@@ -37,14 +36,20 @@ from tfmodels.precision import POLICIES, cpu_description, probe_hardware, resolv
 from tfmodels.training import TrainStep
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_config", "minilm_l6",
-                    "minilm_l6 (all-MiniLM-L6-v2's shape: 6 x 384, 12 heads) or a named config.")
-flags.DEFINE_integer("batch_size", 8, "Rows per step (the MiniLM SST-2 recipe uses 32).")
-flags.DEFINE_integer("seq_length", 128, "Tokens per row.")
-flags.DEFINE_integer("steps", 2, "Profiled (and, separately, timed) steps per arm.")
-flags.DEFINE_list("policies", ["float32", "mixed_bfloat16"], "Keras dtype policies.")
-flags.DEFINE_list("xla", ["off"], "XLA settings (off, on) of the forward/backward pass.")
-flags.DEFINE_integer("top", 12, "Rows per table.")
+
+
+def define_flags():
+    """The binary's flags, defined when it runs (tfmodels.cli.run_binary), not on import."""
+    flags.DEFINE_string(
+        "model_config", "minilm_l6",
+        "minilm_l6 (all-MiniLM-L6-v2's shape: 6 x 384, 12 heads) or a named config.")
+    flags.DEFINE_integer("batch_size", 8, "Rows per step (the MiniLM SST-2 recipe uses 32).")
+    flags.DEFINE_integer("seq_length", 128, "Tokens per row.")
+    flags.DEFINE_integer("steps", 2, "Profiled (and, separately, timed) steps per arm.")
+    flags.DEFINE_list("policies", ["float32", "mixed_bfloat16"], "Keras dtype policies.")
+    flags.DEFINE_list("xla", ["off"], "XLA settings (off, on) of the forward/backward pass.")
+    flags.DEFINE_integer("top", 12, "Rows per table.")
+
 
 MINILM_L6 = dict(num_layers=6, hidden_size=384, num_heads=12, intermediate_size=1536)
 
@@ -66,33 +71,30 @@ def make_batch(vocab_size: int) -> Dict[str, np.ndarray]:
 def profile_arm(policy: str, jit_compile: bool, batch: Dict[str, np.ndarray]):
     """(seconds per step, OpTimes per step, graph dtype census) of one arm."""
     task = get_task("sst2")
-    keras.mixed_precision.set_global_policy(policy)
-    try:
-        keras.utils.set_random_seed(0)
-        model = build_task_model(task, BertEncoder(model_config()), "bert")
-        model(batch)
-        optimizer = create_optimizer(5e-5, total_steps=1000, warmup_steps=100,
-                                     loss_scale=policy == "mixed_float16")
-        step = TrainStep(model, optimizer, task_loss(task, "bert"), jit_compile=jit_compile,
-                         clip_norm=1.0)
-        data = iter(tf.distribute.get_strategy().experimental_distribute_dataset(
-            tf.data.Dataset.from_tensors(batch).repeat()))
-        for _ in range(2):  # tracing (and XLA compilation)
-            float(step(next(data))["loss"])
-        start = time.perf_counter()
-        for _ in range(FLAGS.steps):
-            float(step(next(data))["loss"])
-        seconds = (time.perf_counter() - start) / FLAGS.steps
-        with tempfile.TemporaryDirectory() as logdir:
-            with profiling.trace_to(logdir):
-                for _ in range(FLAGS.steps):
-                    float(step(next(data))["loss"])
-            times = profiling.op_times(profiling.load_xspace(logdir), FLAGS.steps)
-        census = profiling.graph_dtypes(step._grads.get_concrete_function(
-            {k: tf.constant(v) for k, v in batch.items()}))
-        return seconds, times, census
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    # Backbone and head in the arm's policy, seeded: every arm starts from the same weights.
+    model = build_task_model(task, BertEncoder(model_config(), seed=0, dtype=policy), "bert",
+                             dtype=policy, seed=0)
+    model(batch)
+    optimizer = create_optimizer(5e-5, total_steps=1000, warmup_steps=100,
+                                 loss_scale=policy == "mixed_float16")
+    step = TrainStep(model, optimizer, task_loss(task, "bert"), jit_compile=jit_compile,
+                     clip_norm=1.0)
+    data = iter(tf.distribute.get_strategy().experimental_distribute_dataset(
+        tf.data.Dataset.from_tensors(batch).repeat()))
+    for _ in range(2):  # tracing (and XLA compilation)
+        float(step(next(data))["loss"])
+    start = time.perf_counter()
+    for _ in range(FLAGS.steps):
+        float(step(next(data))["loss"])
+    seconds = (time.perf_counter() - start) / FLAGS.steps
+    with tempfile.TemporaryDirectory() as logdir:
+        with profiling.trace_to(logdir):
+            for _ in range(FLAGS.steps):
+                float(step(next(data))["loss"])
+        times = profiling.op_times(profiling.load_xspace(logdir), FLAGS.steps)
+    census = profiling.graph_dtypes(step._grads.get_concrete_function(
+        {k: tf.constant(v) for k, v in batch.items()}))
+    return seconds, times, census
 
 
 def print_table(title: str, rows) -> None:
@@ -131,5 +133,9 @@ def main(argv):
             print_table("top ops (summed over layers)", times.top("by_op", FLAGS.top))
 
 
+def run():
+    run_binary(main, define_flags)
+
+
 if __name__ == "__main__":
-    run_binary(main)
+    run()

@@ -23,11 +23,15 @@ from absl import flags
 from tfmodels.cli import run_binary
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("heads", None, "Heads to compare (default: all, MiniLM included).")
-flags.DEFINE_integer("steps", 20, "Optimizer steps on each side.")
-flags.DEFINE_integer("seed", 0, "Seed of the random configs' weights and of the batches.")
-flags.DEFINE_bool("drift", True, "Also run ours under mixed_bfloat16 and with jit_compile.")
-flags.DEFINE_integer("torch_threads", 1, "torch intra-op threads (1: a shared machine).")
+
+
+def define_flags():
+    """The binary's flags, defined when it runs (tfmodels.cli.run_binary), not on import."""
+    flags.DEFINE_list("heads", None, "Heads to compare (default: all, MiniLM included).")
+    flags.DEFINE_integer("steps", 20, "Optimizer steps on each side.")
+    flags.DEFINE_integer("seed", 0, "Seed of the random configs' weights and of the batches.")
+    flags.DEFINE_bool("drift", True, "Also run ours under mixed_bfloat16 and with jit_compile.")
+    flags.DEFINE_integer("torch_threads", 1, "torch intra-op threads (1: a shared machine).")
 
 
 def main(argv):
@@ -64,5 +68,9 @@ def main(argv):
           f"step, weights {harness.WEIGHT_BAR:g} absolute after {FLAGS.steps} steps)")
 
 
+def run():
+    run_binary(main, define_flags)
+
+
 if __name__ == "__main__":
-    run_binary(main)
+    run()
