@@ -9,7 +9,8 @@ bert_masking, bert_feature_based, model_size, loss_imbalanced, gpt_aux_lm, gpt_n
 gpt_lstm, layer_transfer, zero_shot_vs_steps. Each pretrains the small models it needs on
 --corpus (wikitext2: 217k words for quick checks; wikipedia20m: 20M words, see
 ../shared/data/corpus), fine-tunes them on the real GLUE / SQuAD-subset / Story Cloze /
-CoNLL-2003 files with every seed, and writes <report_dir>/<experiment>.md and PNGs.
+CoNLL-2003 files with every seed, and writes <report_dir>/<experiment>.json (the numbers and
+verdicts) and, rendered from it by tools/ablations/render.py, <experiment>.md and PNGs.
 Jobs are cached under --work_dir by a hash of their settings: a rerun skips finished work and
 an interrupted pretraining resumes. Runs are deterministic for a seed (TF op determinism).
 
