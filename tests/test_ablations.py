@@ -1,4 +1,5 @@
 """The ablation runner: registry, report formatting, cached and deterministic jobs."""
+import hashlib
 import json
 import math
 import pathlib
@@ -8,7 +9,8 @@ import pytest
 from tools.ablations import render
 from tools.ablations import report as reports
 from tools.ablations.experiments import EXPERIMENTS, chance_scores
-from tools.ablations.workspace import Budget, Workspace, display_value, settings_hash
+from tools.ablations.workspace import (TASK_SETUPS, ZERO_SHOT_METRICS, Budget, Workspace,
+                                       display_value, settings_hash)
 
 
 def held_out_accuracy(folder, prefix):
@@ -175,6 +177,72 @@ def test_claims_between_rows_at_chance_are_marked():
     assert data["chance"] == chance
     assert {row["label"]: row["at_chance"] for row in data["rows"]} == {
         "pretrained": ["MRPC F1"], "random": ["MRPC F1", "SST-2 acc"]}
+
+
+class ScriptedWorkspace(Workspace):
+    """Every job answered from a hash of its settings: runs the experiments' own code (rows,
+    claims, verdicts, notes, figures) in a fraction of a second, with no model."""
+
+    @staticmethod
+    def value(*key):
+        return int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:4], "big") / 2 ** 32
+
+    def records(self, mode, mask_token_rate=0.8, random_token_rate=0.1):
+        return ((f"{mode}_{mask_token_rate}_{random_token_rate}",), ("held_out",))
+
+    def bpe_vocab_size(self):
+        return 6000
+
+    def wordpiece_vocab_size(self):
+        return 8000
+
+    def pretrain(self, name, model, model_config, records, steps=0, **overrides):
+        model_dir = self.root / "pretrain" / f"{name}-{model_config}"
+        model_dir.mkdir(parents=True, exist_ok=True)
+        rows = [dict(step=step, eval_perplexity=900.0 / step, eval_mlm_accuracy=step / 1e4,
+                     eval_nsp_accuracy=0.6, eval_lm_loss=6.0, eval_mlm_loss=5.0,
+                     tokens_per_second=5000.0) for step in (100, 200, 300)]
+        (model_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (model_dir / "done.json").write_text(json.dumps(dict(
+            settings=dict(model_config=model_config), seconds=60.0, final_eval=rows[-1])))
+        return model_dir
+
+    def mlm_by_input(self, model_dir, batches=30):
+        return dict(mask_accuracy=0.1, random_accuracy=0.05, kept_accuracy=0.9,
+                    unigram_accuracy=0.04, mask_share=0.8, random_share=0.1, kept_share=0.1)
+
+    def finetune(self, name, task, model, init_checkpoint, seed, **overrides):
+        key = (name, task, pathlib.Path(str(init_checkpoint)).name, seed, sorted(overrides))
+        return {k: self.value(key, k) for k, _ in TASK_SETUPS[task]["metrics"]}
+
+    def constant_answer_scores(self, task):
+        return {"sst2": {"accuracy": 56.0}, "mrpc": {"f1": 81.8, "accuracy": 69.2}}.get(task, {})
+
+    def zero_shot_curve(self, model_dir, tasks=("cola", "sst2", "story_cloze")):
+        return [{"step": step, **{t: {ZERO_SHOT_METRICS[t]: self.value(model_dir.name, step, t)}
+                                  for t in tasks}} for step in (0, 100, 200)]
+
+
+def test_every_experiment_writes_data_its_markdown_is_rendered_from(tmp_path, monkeypatch):
+    """Each experiment's report is JSON of enumerated outcomes and known note kinds, and the
+    Markdown is that JSON rendered: rendering the file written gives the same text."""
+    monkeypatch.setattr(Workspace, "checkpoints", staticmethod(
+        lambda model_dir: {step: f"{model_dir}/ckpt-{step}" for step in (100, 200, 300)}))
+    monkeypatch.setattr(Workspace, "checkpoint_model", staticmethod(lambda d, step, f: str(f)))
+    ws = ScriptedWorkspace(str(tmp_path / "work"), str(tmp_path), Budget(
+        corpus="wikipedia20m", bert_encoder="", transfer_learning_rates=(1e-3, 3e-4)),
+        lambda m: None)
+    for name, experiment in EXPERIMENTS.items():
+        md = reports.write_report(experiment(ws), tmp_path / "reports", "python -m x", 1.0)
+        data = json.loads((tmp_path / "reports" / f"{name}.json").read_text(encoding="utf-8"))
+        assert render.render(data, drawn=set()) == md.read_text(encoding="utf-8"), name
+        assert {n["kind"] for n in data["notes"]} <= set(render.NOTES), name
+        assert {c["outcome"] for c in data["claims"]} <= set(reports.OUTCOMES), name
+    # pretraining_transfer's, the last: a value per seed in each cell, the verdicts in notes.
+    assert all(len(cell["values"]) == len(ws.budget.seeds)
+               for row in data["rows"] for cell in row["cells"].values())
+    kinds = [n["kind"] for n in data["notes"]]
+    assert kinds.count("transfer_verdict") == 5 and "learning_rates" in kinds
 
 
 def test_display_values_follow_the_papers():
