@@ -40,6 +40,7 @@ accelerator, e.g.: --bert_config=bert_base --gpt_config=gpt1 --lstm_config=lstm_
 --pretrain_steps=100000 --pretrain_batch_size=256 --finetune_examples=0
 --distribution_strategy=mirrored --mixed_precision=mixed_bfloat16.
 """
+import dataclasses
 import os
 import pathlib
 import time
@@ -88,14 +89,14 @@ def run_experiments(names, work_dir: str, shared: str, report_dir: str, budget: 
             f" --{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
             for k, v in budget_changes(budget).items())
         written[name] = write_report(report, pathlib.Path(report_dir), command,
-                                     time.perf_counter() - started, workspace.job_seconds)
+                                     time.perf_counter() - started, workspace.job_seconds,
+                                     dataclasses.asdict(budget))
         log(f"wrote {written[name]}")
         write_index(pathlib.Path(report_dir))
     return written
 
 
 def budget_changes(budget: Budget) -> dict:
-    import dataclasses
     default = Budget()
     return {f.name: getattr(budget, f.name) for f in dataclasses.fields(Budget)
             if getattr(budget, f.name) != getattr(default, f.name)}

@@ -78,8 +78,10 @@ class Report:
     # two such rows are marked, since they say nothing about the paper's direction.
     chance: Dict[str, float] = dataclasses.field(default_factory=dict)
 
-    def data(self, compute: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-        """Everything render.render needs, as JSON-able values."""
+    def data(self, compute: Optional[Dict[str, Any]] = None,
+             budget: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """Everything render.render needs, as JSON-able values; compute (compute_data) and
+        budget as write_report takes them."""
         figures = [dict(file=f.file, caption=f.caption, plot=dict(
             kind="line", title=f.title, x_label=f.x_label, y_label=f.y_label,
             series={name: dict(x=list(x), mean=list(m), spread=list(s))
@@ -97,7 +99,7 @@ class Report:
                   for label, values in self.rows],
             chance=dict(self.chance), figures=figures, spread_name=self.spread_name,
             claims=judge_claims(self.claims, self.columns, self.rows, self.spread, self.chance),
-            notes=list(self.notes), last_line=self.last_line, compute=compute)
+            notes=list(self.notes), last_line=self.last_line, compute=compute, budget=budget)
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:
@@ -177,14 +179,16 @@ def compute_data(command: str, seconds: float,
 
 
 def write_report(report: Report, report_dir: pathlib.Path, command: str, seconds: float,
-                 job_seconds: Optional[Dict[str, Optional[float]]] = None) -> pathlib.Path:
+                 job_seconds: Optional[Dict[str, Optional[float]]] = None,
+                 budget: Optional[Dict[str, Any]] = None) -> pathlib.Path:
     """<report_dir>/<name>.json, then the .md (+ PNGs) rendered from it; returns the markdown
     path. seconds: this run's wall time; job_seconds: every job the experiment used -> the
-    seconds it took when it ran."""
+    seconds it took when it ran; budget: every setting of the run (the command names only
+    those changed), kept in the JSON so its numbers carry their settings."""
     from tfmodels.files import atomic_write_text
     from tools.ablations.render import write_markdown
     report_dir.mkdir(parents=True, exist_ok=True)
-    data = report.data(compute_data(command, seconds, job_seconds))
+    data = report.data(compute_data(command, seconds, job_seconds), budget)
     atomic_write_text(str(report_dir / f"{report.name}.json"),
                       json.dumps(data, indent=1, ensure_ascii=False) + "\n")
     return write_markdown(data, report_dir)
