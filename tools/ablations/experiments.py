@@ -565,7 +565,7 @@ def transfer_verdicts(rows: Dict[str, Dict[str, List[float]]],
                     if reports.at_chance(values, chance.get(label))]
             clears = outcome == "reproduces"
             verdicts.append({
-                "kind": "transfer_verdict", "model": model, "task": short, "column": label,
+                "kind": "transfer_verdict", "model": model, "task": short, "metric": label,
                 "delta": delta, "spread": spread, "clears_spread": clears,
                 "arms_at_chance": arms, "chance": chance.get(label),
                 "verdict": ("not_shown" if "pretrained" in arms else
