@@ -95,7 +95,7 @@ class Report:
             columns=list(self.columns),
             rows=[dict(label=label, cells={column: cell_data(v) for column, v in values.items()},
                        at_chance=[column for column, v in values.items()
-                                  if column in self.chance and at_chance(v, self.chance[column])])
+                                  if at_chance(v, self.chance.get(column))])
                   for label, values in self.rows],
             chance=dict(self.chance), figures=figures, spread_name=self.spread_name,
             claims=judge_claims(self.claims, self.columns, self.rows, self.spread, self.chance),
