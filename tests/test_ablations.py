@@ -1,13 +1,16 @@
 """The ablation runner: registry, report formatting, cached and deterministic jobs."""
+import hashlib
 import json
 import math
 import pathlib
 
 import pytest
 
+from tools.ablations import render
 from tools.ablations import report as reports
 from tools.ablations.experiments import EXPERIMENTS, chance_scores
-from tools.ablations.workspace import Budget, Workspace, display_value, settings_hash
+from tools.ablations.workspace import (TASK_SETUPS, ZERO_SHOT_METRICS, Budget, Workspace,
+                                       display_value, settings_hash)
 
 
 def held_out_accuracy(folder, prefix):
@@ -28,36 +31,57 @@ def test_registry_has_every_experiment_the_issue_names():
         assert name in EXPERIMENTS
 
 
-def test_cells_carry_mean_and_population_std():
-    assert reports.cell([80.0, 82.0, 84.0]) == f"82.0 ± {math.sqrt(8 / 3):.1f}"
-    assert reports.cell([71.25]) == "71.2"
-    assert reports.cell(None) == "–"
-    lines = reports.markdown_table(["A", "B"], [("x", {"A": [1.0, 3.0]})])
-    assert lines == ["| variant | A | B |", "|---|---|---|", "| x | 2.0 ± 1.0 | – |"]
+def test_cells_carry_the_seeds_mean_and_population_std():
+    assert reports.cell_data([80.0, 82.0, 84.0]) == {
+        "values": [80.0, 82.0, 84.0], "mean": 82.0, "std": pytest.approx(math.sqrt(8 / 3))}
+    assert reports.cell_data([71.25]) == {"values": [71.25], "mean": 71.25, "std": 0.0}
 
 
-def test_claims_say_whether_the_direction_reproduces(tmp_path):
+def test_markdown_renders_the_table_rows_from_the_data(tmp_path):
+    """The one test of the renderer's words: the JSON beside the Markdown is the report's data,
+    and the Markdown's table rows are its cells (mean ± std, the mean alone for one seed, –
+    for none)."""
+    rows = [("pre", {"A": [60.0, 62.0], "B": [71.25]}), ("none", {"A": [50.0, 50.0]})]
+    report = reports.Report(name="r", title="T", intro="i", columns=["A", "B"], rows=rows,
+                            seeds=2, bar_chart=False, chance={"A": 50.0},
+                            claims=[reports.Claim("pretraining helps", "pre", "none", ["A"])])
+    text = reports.write_report(report, tmp_path, "python -m x", 1.0,
+                                budget={"seeds": [0, 1]}).read_text()
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data == json.loads(json.dumps(report.data(data["compute"], {"seeds": [0, 1]})))
+    assert "| pre | 61.0 ± 1.0 | 71.2 |\n| none | 50.0 ± 0.0 | – |\n" in text
+    assert render.render(data) == text
+
+
+def test_claims_say_whether_the_direction_reproduces():
     assert reports.verdict([60.0, 62.0], [50.0, 50.0]) == (11.0, 1.0, "reproduces")
-    assert reports.verdict([50.0, 54.0], [51.0, 51.0])[2] == "does not (within the spread)"
+    assert reports.verdict([50.0, 54.0], [51.0, 51.0])[2] == "within_spread"
     assert reports.verdict([40.0, 40.0], [50.0, 52.0]) == (-11.0, 1.0, "reversed")
     rows = [("pre", {"A": [60.0, 62.0], "B": [50.0, 54.0]}),
             ("none", {"A": [50.0, 50.0], "B": [51.0, 51.0]})]
     report = reports.Report(name="r", title="T", intro="i", columns=["A", "B"], rows=rows,
-                            seeds=2, bar_chart=False,
-                            claims=[reports.Claim("pretraining helps", "pre", "none"),
-                                    reports.Claim("only B", "pre", "none", ["B"])])
-    text = reports.write_report(report, tmp_path, "python -m x", 1.0).read_text()
-    assert "| pretraining helps | A | +11.0 | 1.0 | reproduces |" in text
-    assert "| pretraining helps | B | +1.0 | 2.0 | does not (within the spread) |" in text
-    assert text.count("| only B |") == 1
+                            seeds=2, claims=[reports.Claim("pretraining helps", "pre", "none"),
+                                             reports.Claim("only B", "pre", "none", ["B"])])
+    assert judged(report.data()["claims"]) == [
+        ("pretraining helps", "A", 11.0, 1.0, "reproduces"),
+        ("pretraining helps", "B", 1.0, 2.0, "within_spread"),
+        ("only B", "B", 1.0, 2.0, "within_spread")]
+
+
+def judged(claims):
+    """(claim, column, difference, larger spread, outcome) of judged claims, to one decimal."""
+    return [(c["claim"], c["column"], round(c["delta"], 1), round(c["spread"], 1), c["outcome"])
+            for c in claims]
 
 
 def test_no_difference_claims_reproduce_within_the_spread():
     rows = [("a", {"A": [60.0, 62.0], "B": [60.0, 62.0]}),
             ("b", {"A": [60.5, 61.5], "B": [70.0, 70.0]})]
-    lines = reports.claims_table([reports.Claim("robust", "a", "b", same=True)], ["A", "B"], rows)
-    assert "| robust | A | +0.0 | 1.0 | reproduces (within the spread) |" in lines
-    assert "| robust | B | -9.0 | 1.0 | does not (apart by more than the spread) |" in lines
+    claims = reports.judge_claims([reports.Claim("robust", "a", "b", same=True)], ["A", "B"],
+                                  rows)
+    assert judged(claims) == [("robust", "A", 0.0, 1.0, "reproduces"),
+                              ("robust", "B", -9.0, 1.0, "apart")]
+    assert all(c["same"] for c in claims)
 
 
 def test_masking_claims_name_rows_of_the_masking_table():
@@ -69,29 +93,31 @@ def test_masking_claims_name_rows_of_the_masking_table():
                                     "CoNLL F1 (feature-based)": [20.0]}))
     claims = masking_claims(labels[0], labels[1:], only_mask="100% [MASK] / 0% same / 0% random",
                             only_random="0% [MASK] / 0% same / 100% random")
-    lines = reports.claims_table(claims, ["RTE acc", "CoNLL F1 (fine-tune)",
-                                          "CoNLL F1 (feature-based)"], rows)
-    assert "| pretraining helps | CoNLL F1 (feature-based) | +50.0 | 0.0 | reproduces |" in lines
-    assert sum("robust" in line and "reproduces (within" in line for line in lines) == 10
-    assert ("| 100% [MASK] hurts feature-based NER | CoNLL F1 (feature-based) | +1.0 | 0.0 | "
-            "reproduces |") in lines
+    results = judged(reports.judge_claims(claims, ["RTE acc", "CoNLL F1 (fine-tune)",
+                                                   "CoNLL F1 (feature-based)"], rows))
+    assert ("pretraining helps", "CoNLL F1 (feature-based)", 50.0, 0.0,
+            "reproduces") in results
+    assert sum(c.startswith("fine-tuning is robust") and outcome == "reproduces"
+               for c, *_, outcome in results) == 10
+    assert ("100% [MASK] hurts feature-based NER", "CoNLL F1 (feature-based)", 1.0, 0.0,
+            "reproduces") in results
 
 
-def test_claims_on_one_value_rows_use_the_given_spread(tmp_path):
+def test_claims_on_one_value_rows_use_the_given_spread():
     # Zero-shot rows hold one score each: a std of 0 would call any gap a reproduction.
     assert reports.verdict([55.0], [50.0]) == (5.0, 0.0, "reproduces")
     assert reports.verdict([55.0], [50.0], lambda v: 2.5 * v[0] / 50)[1:] == (2.75, "reproduces")
-    assert reports.verdict([52.0], [50.0], lambda v: 2.5)[2] == "does not (within the spread)"
+    assert reports.verdict([52.0], [50.0], lambda v: 2.5)[2] == "within_spread"
     rows = [("step 1000", {"A": [52.0], "B": [60.0]}), ("step 0", {"A": [50.0], "B": [50.0]})]
     spreads = {"A": 3.0, "B": 2.0}
     report = reports.Report(name="z", title="T", intro="i", columns=["A", "B"], rows=rows,
-                            seeds=1, bar_chart=False, spread=lambda c, values: spreads[c],
+                            seeds=1, spread=lambda c, values: spreads[c],
                             spread_name="the standard error",
                             claims=[reports.Claim("rises", "step 1000", "step 0")])
-    text = reports.write_report(report, tmp_path, "python -m x", 1.0).read_text()
-    assert "the larger of the two rows' spreads: the standard error)" in text
-    assert "| rises | A | +2.0 | 3.0 | does not (within the spread) |" in text
-    assert "| rises | B | +10.0 | 2.0 | reproduces |" in text
+    data = report.data()
+    assert data["spread_name"] == "the standard error"
+    assert judged(data["claims"]) == [("rises", "A", 2.0, 3.0, "within_spread"),
+                                      ("rises", "B", 10.0, 2.0, "reproduces")]
 
 
 def test_chance_line_counts_the_held_back_slice_runs_are_scored_on(tmp_path, shared_data):
@@ -134,28 +160,90 @@ def test_chance_line_counts_the_held_back_slice_runs_are_scored_on(tmp_path, sha
                                                        "MRPC acc": mrpc["accuracy"]}
 
 
-def test_claims_between_rows_at_chance_are_marked(tmp_path):
+def test_claims_between_rows_at_chance_are_marked():
     """A claim between two rows no better than always answering the commonest label is marked
-    in the claims table (GPT-1's MRPC F1 here: random init answers "paraphrase" throughout),
-    and the note gives every chance line; a row above it keeps the claim unmarked."""
+    (GPT-1's MRPC F1 here: random init answers "paraphrase" throughout), and the data lists
+    each row's columns at the chance line; a row above it keeps the claim unmarked."""
     rows = [("pretrained", {"MRPC F1": [77.0, 77.6], "SST-2 acc": [59.0, 60.0]}),
             ("random", {"MRPC F1": [81.8, 81.8], "SST-2 acc": [56.0, 56.0]})]
     chance = {"MRPC F1": 81.8, "SST-2 acc": 56.00000000000001}
-    lines = reports.claims_table([reports.Claim("pretraining helps", "pretrained", "random")],
-                                 ["MRPC F1", "SST-2 acc"], rows, chance=chance)
-    assert lines[2:] == [
-        "| pretraining helps | MRPC F1 | -4.5 | 0.3 | reversed; both rows at or below the "
-        "commonest-label answer (81.8) |",
-        "| pretraining helps | SST-2 acc | +3.5 | 0.5 | reproduces |"]
-    assert reports.claims_table([reports.Claim("pretraining helps", "pretrained", "random")],
-                                ["MRPC F1"], rows)[2:] == [
-        "| pretraining helps | MRPC F1 | -4.5 | 0.3 | reversed |"]
-    report = reports.Report(name="r", title="T", intro="i", columns=["MRPC F1", "SST-2 acc"],
-                            rows=rows, seeds=2, notes=["first"], chance=chance)
-    text = reports.write_report(report, tmp_path, "python -m x", 1.0).read_text()
-    assert ("- first\n- Always answering the held-back slice's commonest label (the "
-            "commonest-label answer) scores MRPC F1 "
-            "81.8, SST-2 acc 56.0: rows at that level have not learned the task") in text
+    claim = reports.Claim("pretraining helps", "pretrained", "random")
+    claims = reports.judge_claims([claim], ["MRPC F1", "SST-2 acc"], rows, chance=chance)
+    assert judged(claims) == [("pretraining helps", "MRPC F1", -4.5, 0.3, "reversed"),
+                              ("pretraining helps", "SST-2 acc", 3.5, 0.5, "reproduces")]
+    assert [c["both_at_chance"] for c in claims] == [True, False]
+    assert not reports.judge_claims([claim], ["MRPC F1"], rows)[0]["both_at_chance"]
+    data = reports.Report(name="r", title="T", intro="i", columns=["MRPC F1", "SST-2 acc"],
+                          rows=rows, seeds=2, chance=chance, claims=[claim]).data()
+    assert data["chance"] == chance
+    assert {row["label"]: row["at_chance"] for row in data["rows"]} == {
+        "pretrained": ["MRPC F1"], "random": ["MRPC F1", "SST-2 acc"]}
+
+
+class ScriptedWorkspace(Workspace):
+    """Every job answered from a hash of its settings: runs the experiments' own code (rows,
+    claims, verdicts, notes, figures) in a fraction of a second, with no model."""
+
+    @staticmethod
+    def value(*key):
+        return int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:4], "big") / 2 ** 32
+
+    def records(self, mode, mask_token_rate=0.8, random_token_rate=0.1):
+        return ((f"{mode}_{mask_token_rate}_{random_token_rate}",), ("held_out",))
+
+    def bpe_vocab_size(self):
+        return 6000
+
+    def wordpiece_vocab_size(self):
+        return 8000
+
+    def pretrain(self, name, model, model_config, records, steps=0, **overrides):
+        model_dir = self.root / "pretrain" / f"{name}-{model_config}"
+        model_dir.mkdir(parents=True, exist_ok=True)
+        rows = [dict(step=step, eval_perplexity=900.0 / step, eval_mlm_accuracy=step / 1e4,
+                     eval_nsp_accuracy=0.6, eval_lm_loss=6.0, eval_mlm_loss=5.0,
+                     tokens_per_second=5000.0) for step in (100, 200, 300)]
+        (model_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (model_dir / "done.json").write_text(json.dumps(dict(
+            settings=dict(model_config=model_config), seconds=60.0, final_eval=rows[-1])))
+        return model_dir
+
+    def mlm_by_input(self, model_dir, batches=30):
+        return dict(mask_accuracy=0.1, random_accuracy=0.05, kept_accuracy=0.9,
+                    unigram_accuracy=0.04, mask_share=0.8, random_share=0.1, kept_share=0.1)
+
+    def finetune(self, name, task, model, init_checkpoint, seed, **overrides):
+        key = (name, task, pathlib.Path(str(init_checkpoint)).name, seed, sorted(overrides))
+        return {k: self.value(key, k) for k, _ in TASK_SETUPS[task]["metrics"]}
+
+    def constant_answer_scores(self, task):
+        return {"sst2": {"accuracy": 56.0}, "mrpc": {"f1": 81.8, "accuracy": 69.2}}.get(task, {})
+
+    def zero_shot_curve(self, model_dir, tasks=("cola", "sst2", "story_cloze")):
+        return [{"step": step, **{t: {ZERO_SHOT_METRICS[t]: self.value(model_dir.name, step, t)}
+                                  for t in tasks}} for step in (0, 100, 200)]
+
+
+def test_every_experiment_writes_data_its_markdown_is_rendered_from(tmp_path, monkeypatch):
+    """Each experiment's report is JSON of enumerated outcomes and known note kinds, and the
+    Markdown is that JSON rendered: rendering the file written gives the same text."""
+    monkeypatch.setattr(Workspace, "checkpoints", staticmethod(
+        lambda model_dir: {step: f"{model_dir}/ckpt-{step}" for step in (100, 200, 300)}))
+    monkeypatch.setattr(Workspace, "checkpoint_model", staticmethod(lambda d, step, f: str(f)))
+    ws = ScriptedWorkspace(str(tmp_path / "work"), str(tmp_path), Budget(
+        corpus="wikipedia20m", bert_encoder="", transfer_learning_rates=(1e-3, 3e-4)),
+        lambda m: None)
+    for name, experiment in EXPERIMENTS.items():
+        md = reports.write_report(experiment(ws), tmp_path / "reports", "python -m x", 1.0)
+        data = json.loads((tmp_path / "reports" / f"{name}.json").read_text(encoding="utf-8"))
+        assert render.render(data, drawn=set()) == md.read_text(encoding="utf-8"), name
+        assert {n["kind"] for n in data["notes"]} <= set(render.NOTES), name
+        assert {c["outcome"] for c in data["claims"]} <= set(reports.OUTCOMES), name
+    # pretraining_transfer's, the last: a value per seed in each cell, the verdicts in notes.
+    assert all(len(cell["values"]) == len(ws.budget.seeds)
+               for row in data["rows"] for cell in row["cells"].values())
+    kinds = [n["kind"] for n in data["notes"]]
+    assert kinds.count("transfer_verdict") == 5 and "learning_rates" in kinds
 
 
 def test_display_values_follow_the_papers():
@@ -390,11 +478,12 @@ def test_jobs_are_cached_and_deterministic(tmp_path, shared_data):
         reports.Report(name="tiny", title="Tiny", intro="A test.", columns=["SST-2 acc"],
                        rows=rows, seeds=1), tmp_path / "report", "python -m x", 1.0,
         {**timings, "old": None})
-    text = path.read_text(encoding="utf-8")
-    assert "| pretrained |" in text and "over 1 fine-tuning seed" in text
-    assert (f"(3 jobs, {sum(timings.values()) / 60:.1f} min when they ran (1 untimed, cached "
-            "before timings were kept); 0.0 min in the run that wrote this, on ") in text
-    assert "cores; flags:" in text                      # the CPU the timings come from
+    assert "| pretrained |" in path.read_text(encoding="utf-8")
+    compute = json.loads((tmp_path / "report" / "tiny.json").read_text())["compute"]
+    assert compute == {"command": "python -m x", "seconds": 1.0, "cpu": compute["cpu"],
+                       "jobs": 3, "untimed_jobs": 1,
+                       "job_seconds": pytest.approx(sum(timings.values()))}
+    assert "cores; flags:" in compute["cpu"]            # the CPU the timings come from
     (tmp_path / "report" / "longer").mkdir()
     (tmp_path / "report" / "longer" / "tiny.md").write_text("# Tiny, longer\n")
     index = reports.write_index(tmp_path / "report").read_text(encoding="utf-8")

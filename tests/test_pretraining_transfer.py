@@ -1,15 +1,16 @@
 """The pretraining-transfer experiment: the wikipedia20m corpus choice, the transfer line and
 its verdicts, and the whole experiment end to end at a toy budget on a slice of the corpus."""
+import json
 import re
 
 import pytest
 
+from tools.ablations import render
 from tools.ablations import report as reports
-from tools.ablations.experiments import (EXPERIMENTS, best_learning_rate_row,
-                                         arms_at_chance, bert_pretrained, chance_verdict,
+from tools.ablations.experiments import (EXPERIMENTS, best_learning_rate_row, bert_pretrained,
                                          learning_rate_note, miniature_reference_note,
-                                         random_init, transfer_line,
-                                         transfer_verdicts)
+                                         random_init, transfer_bar, transfer_verdicts,
+                                         VERDICTS)
 from tools.ablations.workspace import CORPORA, Budget, Workspace
 
 LINE = re.compile(r"transfer: bert sst2 [+-]\d+\.\d mrpc [+-]\d+\.\d squad_f1 [+-]\d+\.\d; "
@@ -20,6 +21,12 @@ def test_corpus_is_validated():
     assert Budget(corpus="wikipedia20m").corpus == "wikipedia20m"
     with pytest.raises(ValueError, match="corpus 'wiki': expected one of"):
         Budget(corpus="wiki")
+
+
+def verdict_rows(verdicts):
+    """(model, task, delta, spread, clears the spread, verdict) of transfer_verdict notes."""
+    return [(v["model"], v["task"], round(v["delta"], 2), round(v["spread"], 2),
+             v["clears_spread"], v["verdict"]) for v in verdicts]
 
 
 def test_verdicts_compare_the_gap_with_the_larger_std():
@@ -33,36 +40,43 @@ def test_verdicts_compare_the_gap_with_the_larger_std():
         "gpt pretrained": {"SST-2 acc": [60.0, 61.0], "Story Cloze acc": [55.0, 55.0]},
         "gpt random": {"SST-2 acc": [59.5, 59.5], "Story Cloze acc": [54.0, 56.0]},
     }
-    verdicts = transfer_verdicts(rows)
-    assert [(m, t, round(d, 2), round(s, 2), ok) for m, t, d, s, ok in verdicts] == [
-        ("bert", "sst2", 4.0, 1.0, True), ("bert", "mrpc", 0.5, 1.0, False),
-        ("bert", "squad_f1", -2.0, 0.0, False), ("gpt", "sst2", 1.0, 0.5, True),
-        ("gpt", "story_cloze", 0.0, 1.0, False)]
-    assert transfer_line(verdicts) == ("transfer: bert sst2 +4.0 mrpc +0.5 squad_f1 -2.0; "
-                                       "gpt sst2 +1.0 story_cloze +0.0")
+    verdicts = transfer_verdicts(rows, {})
+    assert verdict_rows(verdicts) == [
+        ("bert", "sst2", 4.0, 1.0, True, "transfers"),
+        ("bert", "mrpc", 0.5, 1.0, False, "does_not_clear_spread"),
+        ("bert", "squad_f1", -2.0, 0.0, False, "does_not_clear_spread"),
+        ("gpt", "sst2", 1.0, 0.5, True, "transfers"),
+        ("gpt", "story_cloze", 0.0, 1.0, False, "does_not_clear_spread")]
+    assert transfer_bar(verdicts) == [{"kind": "transfer_bar", "met": False}]
+    # The summary line scripts read.
+    assert render.transfer_line(verdicts) == ("transfer: bert sst2 +4.0 mrpc +0.5 squad_f1 "
+                                              "-2.0; gpt sst2 +1.0 story_cloze +0.0")
 
 
 def test_verdicts_name_the_arms_that_do_not_beat_the_constant_answer():
     """A delta between arms at or below always answering the commonest label is no evidence
-    of transfer: the verdict says which arm (compared at the table's one decimal)."""
+    of transfer: the verdict names those arms (compared at the table's one decimal), and a
+    pretrained arm there makes the task 'not_shown' whatever the bar says."""
     # As chance_scores gives it: SQuAD has no column here (no label to answer).
     chance = {"SST-2 acc": 56.00000000000001, "MRPC F1": 81.8, "MRPC acc": 69.2,
-              "Story Cloze acc": 51.0}
-    rows = {"bert pretrained": {"SST-2 acc": [65.0, 66.4], "MRPC F1": [77.8, 77.8]},
-            "bert random": {"SST-2 acc": [56.0, 56.0], "MRPC F1": [75.1, 75.1]},
+              "Story Cloze acc": 53.0}
+    rows = {"bert pretrained": {"SST-2 acc": [65.0, 66.4], "MRPC F1": [77.8, 77.8],
+                                "SQuAD F1": [14.0, 14.0]},
+            "bert random": {"SST-2 acc": [56.0, 56.0], "MRPC F1": [75.1, 75.1],
+                            "SQuAD F1": [12.0, 12.0]},
             "gpt pretrained": {"SST-2 acc": [59.0, 59.0], "Story Cloze acc": [50.0, 52.0]},
-            "gpt random": {"SST-2 acc": [57.0, 57.0], "Story Cloze acc": [52.0, 52.0]}}
-    tail = " the commonest-label answer"
-
-    def verdict(model, short):
-        return chance_verdict(*arms_at_chance(chance, model, short, rows))
-    assert arms_at_chance(chance, "bert", "mrpc", rows) == (["pretrained", "random"], 81.8)
-    assert verdict("bert", "sst2") == f"; random init does not beat{tail} (56.0)"
-    assert verdict("bert", "mrpc") == f"; neither arm beats{tail} (81.8)"
-    assert verdict("gpt", "story_cloze") == f"; the pretrained arm does not beat{tail} (51.0)"
-    assert verdict("gpt", "sst2") == ""
-    assert arms_at_chance(chance, "bert", "squad_f1", rows)[0] == []     # no label to answer
-    assert verdict("bert", "squad_f1") == ""
+            "gpt random": {"SST-2 acc": [57.0, 57.0], "Story Cloze acc": [48.0, 48.0]}}
+    verdicts = transfer_verdicts(rows, chance)
+    assert [(v["task"], v["arms_at_chance"], v["chance"], v["verdict"]) for v in verdicts] == [
+        ("sst2", ["random"], chance["SST-2 acc"], "transfers"),
+        ("mrpc", ["pretrained", "random"], 81.8, "not_shown"),
+        ("squad_f1", [], None, "transfers"),                     # no label to answer
+        ("sst2", [], chance["SST-2 acc"], "transfers"),
+        ("story_cloze", ["pretrained", "random"], 53.0, "not_shown")]
+    # Every delta clears its spread and BERT's SST-2 gains 9.7, yet two tasks show nothing.
+    assert transfer_bar(verdicts) == [
+        {"kind": "transfer_bar", "met": True},
+        {"kind": "transfer_not_shown", "tasks": [["bert", "mrpc"], ["gpt", "story_cloze"]]}]
 
 
 def test_each_arm_keeps_the_learning_rate_with_the_best_held_back_mean(tmp_path):
@@ -87,10 +101,12 @@ def test_each_arm_keeps_the_learning_rate_with_the_best_held_back_mean(tmp_path)
     assert chosen == {"sst2": (1e-3, {1e-3: 61.0, 3e-4: 61.0}),
                       "squad_v1": (3e-4, {1e-3: 14.0, 3e-4: 15.5})}
     assert all(o == {"model_config": "bert_tiny"} for *_, o in asked) and len(asked) == 4
-    assert learning_rate_note({"BERT random": chosen}) == (
-        "BERT fine-tuning lr, picked per arm and task by the held-back mean as BERT picks on "
-        "Dev: BERT random sst2 0.001 (0.001: 61.0, 0.0003: 61.0); BERT random squad_f1 0.0003 "
-        "(0.001: 14.0, 0.0003: 15.5)")
+    assert learning_rate_note({"BERT random": chosen}) == {"kind": "learning_rates", "picks": [
+        {"arm": "BERT random", "task": "sst2", "learning_rate": 1e-3,
+         "means": [{"learning_rate": 1e-3, "mean": 61.0}, {"learning_rate": 3e-4, "mean": 61.0}]},
+        {"arm": "BERT random", "task": "squad_f1", "learning_rate": 3e-4,
+         "means": [{"learning_rate": 1e-3, "mean": 14.0},
+                   {"learning_rate": 3e-4, "mean": 15.5}]}]}
     with pytest.raises(ValueError, match="transfer_learning_rates must be positive"):
         Budget(transfer_learning_rates=(1e-3, 0.0))
 
@@ -164,51 +180,58 @@ def test_pretraining_transfer_end_to_end(tmp_path, wiki_slice, monkeypatch):
                              "BERT SQuAD F1", "BERT SQuAD EM"}
     assert set(gpt_row) == {"GPT SST-2 acc", "GPT Story Cloze acc"}
     assert all(len(values) == 2 for values in bert_row.values())
-    assert LINE.fullmatch(report.last_line)
+    data = report.data()
+
+    def notes(kind):
+        return [note for note in data["notes"] if note["kind"] == kind]
+    assert [(v["model"], v["task"]) for v in notes("transfer_verdict")] == [
+        ("bert", "sst2"), ("bert", "mrpc"), ("bert", "squad_f1"), ("gpt", "sst2"),
+        ("gpt", "story_cloze")]
+    assert all(v["verdict"] in VERDICTS for v in notes("transfer_verdict"))
+    assert [bar["kind"] for bar in notes("transfer_bar")] == ["transfer_bar"]
+    bert_note, gpt_note = notes("pretraining")
+    assert 0 <= bert_note["mask_accuracy"] <= 1 and 0 <= bert_note["kept_accuracy"] <= 1
+    assert bert_note["steps"] == gpt_note["steps"] == 8 and gpt_note["perplexity"] > 1
     # 8 steps keep a checkpoint every step: two curve points are the first checkpoint
     # (fine-tuned for the curve) and the last (the pretrained row's own jobs).
-    bert_note, = [note for note in report.notes if note.startswith("BERT pretraining: ")]
-    assert "(at [MASK] 0." in bert_note and "at kept tokens " in bert_note
     # The curve fine-tunes at --bert_finetune_learning_rate (1e-3), whichever lr the rows kept:
     # its ends are the rows' jobs at that lr, and naming that lr (as the rows do, through
     # best_learning_rate_row) hashes to the same jobs: asking again runs nothing.
     jobs = len(list((tmp_path / "work" / "finetune").iterdir()))
-    at_default = {arm: reports.cell(ws.finetune_seeds(name, "sst2", "bert", checkpoint,
-                                                      learning_rates=(1e-3,),
-                                                      **extra)["accuracy"])
+    at_default = {arm: ws.finetune_seeds(name, "sst2", "bert", checkpoint,
+                                         learning_rates=(1e-3,), **extra)["accuracy"]
                   for arm, name, checkpoint, extra in (
                       ("random", "objectives_random", "", random_init(ws, "bert")),
                       ("pretrained", "objectives_mlm_nsp", bert_pretrained(ws), {}))}
     assert len(list((tmp_path / "work" / "finetune").iterdir())) == jobs
-    curve, = [note for note in report.notes if note.startswith("Curve (sst2, lr 0.001): ")]
-    assert curve == (f"Curve (sst2, lr 0.001): step 0 {at_default['random']}, step 1 "
-                     f"{curve.split('step 1 ')[1].split(',')[0]}, step 8 "
-                     f"{at_default['pretrained']}")
+    curve, = notes("checkpoint_curve")
+    assert (curve["task"], curve["learning_rate"]) == ("sst2", 1e-3)
+    assert [p["step"] for p in curve["points"]] == [0, 1, 8]
+    assert (curve["points"][0]["values"], curve["points"][-1]["values"]) == (
+        at_default["random"], at_default["pretrained"])
     assert len(list((tmp_path / "work" / "finetune").glob("transfer_bert_step1-sst2-s*"))) == 2
     # One lr (the default): one job per seed, and no lr-selection note (the selection among
     # several lrs is test_each_arm_keeps_the_learning_rate_with_the_best_held_back_mean's).
     for name in ("objectives_random", "objectives_mlm_nsp"):
         for task in ("sst2", "mrpc", "squad_v1"):
             assert len(list((tmp_path / "work" / "finetune").glob(f"{name}-{task}-s*"))) == 2
-    assert not [note for note in report.notes if note.startswith("BERT fine-tuning lr, ")]
+    assert not notes("learning_rates")
     # The chance line of every column a constant answer can be scored on (not SQuAD's).
-    assert list(report.chance) == ["BERT SST-2 acc", "BERT MRPC F1", "BERT MRPC acc",
-                                   "GPT SST-2 acc", "GPT Story Cloze acc"]
+    assert list(data["chance"]) == ["BERT SST-2 acc", "BERT MRPC F1", "BERT MRPC acc",
+                                    "GPT SST-2 acc", "GPT Story Cloze acc"]
     path = reports.write_report(report, tmp_path / "report", "python -m x", 1.0)
+    assert json.loads((tmp_path / "report" / "pretraining_transfer.json").read_text(
+        encoding="utf-8"))["notes"] == json.loads(json.dumps(data["notes"]))
     lines = path.read_text(encoding="utf-8").rstrip("\n").splitlines()
-    assert lines[-1] == report.last_line
-    assert any(re.fullmatch(r"- Always answering the held-back slice's commonest label \(the "
-                            r"commonest-label answer\) scores "
-                            r"BERT SST-2 acc \d+\.\d, BERT MRPC F1 \d+\.\d, .*", line)
-               for line in lines)
+    assert LINE.fullmatch(lines[-1])       # the transfer line scripts read, last
     assert any(line.startswith("| BERT random init | ") for line in lines)
 
 
 def test_scale_reference_is_google_s_miniature_of_the_same_shape():
     (note,) = miniature_reference_note("bert_tiny")
-    assert "SST-2 83.2" in note and "MRPC F1 81.1" in note and "scores 79.9" in note
-    assert "barely clears" in note
+    assert note == {"kind": "scale_reference", "config": "bert_tiny", "sst2": 83.2,
+                    "mrpc_f1": 81.1, "mrpc_constant_f1": 79.9, "near_constant_answer": True}
     (small,) = miniature_reference_note("bert_small")
-    assert "MRPC F1 83.4" in small and "barely" not in small
+    assert (small["mrpc_f1"], small["near_constant_answer"]) == (83.4, False)
     # A shape outside the table: no reference rather than a wrong one.
     assert miniature_reference_note("bert_test") == []

@@ -9,7 +9,8 @@ bert_masking, bert_feature_based, model_size, loss_imbalanced, gpt_aux_lm, gpt_n
 gpt_lstm, layer_transfer, zero_shot_vs_steps. Each pretrains the small models it needs on
 --corpus (wikitext2: 217k words for quick checks; wikipedia20m: 20M words, see
 ../shared/data/corpus), fine-tunes them on the real GLUE / SQuAD-subset / Story Cloze /
-CoNLL-2003 files with every seed, and writes <report_dir>/<experiment>.md and PNGs.
+CoNLL-2003 files with every seed, and writes <report_dir>/<experiment>.json (the numbers and
+verdicts) and, rendered from it by tools/ablations/render.py, <experiment>.md and PNGs.
 Jobs are cached under --work_dir by a hash of their settings: a rerun skips finished work and
 an interrupted pretraining resumes. Runs are deterministic for a seed (TF op determinism).
 
@@ -39,6 +40,7 @@ accelerator, e.g.: --bert_config=bert_base --gpt_config=gpt1 --lstm_config=lstm_
 --pretrain_steps=100000 --pretrain_batch_size=256 --finetune_examples=0
 --distribution_strategy=mirrored --mixed_precision=mixed_bfloat16.
 """
+import dataclasses
 import os
 import pathlib
 import time
@@ -87,14 +89,14 @@ def run_experiments(names, work_dir: str, shared: str, report_dir: str, budget: 
             f" --{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
             for k, v in budget_changes(budget).items())
         written[name] = write_report(report, pathlib.Path(report_dir), command,
-                                     time.perf_counter() - started, workspace.job_seconds)
+                                     time.perf_counter() - started, workspace.job_seconds,
+                                     dataclasses.asdict(budget))
         log(f"wrote {written[name]}")
         write_index(pathlib.Path(report_dir))
     return written
 
 
 def budget_changes(budget: Budget) -> dict:
-    import dataclasses
     default = Budget()
     return {f.name: getattr(budget, f.name) for f in dataclasses.fields(Budget)
             if getattr(budget, f.name) != getattr(default, f.name)}

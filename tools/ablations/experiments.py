@@ -1,9 +1,9 @@
 """The experiment registry: each entry reruns one of the papers' comparisons at small scale.
 
-An experiment is a function Workspace -> Report. It asks the workspace for the pretraining
-runs it needs (shared between experiments through the cache: `gpt_aux_lm` and
-`gpt_no_pretraining` fine-tune the same pretrained GPT) and fine-tunes every variant on real
-tasks with every seed of the budget.
+An experiment is a function Workspace -> Report: data (report.py), whose words and plots are
+render.py's. It asks the workspace for the pretraining runs it needs (shared between
+experiments through the cache: `gpt_aux_lm` and `gpt_no_pretraining` fine-tune the same
+pretrained GPT) and fine-tunes every variant on real tasks with every seed of the budget.
 
   bert_objectives     BERT Table 5: MLM + NSP / MLM only / LTR & No NSP (+ BiLSTM)
   bert_masking        BERT Table 8: [MASK] / same / random mixes of the MLM corruption
@@ -173,10 +173,7 @@ def bert_masking(ws: Workspace) -> reports.Report:
                "(train/test mismatch) and from 100% random. The last row is the same model "
                "from random initialisation."),
         columns=columns + list(mlm_columns.values()), rows=rows, seeds=_seeds(ws),
-        notes=["MLM acc at [MASK] / random / kept: held-out accuracy of each pretraining's "
-               "MLM head at the positions its records filled that way (one pretraining, no "
-               "spread; – where the mix has none). Answering the commonest target everywhere "
-               f"scores {100.0 * unigram:.1f}; at kept positions the answer is the input itself."],
+        notes=[{"kind": "mlm_by_input", "unigram_accuracy": unigram}],
         chance=chance_scores(ws, ("rte",)),
         claims=masking_claims(
             label(*MASK_MIXES[0]), [label(*mix) for mix in MASK_MIXES[1:]],
@@ -267,9 +264,8 @@ def model_size(ws: Workspace) -> reports.Report:
                "fine-tuned. The paper: larger models are better "
                "on every task, even the small MRPC."),
         columns=["held-out MLM ppl", "held-out MLM acc"] + columns_of(tasks), rows=rows,
-        seeds=_seeds(ws), notes=["Perplexity and MLM accuracy: a single pretraining run, so no "
-                                 "spread.", "Claims compare each size with the next smaller "
-                                 "one (--model_size_configs, smallest first)."],
+        seeds=_seeds(ws), notes=[{"kind": "single_pretraining_run"},
+                                 {"kind": "claims_by_next_size"}],
         chance=chance_scores(ws, tasks),
         claims=[claim for smaller, larger in zip(ws.budget.model_size_configs,
                                                  ws.budget.model_size_configs[1:])
@@ -387,14 +383,11 @@ def layer_transfer(ws: Workspace) -> reports.Report:
             for k in range(num_layers + 1)]
     columns = columns_of(tasks)
 
-    def draw(path):
-        series = {}
-        for column in columns:
-            stats = [reports.mean_std(values[column]) for _, values in rows]
-            series[column] = (list(range(num_layers + 1)), [m for m, _ in stats],
-                              [s for _, s in stats])
-        return reports.line_plot(path, f"Layer transfer ({_seeds(ws)} seeds, band = std)",
-                                 "pretrained layers transferred", "score", series)
+    series = {}
+    for column in columns:
+        stats = [reports.mean_std(values[column]) for _, values in rows]
+        series[column] = (list(range(num_layers + 1)), [m for m, _ in stats],
+                          [s for _, s in stats])
 
     return reports.Report(
         name="layer_transfer", title="Transferring the first k layers (GPT-1 Figure 2, left)",
@@ -407,7 +400,9 @@ def layer_transfer(ws: Workspace) -> reports.Report:
                               rows[-1][0], rows[0][0])] +
                [reports.Claim(f"layer {k + 1} adds to the first {k}", rows[k + 1][0], rows[k][0])
                 for k in range(num_layers)],
-        figures=[("layer_transfer_curve.png", "score vs layers transferred", draw)])
+        figures=[reports.LinePlot("layer_transfer_curve.png", "score vs layers transferred",
+                                  f"Layer transfer ({_seeds(ws)} seeds, band = std)",
+                                  "pretrained layers transferred", "score", series)])
 
 
 @experiment
@@ -443,15 +438,12 @@ def zero_shot_vs_steps(ws: Workspace) -> reports.Report:
     claims.append(reports.Claim("the Transformer is above the LSTM (last checkpoints)",
                                 last["gpt"], last["lstm"]))
 
-    def draw(path):
-        series = {}
-        for model, points in curves.items():
-            for task in tasks:
-                values = [100 * zero_shot_value(task, p[task]) for p in points]
-                errors = [standard_error(task, v) for v in values]
-                series[f"{model} {task}"] = ([p["step"] for p in points], values, errors)
-        return reports.line_plot(path, "Zero-shot vs pretraining updates (1 pretraining seed)",
-                                 "pretraining step", "score x100", series)
+    series = {}
+    for model, points in curves.items():
+        for task in tasks:
+            values = [100 * zero_shot_value(task, p[task]) for p in points]
+            errors = [standard_error(task, v) for v in values]
+            series[f"{model} {task}"] = ([p["step"] for p in points], values, errors)
 
     return reports.Report(
         name="zero_shot_vs_steps",
@@ -466,10 +458,10 @@ def zero_shot_vs_steps(ws: Workspace) -> reports.Report:
         columns=list(tasks), rows=rows, seeds=1, bar_chart=False,
         what_varies="pretraining seed (zero-shot: no fine-tuning)",
         scored_on=f"the first {n} examples of each task (no fine-tuning)",
-        notes=[f"One pretraining seed per model; the plot's band is the standard error over "
-               f"{n} examples (binomial; for CoLA's MCC, a correlation's).",
-               perplexity_note(model_dirs)],
-        figures=[("zero_shot_vs_steps_curve.png", "zero-shot score vs steps", draw)],
+        notes=[{"kind": "zero_shot_spread", "examples": n}, perplexity_note(model_dirs)],
+        figures=[reports.LinePlot("zero_shot_vs_steps_curve.png", "zero-shot score vs steps",
+                                  "Zero-shot vs pretraining updates (1 pretraining seed)",
+                                  "pretraining step", "score x100", series)],
         claims=claims, spread=spread,
         spread_name=f"the standard error over {n} examples, as in the plot")
 
@@ -522,15 +514,12 @@ def learning_rates_text(ws: Workspace) -> str:
             " by the held-back mean")
 
 
-def learning_rate_note(chosen: Dict[str, Dict[str, Tuple[float, Dict]]]) -> str:
+def learning_rate_note(chosen: Dict[str, Dict[str, Tuple[float, Dict]]]) -> reports.Note:
     """Which fine-tuning lr each arm kept per task, beside the means it was picked from."""
-    parts = []
-    for arm, tasks in chosen.items():
-        for task, (best, means) in tasks.items():
-            tried = ", ".join(f"{lr:g}: {mean:.1f}" for lr, mean in means.items())
-            parts.append(f"{arm} {TRANSFER_METRICS[task][1]} {best:g} ({tried})")
-    return ("BERT fine-tuning lr, picked per arm and task by the held-back mean as BERT picks "
-            "on Dev: " + "; ".join(parts))
+    return {"kind": "learning_rates", "picks": [
+        {"arm": arm, "task": TRANSFER_METRICS[task][1], "learning_rate": best,
+         "means": [{"learning_rate": lr, "mean": mean} for lr, mean in means.items()]}
+        for arm, tasks in chosen.items() for task, (best, means) in tasks.items()]}
 
 
 def examples_text(b, tasks: Sequence[str]) -> str:
@@ -552,43 +541,49 @@ def corpus_text(ws: Workspace) -> str:
                             "36 files' final shard held out)"}[ws.budget.corpus]
 
 
-def transfer_verdicts(rows: Dict[str, Dict[str, List[float]]]) -> List[Tuple[str, str, float,
-                                                                             float, bool]]:
-    """(model, task name, pretrained minus random init mean, the larger std, clears it) per
-    task of TRANSFER_TASKS. rows: '<model> pretrained' / '<model> random' -> column values."""
+VERDICTS = ("transfers", "does_not_clear_spread", "not_shown")
+
+
+def transfer_verdicts(rows: Dict[str, Dict[str, List[float]]],
+                      chance: Dict[str, float]) -> List[reports.Note]:
+    """A transfer_verdict note per task of TRANSFER_TASKS: pretrained minus random init mean
+    (delta), the larger std (spread), whether the delta clears it, the arms ("pretrained",
+    "random") whose mean does no better than always answering the commonest label and that
+    score (chance; None for a task with no label to answer), and the verdict from VERDICTS:
+    a pretrained arm at the constant answer has not learned the task, so its delta shows no
+    transfer ("not_shown") whichever way it went. rows: '<model> pretrained' / '<model>
+    random' -> column values; chance: column label -> score, as chance_scores gives it."""
     verdicts = []
     for model, tasks in TRANSFER_TASKS.items():
         for task in tasks:
             key, short = TRANSFER_METRICS[task]
             label = dict(TASK_SETUPS[task]["metrics"])[key]
-            delta, spread, outcome = reports.verdict(rows[f"{model} pretrained"][label],
-                                                     rows[f"{model} random"][label])
-            verdicts.append((model, short, delta, spread, outcome == "reproduces"))
+            arm_values = {arm: rows[f"{model} {arm}"][label] for arm in ("pretrained", "random")}
+            delta, spread, outcome = reports.verdict(arm_values["pretrained"],
+                                                     arm_values["random"])
+            arms = [arm for arm, values in arm_values.items()
+                    if reports.at_chance(values, chance.get(label))]
+            clears = outcome == "reproduces"
+            verdicts.append({
+                "kind": "transfer_verdict", "model": model, "task": short, "metric": label,
+                "delta": delta, "spread": spread, "clears_spread": clears,
+                "arms_at_chance": arms, "chance": chance.get(label),
+                "verdict": ("not_shown" if "pretrained" in arms else
+                            "transfers" if clears else "does_not_clear_spread")})
     return verdicts
 
 
-def arms_at_chance(chance: Dict[str, float], model: str, short: str,
-                   rows: Dict[str, Dict[str, List[float]]]) -> Tuple[List[str], float]:
-    """The arms ("pretrained", "random") whose mean of the transfer line's metric does no
-    better than always answering the commonest label, and that score (nan for a task with no
-    label to answer). A delta between two such arms shows no transfer. chance: column label
-    -> score, as chance_scores gives it; rows as transfer_verdicts'."""
-    task = next(t for t, (_, name) in TRANSFER_METRICS.items() if name == short)
-    label = dict(TASK_SETUPS[task]["metrics"])[TRANSFER_METRICS[task][0]]
-    if label not in chance:
-        return [], float("nan")
-    return [arm for arm in ("pretrained", "random")
-            if reports.at_chance(rows[f"{model} {arm}"][label], chance[label])], chance[label]
-
-
-def chance_verdict(arms: Sequence[str], chance: float) -> str:
-    """The tail of a transfer verdict for arms_at_chance's answer ('' when both beat it)."""
-    if not arms:
-        return ""
-    if len(arms) == 2:
-        return f"; neither arm beats the commonest-label answer ({chance:.1f})"
-    arm = "random init" if list(arms) == ["random"] else "the pretrained arm"
-    return f"; {arm} does not beat the commonest-label answer ({chance:.1f})"
+def transfer_bar(verdicts: Sequence[reports.Note]) -> List[reports.Note]:
+    """The issue's bar (every delta above the larger std, one BERT delta >= 3 points), and the
+    tasks whose transfer this run does not show whatever the bar says (the bar reads deltas
+    only)."""
+    bert_deltas = [v["delta"] for v in verdicts if v["model"] == "bert"]
+    notes = [{"kind": "transfer_bar",
+              "met": all(v["clears_spread"] for v in verdicts) and max(bert_deltas) >= 3}]
+    hollow = [[v["model"], v["task"]] for v in verdicts if v["verdict"] == "not_shown"]
+    if hollow:
+        notes.append({"kind": "transfer_not_shown", "tasks": hollow})
+    return notes
 
 
 # Google's BERT miniatures (Turc et al. 2019, "Well-Read Students Learn Better"; the table in
@@ -600,28 +595,16 @@ MINIATURE_GLUE_TEST = {"bert_tiny": (83.2, 81.1), "bert_mini": (85.9, 81.1),
 MRPC_TEST_CONSTANT_F1 = 79.9
 
 
-def miniature_reference_note(config_name: str) -> List[str]:
-    """The report note that puts the pretrained arm beside Google's fully pretrained model of
-    the same shape ([] for a shape not in MINIATURE_GLUE_TEST)."""
+def miniature_reference_note(config_name: str) -> List[reports.Note]:
+    """The note that puts the pretrained arm beside Google's fully pretrained model of the
+    same shape ([] for a shape not in MINIATURE_GLUE_TEST)."""
     if config_name not in MINIATURE_GLUE_TEST:
         return []
     sst2, mrpc = MINIATURE_GLUE_TEST[config_name]
     # Within 2 F1 of the constant answer, no fine-tuned gap at this shape can be large.
-    tail = (": at this size MRPC barely clears its constant answer even with full pretraining"
-            if mrpc - MRPC_TEST_CONSTANT_F1 < 2 else "")
-    return [f"Scale reference: Google's {config_name} (the same shape, pretrained on BERT's "
-            f"own corpus) scores SST-2 {sst2:.1f} and MRPC F1 {mrpc:.1f} on GLUE test, where "
-            f"always answering 'paraphrase' scores {MRPC_TEST_CONSTANT_F1:.1f} (Turc et al. "
-            f"2019){tail}."]
-
-
-def transfer_line(verdicts) -> str:
-    """`transfer: bert sst2 +X.X mrpc +X.X squad_f1 +X.X; gpt sst2 +X.X story_cloze +X.X`"""
-    parts = []
-    for model in TRANSFER_TASKS:
-        parts.append(f"{model} " + " ".join(f"{short} {delta:+.1f}"
-                                            for m, short, delta, _, _ in verdicts if m == model))
-    return "transfer: " + "; ".join(parts)
+    return [{"kind": "scale_reference", "config": config_name, "sst2": sst2, "mrpc_f1": mrpc,
+             "mrpc_constant_f1": MRPC_TEST_CONSTANT_F1,
+             "near_constant_answer": mrpc - MRPC_TEST_CONSTANT_F1 < 2}]
 
 
 def pretraining_metrics(model_dir: pathlib.Path) -> List[Dict[str, float]]:
@@ -636,17 +619,44 @@ def pretraining_metrics(model_dir: pathlib.Path) -> List[Dict[str, float]]:
     return sorted(rows, key=lambda r: r["step"])
 
 
-def perplexity_note(model_dirs: Dict[str, pathlib.Path]) -> str:
-    """Where each language model's pretraining got to, so a reader can tell a model that knows
-    context from one that knows word frequencies."""
-    parts = []
+def perplexity_note(model_dirs: Dict[str, pathlib.Path]) -> reports.Note:
+    """Where each language model's pretraining got to (held-out perplexity at its first and
+    last evaluation), so a reader can tell a model that knows context from one that knows word
+    frequencies."""
+    models = []
     for model, model_dir in model_dirs.items():
         evals = pretraining_metrics(model_dir)
-        parts.append(f"{model} {evals[0]['eval_perplexity']:,.0f} at step {evals[0]['step']} -> "
-                     f"{evals[-1]['eval_perplexity']:,.0f} at step {evals[-1]['step']}")
-    return ("Where each language model got to (held-out perplexity, first and last evaluation): "
-            + "; ".join(parts) + ". A model still near the unigram perplexity knows word "
-            "frequencies, not yet context.")
+        models.append({"model": model, "first_step": evals[0]["step"],
+                       "first": evals[0]["eval_perplexity"], "last_step": evals[-1]["step"],
+                       "last": evals[-1]["eval_perplexity"]})
+    return {"kind": "perplexity", "models": models}
+
+
+def pretraining_note(ws: Workspace, model: str, model_dir: pathlib.Path,
+                     metrics: List[Dict[str, float]]) -> reports.Note:
+    """What a transfer pretraining cost and where it got to (held-out metrics)."""
+    b = ws.budget
+    summary = Workspace.pretrain_summary(model_dir)
+    final = summary.get("final_eval", {})
+    if model == "bert":
+        # The overall MLM accuracy counts the kept positions, which only need copying.
+        by_input = ws.mlm_by_input(model_dir)
+        shown = {"mlm_accuracy": final.get("eval_mlm_accuracy", float("nan")),
+                 "nsp_accuracy": final.get("eval_nsp_accuracy", float("nan")),
+                 **{f"{kind}_accuracy": by_input[f"{kind}_accuracy"]
+                    for kind in ("mask", "unigram", "kept")}}
+    else:
+        shown = {"perplexity": math.exp(final.get("eval_lm_loss", float("nan")))}
+    # The training cost from the logged throughput (evals and start-up left out; the
+    # Regenerate line's job minutes count them, across resumes too).
+    speeds = sorted(r["tokens_per_second"] for r in metrics if r.get("tokens_per_second"))
+    tokens = b.steps_for(model) * b.pretrain_batch_size * b.pretrain_seq_length
+    speed = speeds[len(speeds) // 2] if speeds else float("nan")
+    return {"kind": "pretraining", "model": model,
+            "config": summary.get("settings", {}).get("model_config"),
+            "steps": b.steps_for(model), "batch_size": b.pretrain_batch_size,
+            "seq_length": b.pretrain_seq_length, "tokens": tokens,
+            "tokens_per_second": speed, "training_seconds": tokens / speed, **shown}
 
 
 def checkpoint_curve(ws: Workspace, model_dir: pathlib.Path, pretrained_name: str,
@@ -717,86 +727,41 @@ def pretraining_transfer(ws: Workspace) -> reports.Report:
 
     bert_metrics = pretraining_metrics(model_dirs["bert"])
     gpt_metrics = pretraining_metrics(model_dirs["gpt"])
-
-    def draw_pretraining(path):
-        series = {
-            "BERT held-out MLM acc (x100)": ([r["step"] for r in bert_metrics],
-                                             [100 * r["eval_mlm_accuracy"] for r in bert_metrics],
-                                             [0.0] * len(bert_metrics)),
-            "BERT held-out NSP acc (x100)": ([r["step"] for r in bert_metrics],
-                                             [100 * r["eval_nsp_accuracy"] for r in bert_metrics],
-                                             [0.0] * len(bert_metrics))}
-        return reports.line_plot(path, "BERT pretraining on held-out text", "pretraining step",
-                                 "accuracy x100", series)
-
-    def draw_perplexity(path):
-        series = {"GPT-1 held-out LM perplexity": (
-            [r["step"] for r in gpt_metrics],
-            [math.exp(r["eval_lm_loss"]) for r in gpt_metrics], [0.0] * len(gpt_metrics))}
-        return reports.line_plot(path, "GPT-1 pretraining on held-out text", "pretraining step",
-                                 "perplexity", series)
-
-    def draw_curve(path):
-        stats = [reports.mean_std(values) for _, values in curve]
-        return reports.line_plot(
-            path, f"BERT {label} vs pretraining steps ({_seeds(ws)} seeds, band = std)",
+    bert_steps = [r["step"] for r in bert_metrics]
+    curve_stats = [reports.mean_std(values) for _, values in curve]
+    figures = [
+        reports.LinePlot(
+            "pretraining_transfer_pretraining.png", "held-out MLM / NSP accuracy vs steps",
+            "BERT pretraining on held-out text", "pretraining step", "accuracy x100",
+            {f"BERT held-out {name} acc (x100)": (
+                bert_steps, [100 * r[f"eval_{key}_accuracy"] for r in bert_metrics],
+                [0.0] * len(bert_metrics)) for name, key in (("MLM", "mlm"), ("NSP", "nsp"))}),
+        reports.LinePlot(
+            "pretraining_transfer_perplexity.png", "held-out GPT perplexity vs steps",
+            "GPT-1 pretraining on held-out text", "pretraining step", "perplexity",
+            {"GPT-1 held-out LM perplexity": ([r["step"] for r in gpt_metrics],
+                                              [math.exp(r["eval_lm_loss"]) for r in gpt_metrics],
+                                              [0.0] * len(gpt_metrics))}),
+        reports.LinePlot(
+            "pretraining_transfer_curve.png", f"{label} of checkpoints along the way",
+            f"BERT {label} vs pretraining steps ({_seeds(ws)} seeds, band = std)",
             "pretraining step of the checkpoint fine-tuned (0 = random init)", label,
-            {label: ([s for s, _ in curve], [m for m, _ in stats], [s for _, s in stats])})
+            {label: ([s for s, _ in curve], [m for m, _ in curve_stats],
+                     [s for _, s in curve_stats])})]
 
-    verdicts = transfer_verdicts(by_label)
     # Read once: both models' SST-2 runs are scored on the same slice.
     chance = chance_scores(ws, dict.fromkeys(TRANSFER_TASKS["bert"] + TRANSFER_TASKS["gpt"]))
-    at_chance = {(model, short): arms_at_chance(chance, model, short, by_label)
-                 for model, short, *_ in verdicts}
-    verdict_notes = [
-        f"{model.upper()} {short}: pretrained minus random init {delta:+.1f} points, larger "
-        f"std {spread:.1f}: {'transfers' if ok else 'does not clear the spread'}"
-        f"{chance_verdict(*at_chance[model, short])}"
-        for model, short, delta, spread, ok in verdicts]
-    bert_deltas = [delta for model, _, delta, _, _ in verdicts if model == "bert"]
-    bar_met = all(v[4] for v in verdicts) and max(bert_deltas) >= 3
-    verdict_notes.append(f"Bar (every delta above the larger std, one BERT delta >= 3 points): "
-                         f"{'met' if bar_met else 'not met'}.")
-    # The bar reads deltas only; a pretrained arm no better than a constant answer has not
-    # learned the task, so its delta is no evidence of transfer whichever way the bar went.
-    hollow = [f"{model.upper()} {short}" for (model, short), (arms, _) in at_chance.items()
-              if "pretrained" in arms]
-    if hollow:
-        verdict_notes.append("Not shown by this run, whatever the bar says: transfer on " +
-                             ", ".join(hollow) + ", where the pretrained arm does not beat "
-                             "the commonest-label answer.")
-    pretraining_rows = []
-    for model in ("bert", "gpt"):
-        summary = Workspace.pretrain_summary(model_dirs[model])
-        final = summary.get("final_eval", {})
-        if model == "bert":
-            # The overall MLM accuracy counts the kept positions, which only need copying.
-            by_input = ws.mlm_by_input(model_dirs["bert"])
-            shown = (f"held-out MLM acc {final.get('eval_mlm_accuracy', float('nan')):.3f} "
-                     f"(at [MASK] {by_input['mask_accuracy']:.3f}, where always answering the "
-                     f"commonest token scores {by_input['unigram_accuracy']:.3f}; at kept tokens "
-                     f"{by_input['kept_accuracy']:.3f}), NSP acc "
-                     f"{final.get('eval_nsp_accuracy', float('nan')):.3f}")
-        else:
-            shown = (f"held-out perplexity "
-                     f"{math.exp(final.get('eval_lm_loss', float('nan'))):.1f}")
-        # The training cost from the logged throughput (evals and start-up left out; the
-        # Regenerate line's job minutes count them, across resumes too).
-        speeds = sorted(r["tokens_per_second"] for r in
-                        (bert_metrics if model == "bert" else gpt_metrics)
-                        if r.get("tokens_per_second"))
-        tokens = b.steps_for(model) * b.pretrain_batch_size * b.pretrain_seq_length
-        speed = speeds[len(speeds) // 2] if speeds else float("nan")
-        pretraining_rows.append(
-            f"{model.upper()} pretraining: {summary.get('settings', {}).get('model_config')}, "
-            f"{b.steps_for(model)} steps of {b.pretrain_batch_size} x {b.pretrain_seq_length} "
-            f"tokens ({tokens / 1e6:.1f}M) at {speed / 1000:.1f}k tokens/s (median logged "
-            f"window): {tokens / speed / 60:.0f} min of training; {shown}")
-    notes = pretraining_rows + [f"Curve ({curve_task}, lr {b.bert_finetune_learning_rate:g}): "
-                                + ", ".join(f"step {s} {reports.cell(v)}" for s, v in curve)]
+    verdicts = transfer_verdicts(by_label, chance)
+    notes = [pretraining_note(ws, model, model_dirs[model],
+                              bert_metrics if model == "bert" else gpt_metrics)
+             for model in ("bert", "gpt")]
+    notes.append({"kind": "checkpoint_curve", "task": curve_task,
+                  "learning_rate": b.bert_finetune_learning_rate,
+                  "points": [{"step": step, **reports.cell_data(values)}
+                             for step, values in curve]})
     if len(transfer_learning_rates(ws)) > 1:
         notes.append(learning_rate_note(chosen_learning_rates))
-    notes += verdict_notes + miniature_reference_note(b.bert_config)
+    notes += verdicts + transfer_bar(verdicts) + miniature_reference_note(b.bert_config)
     return reports.Report(
         name="pretraining_transfer", title="Does pretraining transfer? Pretrained vs random init",
         intro=(f"{b.bert_config} (MLM + NSP, lr {b.bert_learning_rate:g}, "
@@ -812,10 +777,4 @@ def pretraining_transfer(ws: Workspace) -> reports.Report:
         columns=columns, rows=rows, seeds=_seeds(ws), notes=notes,
         chance={f"{m.upper()} {label}": chance[label] for m, tasks in TRANSFER_TASKS.items()
                 for label in columns_of(tasks) if label in chance},
-        figures=[("pretraining_transfer_pretraining.png", "held-out MLM / NSP accuracy vs steps",
-                  draw_pretraining),
-                 ("pretraining_transfer_perplexity.png", "held-out GPT perplexity vs steps",
-                  draw_perplexity),
-                 ("pretraining_transfer_curve.png", f"{label} of checkpoints along the way",
-                  draw_curve)],
-        last_line=transfer_line(verdicts))
+        figures=figures, last_line="transfer")

@@ -1,17 +1,25 @@
-"""Markdown tables and PNG plots for the ablation reports.
+"""What an ablation experiment found, as data: <report_dir>/<name>.json beside the Markdown.
 
-A table row is (label, {column: [one value per seed]}); a cell prints mean +- std (population
-std over seeds) and the header states the seed count, so no figure appears without its spread.
-Plots need matplotlib (`pip install -e '.[reports]'`); without it the tables are still written.
+An experiment returns a Report; `Report.data()` turns it into plain JSON-able values (per-seed
+values with their mean and std, the paper's claims judged against the spread as enumerated
+outcomes, the chance lines and the rows at them, plot series, structured notes, what the jobs
+cost) and render.py writes the prose, tables and plots from that data alone. Tests read the
+data; a report can be re-rendered from its JSON without the jobs.
+
+A table row is (label, {column: [one value per seed]}).
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import pathlib
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 Row = Tuple[str, Dict[str, List[float]]]
+# A note is {"kind": ..., fields}: render.NOTES holds the sentence of each kind.
+Note = Dict[str, Any]
+SCHEMA = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +35,17 @@ class Claim:
     same: bool = False
 
 
+@dataclasses.dataclass(frozen=True)
+class LinePlot:
+    """A figure beside the table: series name -> (x, mean, spread); the spread is a band."""
+    file: str
+    caption: str
+    title: str
+    x_label: str
+    y_label: str
+    series: Dict[str, Tuple[Sequence[float], Sequence[float], Sequence[float]]]
+
+
 HELD_BACK = ("held-back data (the last 10% of each training file, at most 1,000 examples, the "
              "same for every variant and budget; Story Cloze: the second half of its CSV; "
              "CoNLL-2003: eng.testa)")
@@ -40,13 +59,14 @@ class Report:
     columns: List[str]
     rows: List[Row]
     seeds: int
-    notes: List[str] = dataclasses.field(default_factory=list)
-    # (file name, caption, plot function(path) -> bool); the bar chart of the table is added.
-    figures: List[Tuple[str, str, object]] = dataclasses.field(default_factory=list)
+    notes: List[Note] = dataclasses.field(default_factory=list)
+    figures: List[LinePlot] = dataclasses.field(default_factory=list)  # the bar chart is added
     bar_chart: bool = True           # False where a line plot tells the story better
     what_varies: str = "fine-tuning seed"
     scored_on: str = HELD_BACK
-    last_line: str = ""              # a summary line a script can read, after everything else
+    # The kind of summary line a script can read, after everything else ("transfer": the
+    # deltas of the transfer_verdict notes); "" for none.
+    last_line: str = ""
     claims: List[Claim] = dataclasses.field(default_factory=list)
     # (column, one row's values) -> that row's spread, which claims are judged against, for
     # rows with no seeds to take a std over (zero-shot scores of one pretraining run: their
@@ -54,9 +74,32 @@ class Report:
     spread: Optional[Callable[[str, Sequence[float]], float]] = None
     spread_name: str = "their stds over seeds"
     # Column label -> the score of always answering the held-back slice's commonest label
-    # (Workspace.constant_answer_scores): a note states it and the claims table marks claims
-    # between two rows that do no better, which say nothing about the paper's direction.
+    # (Workspace.constant_answer_scores): the rows no better are listed, and claims between
+    # two such rows are marked, since they say nothing about the paper's direction.
     chance: Dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def data(self, compute: Optional[Dict[str, Any]] = None,
+             budget: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """Everything render.render needs, as JSON-able values; compute (compute_data) and
+        budget as write_report takes them."""
+        figures = [dict(file=f.file, caption=f.caption, plot=dict(
+            kind="line", title=f.title, x_label=f.x_label, y_label=f.y_label,
+            series={name: dict(x=list(x), mean=list(m), spread=list(s))
+                    for name, (x, m, s) in f.series.items()})) for f in self.figures]
+        if self.bar_chart and self.rows:
+            figures.insert(0, dict(file=f"{self.name}.png", caption="the table as bars",
+                                   plot=dict(kind="bar")))
+        return dict(
+            schema=SCHEMA, name=self.name, title=self.title, intro=self.intro,
+            scored_on=self.scored_on, what_varies=self.what_varies, seeds=self.seeds,
+            columns=list(self.columns),
+            rows=[dict(label=label, cells={column: cell_data(v) for column, v in values.items()},
+                       at_chance=[column for column, v in values.items()
+                                  if at_chance(v, self.chance.get(column))])
+                  for label, values in self.rows],
+            chance=dict(self.chance), figures=figures, spread_name=self.spread_name,
+            claims=judge_claims(self.claims, self.columns, self.rows, self.spread, self.chance),
+            notes=list(self.notes), last_line=self.last_line, compute=compute, budget=budget)
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:
@@ -67,19 +110,23 @@ def mean_std(values: Sequence[float]) -> Tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
 
 
-def cell(values: Optional[Sequence[float]]) -> str:
-    if not values:
-        return "–"
+def cell_data(values: Sequence[float]) -> Dict[str, Any]:
+    """One table cell: the per-seed values, their mean and population std over seeds."""
     mean, std = mean_std(values)
-    return f"{mean:.1f} ± {std:.1f}" if len(values) > 1 else f"{mean:.1f}"
+    return dict(values=list(values), mean=mean, std=std)
+
+
+# A claim's outcome: the direction "reproduces" (difference above the larger spread),
+# is "reversed" (below minus it) or stays "within_spread"; a no-difference claim
+# (Claim.same) "reproduces" within the spread or is "apart" by more.
+OUTCOMES = ("reproduces", "reversed", "within_spread", "apart")
 
 
 def verdict(better: Sequence[float], worse: Sequence[float],
             spread_of: Optional[Callable[[Sequence[float]], float]] = None
             ) -> Tuple[float, float, str]:
-    """(mean difference, the larger of the two rows' spreads, whether the direction
-    reproduces): it does when the difference is above that spread, is reversed when it is
-    below minus it. A row's spread is its std over seeds unless `spread_of` gives it."""
+    """(mean difference, the larger of the two rows' spreads, outcome of a direction claim
+    from OUTCOMES). A row's spread is its std over seeds unless `spread_of` gives it."""
     (better_mean, better_std), (worse_mean, worse_std) = mean_std(better), mean_std(worse)
     if spread_of is not None:
         better_std, worse_std = spread_of(better), spread_of(worse)
@@ -88,7 +135,7 @@ def verdict(better: Sequence[float], worse: Sequence[float],
         return delta, spread, "reproduces"
     if delta < -spread:
         return delta, spread, "reversed"
-    return delta, spread, "does not (within the spread)"
+    return delta, spread, "within_spread"
 
 
 def at_chance(values: Sequence[float], chance: Optional[float]) -> bool:
@@ -96,154 +143,55 @@ def at_chance(values: Sequence[float], chance: Optional[float]) -> bool:
     return chance is not None and round(mean_std(values)[0], 1) <= round(chance, 1)
 
 
-def chance_note(chance: Dict[str, float]) -> str:
-    return ("Always answering the held-back slice's commonest label (the commonest-label "
-            "answer) scores " +
-            ", ".join(f"{label} {score:.1f}" for label, score in chance.items()) +
-            ": rows at that level have not learned the task, so a claim between two of them "
-            "says nothing.")
-
-
-def claims_table(claims: Sequence[Claim], columns: Sequence[str], rows: Sequence[Row],
+def judge_claims(claims: Sequence[Claim], columns: Sequence[str], rows: Sequence[Row],
                  spread: Optional[Callable[[str, Sequence[float]], float]] = None,
-                 chance: Optional[Dict[str, float]] = None) -> List[str]:
-    """One line per claim and column; `spread` and `chance` as in `Report`."""
+                 chance: Optional[Dict[str, float]] = None) -> List[Dict[str, Any]]:
+    """One judgement per claim and column; `spread` and `chance` as in `Report`.
+    both_at_chance: neither row beats the column's commonest-label answer."""
     by_label = dict(rows)
-    lines = ["| the paper's claim | column | difference | larger spread | here |",
-             "|---|---|---|---|---|"]
+    judged = []
     for claim in claims:
         for column in claim.columns or columns:
             spread_of = (None if spread is None else
                          lambda values, column=column: spread(column, values))
-            delta, larger, outcome = verdict(by_label[claim.better].get(column, []),
-                                             by_label[claim.worse].get(column, []), spread_of)
+            better, worse = (by_label[row].get(column, []) for row in (claim.better, claim.worse))
+            delta, larger, outcome = verdict(better, worse, spread_of)
             if claim.same:
-                outcome = ("reproduces (within the spread)" if abs(delta) <= larger else
-                           "does not (apart by more than the spread)")
+                outcome = "reproduces" if abs(delta) <= larger else "apart"
             line_at = (chance or {}).get(column)
-            if all(at_chance(by_label[row].get(column, []), line_at)
-                   for row in (claim.better, claim.worse)):
-                outcome += f"; both rows at or below the commonest-label answer ({line_at:.1f})"
-            lines.append(f"| {claim.text} | {column} | {delta:+.1f} | {larger:.1f} | "
-                         f"{outcome} |")
-    return lines
+            judged.append(dict(claim=claim.text, better=claim.better, worse=claim.worse,
+                               column=column, same=claim.same, delta=delta, spread=larger,
+                               outcome=outcome, both_at_chance=all(
+                                   at_chance(values, line_at) for values in (better, worse))))
+    return judged
 
 
-def markdown_table(columns: Sequence[str], rows: Sequence[Row]) -> List[str]:
-    lines = ["| variant | " + " | ".join(columns) + " |",
-             "|---|" + "---|" * len(columns)]
-    for label, values in rows:
-        lines.append(f"| {label} | " + " | ".join(cell(values.get(c)) for c in columns) + " |")
-    return lines
-
-
-def _pyplot():
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        return plt
-    except ImportError:
-        return None
-
-
-def bar_plot(path: pathlib.Path, title: str, columns: Sequence[str], rows: Sequence[Row],
-             seeds: int) -> bool:
-    """One group of bars per column, one bar per variant, error bars = std over seeds."""
-    plt = _pyplot()
-    if plt is None:
-        return False
-    width = 0.8 / max(len(rows), 1)
-    figure, axis = plt.subplots(figsize=(max(6.0, 1.6 * len(columns) + 2), 3.8))
-    for i, (label, values) in enumerate(rows):
-        stats = [mean_std(values.get(c, [])) for c in columns]
-        axis.bar([j + i * width for j in range(len(columns))], [m for m, _ in stats],
-                 width, yerr=[s for _, s in stats], capsize=3, label=label)
-    axis.set_xticks([j + width * (len(rows) - 1) / 2 for j in range(len(columns))])
-    axis.set_xticklabels(columns, rotation=15)
-    axis.set_title(f"{title} (mean ± std over {seeds} seed{'s' if seeds > 1 else ''})")
-    axis.grid(axis="y", alpha=0.3)
-    # Beside the axes, not over them: with six or more variants an inside legend hides bars.
-    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    figure.tight_layout()
-    figure.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    return True
-
-
-def line_plot(path: pathlib.Path, title: str, x_label: str, y_label: str,
-              series: Dict[str, Tuple[Sequence[float], Sequence[float], Sequence[float]]]) -> bool:
-    """series: name -> (x, mean, spread); the spread is drawn as a band."""
-    plt = _pyplot()
-    if plt is None:
-        return False
-    figure, axis = plt.subplots(figsize=(6.4, 4.0))
-    for name, (xs, means, spreads) in series.items():
-        axis.plot(xs, means, marker="o", markersize=3, label=name)
-        axis.fill_between(xs, [m - s for m, s in zip(means, spreads)],
-                          [m + s for m, s in zip(means, spreads)], alpha=0.15)
-    axis.set_title(title)
-    axis.set_xlabel(x_label)
-    axis.set_ylabel(y_label)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return True
+def compute_data(command: str, seconds: float,
+                 job_seconds: Optional[Dict[str, Optional[float]]]) -> Dict[str, Any]:
+    """What the experiment cost: the time of all its jobs, whichever run did them, and the CPU
+    of the run that wrote the report (timings, and BERT pretraining's last digits, differ
+    between CPUs). jobs: how many it used; untimed_jobs: those cached before timings were kept."""
+    from tfmodels.precision import cpu_description
+    known = [s for s in (job_seconds or {}).values() if s is not None]
+    return dict(command=command, seconds=seconds, cpu=cpu_description(),
+                jobs=len(job_seconds or {}), job_seconds=sum(known),
+                untimed_jobs=len(job_seconds or {}) - len(known))
 
 
 def write_report(report: Report, report_dir: pathlib.Path, command: str, seconds: float,
-                 job_seconds: Optional[Dict[str, Optional[float]]] = None) -> pathlib.Path:
-    """<report_dir>/<name>.md (+ PNGs); returns the markdown path. seconds: this run's wall
-    time; job_seconds: every job the experiment used -> the seconds it took when it ran."""
+                 job_seconds: Optional[Dict[str, Optional[float]]] = None,
+                 budget: Optional[Dict[str, Any]] = None) -> pathlib.Path:
+    """<report_dir>/<name>.json, then the .md (+ PNGs) rendered from it; returns the markdown
+    path. seconds: this run's wall time; job_seconds: every job the experiment used -> the
+    seconds it took when it ran; budget: every setting of the run (the command names only
+    those changed), kept in the JSON so its numbers carry their settings."""
     from tfmodels.files import atomic_write_text
+    from tools.ablations.render import write_markdown
     report_dir.mkdir(parents=True, exist_ok=True)
-    lines = [f"# {report.title}", "", report.intro, "",
-             f"Scores on {report.scored_on}, x100 where the papers print percentages; each "
-             f"cell is mean ± std over {report.seeds} {report.what_varies}"
-             f"{'s' if report.seeds > 1 else ''}.",
-             ""]
-    lines += markdown_table(report.columns, report.rows)
-    figures = list(report.figures)
-    bar_file = f"{report.name}.png"
-    if report.bar_chart and report.rows and bar_plot(
-            report_dir / bar_file, report.title, report.columns, report.rows, report.seeds):
-        figures.insert(0, (bar_file, "the table as bars", None))
-    for file, caption, draw in figures:
-        if draw is not None and not draw(report_dir / file):
-            continue
-        lines += ["", f"![{caption}]({file})"]
-    if report.claims:
-        lines += ["", "Does the paper's direction reproduce here? (row difference of the means, "
-                      f"against the larger of the two rows' spreads: {report.spread_name})", ""]
-        lines += claims_table(report.claims, report.columns, report.rows, report.spread,
-                              report.chance)
-    notes = report.notes + ([chance_note(report.chance)] if report.chance else [])
-    if notes:
-        lines += ["", "Notes:", ""] + [f"- {note}" for note in notes]
-    lines += ["", f"Regenerate: `{command}` ({compute_line(seconds, job_seconds)}; cached jobs "
-                  "are skipped on a rerun)."]
-    if report.last_line:
-        lines += ["", report.last_line]
-    path = report_dir / f"{report.name}.md"
-    atomic_write_text(str(path), "\n".join(lines) + "\n")
-    return path
-
-
-def compute_line(seconds: float, job_seconds: Optional[Dict[str, Optional[float]]]) -> str:
-    """What the experiment cost: the time of all its jobs, whichever run did them, and the CPU
-    of the run that wrote the report (timings, and BERT pretraining's last digits, differ
-    between CPUs)."""
-    from tfmodels.precision import cpu_description
-    wall = f"{seconds / 60:.1f} min in the run that wrote this, on {cpu_description()}"
-    if not job_seconds:
-        return wall
-    known = [s for s in job_seconds.values() if s is not None]
-    text = f"{len(job_seconds)} jobs, {sum(known) / 60:.1f} min when they ran"
-    if len(known) < len(job_seconds):
-        text += f" ({len(job_seconds) - len(known)} untimed, cached before timings were kept)"
-    return f"{text}; {wall}"
+    data = report.data(compute_data(command, seconds, job_seconds), budget)
+    atomic_write_text(str(report_dir / f"{report.name}.json"),
+                      json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    return write_markdown(data, report_dir)
 
 
 def write_index(report_dir: pathlib.Path) -> pathlib.Path:
