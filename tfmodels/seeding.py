@@ -12,8 +12,8 @@ and hands each initializer and dropout layer its own seed from a `SeedStream`:
 
 The same seed gives the same weights and dropout masks; no global state is read or changed,
 except that `SeedStream(None)` draws its base seed from Python's `random` module, as an
-unseeded Keras initializer does, so `keras.utils.set_random_seed` keeps unseeded models
-reproducible.
+unseeded Keras initializer does, so a test or binary that seeds Keras globally still gets
+reproducible unseeded models.
 """
 from __future__ import annotations
 
