@@ -38,18 +38,20 @@ import os
 from typing import Any, Dict, List, Optional, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from finetune import kinds
 from finetune import metrics as task_metrics
-from finetune.driver import TrainOptions, train
+from finetune.driver import TrainOptions, mean_loss, train
 from finetune.evaluation import predict_and_decode
 from finetune.features import encode_examples
 from finetune.kinds import DecodeOptions
-from finetune.models import (ARCHITECTURE_INPUT_FORMAT, ARCHITECTURES, as_backbone,
-                             backbone_architecture, backbone_input_format, build_task_model)
+from finetune.models import (as_backbone, backbone_architecture, backbone_input_format,
+                             build_task_model)
 from finetune.python_inputs import Texts, inputs_and_labels, text
 from finetune.tasks import TaskSpec, get_task
+from tfmodels.architectures import check_architecture, input_format
 from tfmodels.tokenizers.loading import load_tokenizer
 
 
@@ -59,12 +61,11 @@ def load_backbone_and_tokenizer(checkpoint: str, model: str = "bert", vocab_file
     """The backbone a checkpoint holds (any format fine-tuning reads) and its tokenizer (the
     vocabulary beside it unless given), checked against each other."""
     from tfmodels.checkpoints.formats import bpe_files, load_checkpoint, wordpiece_vocab_file
-    if model not in ARCHITECTURES:
-        raise ValueError(f"model must be one of {', '.join(ARCHITECTURES)}, got {model!r}")
+    check_architecture(model, "model")
     backbone = as_backbone(load_checkpoint(checkpoint))
     if backbone_architecture(backbone) != model:
         raise ValueError(f"{checkpoint} holds a {type(backbone).__name__}, not a {model} model")
-    if ARCHITECTURE_INPUT_FORMAT[model] == "bert":
+    if input_format(model) == "bert":
         tokenizer = load_tokenizer("bert", wordpiece_vocab_file(checkpoint, vocab_file),
                                    lower_case=lower_case)
     else:
@@ -188,12 +189,17 @@ class FinetunedModel(keras.Model):
             batch_size: int = 32, learning_rate: float = 5e-5, warmup_fraction: float = -1.0,
             weight_decay: float = 0.01, clip_norm: float = 1.0, jit_compile: bool = False,
             pad_to_max_length: bool = False, seed: int = 0, verbose: int = 1,
-            callbacks: Sequence[keras.callbacks.Callback] = (), **unknown):
+            callbacks: Sequence[keras.callbacks.Callback] = (), validation_data=None,
+            **unknown):
         """Fine-tunes on raw inputs and labels (finetune.driver); returns Keras' History of
         per-epoch mean loss and metrics.
 
         epochs may be fractional; the schedule (warmup_fraction: BERT 0.1, GPT-1 0.002 when
         < 0, then linear decay) spans this call. verbose 1: a progress line on stderr.
+        validation_data: (inputs, labels), or a dataset of both: after every epoch `val_loss`
+          and the task's metrics as `val_<metric>` join the History and the callbacks' logs
+          (keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
+          restore_best_weights=True) keeps the best epoch's weights).
         """
         from finetune.config import WARMUP_FRACTION
         _refuse_unknown("fit", unknown)
@@ -207,9 +213,26 @@ class FinetunedModel(keras.Model):
             warmup_fraction=warmup_fraction, weight_decay=weight_decay, clip_norm=clip_norm,
             lm_weight=self.lm_weight, jit_compile=jit_compile,
             pad_to_max_length=pad_to_max_length, seed=seed, log_every=math.inf)
+        validate = None
+        if validation_data is not None:
+            val_x, val_y = (validation_data, None) if isinstance(
+                validation_data, tf.data.Dataset) else validation_data
+            val_examples, val_features = self.encode(val_x, val_y)
+            if not val_features.label_keys:
+                raise ValueError("validation_data needs labels: (inputs, labels)")
+
+            def validate_epoch() -> Dict[str, float]:
+                decoded = self._decode(val_examples, val_features, 64)
+                scores = self.kind.score(self.task_spec, val_examples, decoded,
+                                         self.decode_options)
+                return {"val_loss": mean_loss(self.task_model, self.task_spec, val_features,
+                                              self.lm_weight),
+                        **{f"val_{k}": float(v) for k, v in scores.items()}}
+            validate = validate_epoch
         trained = train(self.task_model, self.task_spec, features, options,
                         self.distribute_strategy, callbacks, callback_model=self,
-                        log=lambda message: None, label="fit", verbose=bool(verbose))
+                        log=lambda message: None, label="fit", verbose=bool(verbose),
+                        validate=validate)
         self.history = trained.history
         return trained.history
 
@@ -308,7 +331,7 @@ class TextClassifier(FinetunedModel):
         names = tuple(label_names) or tuple(str(i) for i in range(num_classes))
         spec = cls.task_spec_for(task, () if regression else names, pair, regression, 0)
         options = {"dropout": dropout}
-        if ARCHITECTURE_INPUT_FORMAT.get(model) == "gpt":
+        if input_format(model) == "gpt":
             options["aux_lm"] = lm_weight > 0
         task_model, tokenizer = _new_head(spec, checkpoint, model, vocab_file, bpe_encoder_file,
                                           bpe_merges_file, lower_case, seq_length, seed,
@@ -359,7 +382,7 @@ class MultipleChoice(FinetunedModel):
                         seed: int = 0) -> "MultipleChoice":
         spec = cls.task_spec_for(task, (), True, False, num_choices)
         options = {"dropout": dropout}
-        if ARCHITECTURE_INPUT_FORMAT.get(model) == "gpt":
+        if input_format(model) == "gpt":
             options["aux_lm"] = lm_weight > 0
         task_model, tokenizer = _new_head(spec, checkpoint, model, vocab_file, bpe_encoder_file,
                                           bpe_merges_file, lower_case, seq_length, seed,
@@ -447,18 +470,22 @@ class LanguageModel:
     lists of strings.
     """
 
-    def __init__(self, model, tokenizer, seq_length: int = 0):
+    def __init__(self, model, tokenizer, seq_length: int = 0, max_new_tokens_limit: int = 0):
         from finetune.export import build_serving_module
         self.model = model
         self.tokenizer = tokenizer
         self.seq_length = int(seq_length or model.config.max_positions)
-        self.module = build_serving_module(model, None, tokenizer, self.seq_length)
+        self.module = build_serving_module(model, None, tokenizer, self.seq_length,
+                                           max_new_tokens_limit=max_new_tokens_limit)
+        self.max_new_tokens_limit = self.module.head.spec.max_new_tokens_limit
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str, bpe_encoder_file: str = "",
-                        bpe_merges_file: str = "", seq_length: int = 0) -> "LanguageModel":
+                        bpe_merges_file: str = "", seq_length: int = 0,
+                        max_new_tokens_limit: int = 0) -> "LanguageModel":
         """A pretraining model_dir (pretrained.keras), a .keras file, or a Hugging Face
-        openai-gpt folder; the BPE files beside it unless given."""
+        openai-gpt folder; the BPE files beside it unless given. max_new_tokens_limit: the most
+        tokens one `generate` call (and the export's signature) may ask for (0: seq_length)."""
         from tfmodels.checkpoints.formats import bpe_files, load_checkpoint
         from tfmodels.gpt import GptLanguageModel
         from tfmodels.lstm import LstmLanguageModel
@@ -468,25 +495,45 @@ class LanguageModel:
                              "language model")
         files = bpe_files(checkpoint, bpe_encoder_file, bpe_merges_file)
         return cls(model, load_tokenizer("gpt", encoder_file=files["encoder_file"],
-                                         merges_file=files["merges_file"]), seq_length)
+                                         merges_file=files["merges_file"]), seq_length,
+                   max_new_tokens_limit)
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 20, top_k: int = 0,
                  seed: int = 0) -> List[str]:
         """The text generated after each prompt: greedy (top_k <= 1) or sampled from the top k
-        tokens (a stateless sample: the same seed gives the same text)."""
+        tokens (a stateless sample: the same seed gives the same text). max_new_tokens is at
+        most `max_new_tokens_limit`; a prompt needs at least one token; no prompts, no texts."""
+        if isinstance(prompts, (str, bytes)):
+            raise ValueError("pass a list of prompts, not one string")
         prompts = [text(p) for p in prompts]
+        if not 0 <= max_new_tokens <= self.max_new_tokens_limit:
+            raise ValueError(f"max_new_tokens must be in 0..{self.max_new_tokens_limit} (the "
+                             f"model's max_new_tokens_limit), got {max_new_tokens}")
+        if not prompts:
+            return []
+        tokens = self._encode(prompts)["input_mask"].numpy().sum(axis=1)
+        if not tokens.all():
+            first = int(np.argmin(tokens))
+            raise ValueError(f"prompt {first} ({prompts[first]!r}) has no tokens: the language "
+                             "model needs at least one token to continue from")
         result = self.module.serving_signatures["generate"](
             text=tf.constant(prompts), max_new_tokens=tf.constant(max_new_tokens, tf.int32),
             top_k=tf.constant(top_k, tf.int32), seed=tf.constant(seed, tf.int32))
         return [t.decode("utf-8", errors="replace") for t in result["text"].numpy()]
+
+    def _encode(self, texts: Sequence[str]) -> Dict[str, tf.Tensor]:
+        """The window of each text the serving graph reads (its last seq_length tokens)."""
+        from tfmodels.preprocessing import sanitize_text
+        inputs, _ = self.module.head.encode(self.module.packer,
+                                            {"text": sanitize_text(tf.constant(texts))})
+        return inputs
 
     def perplexity(self, texts: Sequence[str], batch_size: int = 32) -> float:
         """exp(mean negative log-likelihood per predicted token) over the texts (each scored on
         its last seq_length tokens, the first token of each unpredicted)."""
         total, count = 0.0, 0
         for start in range(0, len(texts), batch_size):
-            chunk = tf.constant([text(t) for t in texts[start:start + batch_size]])
-            inputs, _ = self.module.head.encode(self.module.packer, {"text": chunk})
+            inputs = self._encode([text(t) for t in texts[start:start + batch_size]])
             logits = self.model(inputs, training=False)["logits"]
             log_probs = tf.nn.log_softmax(tf.cast(logits[:, :-1], tf.float32), axis=-1)
             targets = inputs["input_ids"][:, 1:]
@@ -503,4 +550,5 @@ class LanguageModel:
         from finetune.export import export_saved_model
         base, name = os.path.split(os.path.normpath(export_dir))
         return export_saved_model(self.model, None, self.tokenizer, base or ".", name,
-                                  self.seq_length)
+                                  self.seq_length,
+                                  max_new_tokens_limit=self.max_new_tokens_limit)

@@ -9,10 +9,10 @@ from typing import Tuple
 
 from finetune import freezing
 from finetune.losses import LOSSES
-from finetune.models import ARCHITECTURE_INPUT_FORMAT, ARCHITECTURES
 from finetune.readers.tfds import TFDS_TASKS
 from finetune.tasks import get_task
 from tfmodels import configs, precision, training
+from tfmodels.architectures import ARCHITECTURES, input_format
 from tfmodels.bert import BertEncoder
 from tfmodels.config_flags import AutoBool
 from tfmodels.gpt import GptDecoder
@@ -174,8 +174,8 @@ class FinetuneConfig:
             problems.append("task is required")
         else:
             spec = get_task(self.task)  # ValueError listing the known tasks
-            if self.model in ARCHITECTURE_INPUT_FORMAT:
-                problems += spec.kind.problems(spec, ARCHITECTURE_INPUT_FORMAT[self.model])
+            if self.model in ARCHITECTURES:
+                problems += spec.kind.problems(spec, input_format(self.model))
         if self.data_source not in DATA_SOURCES:
             problems.append(f"data_source must be one of {DATA_SOURCES}, got {self.data_source!r}")
         elif self.data_source == "files" and not self.data_dir:
@@ -224,7 +224,7 @@ class FinetuneConfig:
     def input_format(self) -> str:
         """"bert" or "gpt": the tokenizer, features, heads and losses `model` is fine-tuned
         with (the LSTM baseline uses GPT-1's "same framework", so "gpt")."""
-        return ARCHITECTURE_INPUT_FORMAT[self.model]
+        return input_format(self.model)
 
     @property
     def resolved_learning_rates(self) -> Tuple[float, ...]:

@@ -27,9 +27,72 @@ from finetune import batching, freezing
 from finetune.features import EncodedFeatures
 from finetune.losses import task_loss
 from finetune.models import backbone_architecture
-from tfmodels.optimization import create_optimizer
+from tfmodels.optimization import WarmupDecaySchedule, create_optimizer
 from tfmodels.progress import Progress
 from tfmodels.training import TrainStep
+
+
+class TrainingDiverged(ValueError):
+    """The loss or the gradient norm stopped being finite. A ValueError: the binaries report it
+    in one line and exit 2; a sweep marks the run diverged and never selects it."""
+
+    def __init__(self, label: str, step: int, loss: float, grad_norm: Optional[float],
+                 learning_rate: float):
+        self.step, self.loss, self.learning_rate = step, loss, learning_rate
+        norm = "" if grad_norm is None else f", gradient norm {grad_norm:.4g}"
+        super().__init__(f"{label}: diverged at step {step}: loss {loss:.4g}{norm} at learning "
+                         f"rate {learning_rate:.3g}; nothing of this run is saved (lower the "
+                         f"learning rate)")
+
+
+class DivergenceWatch:
+    """Finds the first step whose loss or gradient norm is not finite, on the device: a few
+    tensor ops per step and no host sync; `check` (at the loop's sync points) raises."""
+
+    def __init__(self, label: str, learning_rate: Callable[[int], float]):
+        self.label, self.learning_rate = label, learning_rate
+        self.first_bad = tf.constant(-1)
+        self.bad = (tf.constant(0.0), tf.constant(0.0))
+
+    def update(self, step: int, metrics: Dict[str, Any]) -> None:
+        loss = tf.cast(metrics["loss"], tf.float32)
+        norm = tf.cast(metrics.get("grad_norm", 0.0), tf.float32)
+        finite = tf.math.is_finite(loss) & tf.math.is_finite(norm)
+        first = (self.first_bad < 0) & ~finite
+        self.first_bad = tf.where(first, step, self.first_bad)
+        self.bad = (tf.where(first, loss, self.bad[0]), tf.where(first, norm, self.bad[1]))
+
+    def check(self, has_grad_norm: bool) -> None:
+        step = int(self.first_bad)
+        if step >= 0:
+            raise TrainingDiverged(self.label, step, float(self.bad[0]),
+                                   float(self.bad[1]) if has_grad_norm else None,
+                                   self.learning_rate(step))
+
+
+class TensorBoardLog:
+    """Event files under `log_dir`: `train/` (loss, learning_rate, grad_norm, examples/s, the
+    step's metrics) and `eval/` (the task metrics of each evaluation), so TensorBoard overlays
+    them. No directory: nothing is written."""
+
+    def __init__(self, log_dir: str = ""):
+        self.log_dir = log_dir
+        self._writers: Dict[str, Any] = {}
+
+    def write(self, run: str, step: int, scalars: Dict[str, float]) -> None:
+        if not self.log_dir:
+            return
+        if run not in self._writers:
+            self._writers[run] = tf.summary.create_file_writer(f"{self.log_dir}/{run}")
+        with self._writers[run].as_default(step=step):
+            for name, value in scalars.items():
+                tf.summary.scalar(name, float(value))
+        self._writers[run].flush()
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +118,8 @@ class TrainOptions:
     loss_scale: bool = False           # dynamic loss scaling (mixed_float16)
     pad_to_max_length: bool = False
     seed: int = 0                      # the batches' shuffle
-    log_every: int = 100
+    log_every: int = 100               # a log line every N steps
+    summary_every: int = 20            # TensorBoard train/ scalars every N steps
 
     @classmethod
     def from_config(cls, config, learning_rate: float, seed: int) -> "TrainOptions":
@@ -109,13 +173,19 @@ def train(model: keras.Model, task, features: EncodedFeatures, options: TrainOpt
           strategy: tf.distribute.Strategy,
           callbacks: Sequence[keras.callbacks.Callback] = (),
           callback_model: Optional[keras.Model] = None, log: Callable[[str], None] = print,
-          label: str = "fine-tune", verbose: bool = True) -> Trained:
+          label: str = "fine-tune", verbose: bool = True,
+          tensorboard: Optional[TensorBoardLog] = None,
+          validate: Optional[Callable[[], Dict[str, float]]] = None) -> Trained:
     """Trains `model` (a finetune.models.TaskModel built in `strategy.scope()`) on the encoded
     training features of `task`.
 
     callbacks: Keras callbacks; they see `callback_model` (default `model`: the API passes its
       wrapper so EarlyStopping's weight restore and `stop_training` act on it). Batch logs are
       the step's metrics as tensors; epoch logs (and the returned History) the epoch's means.
+    tensorboard: where train/ scalars go (TensorBoardLog; None: nowhere).
+    validate: called after every epoch; its metrics (named `val_*`, as Keras names them) join
+      the epoch's logs, so EarlyStopping / ModelCheckpoint can monitor them.
+    Raises TrainingDiverged when the loss or the gradient norm is not finite.
     """
     schedule = plan_schedule(len(features), options)
     total = schedule.total_steps
@@ -141,7 +211,13 @@ def train(model: keras.Model, task, features: EncodedFeatures, options: TrainOpt
     # bucket width instead of one per width.
     make_step = lambda: TrainStep(model, optimizer, loss_fn, strategy,
                                   jit_compile=options.jit_compile, clip_norm=options.clip_norm,
-                                  input_signature=batches.element_spec)
+                                  input_signature=batches.element_spec, report_grad_norm=True)
+    learning_rate = WarmupDecaySchedule(options.learning_rate, total, schedule.warmup_steps,
+                                        "linear")
+    rate_at = lambda step: float(learning_rate(step))
+    # Step k (1-based) ran at the schedule's value for k - 1 updates done.
+    watch = DivergenceWatch(label, lambda step: rate_at(step - 1))
+    tensorboard = tensorboard or TensorBoardLog()
     train_step = make_step()
     iterator = iter(batches)
     log(f"{label}: {total} steps ({schedule.steps_per_epoch}/epoch, {schedule.warmup_steps} "
@@ -154,7 +230,8 @@ def train(model: keras.Model, task, features: EncodedFeatures, options: TrainOpt
     bar = Progress(total, label) if verbose else None
     metrics: Dict[str, Any] = {}
     done = 0
-    start = timed_from = time.perf_counter()
+    start = timed_from = interval_start = time.perf_counter()
+    interval_steps = 0
     callback_list.on_train_begin()
     for epoch in range(schedule.epochs):
         callback_list.on_epoch_begin(epoch)
@@ -170,18 +247,39 @@ def train(model: keras.Model, task, features: EncodedFeatures, options: TrainOpt
                 timed_from = time.perf_counter()
             done += 1
             ran += 1
-            # Summed as tensors: no host sync per step, only at logging and epoch ends.
+            interval_steps += 1
+            # Summed and watched as tensors: no host sync per step, only at the sync points
+            # below (progress, log lines, summaries) and at epoch ends.
             sums = {k: sums.get(k, 0.0) + v for k, v in metrics.items()}
+            watch.update(done, metrics)
             callback_list.on_train_batch_end(batch, metrics)
-            if bar is not None and (done % bar.log_every == 0 or done == total
-                                    or bar.interactive):
+            shown = bar is not None and (done % bar.log_every == 0 or done == total
+                                         or bar.interactive)
+            logged = done % options.log_every == 0 or done == total
+            summarized = done % options.summary_every == 0 or done == total
+            if shown or logged or summarized:
+                watch.check("grad_norm" in metrics)
+            if shown:
                 bar.update(done, loss=float(metrics["loss"]))
-            if done % options.log_every == 0 or done == total:
+            if logged:
                 log(f"  step {done}/{total}  " + "  ".join(
                     f"{k} {float(v):.4g}" for k, v in metrics.items()))
+            if summarized and tensorboard.log_dir:
+                now = time.perf_counter()
+                tensorboard.write("train", done, {
+                    **{k: float(v) for k, v in metrics.items()},
+                    "learning_rate": rate_at(done - 1),
+                    "examples_per_second": interval_steps * options.batch_size
+                    / max(now - interval_start, 1e-9)})
+                interval_start, interval_steps = now, 0
             if watched.stop_training:
                 break
+        watch.check("grad_norm" in metrics)
         epoch_logs = {k: float(v) / ran for k, v in sums.items()}
+        if validate is not None:
+            epoch_logs.update(validate())
+            tensorboard.write("eval", done, {k[len("val_"):]: v for k, v in epoch_logs.items()
+                                             if k.startswith("val_")})
         callback_list.on_epoch_end(epoch, epoch_logs)
         if watched.stop_training:
             break
@@ -191,3 +289,18 @@ def train(model: keras.Model, task, features: EncodedFeatures, options: TrainOpt
     return Trained(schedule, history,
                    seconds_per_step=(end - timed_from) / (done - 1) if done > 1 else end - start,
                    train_seconds=end - start, final_loss=float(metrics["loss"]))
+
+
+def mean_loss(model: keras.Model, task, features: EncodedFeatures, lm_weight: float = 0.5,
+              loss: str = "cross_entropy", batch_size: int = 64) -> float:
+    """The training loss of `model` on labelled features in inference mode (no dropout), as a
+    mean over examples: what Keras reports as `val_loss`."""
+    loss_fn = task_loss(task, backbone_architecture(model), lm_weight, loss=loss)
+    arrays = {**features.inputs(), **features.labels()}
+    total, count = 0.0, 0
+    for start in range(0, len(features), batch_size):
+        batch = {k: v[start:start + batch_size] for k, v in arrays.items()}
+        rows = len(next(iter(batch.values())))
+        total += float(loss_fn(model(batch, training=False), batch)["loss"]) * rows
+        count += rows
+    return total / count

@@ -54,3 +54,15 @@ def evaluate(model: keras.Model, task: TaskSpec, examples: Sequence[Any],
     decoded = predict_and_decode(model, task, examples, features, strategy, batch_size, options,
                                  pad_to_max_length)
     return task.kind.score(task, examples, decoded, options), decoded
+
+
+def constant_answer_scores(task: TaskSpec, examples: Sequence[Any],
+                           options: DecodeOptions) -> Dict[str, float]:
+    """What answering every example the same scores with the task's metric: the commonest gold
+    label (classification, multiple choice) or the mean target (regression), the baseline a
+    model must beat. {} for kinds without one (spans, tags)."""
+    answer = task.kind.constant_answer(task, examples)
+    if answer is None or not examples:
+        return {}
+    decoded = Decoded([answer] * len(examples))
+    return {k: float(v) for k, v in task.kind.score(task, examples, decoded, options).items()}

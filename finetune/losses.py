@@ -13,7 +13,8 @@ import keras
 from keras import ops
 
 from finetune.features.tokens import IGNORE_LABEL  # noqa: F401  (the label the losses skip)
-from finetune.models import ARCHITECTURE_INPUT_FORMAT, ARCHITECTURES, stack_views
+from finetune.models import stack_views
+from tfmodels.architectures import check_architecture, input_format
 from tfmodels.losses import causal_lm_loss
 from tfmodels.training import LossFn
 
@@ -134,8 +135,7 @@ def task_loss(task_spec, architecture: str = "bert", lm_weight: float = 0.5,
     loss: the head's loss, one of LOSSES: "cross_entropy" (every kind's own loss) or "soft_f1"
     (`soft_f1_loss`; kinds with `supports_soft_f1`, i.e. classification).
     """
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
+    check_architecture(architecture)
     if lm_weight < 0:
         raise ValueError(f"lm_weight must be >= 0, got {lm_weight}")
     if loss not in LOSSES:
@@ -149,7 +149,7 @@ def task_loss(task_spec, architecture: str = "bert", lm_weight: float = 0.5,
                                                         batch_label(batch, "label"))
     else:
         head_loss = kind.head_loss
-    with_lm = ARCHITECTURE_INPUT_FORMAT[architecture] == "gpt" and lm_weight > 0
+    with_lm = input_format(architecture) == "gpt" and lm_weight > 0
 
     def loss_fn(outputs: Mapping, batch: Mapping) -> Dict:
         metrics = head_loss(outputs, batch)

@@ -45,6 +45,7 @@ from typing import Dict, List, Mapping, NamedTuple, Optional, Union
 import keras
 from keras import ops
 
+from tfmodels.architectures import input_format
 from tfmodels.bert import BertEncoder
 from tfmodels.gpt import GptDecoder
 from tfmodels.lstm import LstmDecoder
@@ -54,17 +55,15 @@ from tfmodels.seeding import SeedStream
 Backbone = Union[BertEncoder, GptDecoder, LstmDecoder]
 _BACKBONES = (BertEncoder, GptDecoder, LstmDecoder)
 
-# Two concepts, two names, used everywhere (the --model flag and FinetuneConfig.model keep the
-# name users type, and hold an architecture):
-#   architecture  which network: "bert" | "gpt" | "lstm" (ARCHITECTURES, `backbone_architecture`)
+# Two concepts, two names (tfmodels.architectures; the --model flag and FinetuneConfig.model
+# keep the name users type, and hold an architecture):
+#   architecture  which network: "bert" | "gpt" | "lstm" (`backbone_architecture`)
 #   input_format  which tokenizer, row layout, heads' summary and objectives: "bert" | "gpt"
-#                 (tfmodels.preprocessing.INPUT_FORMATS, `backbone_input_format`,
-#                 FinetuneConfig.input_format). GPT-1's LSTM baseline is fine-tuned "using the
-#                 same framework" (GPT-1 Section 5): GPT-1's BPE, input transforms and aux LM.
+#                 (`backbone_input_format`, FinetuneConfig.input_format). GPT-1's LSTM baseline
+#                 is fine-tuned "using the same framework" (GPT-1 Section 5): GPT-1's BPE,
+#                 input transforms and aux LM.
 # Every input format is also an architecture name, so a parameter typed `architecture` takes
 # either.
-ARCHITECTURE_INPUT_FORMAT = {"bert": "bert", "gpt": "gpt", "lstm": "gpt"}
-ARCHITECTURES = tuple(ARCHITECTURE_INPUT_FORMAT)
 # Span logit at padding: far below any real logit, still finite in float32 softmax.
 MASKED_LOGIT = -1e9
 
@@ -96,7 +95,7 @@ def backbone_architecture(model) -> str:
 def backbone_input_format(model) -> str:
     """"bert" or "gpt": the input format and objectives the backbone is fine-tuned with
     (the LSTM baseline is "gpt"). See `backbone_architecture` for the network."""
-    return ARCHITECTURE_INPUT_FORMAT[backbone_architecture(model)]
+    return input_format(backbone_architecture(model))
 
 
 def backbone_lm_logits(backbone, sequence_output):

@@ -63,7 +63,8 @@ from finetune import evaluation, freezing
 from finetune import predictions as prediction_files
 from finetune.config import BACKBONES, FinetuneConfig
 from finetune.data import Split, TaskData, load_task_data
-from finetune.driver import TrainOptions, plan_schedule, train
+from finetune.driver import (TensorBoardLog, TrainingDiverged, TrainOptions, plan_schedule,
+                             train)
 from finetune.kinds import Decoded, DecodeOptions
 from finetune.models import as_backbone, backbone_architecture, build_task_model
 from finetune.tasks import TaskSpec, get_task
@@ -175,13 +176,14 @@ class RunResult:
     epoch_metrics: List[Dict[str, float]] = dataclasses.field(default_factory=list)
     model: Optional[keras.Model] = None
     decoded: Optional[Decoded] = None
+    diverged: str = ""      # why the run stopped (finetune.driver.TrainingDiverged); '' if not
 
     def to_json(self, main_metric: str) -> Dict[str, Any]:
         return {"learning_rate": self.learning_rate, "seed": self.seed,
                 main_metric: self.metrics.get(main_metric), "metrics": self.metrics,
                 "train_steps": self.train_steps, "seconds_per_step": self.seconds_per_step,
                 "train_seconds": self.train_seconds, "final_loss": self.final_loss,
-                "epoch_metrics": self.epoch_metrics}
+                "epoch_metrics": self.epoch_metrics, "diverged": self.diverged or None}
 
 
 @dataclasses.dataclass
@@ -221,18 +223,21 @@ def evaluate_split(ctx: Context, model: keras.Model,
 
 class EpochEvaluation(keras.callbacks.Callback):
     """--eval_every_epoch: the task metric on the evaluation split after every epoch but the
-    last (which the run evaluates anyway)."""
+    last (which the run evaluates anyway), also written to TensorBoard's eval/."""
 
-    def __init__(self, ctx: Context, model: keras.Model, result: "RunResult", steps_per_epoch: int):
+    def __init__(self, ctx: Context, model: keras.Model, result: "RunResult", steps_per_epoch: int,
+                 tensorboard: TensorBoardLog):
         super().__init__()
         self.ctx, self.task_model, self.result = ctx, model, result
         self.steps_per_epoch = steps_per_epoch
+        self.tensorboard = tensorboard
 
     def on_epoch_end(self, epoch, logs=None):
         done = (epoch + 1) * self.steps_per_epoch
         if done < self.result.train_steps:
             metrics, _ = evaluate_split(self.ctx, self.task_model, self.ctx.data.eval)
             self.result.epoch_metrics.append({"step": done, **metrics})
+            self.tensorboard.write("eval", done, metrics)
             self.ctx.log(f"  epoch {epoch + 1}: {metrics}")
 
 
@@ -244,14 +249,26 @@ def finetune_once(ctx: Context, learning_rate: float, seed: int) -> RunResult:
     with strategy.scope():
         model = build_model(ctx, seed)
     result = RunResult(learning_rate, seed, {}, train_steps=schedule.total_steps)
-    callbacks = ([EpochEvaluation(ctx, model, result, schedule.steps_per_epoch)]
+    # One TensorBoard folder per run of the sweep, with train/ and eval/ inside.
+    tensorboard = TensorBoardLog(os.path.join(config.output_dir, "tensorboard",
+                                              f"lr{learning_rate:g}_seed{seed}"))
+    callbacks = ([EpochEvaluation(ctx, model, result, schedule.steps_per_epoch, tensorboard)]
                  if config.eval_every_epoch else [])
-    trained = train(model, ctx.task, ctx.data.train.features, options, strategy, callbacks,
-                    log=log, label=f"fine-tune lr {learning_rate:g} seed {seed}")
+    try:
+        trained = train(model, ctx.task, ctx.data.train.features, options, strategy, callbacks,
+                        log=log, label=f"fine-tune lr {learning_rate:g} seed {seed}",
+                        tensorboard=tensorboard)
+    except TrainingDiverged as error:
+        tensorboard.close()
+        log(str(error))
+        result.diverged = str(error)
+        return result
     result.final_loss = trained.final_loss
     result.train_seconds = trained.train_seconds
     result.seconds_per_step = trained.seconds_per_step
     result.metrics, result.decoded = evaluate_split(ctx, model, ctx.data.eval)
+    tensorboard.write("eval", schedule.total_steps, result.metrics)
+    tensorboard.close()
     if config.eval_every_epoch:
         result.epoch_metrics.append({"step": schedule.total_steps, **result.metrics})
     result.model = model
@@ -270,9 +287,14 @@ def summarize_runs(runs: Sequence[RunResult], main_metric: str,
     "std", "selected_seed"}."""
     per_lr: Dict[str, Dict[str, Any]] = {}
     best_lr, best_mean = None, -math.inf
+    diverged = [r for r in runs if r.diverged]
     for lr in learning_rates:
-        mine = [r for r in runs if r.learning_rate == lr]
+        # A diverged run has no score: its learning rate is judged on the runs that finished,
+        # and one whose runs all diverged is never chosen.
+        mine = [r for r in runs if r.learning_rate == lr and not r.diverged]
         if not mine:
+            if any(r.learning_rate == lr for r in diverged):
+                per_lr[repr(lr)] = {"learning_rate": lr, "diverged": True, "runs": 0}
             continue
         values = np.array([r.metrics[main_metric] for r in mine], np.float64)
         mean = float(values.mean())
@@ -284,6 +306,10 @@ def summarize_runs(runs: Sequence[RunResult], main_metric: str,
         if mean > best_mean:
             best_lr, best_mean = lr, mean
     if best_lr is None:
+        if diverged:
+            raise ValueError(
+                f"every run diverged ({len(diverged)} of {len(runs)}): "
+                f"{diverged[0].diverged}")
         raise ValueError("no runs to summarise")
     chosen = per_lr[repr(best_lr)]
     return {"per_learning_rate": per_lr, "chosen_learning_rate": best_lr, "mean": chosen["mean"],
@@ -335,6 +361,8 @@ def run_finetune(config: FinetuneConfig, run_fn: RunFn = finetune_once,
         for seed in config.seeds:
             run = run_fn(ctx, lr, seed)
             runs.append(run)
+            if run.diverged:
+                continue
             kept = best_per_lr.get(lr)
             if kept is None or run.metrics[task.main_metric] > kept.metrics[task.main_metric]:
                 if kept is not None:
@@ -344,6 +372,12 @@ def run_finetune(config: FinetuneConfig, run_fn: RunFn = finetune_once,
                 run.model = run.decoded = None
     summary = summarize_runs(runs, task.main_metric, learning_rates)
     selected = best_per_lr[summary["chosen_learning_rate"]]
+    diverged = [r for r in runs if r.diverged]
+    if diverged:
+        log(f"{len(diverged)} of {len(runs)} runs diverged and were not considered: " + ", ".join(
+            f"lr {r.learning_rate:g} seed {r.seed}" for r in diverged))
+    baseline = evaluation.constant_answer_scores(task, data.eval.examples,
+                                                 DecodeOptions.from_settings(config))
 
     os.makedirs(config.output_dir, exist_ok=True)
     threshold = selected.metrics.get("null_threshold", config.null_threshold)
@@ -386,6 +420,10 @@ def run_finetune(config: FinetuneConfig, run_fn: RunFn = finetune_once,
             repr(summary["chosen_learning_rate"])]["seconds_per_step"],
         "per_learning_rate": summary["per_learning_rate"],
         "runs": [r.to_json(task.main_metric) for r in runs],
+        "diverged_runs": len(diverged),
+        # What answering every example the same (the commonest label; the mean target for
+        # regression) scores with the task's metric: the line a model must beat.
+        "constant_answer": baseline,
         "eval_source": data.eval_source,
         "num_train_examples": len(data.train.examples),
         "num_eval_examples": len(data.eval.examples),
@@ -400,9 +438,19 @@ def run_finetune(config: FinetuneConfig, run_fn: RunFn = finetune_once,
     prediction_files.atomic_write_text(os.path.join(config.output_dir, "results.json"),
                                        json.dumps(results, indent=2) + "\n")
     log(f"{task.name}: chosen lr {summary['chosen_learning_rate']:g}, {task.main_metric} "
-        f"{summary['mean']:.4f} +- {summary['std']:.4f} over {len(config.seeds)} seed(s); "
+        f"{summary['mean']:.4f} +- {summary['std']:.4f} over {len(config.seeds)} seed(s)"
+        f"{baseline_note(task.main_metric, summary['mean'], baseline)}; "
         f"wrote {config.output_dir}/results.json")
     return results
+
+
+def baseline_note(main_metric: str, score: float, baseline: Dict[str, float]) -> str:
+    """', the constant answer scores X' (and that the model does not beat it, when so)."""
+    if main_metric not in baseline:
+        return ""
+    line = baseline[main_metric]
+    verdict = " (the model does not beat it)" if score <= line + 1e-9 else ""
+    return f"; the constant answer scores {line:.4f}{verdict}"
 
 
 def save_model(model: keras.Model, path: str) -> str:

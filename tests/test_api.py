@@ -50,6 +50,45 @@ def test_fit_predict_evaluate_on_raw_texts(checkpoint):
     assert clf.predict_labels(["great fun", "a dull mess"]) == ["positive", "negative"]
 
 
+class RecordWeights(keras.callbacks.Callback):
+    """The classifier head's kernel at the end of every epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.kernels = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.kernels.append(self.model.task_model.classifier.kernel.numpy().copy())
+
+
+def test_fit_keeps_the_keras_contract(checkpoint, tmp_path):
+    """validation_data gives val_* epoch means; EarlyStopping restores the best epoch's weights;
+    ModelCheckpoint saves; unknown keyword arguments are refused, not swallowed."""
+    clf = TextClassifier.from_checkpoint(checkpoint, num_classes=2, seq_length=16)
+    kernels = RecordWeights()
+    # A learning rate this high overshoots within a few epochs (val_loss 0.74, 0.70, 0.71 on
+    # this data): training stops and the best epoch's weights come back.
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=1,
+                                         restore_best_weights=True)
+    saved = keras.callbacks.ModelCheckpoint(str(tmp_path / "epoch.keras"))
+    history = clf.fit(TEXTS * 4, LABELS * 4, epochs=6, batch_size=8, learning_rate=0.05,
+                      validation_data=(TEXTS, LABELS), callbacks=[kernels, stop, saved],
+                      verbose=0)
+    logs = history.history
+    assert {"loss", "accuracy", "grad_norm", "val_loss", "val_accuracy", "val_f1"} <= set(logs)
+    epochs = len(logs["val_loss"])
+    assert epochs == len(kernels.kernels) == len(logs["loss"])
+    assert stop.stopped_epoch == epochs - 1 < 5   # stopped early, after `patience` worse epochs
+    best = int(np.argmin(logs["val_loss"]))
+    assert best == stop.best_epoch < epochs - 1
+    np.testing.assert_array_equal(clf.task_model.classifier.kernel.numpy(), kernels.kernels[best])
+    assert isinstance(keras.saving.load_model(tmp_path / "epoch.keras"), TextClassifier)
+    with pytest.raises(TypeError, match="fit\\(\\) got unexpected keyword arguments: steps"):
+        clf.fit(TEXTS, LABELS, steps=3)
+    with pytest.raises(TypeError, match="unexpected keyword arguments: verbos"):
+        clf.predict(TEXTS, verbos=0)
+
+
 def test_datasets_of_strings_equal_lists(checkpoint):
     clf = TextClassifier.from_checkpoint(checkpoint, num_classes=2, seq_length=16)
     from_list = clf.predict(TEXTS)
@@ -177,6 +216,30 @@ def test_language_model_generates_scores_and_exports(gpt_dir, checkpoint, tmp_pa
     assert served["text"].numpy()[0].decode() == sampled[0]
     with pytest.raises(ValueError, match="not a GPT-1"):
         LanguageModel.from_checkpoint(checkpoint)  # a BERT encoder
+
+
+def test_generation_is_bounded_and_edge_cases_are_defined(gpt_dir, tmp_path):
+    """One request cannot hold the model for hours: max_new_tokens has a ceiling (seq_length
+    unless set), in the API and in the exported signature alike; no prompts give no texts; an
+    empty prompt is refused in both."""
+    from finetune import LanguageModel
+    lm = LanguageModel.from_checkpoint(str(gpt_dir[0]), seq_length=16, max_new_tokens_limit=6)
+    assert lm.generate([], max_new_tokens=5) == []
+    with pytest.raises(ValueError, match="max_new_tokens must be in 0..6 .*got 100000"):
+        lm.generate(["a warm film"], max_new_tokens=100000)
+    with pytest.raises(ValueError, match="prompt 1 \\(''\\) has no tokens"):
+        lm.generate(["a warm film", ""], max_new_tokens=2)
+    assert LanguageModel.from_checkpoint(str(gpt_dir[0]), seq_length=16).max_new_tokens_limit == 16
+    served = tf.saved_model.load(lm.export(str(tmp_path / "lm"))).signatures["generate"]
+    request = lambda texts, n: served(text=tf.constant(texts, tf.string),
+                                      max_new_tokens=tf.constant(n), top_k=tf.constant(0),
+                                      seed=tf.constant(0))
+    assert request(["a warm film"], 6)["token_ids"].shape == (1, 6)
+    assert request([], 6)["text"].shape == (0,)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="max_new_tokens must be in 0..6"):
+        request(["a warm film"], 100000)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="text has no tokens"):
+        request([""], 2)
 
 
 def test_model_must_name_the_checkpoints_architecture(gpt_dir, checkpoint):

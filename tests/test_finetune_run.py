@@ -6,6 +6,7 @@ selection and mean/std are checked against hand-computed numbers with a fake sin
 function.
 """
 import csv
+import dataclasses
 import json
 import os
 import pathlib
@@ -91,6 +92,53 @@ def test_sst2_bert_end_to_end_with_test_predictions_and_reloadable_model(files, 
     predicted = np.argmax(model(features.inputs(), training=False)["logits"], -1)
     assert [task.label_names[p] for p in predicted] == [r[1] for r in rows[1:]]
     assert metrics["accuracy"] == pytest.approx(np.mean(predicted == features.labels()["label"]))
+    # Beside the model's figure, what always answering the commonest held-out label scores.
+    gold = list(features.labels()["label"])
+    commonest = max(sorted(set(gold)), key=gold.count)
+    assert results["constant_answer"]["accuracy"] == pytest.approx(gold.count(commonest) / 6)
+    assert results["diverged_runs"] == 0 and results["runs"][0]["diverged"] is None
+
+
+def scalar_tags(folder):
+    """{run: tags} of the TensorBoard event files under `folder` (train/, eval/)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    tags = {}
+    for run in sorted(os.listdir(folder)):
+        events = EventAccumulator(str(folder / run))
+        events.Reload()
+        tags[run] = set(events.Tags()["tensors"])
+    return tags
+
+
+def test_fine_tuning_writes_train_and_eval_runs_for_tensorboard(files, shared_data, tmp_path):
+    config = tiny(files, "bert", task="sst2", data_dir=str(shared_data / "glue" / "SST-2"),
+                  output_dir=str(tmp_path), epochs=2.0, eval_every_epoch=True,
+                  predict_test=False, save_model=False)
+    run_finetune(config, log=QUIET)
+    tags = scalar_tags(tmp_path / "tensorboard" / "lr0.001_seed0")
+    assert tags["train"] >= {"loss", "accuracy", "learning_rate", "grad_norm",
+                             "examples_per_second"}
+    assert tags["eval"] == {"accuracy"}   # SST-2's metric
+
+
+def test_a_diverging_run_stops_is_marked_and_never_chosen(files, shared_data, tmp_path):
+    data_dir = str(shared_data / "glue" / "SST-2")
+    config = tiny(files, "bert", task="sst2", data_dir=data_dir, output_dir=str(tmp_path / "a"),
+                  learning_rates=(1e-3, 1e6), predict_test=False)
+    messages = []
+    results = run_finetune(config, log=messages.append)
+    assert results["chosen_learning_rate"] == 1e-3 and results["diverged_runs"] == 1
+    diverged = results["runs"][1]["diverged"]
+    assert diverged.startswith("fine-tune lr 1e+06 seed 0: diverged at step ")
+    assert "at learning rate 1e+06" in diverged or "at learning rate" in diverged
+    assert results["per_learning_rate"][repr(1e6)]["diverged"] is True
+    assert any("1 of 2 runs diverged" in m for m in messages)
+    model = keras.saving.load_model(str(tmp_path / "a" / "model.keras"))
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    with pytest.raises(ValueError, match="every run diverged \\(1 of 1\\): fine-tune lr 1e\\+06"):
+        run_finetune(dataclasses.replace(config, learning_rates=(1e6,),
+                                         output_dir=str(tmp_path / "b")), log=QUIET)
+    assert not (tmp_path / "b" / "results.json").exists()
 
 
 @pytest.mark.slow

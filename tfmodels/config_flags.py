@@ -93,17 +93,17 @@ def define_flags_from_dataclass(config_cls: Type, flag_values=flags.FLAGS,
         default = (field.default if field.default is not dataclasses.MISSING
                    else field.default_factory())  # type: ignore[misc]
         help_text = field.metadata.get("help", f"{config_cls.__name__}.{field.name}")
-        kind = _base_type(field, config_cls)
-        if kind == AutoBool:
+        field_type = _base_type(field, config_cls)
+        if field_type == AutoBool:
             DEFINE_auto_bool(field.name, default, help_text, flag_values=flag_values)
-        elif kind is bool:
+        elif field_type is bool:
             flags.DEFINE_bool(field.name, default, help_text, flag_values=flag_values)
-        elif kind is int:
+        elif field_type is int:
             flags.DEFINE_integer(field.name, default, help_text, flag_values=flag_values)
-        elif kind is float:
+        elif field_type is float:
             flags.DEFINE_float(field.name, default, help_text, flag_values=flag_values)
-        elif typing.get_origin(kind) is tuple:
-            item_type = (typing.get_args(kind) or (str,))[0]
+        elif typing.get_origin(field_type) is tuple:
+            item_type = (typing.get_args(field_type) or (str,))[0]
             flags.DEFINE(TypedListParser(item_type if item_type in (int, float) else str),
                          field.name, list(default), help_text, flag_values=flag_values,
                          serializer=flags.CsvListSerializer(","))

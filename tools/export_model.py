@@ -39,6 +39,9 @@ def define_flags():
     flags.DEFINE_bool("ids_only", False, "Export only serving_ids (core TensorFlow ops only).")
     flags.DEFINE_integer("max_query_length", 0, "SQuAD question pieces (0 = the run's, else 64).")
     flags.DEFINE_integer("max_answer_length", 0, "SQuAD answer pieces (0 = the run's, else 30).")
+    flags.DEFINE_integer("max_new_tokens_limit", 0,
+                         "GPT-1 LM: the most tokens one `generate` request may ask for; larger "
+                         "requests are refused (0 = --seq_length).")
     flags.mark_flags_as_required(["model", "export_base"])
 
 
@@ -49,7 +52,8 @@ def main(argv):
         FLAGS.model, task=FLAGS.task, seq_length=FLAGS.seq_length, vocab_file=FLAGS.vocab_file,
         bpe_encoder_file=FLAGS.bpe_encoder_file, bpe_merges_file=FLAGS.bpe_merges_file,
         lower_case=FLAGS.lower_case if FLAGS["lower_case"].present else None,
-        max_query_length=FLAGS.max_query_length, max_answer_length=FLAGS.max_answer_length)
+        max_query_length=FLAGS.max_query_length, max_answer_length=FLAGS.max_answer_length,
+        max_new_tokens_limit=FLAGS.max_new_tokens_limit)
     path = export.export_from_source(source, FLAGS.export_base, FLAGS.model_name,
                                      ids_only=FLAGS.ids_only)
     info = export.read_export_info(path)

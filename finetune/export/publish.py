@@ -38,7 +38,7 @@ EXPORT_INFO = "export.json"
 def export_saved_model(task_model, task_spec, tokenizer, export_base: str, model_name: str,
                        seq_length: int, ids_only: bool = False, max_query_length: int = 64,
                        max_answer_length: int = 30, warmup: bool = True,
-                       pad_to_max_length: bool = False) -> str:
+                       pad_to_max_length: bool = False, max_new_tokens_limit: int = 0) -> str:
     """Exports `task_model` as version N+1 of `<export_base>/<model_name>/`; returns its path.
 
     task_model: a finetune TaskModel (task_spec = its finetune.tasks.TaskSpec) or a
@@ -49,11 +49,13 @@ def export_saved_model(task_model, task_spec, tokenizer, export_base: str, model
     warmup: write assets.extra/tf_serving_warmup_requests.
     pad_to_max_length: pack every raw-text request to seq_length (one static shape) instead of
       to its longest row.
+    max_new_tokens_limit: the LM's `generate` refuses a request for more tokens (0: seq_length).
     """
     if not model_name or os.sep in model_name or model_name.startswith("."):
         raise ValueError(f"model_name must be a plain folder name, got {model_name!r}")
     module = build_serving_module(task_model, task_spec, tokenizer, seq_length, ids_only,
-                                  max_query_length, max_answer_length, pad_to_max_length)
+                                  max_query_length, max_answer_length, pad_to_max_length,
+                                  max_new_tokens_limit)
     model_dir = os.path.join(export_base, model_name)
     os.makedirs(model_dir, exist_ok=True)
     temp = os.path.join(model_dir, f".tmp-{next_version(model_dir)}-{uuid.uuid4().hex[:8]}")

@@ -199,7 +199,7 @@ def feature_based(ws: Workspace, num_layers: int = 0) -> dict:
     then the classifier."""
     from tfmodels import configs
     layers = num_layers or configs.get_config(ws.budget.bert_config).num_layers
-    return dict(strategy="frozen", feature_layers=min(4, layers + 1), bilstm_layers=2,
+    return dict(freezing="frozen", feature_layers=min(4, layers + 1), bilstm_layers=2,
                 bilstm_units=128, learning_rates=(1e-3,))
 
 
@@ -230,7 +230,7 @@ def bert_feature_based(ws: Workspace) -> reports.Report:
     variants = (("Fine-tuning", {}),
                 ("Frozen: last hidden + BiLSTM", dict(features, feature_layers=1)),
                 ("Frozen: concat last four + BiLSTM", features),
-                ("Frozen: last hidden, linear head", dict(strategy="frozen",
+                ("Frozen: last hidden, linear head", dict(freezing="frozen",
                                                          learning_rates=(1e-3,))))
     rows = [(label, task_row(ws, f"features_{i}", ("conll2003",), "bert", checkpoint, **extra))
             for i, (label, extra) in enumerate(variants)]

@@ -52,7 +52,6 @@ TASK_SETUPS: Dict[str, Dict[str, Any]] = {
 EVAL_EXAMPLES = 1000   # at most this many held-back examples score each fine-tuning run
 # Task kinds whose examples have one label to answer, so always answering the commonest one
 # gives a chance line (span, tagging and regression tasks have none).
-CONSTANT_ANSWER_KINDS = ("classification", "multiple_choice")
 RATIO_METRICS = ("accuracy", "f1", "mcc", "pearson", "spearman")  # shown x100
 BERT_VOCAB = "bert_vocab/bert-base-uncased-vocab.txt"
 WIKITEXT = "corpus/wikitext2-valid.tokens.txt"
@@ -187,7 +186,13 @@ def held_back_settings(task: str) -> Dict[str, Any]:
         "max_eval_examples", EVAL_EXAMPLES))
 
 
+# Settings renamed since jobs were cached: hashed under their old names, so carried results
+# stay valid (fine-tuning's freezing policy was `strategy` until issue 39).
+_HASHED_AS = {"freezing": "strategy"}
+
+
 def settings_hash(settings: Dict[str, Any]) -> str:
+    settings = {_HASHED_AS.get(k, k): v for k, v in settings.items()}
     text = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:10]
 
@@ -544,22 +549,19 @@ class Workspace:
         example of the held-back slice its fine-tuning runs are scored on with the slice's
         commonest label, by the task's own metric (SST-2's slice is 56.0% positive; on MRPC's,
         always answering "paraphrase" scores acc 69.2 and F1 81.8). Empty for tasks with no
-        label to answer (span, tagging, regression)."""
+        label to answer (span, tagging); regression answers the mean target."""
         from finetune.config import FinetuneConfig
         from finetune.data import train_and_eval_examples
-        from finetune.evaluation import DECODERS
+        from finetune.evaluation import constant_answer_scores
+        from finetune.kinds import DecodeOptions
         from finetune.tasks import get_task
         spec, setup = get_task(task), TASK_SETUPS[task]
-        if spec.kind not in CONSTANT_ANSWER_KINDS:
-            return {}
         # The slice as finetune() configures it and run_finetune cuts it (nothing is written).
         config = FinetuneConfig(task=task, data_dir=str(self.shared / setup["path"]),
                                 output_dir=str(self.root / "finetune"),
                                 **{**setup.get("options", {}), **held_back_settings(task)})
         _, held_back = train_and_eval_examples(config, spec, spec.read(config.data_dir, "train"))
-        gold = [DECODERS[spec.kind].gold(example, spec) for example in held_back]
-        commonest = max(sorted(set(gold)), key=gold.count)   # ties: the smallest label id
-        scores = spec.metric(gold, [commonest] * len(gold))
+        scores = constant_answer_scores(spec, held_back, DecodeOptions())
         return {key: display_value(task, key, scores[key])
                 for key, _ in setup["metrics"] if key in scores}
 
