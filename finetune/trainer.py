@@ -49,6 +49,7 @@ applies to its LSTM layers.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -70,6 +71,7 @@ from finetune.models import as_backbone, backbone_architecture, build_task_model
 from finetune.tasks import TaskSpec, get_task
 from tfmodels import configs, precision, training
 from tfmodels.files import atomic_path, json_safe
+from tfmodels.folder_lock import exclusive_folder, is_chief
 from tfmodels.checkpoints.formats import (FORMAT_ARCHITECTURE, bpe_files,
                                          detect_checkpoint_format, load_checkpoint,
                                          wordpiece_vocab_file)
@@ -336,14 +338,24 @@ def run_finetune(config: FinetuneConfig, run_fn: RunFn = finetune_once,
     results.json, the selected run's predictions and model.keras; returns the results dict.
 
     run_fn: one run (default `finetune_once`); tests substitute a fake to check selection.
+    The chief holds output_dir's lock throughout (tfmodels.folder_lock): a second process
+    fine-tuning into the same folder is refused, naming this one.
     """
+    strategy = strategy or make_strategy(config)
+    writes = is_chief(strategy)
+    with (exclusive_folder(config.output_dir, "fine-tuning", log) if writes
+          else contextlib.nullcontext()):
+        return _sweep(config, run_fn, strategy, log)
+
+
+def _sweep(config: FinetuneConfig, run_fn: RunFn, strategy: tf.distribute.Strategy,
+           log: Callable[[str], None]) -> Dict[str, Any]:
     earlier = [name for name in FINETUNE_OUTPUTS
                if os.path.exists(os.path.join(config.output_dir, name))]
     if earlier and not config.overwrite_output_dir:
         raise ValueError(f"output_dir {config.output_dir} already holds fine-tuning results "
                          f"({', '.join(earlier)}); pass --overwrite_output_dir to replace them, "
                          f"or use another folder")
-    strategy = strategy or make_strategy(config)
     # auto settings are decided once, here: every run of the sweep uses the same choice.
     chosen = precision.resolve_precision(config.mixed_precision, config.jit_compile,
                                          strategy=strategy)
