@@ -87,6 +87,13 @@ def tokenizer_files(config: FinetuneConfig) -> Dict[str, str]:
     return bpe_files(config.init_checkpoint, config.bpe_encoder_file, config.bpe_merges_file)
 
 
+def resolved_tokenizer_flags(config: FinetuneConfig) -> Dict[str, str]:
+    """`tokenizer_files` under the config's (and the flags') names."""
+    names = {"vocab_file": "vocab_file", "encoder_file": "bpe_encoder_file",
+             "merges_file": "bpe_merges_file"}
+    return {names[k]: os.path.abspath(v) for k, v in tokenizer_files(config).items() if v}
+
+
 def tokenizer_for(config: FinetuneConfig):
     files = tokenizer_files(config)
     return load_tokenizer(config.input_format, files.get("vocab_file", ""),
@@ -442,7 +449,9 @@ def _sweep(config: FinetuneConfig, run_fn: RunFn, strategy: tf.distribute.Strate
         "num_test_examples": len(data.test.examples) if data.test else 0,
         "prediction_files": files, "model_file": model_path, "export": export_path,
         "precision": chosen.as_dict(),
-        "config": {**dataclasses.asdict(config),
+        # The vocabulary files as resolved (beside the checkpoint unless given): what export
+        # and predict read to serve model.keras without tokenizer flags.
+        "config": {**dataclasses.asdict(config), **resolved_tokenizer_flags(config),
                    "learning_rates": list(learning_rates),
                    "warmup_fraction": config.resolved_warmup_fraction},
     }

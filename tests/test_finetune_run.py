@@ -158,6 +158,8 @@ def test_sst2_real_minilm_end_to_end(minilm_dir, shared_data, tmp_path):
     assert results["runs"][0]["train_steps"] == 58 // 16
     assert 0.0 <= results["selected_run"]["metrics"]["accuracy"] <= 1.0
     assert results["config"]["warmup_fraction"] == 0.1
+    # The vocabulary as resolved beside the checkpoint: export and predict find it from here.
+    assert results["config"]["vocab_file"] == str(minilm_dir / "vocab.txt")
     assert os.path.isfile(tmp_path / "predictions" / "eval" / "SST-2.tsv")
 
 

@@ -2,7 +2,7 @@
 softmax over the candidates (BERT's SWAG setup, GPT-1's multiple-choice transform)."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import List
 
 import numpy as np
 
@@ -11,12 +11,11 @@ from finetune import python_inputs
 from finetune.examples import ChoiceExample
 from finetune.export.heads import ChoiceHead
 from finetune.features.sequence import encode_choice_examples
-from finetune.kinds.base import Decoded, DecodeOptions, TaskKind, softmax
-from finetune.losses import batch_label, classification_loss
+from finetune.kinds.classification import ClassIdKind
 from finetune.models import MultipleChoiceModel
 
 
-class MultipleChoiceKind(TaskKind):
+class MultipleChoiceKind(ClassIdKind):
     name = "multiple_choice"
 
     def num_labels(self, task) -> int:
@@ -28,19 +27,8 @@ class MultipleChoiceKind(TaskKind):
     def build_model(self, task, backbone, **options):
         return MultipleChoiceModel(backbone, **options)
 
-    def head_loss(self, outputs, batch) -> Dict:
-        return classification_loss(outputs["logits"], batch_label(batch, "label"))
-
-    def decode(self, outputs, examples, features, options: DecodeOptions) -> Decoded:
-        logits = outputs["logits"]
-        return Decoded(logits.argmax(-1).tolist(), probabilities=softmax(logits))
-
     def gold(self, example, task) -> int:
         return int(example.label)
-
-    def constant_answer(self, task, examples) -> Optional[int]:
-        gold = [self.gold(e, task) for e in examples]
-        return max(sorted(set(gold)), key=gold.count) if gold else None
 
     def write_task_predictions(self, task, examples, decoded, predictions, path) -> List[str]:
         return [prediction_files.write_choice_predictions(

@@ -17,7 +17,23 @@ from finetune.losses import batch_label, classification_loss
 from finetune.models import SequenceClassifier, backbone_input_format
 
 
-class ClassificationKind(TaskKind):
+class ClassIdKind(TaskKind):
+    """Kinds whose head gives one logit per class (or per candidate): cross-entropy, argmax
+    decoding with probabilities, and the commonest gold label as the constant answer."""
+
+    def head_loss(self, outputs, batch) -> Dict:
+        return classification_loss(outputs["logits"], batch_label(batch, "label"))
+
+    def decode(self, outputs, examples, features, options: DecodeOptions) -> Decoded:
+        logits = outputs["logits"]
+        return Decoded(logits.argmax(-1).tolist(), probabilities=softmax(logits))
+
+    def constant_answer(self, task, examples) -> Optional[int]:
+        gold = [self.gold(e, task) for e in examples]
+        return max(sorted(set(gold)), key=gold.count) if gold else None  # ties: smallest id
+
+
+class ClassificationKind(ClassIdKind):
     name = "classification"
     encode_option_names = ("symmetric",)
     supports_soft_f1 = True
@@ -37,19 +53,8 @@ class ClassificationKind(TaskKind):
         return SequenceClassifier(backbone, self.num_labels(task), regression=self.regression,
                                   **options)
 
-    def head_loss(self, outputs, batch) -> Dict:
-        return classification_loss(outputs["logits"], batch_label(batch, "label"))
-
-    def decode(self, outputs, examples, features, options: DecodeOptions) -> Decoded:
-        logits = outputs["logits"]
-        return Decoded(logits.argmax(-1).tolist(), probabilities=softmax(logits))
-
     def gold(self, example, task) -> int:
         return task.label_names.index(example.label)
-
-    def constant_answer(self, task, examples) -> Optional[int]:
-        gold = [self.gold(e, task) for e in examples]
-        return max(sorted(set(gold)), key=gold.count) if gold else None  # ties: smallest id
 
     def write_task_predictions(self, task, examples, decoded, predictions, path) -> List[str]:
         records = []
