@@ -29,20 +29,10 @@ from finetune.losses import task_loss
 from finetune.models import backbone_architecture
 from tfmodels.optimization import WarmupDecaySchedule, create_optimizer
 from tfmodels.progress import Progress
-from tfmodels.training import TrainStep
+from tfmodels.training import TrainingDiverged, TrainStep
 
-
-class TrainingDiverged(ValueError):
-    """The loss or the gradient norm stopped being finite. A ValueError: the binaries report it
-    in one line and exit 2; a sweep marks the run diverged and never selects it."""
-
-    def __init__(self, label: str, step: int, loss: float, grad_norm: Optional[float],
-                 learning_rate: float):
-        self.step, self.loss, self.learning_rate = step, loss, learning_rate
-        norm = "" if grad_norm is None else f", gradient norm {grad_norm:.4g}"
-        super().__init__(f"{label}: diverged at step {step}: loss {loss:.4g}{norm} at learning "
-                         f"rate {learning_rate:.3g}; nothing of this run is saved (lower the "
-                         f"learning rate)")
+__all__ = ["TrainOptions", "Schedule", "Trained", "TrainingDiverged", "TensorBoardLog",
+           "plan_schedule", "train", "mean_loss"]
 
 
 class DivergenceWatch:

@@ -25,8 +25,10 @@ that is deleted after each save (the pattern tf.distribute documents).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import math
 import os
 import shutil
 import time
@@ -41,14 +43,16 @@ from tfmodels import configs, precision
 from tfmodels.architectures import ARCHITECTURES, input_format
 from tfmodels.bert import BertCausalLM, BertPretrainer
 from tfmodels.config_flags import AutoBool
-from tfmodels.files import atomic_write_text
+from tfmodels.files import atomic_write_text, json_safe
+from tfmodels.folder_lock import exclusive_folder, is_chief
 from tfmodels.gpt import GptLanguageModel
 from tfmodels.lstm import LstmDecoder, LstmLanguageModel
 from tfmodels.losses import bert_pretraining_loss, causal_lm_loss, gpt_pretraining_loss
-from tfmodels.optimization import create_optimizer
+from tfmodels.optimization import WarmupDecaySchedule, create_optimizer
+from tfmodels.progress import Progress
 # make_strategy is imported from here by older callers; it lives in tfmodels.training.
-from tfmodels.training import (DISTRIBUTION_STRATEGIES, TrainStep, make_strategy,  # noqa: F401
-                               op_determinism)
+from tfmodels.training import (DISTRIBUTION_STRATEGIES, TrainingDiverged, TrainStep,
+                               make_strategy, op_determinism)  # noqa: F401
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,17 +253,8 @@ def dataset_function(config: PretrainConfig, micro_batch_size: int,
     return make
 
 
-def _is_chief(strategy: tf.distribute.Strategy) -> bool:
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return True
-    return resolver.task_type == "chief" or (
-        resolver.task_type == "worker" and resolver.task_id == 0
-        and "chief" not in resolver.cluster_spec().as_dict())
-
-
 def _write_dir(model_dir: str, strategy: tf.distribute.Strategy) -> str:
-    if _is_chief(strategy):
+    if is_chief(strategy):
         return model_dir
     resolver = strategy.cluster_resolver
     return os.path.join(model_dir, f".scratch_{resolver.task_type}_{resolver.task_id}")
@@ -310,14 +305,16 @@ class Evaluator:
 
 class MetricLog:
     """Per-step metrics kept as tensors and read at log time, so logging does not force a
-    device sync every step; written as JSON lines and TensorBoard scalars by the chief."""
+    device sync every step; written as JSON lines (strict JSON: a non-finite value is null)
+    and TensorBoard scalars by the chief: held-out `eval_*` metrics under `eval/` (without
+    the prefix, so train and eval curves overlay), the rest under `train/`."""
 
     def __init__(self, model_dir: str, enabled: bool):
         self.enabled = enabled
         self.pending: List[Tuple[int, Dict[str, tf.Tensor]]] = []
         self.path = os.path.join(model_dir, "metrics.jsonl")
-        self.writer = (tf.summary.create_file_writer(os.path.join(model_dir, "train"))
-                       if enabled else None)
+        self.writers = ({run: tf.summary.create_file_writer(os.path.join(model_dir, run))
+                         for run in ("train", "eval")} if enabled else {})
 
     def add(self, step: int, metrics: Dict[str, tf.Tensor]) -> None:
         self.pending.append((step, metrics))
@@ -331,14 +328,30 @@ class MetricLog:
         rows[-1].update(extra or {})
         with open(self.path, "a", encoding="utf-8") as f:
             for row in rows:
-                f.write(json.dumps(row) + "\n")
-        with self.writer.as_default():
-            for row in rows:
-                for name, value in row.items():
-                    if name != "step":
-                        tf.summary.scalar(name, value, step=row["step"])
-        self.writer.flush()
+                f.write(json.dumps(json_safe(row), allow_nan=False) + "\n")
+        for row in rows:
+            for name, value in row.items():
+                if name == "step":
+                    continue
+                run, tag = ("eval", name[len("eval_"):]) if name.startswith("eval_") else (
+                    "train", name)
+                with self.writers[run].as_default():
+                    tf.summary.scalar(tag, value, step=row["step"])
+        for writer in self.writers.values():
+            writer.flush()
         return rows
+
+
+def _check_finite(rows: List[Dict[str, float]], schedule, accumulation: int) -> None:
+    """TrainingDiverged at the first row whose loss or gradient norm is not finite."""
+    for row in rows:
+        loss, norm = row["loss"], row.get("grad_norm", 0.0)
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            step = row["step"]
+            raise TrainingDiverged(
+                "pretraining", math.ceil(step / accumulation), loss, row.get("grad_norm"),
+                float(schedule(step - 1)),
+                kept="no checkpoint of it is written; the earlier ones are kept")
 
 
 # The fields that decide a model's variables: a checkpoint of another value cannot be resumed.
@@ -421,7 +434,9 @@ def run_pretraining(config: PretrainConfig, strategy: Optional[tf.distribute.Str
     # The strategy first: multi-worker collectives must be configured before anything
     # initialises the TensorFlow runtime.
     strategy = strategy or make_strategy(config.strategy, config.tpu, config.num_cpu_devices)
-    with op_determinism(config.deterministic):
+    # One writer per model_dir: a second pretraining into it is refused, naming this one.
+    with (exclusive_folder(config.model_dir, "pretraining", log) if is_chief(strategy)
+          else contextlib.nullcontext()), op_determinism(config.deterministic):
         return _train(config, strategy, log)
 
 
@@ -437,7 +452,7 @@ def _train(config: PretrainConfig, strategy: tf.distribute.Strategy,
     micro_steps = config.train_steps * accumulation
     micro_batch = config.global_batch_size // accumulation
     loss_fn = loss_function(config)
-    chief = _is_chief(strategy)
+    chief = is_chief(strategy)
     # Every shard checked before step 1: an empty or truncated one is refused by name,
     # and a corpus smaller than one global batch (which would never fill it) too.
     input_pipeline.check_record_files(config.input_files, config.global_batch_size,
@@ -457,7 +472,11 @@ def _train(config: PretrainConfig, strategy: tf.distribute.Strategy,
             loss_scale=config.mixed_precision == "mixed_float16")
         step_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="micro_step")
     train_step = TrainStep(model, optimizer, loss_fn, strategy,
-                           jit_compile=config.jit_compile, clip_norm=config.clip_norm)
+                           jit_compile=config.jit_compile, clip_norm=config.clip_norm,
+                           report_grad_norm=True)
+    # The schedule's value at a micro-step (what the optimizer used for it), for the logs.
+    schedule = WarmupDecaySchedule(config.learning_rate, micro_steps,
+                                   config.warmup_steps * accumulation, config.decay_shape)
     # Dropout's seed-generator states are not tracked by the model's checkpoint
     # dependencies; without them a resumed run would draw different dropout masks.
     seed_states = [v for v in model.non_trainable_variables if "seed_generator" in v.path]
@@ -504,21 +523,29 @@ def _train(config: PretrainConfig, strategy: tf.distribute.Strategy,
     history: List[Dict[str, float]] = []
     window_start, window_step = time.perf_counter(), step
     tokens_per_micro_step = micro_batch * config.seq_length
+    bar = Progress(micro_steps, "pretrain", unit="micro-steps")
+    bar.last = step   # a resumed run counts on from its checkpoint
     while step < micro_steps:
         metrics = train_step(_next_batch(iterator, config))
         step += 1
         step_counter.assign(step)
         metric_log.add(step, metrics)
+        if step % bar.log_every == 0 or step == micro_steps or bar.interactive:
+            bar.update(step, loss=float(metrics["loss"]))
         at_checkpoint = step % (config.checkpoint_every * accumulation) == 0
         at_eval = evaluator is not None and (
             step % (config.eval_every * accumulation) == 0 or step == micro_steps)
         if step % config.log_every == 0 or step == micro_steps or at_checkpoint or at_eval:
             seconds = time.perf_counter() - window_start
             extra = {"tokens_per_second": (step - window_step) * tokens_per_micro_step
-                     / max(seconds, 1e-9)}
+                     / max(seconds, 1e-9),
+                     "learning_rate": float(schedule(step - 1))}
             if at_eval:
                 extra.update(evaluator())
             rows = metric_log.flush(extra)
+            # Before any checkpoint or model of this window is written: a diverged run stops
+            # here and keeps its last good checkpoint.
+            _check_finite(rows, schedule, accumulation)
             history.extend(rows)
             last = rows[-1]
             shown = {k: v for k, v in last.items() if k not in ("step",)}

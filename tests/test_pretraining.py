@@ -17,6 +17,8 @@ import tensorflow as tf
 from pretraining.create_data import DataConfig, create_pretraining_data
 from pretraining.trainer import PretrainConfig, build_model, dataset_function, run_pretraining
 from tests.support import PROJECT_ROOT, SEQ
+from tfmodels.folder_lock import FolderLocked, exclusive_folder
+from tfmodels.training import TrainingDiverged
 
 PREDICTIONS = 10
 BERT_VOCAB = "bert_vocab/bert-base-uncased-vocab.txt"
@@ -74,6 +76,50 @@ def test_bert_learns_and_writes_everything(bert_records, tmp_path):
     for saved, restored in zip(reloaded.weights, from_checkpoint.weights):
         assert saved.path.split("/", 1)[1] == restored.path.split("/", 1)[1]
         np.testing.assert_array_equal(saved.numpy(), restored.numpy(), err_msg=saved.path)
+
+
+def test_a_diverging_pretraining_stops_and_keeps_its_last_good_checkpoint(bert_records,
+                                                                          tmp_path):
+    """At lr 1e6 the loss leaves the finite numbers within a few steps: the run stops with one
+    line naming the step, loss and learning rate; no checkpoint or pretrained.keras of the
+    diverged weights is written and metrics.jsonl stays strict JSON."""
+    config = bert_config(bert_records, tmp_path, learning_rate=1e6, warmup_steps=0,
+                         train_steps=30, checkpoint_every=2, log_every=2)
+    with pytest.raises(TrainingDiverged, match="pretraining: diverged at step [0-9]+: loss "
+                                               ".* at learning rate .*earlier ones are kept"):
+        run_pretraining(config, log=lambda m: None)
+    assert not (tmp_path / "pretrained.keras").exists()
+    rows = [json.loads(line, parse_constant=lambda name: pytest.fail(f"bare {name} in JSON"))
+            for line in open(tmp_path / "metrics.jsonl")]
+    latest = tf.train.latest_checkpoint(str(tmp_path))
+    if latest:  # every checkpoint kept holds finite weights
+        model = build_model(config)
+        tf.train.Checkpoint(model=model).read(latest).expect_partial()
+        assert all(np.isfinite(w).all() for w in model.get_weights())
+    assert any(row["loss"] is None or not np.isfinite(row["loss"]) for row in rows)
+
+
+def test_pretraining_logs_learning_rate_grad_norm_and_eval_to_tensorboard(bert_records,
+                                                                          tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    config = bert_config(bert_records, tmp_path, train_steps=4, log_every=2,
+                         eval_input_files=(bert_records,), eval_every=2, eval_batches=1)
+    run_pretraining(config, log=lambda m: None)
+    tags = {}
+    for run in ("train", "eval"):
+        events = EventAccumulator(str(tmp_path / run))
+        events.Reload()
+        tags[run] = set(events.Tags()["tensors"])
+    assert {"loss", "learning_rate", "grad_norm", "tokens_per_second"} <= tags["train"]
+    assert {"loss", "mlm_accuracy", "nsp_accuracy"} <= tags["eval"]
+    assert not any(tag.startswith("eval_") for tag in tags["train"])
+
+
+def test_two_pretrainings_on_one_model_dir(bert_records, tmp_path):
+    with exclusive_folder(str(tmp_path), "pretraining"):
+        with pytest.raises(FolderLocked, match=f"is being written by pid {os.getpid()}"):
+            run_pretraining(bert_config(bert_records, tmp_path), log=lambda m: None)
+    assert not (tmp_path / "metrics.jsonl").exists()
 
 
 def test_gpt_learns(gpt_records, tmp_path):

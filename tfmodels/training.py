@@ -87,6 +87,18 @@ def make_strategy(name: str, tpu: str = "", num_cpu_devices: int = 0) -> tf.dist
     raise ValueError(f"unknown strategy {name!r}")
 
 
+class TrainingDiverged(ValueError):
+    """The loss or the gradient norm stopped being finite. A ValueError: the binaries report it
+    in one line and exit 2; a fine-tuning sweep marks the run diverged and never selects it."""
+
+    def __init__(self, label: str, step: int, loss: float, grad_norm: Optional[float],
+                 learning_rate: float, kept: str = "nothing of this run is saved"):
+        self.step, self.loss, self.learning_rate = step, loss, learning_rate
+        norm = "" if grad_norm is None else f", gradient norm {grad_norm:.4g}"
+        super().__init__(f"{label}: diverged at step {step}: loss {loss:.4g}{norm} at learning "
+                         f"rate {learning_rate:.3g}; {kept} (lower the learning rate)")
+
+
 def _scale(grads, factor):
     """Multiplies dense and sparse (IndexedSlices, from embedding lookups) gradients."""
     return [tf.IndexedSlices(g.values * factor, g.indices, g.dense_shape)
