@@ -7,8 +7,12 @@ clear message when the folder is absent (a fresh clone outside the workplace).
 Fixtures that several modules need live here, built once per session: the real tokenizers
 (``wordpiece``, ``gpt_bpe``), a WikiText-2 slice as a corpus file (``wiki_corpus``) and GPT-1
 records of tiny Shakespeare (``shakespeare_gpt_records``). Plain helpers (no fixtures) are in
-``tests/support.py``. Every test leaves TensorFlow's op determinism, Keras' dtype policy and
-absl's FLAGS as it found them (``_restore_global_state``).
+``tests/support.py``.
+
+No fixture undoes global state after every test: library code changes none (models take
+``dtype=`` and ``seed=``, binaries define and parse flags only when they run), so the tests
+pass in any order (pytest-randomly). A test that changes process-wide state itself restores
+it (``op_determinism`` below, try/finally around ``keras.config.set_dtype_policy``).
 """
 import os
 
@@ -17,43 +21,26 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pathlib
 
-import keras
 import pytest
 import tensorflow as tf
-from absl import flags
-# TensorFlow exports only enable_op_determinism; reading and undoing it is in the same module.
-from tensorflow.python.framework import config as tf_framework_config
 
 from tests.support import PROJECT_ROOT, QUIET, SEQ
+from tfmodels import training
 
 # Two logical CPU devices so MirroredStrategy tests run real cross-device all-reduce on one
-# CPU. This must happen before TensorFlow initialises its runtime, hence here.
-_cpus = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(
-    _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+# CPU. Test setup, as a binary's main does it: before TensorFlow initialises its runtime.
+training.configure_cpu_devices(2)
 
 SHARED_DATA = pathlib.Path(os.environ.get("SHARED_DATA_DIR", PROJECT_ROOT.parent / "shared" / "data"))
 BERT_VOCAB = "bert_vocab/bert-base-uncased-vocab.txt"
 
 
-@pytest.fixture(autouse=True)
-def _restore_global_state():
-    """Op determinism, the Keras dtype policy and absl's parsed FLAGS are process-wide: a test
-    that changes them (pretraining's --deterministic, a binary's main) must not change the
-    tests after it."""
-    determinism = tf_framework_config.is_op_determinism_enabled()
-    policy = keras.config.dtype_policy()
-    flags_parsed = flags.FLAGS.is_parsed()
-    yield
-    if tf_framework_config.is_op_determinism_enabled() != determinism:
-        if determinism:
-            tf_framework_config.enable_op_determinism()
-        else:
-            tf_framework_config.disable_op_determinism()
-    if keras.config.dtype_policy().name != policy.name:
-        keras.config.set_dtype_policy(policy)
-    if flags.FLAGS.is_parsed() and not flags_parsed:
-        flags.FLAGS.unparse_flags()
+@pytest.fixture
+def op_determinism():
+    """TensorFlow op determinism on for the test that asks for it, then back as it was (it is
+    process-wide)."""
+    with training.op_determinism(True):
+        yield
 
 
 @pytest.fixture(scope="session")
