@@ -54,6 +54,7 @@ from pretraining.corpora import expand_patterns
 from pretraining.example_encoding import encode_examples
 from tfmodels.architectures import check_input_format
 from tfmodels.files import atomic_write_text
+from tfmodels.folder_lock import exclusive_folder
 
 Document = List[List[int]]  # sentences of token ids
 
@@ -420,9 +421,14 @@ def _special_ids(tokenizer, config: DataConfig) -> Dict:
 # ----------------------------------------------------------------------------------------
 # The output folder's state: what makes a rerun resume safely, or refuse.
 #
-#   creation_settings.json  the settings and inputs (path, size), written before any shard:
-#                           a rerun with other settings or inputs is refused, naming the
-#                           difference, whatever state the earlier run died in.
+#   creation_settings.json  the settings and inputs (path, size, SHA-256 of the content),
+#                           written before any shard: a rerun with other settings or inputs
+#                           is refused, naming the difference, whatever state the earlier
+#                           run died in. The hash is streamed over every input at each start
+#                           (about 1 s per GB): an input edited in place at the same size is
+#                           caught, which path and size alone missed.
+#   .lock                   held while a run writes the folder (tfmodels.folder_lock): a
+#                           second process creating data into it is refused.
 #   progress.jsonl          one line per finished chunk (its shard, records, bytes, and for
 #                           GPT the tokens carried into the next chunk), appended after the
 #                           shard is renamed into place: a chunk counts as done only if its
@@ -435,8 +441,17 @@ PROGRESS_FILE = "progress.jsonl"
 MANIFEST_FILE = "manifest.json"
 
 
+def file_sha256(path: str, block: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(block), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _input_identity(files: Sequence[str]) -> List[Dict]:
-    return [{"path": os.path.abspath(f), "bytes": os.path.getsize(f)} for f in files]
+    return [{"path": os.path.abspath(f), "bytes": os.path.getsize(f), "sha256": file_sha256(f)}
+            for f in files]
 
 
 def settings_differences(previous: Dict, current: Dict) -> List[str]:
@@ -446,12 +461,19 @@ def settings_differences(previous: Dict, current: Dict) -> List[str]:
     for key in sorted(set(old_config) | set(new_config)):
         if old_config.get(key) != new_config.get(key):
             problems.append(f"{key} was {old_config.get(key)!r}, now {new_config.get(key)!r}")
-    old_inputs = {i["path"]: i["bytes"] for i in previous.get("inputs", [])}
-    new_inputs = {i["path"]: i["bytes"] for i in current["inputs"]}
+    old_inputs = {i["path"]: i for i in previous.get("inputs", [])}
+    new_inputs = {i["path"]: i for i in current["inputs"]}
     added = [p for p in new_inputs if p not in old_inputs]
     removed = [p for p in old_inputs if p not in new_inputs]
-    resized = [f"{p} ({old_inputs[p]} -> {new_inputs[p]} bytes)" for p in new_inputs
-               if p in old_inputs and old_inputs[p] != new_inputs[p]]
+    resized = []
+    for path in (p for p in new_inputs if p in old_inputs):
+        old, new = old_inputs[path], new_inputs[path]
+        if old["bytes"] != new["bytes"]:
+            resized.append(f"{path} ({old['bytes']} -> {new['bytes']} bytes)")
+        elif old.get("sha256") and new.get("sha256") and old["sha256"] != new["sha256"]:
+            # Stamps written before content hashes have none: their size is all there is.
+            resized.append(f"{path} (same size, other content: sha256 {old['sha256'][:12]} "
+                           f"-> {new['sha256'][:12]})")
     for label, paths in (("inputs not in the earlier run", added),
                          ("inputs of the earlier run missing now", removed),
                          ("inputs changed since the earlier run", resized)):
@@ -540,7 +562,12 @@ def create_pretraining_data(input_files: Sequence[str], output_dir: str, config:
         raise ValueError(f"input files must be text files; these are folders: {directories}")
     tokenizer = make_tokenizer(config)  # fails fast on bad vocabulary files
     special = _special_ids(tokenizer, config)
-    os.makedirs(output_dir, exist_ok=True)
+    with exclusive_folder(output_dir, "data creation", log):
+        return _create(files, output_dir, config, tokenizer, special, num_workers, log)
+
+
+def _create(files: List[str], output_dir: str, config: DataConfig, tokenizer, special: Dict,
+            num_workers: int, log) -> Dict[str, float]:
     settings = dataclasses.asdict(config)
     _claim_output_dir(output_dir, {"config": settings, "inputs": _input_identity(files)}, log)
     for name in os.listdir(output_dir):  # a killed run's half-written shards

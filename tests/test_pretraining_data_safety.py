@@ -20,6 +20,7 @@ from pretraining.input_pipeline import (check_record_files, find_corrupt_records
                                         gpt_pretraining_dataset, records_in)
 from pretraining.trainer import PretrainConfig, run_pretraining
 from tests.support import PROJECT_ROOT
+from tfmodels.folder_lock import FolderLocked, exclusive_folder
 
 N_CTX = 16
 
@@ -135,6 +136,19 @@ def test_partial_run_then_other_settings_or_inputs_is_refused(gpt_config, tmp_pa
     extra = write_articles(tmp_path / "more", 1)
     with pytest.raises(ValueError, match=r"inputs not in the earlier run: .*more/article_00"):
         create_pretraining_data(files + extra, out, gpt_config, log=quiet)
+    # Edited in place at the same size: recognised by content, not resumed with old shards.
+    original = open(files[0], encoding="utf-8").read()
+    edited = original.replace("a", "e", 1)
+    assert edited != original and len(edited) == len(original)
+    open(files[0], "w", encoding="utf-8").write(edited)
+    with pytest.raises(ValueError, match=r"inputs changed since the earlier run: "
+                                         r".*article_00.txt \(same size, other content: sha256"):
+        create_pretraining_data(files, out, gpt_config, log=quiet)
+    open(files[0], "w", encoding="utf-8").write(original)
+    # A second process creating data into the same folder is refused, naming the holder.
+    with exclusive_folder(out, "data creation"):
+        with pytest.raises(FolderLocked, match=f"out is being written by pid {os.getpid()}"):
+            create_pretraining_data(files, out, gpt_config, log=quiet)
     # The same settings resume, and the manifest totals the whole corpus.
     logs = []
     resumed = create_pretraining_data(files, out, gpt_config, log=logs.append)
