@@ -67,7 +67,7 @@ def define_flags():
 def run_experiments(names, work_dir: str, shared: str, report_dir: str, budget: Budget,
                     log=print):
     """Runs each named experiment (or all); returns {name: report path}."""
-    import tensorflow as tf
+    from tfmodels.training import op_determinism
     from tools.ablations.experiments import EXPERIMENTS
     from tools.ablations.report import write_index, write_report
     from tools.ablations.workspace import Workspace
@@ -76,23 +76,24 @@ def run_experiments(names, work_dir: str, shared: str, report_dir: str, budget: 
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:
         raise ValueError(f"unknown experiments {unknown}; known: {sorted(EXPERIMENTS)}")
-    # Same seed, same numbers: pretraining sets this too, fine-tuning relies on it.
-    tf.config.experimental.enable_op_determinism()
+    # Same seed, same numbers: pretraining sets this too, fine-tuning relies on it. On for
+    # the experiments only, then back to what it was.
     workspace = Workspace(work_dir, shared, budget, log)
     written = {}
-    for name in names:
-        started = time.perf_counter()
-        workspace.job_seconds = {}
-        log(f"== {name}")
-        report = EXPERIMENTS[name](workspace)
-        command = f"python -m tools.run_ablations --experiments={name}" + "".join(
-            f" --{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
-            for k, v in budget_changes(budget).items())
-        written[name] = write_report(report, pathlib.Path(report_dir), command,
-                                     time.perf_counter() - started, workspace.job_seconds,
-                                     dataclasses.asdict(budget))
-        log(f"wrote {written[name]}")
-        write_index(pathlib.Path(report_dir))
+    with op_determinism(True):
+        for name in names:
+            started = time.perf_counter()
+            workspace.job_seconds = {}
+            log(f"== {name}")
+            report = EXPERIMENTS[name](workspace)
+            command = f"python -m tools.run_ablations --experiments={name}" + "".join(
+                f" --{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
+                for k, v in budget_changes(budget).items())
+            written[name] = write_report(report, pathlib.Path(report_dir), command,
+                                         time.perf_counter() - started, workspace.job_seconds,
+                                         dataclasses.asdict(budget))
+            log(f"wrote {written[name]}")
+            write_index(pathlib.Path(report_dir))
     return written
 
 

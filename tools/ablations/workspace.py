@@ -595,8 +595,7 @@ class Workspace:
         config = PretrainConfig(**{k: tuple(v) if isinstance(v, list) else v
                                    for k, v in settings.items()})
         keras.backend.clear_session()
-        keras.utils.set_random_seed(config.seed)
-        model = build_model(config)
+        model = build_model(config)   # seeded with config.seed: step 0 is the run's own init
         if step:
             path = Workspace.checkpoints(model_dir)[step]
             tf.train.Checkpoint(model=model).read(path).expect_partial()
