@@ -643,8 +643,8 @@ def pretraining_note(ws: Workspace, model: str, model_dir: pathlib.Path,
         by_input = ws.mlm_by_input(model_dir)
         shown = {"mlm_accuracy": final.get("eval_mlm_accuracy", float("nan")),
                  "nsp_accuracy": final.get("eval_nsp_accuracy", float("nan")),
-                 **{f"{kind}_accuracy": by_input[f"{kind}_accuracy"]
-                    for kind in ("mask", "unigram", "kept")}}
+                 **{f"{source}_accuracy": by_input[f"{source}_accuracy"]
+                    for source in ("mask", "unigram", "kept")}}
     else:
         shown = {"perplexity": math.exp(final.get("eval_lm_loss", float("nan")))}
     # The training cost from the logged throughput (evals and start-up left out; the
