@@ -14,7 +14,7 @@ from finetune.config import FinetuneConfig
 from finetune.readers.common import split_file
 from finetune.trainer import run_finetune
 from tests import toy_kind
-from tests.support import PROJECT_ROOT, QUIET
+from tests.support import QUIET
 
 
 def test_every_registered_task_points_at_a_registered_kind_object():

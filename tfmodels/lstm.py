@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Dict, Optional, Tuple, Union
 
 import keras
-from keras import ops
 
 from tfmodels import configs
 from tfmodels.gpt import DecoderLanguageModel
