@@ -279,10 +279,13 @@ class FinetunedModel(keras.Model):
 
 def _new_head(spec: TaskSpec, checkpoint: str, model: str, vocab_file: str,
               bpe_encoder_file: str, bpe_merges_file: str, lower_case: bool, seq_length: int,
-              seed: int, **options):
-    """(a fresh TaskModel for `spec` on the checkpoint's backbone, the tokenizer)."""
+              seed: int, lm_weight: float = 0.0, **options):
+    """(a fresh TaskModel for `spec` on the checkpoint's backbone, the tokenizer). GPT-1's
+    head also returns the aux LM's logits when lm_weight > 0."""
     backbone, tokenizer = load_backbone_and_tokenizer(
         checkpoint, model, vocab_file, bpe_encoder_file, bpe_merges_file, lower_case)
+    if backbone_input_format(backbone) == "gpt":
+        options["aux_lm"] = lm_weight > 0
     if not 1 <= seq_length <= backbone.config.max_positions:
         raise ValueError(f"seq_length must be in 1..{backbone.config.max_positions}, got "
                          f"{seq_length}")
@@ -330,12 +333,9 @@ class TextClassifier(FinetunedModel):
         """
         names = tuple(label_names) or tuple(str(i) for i in range(num_classes))
         spec = cls.task_spec_for(task, () if regression else names, pair, regression, 0)
-        options = {"dropout": dropout}
-        if input_format(model) == "gpt":
-            options["aux_lm"] = lm_weight > 0
         task_model, tokenizer = _new_head(spec, checkpoint, model, vocab_file, bpe_encoder_file,
                                           bpe_merges_file, lower_case, seq_length, seed,
-                                          **options)
+                                          lm_weight, dropout=dropout)
         return cls(task_model, tokenizer, seq_length, task=task, label_names=spec.label_names,
                    pair=spec.is_pair, regression=spec.kind is kinds.REGRESSION,
                    lower_case=lower_case, lm_weight=lm_weight)
@@ -381,12 +381,9 @@ class MultipleChoice(FinetunedModel):
                         lower_case: bool = True, dropout: float = 0.1, lm_weight: float = 0.5,
                         seed: int = 0) -> "MultipleChoice":
         spec = cls.task_spec_for(task, (), True, False, num_choices)
-        options = {"dropout": dropout}
-        if input_format(model) == "gpt":
-            options["aux_lm"] = lm_weight > 0
         task_model, tokenizer = _new_head(spec, checkpoint, model, vocab_file, bpe_encoder_file,
                                           bpe_merges_file, lower_case, seq_length, seed,
-                                          **options)
+                                          lm_weight, dropout=dropout)
         return cls(task_model, tokenizer, seq_length, task=task, pair=True,
                    lower_case=lower_case, lm_weight=lm_weight, num_choices=spec.num_choices)
 

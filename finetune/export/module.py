@@ -106,7 +106,7 @@ class ServingModule(tf.Module):
                                 (tf.constant(0), ids, mask, lengths, out))
         # An empty TensorArray cannot stack (its element shape is open): no steps, no tokens.
         tokens = tf.cond(steps > 0, lambda: tf.transpose(out.stack()),
-                         lambda: tf.zeros([tf.shape(ids)[0], 0], tf.int32))
+                         lambda: tf.zeros([tf.shape(ids)[0], asked], tf.int32))
         text = tf.strings.reduce_join(tf.gather(self._pieces, tokens), axis=1)
         text = tf.strings.strip(tf.strings.regex_replace(text, "</w>", " "))
         return {"token_ids": tokens, "text": text}
