@@ -443,3 +443,42 @@ def test_measure_matmul_rates_times_every_arm_and_leaves_the_policy_alone():
     figures = MEASURE(precision.PLAIN_ARMS, shape=(16, 8, 4), min_rounds=1, max_rounds=2)
     assert set(figures) == {"float32", "bfloat16"} and all(v > 0 for v in figures.values())
     assert keras.mixed_precision.global_policy().name == policy
+
+
+# ---- bf16 serving (issue 44) --------------------------------------------------------------------
+
+def test_bf16_export_computes_in_bf16_returns_float32_and_leaves_the_model_alone(tmp_path):
+    import keras
+    import numpy as np
+    from finetune import export
+    from finetune.models import build_task_model
+    from finetune.tasks import get_task
+    from tfmodels import configs, profiling
+    from tfmodels.bert import BertEncoder
+    keras.utils.set_random_seed(0)
+    spec = get_task("sst2")
+    model = build_task_model(spec, BertEncoder(configs.get_config("bert_test")), "bert")
+    rng = np.random.default_rng(0)
+    inputs = {"input_ids": rng.integers(1, 100, (3, 16)).astype("int32"),
+              "segment_ids": np.zeros((3, 16), "int32"), "input_mask": np.ones((3, 16), "int32")}
+    reference = model(inputs)["logits"].numpy()
+    with export.publish.serving_precision(model, "bfloat16"):
+        fn = tf.function(lambda batch: model(batch)["logits"])
+        census = profiling.graph_dtypes(fn.get_concrete_function(
+            {k: tf.constant(v) for k, v in inputs.items()}))
+    assert set(census["MatMul"]) == {"bfloat16"} and set(census["Softmax"]) == {"float32"}
+    assert set(census["Rsqrt"]) == {"float32"}  # LayerNorm statistics stay float32
+    assert all(layer.dtype_policy.name == "float32" for layer in model._flatten_layers())
+    np.testing.assert_array_equal(model(inputs)["logits"].numpy(), reference)
+    with pytest.raises(ValueError, match="serving precision must be one of"):
+        with export.publish.serving_precision(model, "float16"):
+            pass
+    path = export.export_saved_model(model, spec, None, str(tmp_path), "sst2_bf16", 16,
+                                     ids_only=True, warmup=False, precision="bfloat16")
+    assert export.read_export_info(path)["precision"] == "bfloat16"
+    served = tf.saved_model.load(path).signatures["serving_ids"](
+        **{k: tf.constant(v) for k, v in inputs.items()})
+    assert served["probabilities"].dtype == tf.float32
+    difference = np.abs(served["probabilities"].numpy() - tf.nn.softmax(reference).numpy())
+    assert 0 < difference.max() < 0.05  # bf16 rounding: not equal, not far
+    assert (served["class_ids"].numpy() == reference.argmax(-1)).all()
