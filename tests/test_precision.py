@@ -51,7 +51,7 @@ ZEN4 = cpu(EPYC_GENOA)
 
 
 def rates(float32, bfloat16, float32_xla=None, bfloat16_xla=None):
-    """Fake calibration figures (GFLOP/s) of one CPU; XLA arms only when given."""
+    """Fake calibration figures (GFLOP per CPU-s) of one CPU; XLA arms only when given."""
     gflops = {"float32": float32, "bfloat16": bfloat16}
     if float32_xla is not None:
         gflops.update({"float32+xla": float32_xla, "bfloat16+xla": bfloat16_xla})
@@ -260,13 +260,13 @@ def test_finetune_resolves_auto_once_prints_and_records(shared_data, tmp_path, m
     assert seen == [("mixed_bfloat16", False)] * 2
     assert lines[0].startswith("precision: mixed_bfloat16, jit_compile off (auto: Intel(R) "
                                "Xeon(R) Platinum 8480+: bfloat16 measured "
-                               "2.26x float32 (matmul 1024x768x768 GFLOP/s: float32 250, "
+                               "2.26x float32 (matmul 1024x768x768 GFLOP per CPU-s: float32 250, "
                                "bfloat16 564 (2.26x)")
     with open(tmp_path / "results.json", encoding="utf-8") as f:
         written = json.load(f)
     assert written["precision"]["policy"] == "mixed_bfloat16"
     assert written["precision"]["requested_mixed_precision"] == "auto"
-    assert written["precision"]["calibration"]["gflops"]["bfloat16+xla"] == 129.0
+    assert written["precision"]["calibration"]["gflops_per_cpu_second"]["bfloat16+xla"] == 129.0
     assert written["config"]["jit_compile"] is False
     assert results["precision"] == written["precision"]
 
@@ -289,15 +289,15 @@ def test_pretraining_resolves_auto_prints_and_records(shared_data, tmp_path, mon
         input_files=(str(tmp_path / "records" / "*.tfrecord"),), model_dir=str(model_dir),
         mixed_precision="auto", jit_compile="auto"), log=lines.append)
     assert lines[0].startswith("precision: float32, jit_compile off (auto: Intel(R) Xeon(R) "
-                               "Platinum 8375C CPU @ 2.90GHz: nothing measured >= 1.3x float32's "
-                               "159 GFLOP/s (matmul 1024x768x768 GFLOP/s: float32 159, "
+                               "Platinum 8375C CPU @ 2.90GHz: nothing measured >= 1.3x float32 "
+                               "(matmul 1024x768x768 GFLOP per CPU-s: float32 159, "
                                "bfloat16 20 (0.13x)")
     saved = json.loads((model_dir / "pretrain_config.json").read_text())
     assert (saved["mixed_precision"], saved["jit_compile"]) == ("float32", False)
     PretrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
     chosen = json.loads((model_dir / "precision.json").read_text())
     assert chosen["requested_mixed_precision"] == "auto" and chosen["policy"] == "float32"
-    assert chosen["calibration"]["gflops"]["bfloat16"] == 20.0
+    assert chosen["calibration"]["gflops_per_cpu_second"]["bfloat16"] == 20.0
     assert os.path.exists(model_dir / "pretrained.keras")
 
 
@@ -333,9 +333,9 @@ def test_measured_choice_prints_and_records_the_rates():
     choice = resolve_precision("auto", "auto", ZEN4_FAST)
     assert choice.describe() == (
         "precision: mixed_bfloat16, jit_compile off (auto: AMD EPYC 9R14 96-Core Processor: "
-        "bfloat16 measured 1.91x float32 (matmul 1024x768x768 GFLOP/s: float32 212, bfloat16 "
-        "403 (1.91x), float32+xla 203 (0.96x), bfloat16+xla 176 (0.83x); given))")
-    assert choice.calibration["gflops"] == ZEN4_FAST.rates.gflops
+        "bfloat16 measured 1.91x float32 (matmul 1024x768x768 GFLOP per CPU-s: float32 212, "
+        "bfloat16 403 (1.91x), float32+xla 203 (0.96x), bfloat16+xla 176 (0.83x); given))")
+    assert choice.calibration["gflops_per_cpu_second"] == ZEN4_FAST.rates.gflops
     assert json.loads(json.dumps(choice.as_dict()))["calibration"]["shape"] == [1024, 768, 768]
     # Explicit settings record no calibration; accelerators neither.
     assert resolve_precision("float32", False, ZEN4_FAST).calibration is None
@@ -348,7 +348,8 @@ def fake_measure(figures):
 
     def measure(arms):
         calls.append(tuple(arms))
-        return {precision.arm_name(arm): figures[precision.arm_name(arm)] for arm in arms}
+        rates = {precision.arm_name(arm): figures[precision.arm_name(arm)] for arm in arms}
+        return {**rates, "wall:float32": 100.0}
     return measure, calls
 
 
@@ -361,6 +362,7 @@ def test_calibration_is_cached_per_cpu_and_tf_version(tmp_path):
     first = precision.calibrate_cpu(ZEN4, xla=False, cache_path=cache, measure=measure,
                                     tf_version="2.21.0")
     assert first.source == "measured" and first.gflops == {"float32": 200.0, "bfloat16": 400.0}
+    assert first.wall_gflops == {"float32": 100.0}  # "wall:" figures are kept apart
     assert calls == [precision.PLAIN_ARMS]
     again = precision.calibrate_cpu(ZEN4, xla=False, cache_path=cache, measure=measure,
                                     tf_version="2.21.0")
@@ -441,7 +443,8 @@ def test_measure_matmul_rates_times_every_arm_and_leaves_the_policy_alone():
     import keras
     policy = keras.mixed_precision.global_policy().name
     figures = MEASURE(precision.PLAIN_ARMS, shape=(16, 8, 4), min_rounds=1, max_rounds=2)
-    assert set(figures) == {"float32", "bfloat16"} and all(v > 0 for v in figures.values())
+    assert set(figures) == {"float32", "bfloat16", "wall:float32", "wall:bfloat16"}
+    assert all(v > 0 for v in figures.values())
     assert keras.mixed_precision.global_policy().name == policy
 
 
