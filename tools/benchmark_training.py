@@ -15,9 +15,20 @@ ratio ours / keras-hub in the same arm, the speed-up over the same implementatio
 step without XLA, and achieved FLOP/s against the matmul rate of the arm's dtype and XLA
 setting. Ratios, not absolute times, are what compare across noisy machines.
 
-bfloat16 pays off on CPUs only through a bf16 matrix unit (AMX-BF16, used by oneDNN and not
-by XLA's CPU backend; issue 20): on a CPU without one the bf16 arms are printed with a note
-saying so, and say nothing about an AMX machine.
+`--policies` also takes `auto`: the arm `--mixed_precision=auto --jit_compile=auto` picks
+here (tfmodels.precision's measured calibration, printed with its rates), timed like the
+others, so float32 against auto is one interleaved comparison:
+
+  python -m tools.benchmark_training --policies=float32,auto --xla=off --impls=ours \
+      --models=bert,minilm --steps=2 --rounds=3
+
+`--models=minilm` times the real all-MiniLM-L6-v2 fine-tuning step on SST-2 (the first
+--minilm_examples rows at length --minilm_seq_length, batch 32, length-bucketed batches as
+`finetune.run_finetune` builds them): every arm runs the same batches each round.
+
+bfloat16 pays off on CPUs only through bf16 instructions (AMX-BF16, or AVX512-BF16 as on AMD
+Zen 4/5 and Intel Cooper Lake; oneDNN uses them, XLA's CPU backend does not; issues 20, 44):
+on a CPU without either the bf16 arms are printed with a note saying so.
 """
 import os
 import time
@@ -41,6 +52,10 @@ from tfmodels.precision import cpu_description, probe_hardware, resolve_precisio
 from tfmodels.training import TrainStep
 
 FLAGS = flags.FLAGS
+# ../shared/data beside the project root (the workplace's real data).
+SHARED_DATA = os.environ.get("SHARED_DATA_DIR", os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared",
+    "data"))
 flags.DEFINE_string("bert_config", "bert_base", "Named BERT config.")
 flags.DEFINE_string("gpt_config", "gpt1", "Named GPT config.")
 flags.DEFINE_integer("batch_size", 8, "Sequences per step.")
@@ -51,7 +66,13 @@ flags.DEFINE_integer("rounds", 3, "Alternating timing rounds; the best round cou
 flags.DEFINE_list("policies", ["float32", "mixed_bfloat16"],
                   "Keras dtype policies to time (float32, mixed_bfloat16, mixed_float16).")
 flags.DEFINE_list("xla", ["off", "on"], "XLA settings of the forward/backward pass to time.")
-flags.DEFINE_list("models", ["bert", "gpt"], "Which architectures to benchmark.")
+flags.DEFINE_list("models", ["bert", "gpt"],
+                  "Which to benchmark: bert, gpt (pretraining steps), minilm (the real MiniLM "
+                  "fine-tuning step on SST-2, ours only).")
+flags.DEFINE_list("impls", ["ours", "keras-hub"], "Implementations of bert / gpt to time.")
+flags.DEFINE_integer("minilm_examples", 8000, "minilm: SST-2 training rows read.")
+flags.DEFINE_integer("minilm_seq_length", 64, "minilm: the fine-tuning seq_length.")
+flags.DEFINE_integer("minilm_batches", 8, "minilm: bucketed batches timed per round.")
 flags.DEFINE_integer("peak_size", 2048, "Side of the square matmul timed as the roofline.")
 
 
@@ -196,60 +217,140 @@ POLICY_DTYPES = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_floa
 XLA_WORDS = {"off": False, "false": False, "on": True, "true": True}
 
 
+def timing_arms(policies: Sequence[str], xla_settings: Sequence[bool],
+                auto_choice=None) -> List[Tuple[str, str, bool]]:
+    """(label, Keras policy, jit_compile) of every arm: each explicit policy with each XLA
+    setting, and `auto` once, as `auto_choice` (a ResolvedPrecision) resolved it."""
+    arms = [(policy, policy, jit) for policy in policies if policy != "auto"
+            for jit in xla_settings]
+    if "auto" in policies:
+        arms.append(("auto", auto_choice.policy, auto_choice.jit_compile))
+    return arms
+
+
 def parse_arms() -> Tuple[List[str], List[bool]]:
-    unknown = [p for p in FLAGS.policies if p not in POLICY_DTYPES]
+    unknown = [p for p in FLAGS.policies if p not in POLICY_DTYPES and p != "auto"]
     if unknown:
         raise ValueError(f"--policies: unknown {', '.join(unknown)} (expected "
                          f"{', '.join(POLICY_DTYPES)})")
     bad = [x for x in FLAGS.xla if x.lower() not in XLA_WORDS]
     if bad:
         raise ValueError(f"--xla: unknown {', '.join(bad)} (expected off, on)")
-    unknown = [m for m in FLAGS.models if m not in ("bert", "gpt")]
+    unknown = [m for m in FLAGS.models if m not in ("bert", "gpt", "minilm")]
     if unknown:
-        raise ValueError(f"--models: unknown {', '.join(unknown)} (expected bert, gpt)")
+        raise ValueError(f"--models: unknown {', '.join(unknown)} (expected bert, gpt, minilm)")
+    unknown = [m for m in FLAGS.impls if m not in ("ours", "keras-hub")]
+    if unknown:
+        raise ValueError(f"--impls: unknown {', '.join(unknown)} (expected ours, keras-hub)")
     return list(dict.fromkeys(FLAGS.policies)), list(dict.fromkeys(
         XLA_WORDS[x.lower()] for x in FLAGS.xla))
 
 
-def build_pair(kind: str, cfg, policy: str) -> List[Tuple[str, keras.Model]]:
+def build_pair(kind: str, cfg, policy: str,
+               impls: Sequence[str] = ("ours", "keras-hub")) -> List[Tuple[str, keras.Model]]:
     """Ours and keras-hub's model of `kind`, built under `policy` (Keras layers take the
-    global policy when they are created)."""
+    global policy when they are created; restored after)."""
+    previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(policy)
     try:
         if kind == "bert":
-            return [("ours", BertPretrainer(cfg)), ("keras-hub", KerasHubBertPretrainer(cfg))]
-        return [("ours", GptLanguageModel(cfg)), ("keras-hub", KerasHubGptLanguageModel(cfg))]
+            models = [("ours", BertPretrainer), ("keras-hub", KerasHubBertPretrainer)]
+        else:
+            models = [("ours", GptLanguageModel), ("keras-hub", KerasHubGptLanguageModel)]
+        return [(impl, cls(cfg)) for impl, cls in models if impl in impls]
     finally:
-        keras.mixed_precision.set_global_policy("float32")
+        keras.mixed_precision.set_global_policy(previous)
 
 
-def hardware_notes(policies: Sequence[str]) -> List[str]:
-    """What the machine is and what its bf16 figures can mean."""
+def hardware_notes(policies: Sequence[str]):
+    """(lines saying what the machine is and what its bf16 figures can mean, auto's choice)."""
     hardware = probe_hardware()
     lines = [f"CPU: {cpu_description()}"]
     if hardware.gpus or hardware.tpu:
         lines.append(f"accelerators: {hardware.summary()}")
-    lines.append(f"--mixed_precision=auto --jit_compile=auto here: "
-                 f"{resolve_precision('auto', 'auto', hardware).describe()}")
-    if "mixed_bfloat16" in policies and not (hardware.has_amx_bf16 or hardware.gpus
-                                             or hardware.tpu):
-        lines.append("NOTE: this CPU has no AMX-BF16 (no amx_bf16 in /proc/cpuinfo), so its "
-                     "bfloat16 figures are bf16 without a bf16 matrix unit: they say nothing "
-                     "about an AMX machine, and issue 20's bars (bf16 step >= 1.8x float32 at "
-                     "bert_base) need AMX hardware to be measured.")
-    return lines
+    choice = resolve_precision("auto", "auto")  # the measured calibration (or its cache)
+    lines.append(f"--mixed_precision=auto --jit_compile=auto here: {choice.describe()}")
+    fast_bf16 = {"amx_bf16", "avx512_bf16"} & hardware.cpu_flags
+    if "mixed_bfloat16" in policies and not (fast_bf16 or hardware.gpus or hardware.tpu):
+        lines.append("NOTE: this CPU has neither AMX-BF16 nor AVX512-BF16, so its bfloat16 "
+                     "figures are emulated bf16: they say nothing about a CPU with either.")
+    return lines, choice
+
+
+def minilm_steppers(arms, batches_per_round: int) -> Dict[Tuple[str, str, bool], Callable]:
+    """The real MiniLM fine-tuning step on SST-2's length-bucketed batches, one model per arm
+    built as finetune.run_finetune builds it; `{(impl, label, jit): run(steps) -> s/step}`
+    where every run goes over the same `batches_per_round` batches."""
+    from finetune.config import FinetuneConfig
+    from finetune.data import load_task_data, train_dataset
+    from finetune.losses import task_loss
+    from finetune.models import build_task_model
+    from finetune.tasks import get_task
+    from finetune.trainer import load_pretrained
+    from tfmodels.checkpoints.hf_bert import minilm_folder
+
+    config = FinetuneConfig(
+        task="sst2", init_checkpoint=minilm_folder(), output_dir="unused",
+        data_dir=os.path.join(SHARED_DATA, "glue", "SST-2"),
+        max_train_examples=FLAGS.minilm_examples, seq_length=FLAGS.minilm_seq_length,
+        predict_test=False)
+    task = get_task("sst2")
+    pretrained = load_pretrained(config, log=lambda message: None)
+    data = load_task_data(config, task, pretrained.tokenizer, log=lambda message: None)
+    dataset = train_dataset(data.train.features, config.train_batch_size, 0)
+    batches = [batch for batch in dataset.take(batches_per_round)]
+    widths = [int(batch["input_ids"].shape[1]) for batch in batches]
+    print(f"minilm: SST-2 {len(data.train.examples)} training rows, batch "
+          f"{config.train_batch_size}, length-bucketed widths {widths}")
+    runs = {}
+    for label, policy, jit in arms:
+        previous = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy(policy)
+        try:
+            model = build_task_model(task, pretrained.build(0), "bert", dropout=0.1)
+            optimizer = create_optimizer(5e-5, total_steps=1000, warmup_steps=100,
+                                         decay="linear", weight_decay=0.01, epsilon=1e-6)
+        finally:
+            keras.mixed_precision.set_global_policy(previous)
+        step = TrainStep(model, optimizer, task_loss(task, "bert"), jit_compile=jit,
+                         clip_norm=1.0, input_signature=dataset.element_spec)
+        for batch in batches:  # trace once, warm oneDNN's primitives for every width
+            float(step(batch)["loss"])
+
+        def run(steps: int, step=step) -> float:
+            start = time.perf_counter()
+            for _ in range(steps):
+                for batch in batches:
+                    float(step(batch)["loss"])
+            return (time.perf_counter() - start) / (steps * len(batches))
+
+        runs[("ours", label, jit)] = run
+    return runs
 
 
 def main(argv):
     del argv
     policies, xla_settings = parse_arms()
-    notes = hardware_notes(policies)
+    notes, auto_choice = hardware_notes(policies)
     for line in notes:
         print(line)
-    peaks = {(POLICY_DTYPES[p], jit): matmul_flops(POLICY_DTYPES[p], jit, FLAGS.peak_size)
-             for p in policies for jit in xla_settings}
+    arms = timing_arms(policies, xla_settings, auto_choice)
+    peaks = {(POLICY_DTYPES[policy], jit): matmul_flops(POLICY_DTYPES[policy], jit,
+                                                        FLAGS.peak_size)
+             for _, policy, jit in arms}
     rows = []
     for kind in FLAGS.models:
+        if kind == "minilm":
+            steppers = minilm_steppers(arms, FLAGS.minilm_batches)
+            times = time_interleaved(steppers, FLAGS.steps, FLAGS.rounds)
+            del steppers
+            for (impl, label, jit), seconds in times.items():
+                policy = dict((a[0], a[1]) for a in arms)[label]
+                baseline = times.get((impl, "float32", False))
+                rows.append(("minilm fine-tune (SST-2)", impl, label, policy,
+                             "on" if jit else "off", seconds, None, None,
+                             f"{seconds / baseline:.3f}" if baseline else "-", None, None))
+            continue
         name = FLAGS.bert_config if kind == "bert" else FLAGS.gpt_config
         cfg = configs.get_config(name)
         if kind == "bert":
@@ -259,42 +360,49 @@ def main(argv):
         batch = make_batch(cfg.vocab_size, FLAGS.batch_size, FLAGS.seq_length, FLAGS.predictions)
         flops = training_flops(cfg, FLAGS.batch_size, FLAGS.seq_length, logit_positions)
         steppers = {}
-        for policy in policies:
-            for impl, model in build_pair(kind, cfg, policy):
-                for jit, run in make_steppers(model, loss_fn, batch, xla_settings).items():
-                    steppers[(impl, policy, jit)] = run
+        for label, policy, jit in arms:
+            for impl, model in build_pair(kind, cfg, policy, FLAGS.impls):
+                for _, run in make_steppers(model, loss_fn, batch, [jit]).items():
+                    steppers[(impl, label, jit)] = run
         times = time_interleaved(steppers, FLAGS.steps, FLAGS.rounds)
         del steppers
         tokens = FLAGS.batch_size * FLAGS.seq_length
-        for (impl, policy, jit), seconds in times.items():
+        for (impl, label, jit), seconds in times.items():
+            policy = dict((a[0], a[1]) for a in arms)[label]
             baseline = times.get((impl, "float32", False))
-            rows.append((f"{kind} ({name})", impl, policy, "on" if jit else "off", seconds,
-                         tokens / seconds, times[("keras-hub", policy, jit)] / seconds,
-                         f"{baseline / seconds:.2f}x" if baseline else "-",
-                         flops / seconds / 1e9, flops / seconds / peaks[(POLICY_DTYPES[policy],
-                                                                          jit)]))
-    print(f"\nbatch {FLAGS.batch_size} x {FLAGS.seq_length} tokens, best of {FLAGS.rounds} "
-          f"round(s) of {FLAGS.steps} step(s)\n")
-    print("| matmul " + f"{FLAGS.peak_size}^3 | " + " | ".join(
+            hub = times.get(("keras-hub", label, jit))
+            rows.append((f"{kind} ({name})", impl, label, policy, "on" if jit else "off",
+                         seconds, tokens / seconds, hub / seconds if hub else None,
+                         f"{seconds / baseline:.3f}" if baseline else "-",
+                         flops / seconds / 1e9,
+                         flops / seconds / peaks[(POLICY_DTYPES[policy], jit)]))
+    print(f"\nbatch {FLAGS.batch_size} x {FLAGS.seq_length} tokens (minilm: SST-2 batches of "
+          f"32), best of {FLAGS.rounds} round(s) of {FLAGS.steps} step(s) (minilm: "
+          f"x {FLAGS.minilm_batches} batches), arms interleaved in this one process\n")
+    print(f"| matmul {FLAGS.peak_size}^3 | " + " | ".join(
         "XLA" if jit else "plain tf.function (oneDNN)" for jit in xla_settings) + " |")
     print("|---|" + "---|" * len(xla_settings))
-    for dtype in dict.fromkeys(POLICY_DTYPES[p] for p in policies):
-        print(f"| {dtype} | " + " | ".join(f"{peaks[(dtype, jit)] / 1e9:.1f} GFLOP/s"
-                                           for jit in xla_settings) + " |")
-    print("\n| model | impl | policy | XLA | s/step | tokens/s | vs keras-hub | vs own float32 "
-          "no-XLA | GFLOP/s | of the matmul rate |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for model, impl, policy, xla, seconds, tps, ratio, speedup, gflops, frac in rows:
-        print(f"| {model} | {impl} | {policy} | {xla} | {seconds:.3f} | {tps:,.0f} | "
-              f"{ratio:.2f}x | {speedup} | {gflops:.1f} | {frac:.0%} |")
-    if any(policy != "float32" for policy in policies):
+    for dtype in dict.fromkeys(POLICY_DTYPES[policy] for _, policy, _ in arms):
+        print(f"| {dtype} | " + " | ".join(
+            f"{peaks[(dtype, jit)] / 1e9:.1f} GFLOP/s" if (dtype, jit) in peaks else "-"
+            for jit in xla_settings) + " |")
+    print("\n| model | impl | arm | policy | XLA | s/step | tokens/s | vs keras-hub | "
+          "s/step / own float32 no-XLA | GFLOP/s | of the matmul rate |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for model, impl, label, policy, xla, seconds, tps, ratio, rel, gflops, frac in rows:
+        print(f"| {model} | {impl} | {label} | {policy} | {xla} | {seconds:.3f} | "
+              + (f"{tps:,.0f}" if tps else "-") + " | "
+              + (f"{ratio:.2f}x" if ratio else "-") + f" | {rel} | "
+              + (f"{gflops:.1f}" if gflops else "-") + " | "
+              + (f"{frac:.0%}" if frac else "-") + " |")
+    if any(policy != "float32" for _, policy, _ in arms) and "keras-hub" in FLAGS.impls:
         # Checked with tfmodels.profiling.graph_dtypes: one float32 MatMul in keras-hub's GPT.
         print("\nkeras-hub's tied output projection (Keras' ReversibleEmbedding, autocast off) "
               "multiplies the mixed-precision activations by the float32 embedding matrix, so "
               "its vocabulary projection runs in float32 in the mixed arms (GPT: every "
               "position; BERT: the masked ones); ours runs it in the compute dtype.")
     if any(line.startswith("NOTE") for line in notes):
-        print("\nNot AMX figures: this CPU has no bf16 matrix unit (see the NOTE above).")
+        print("\nEmulated bf16: this CPU has no bf16 instructions (see the NOTE above).")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ LayerNorm, ..., optimizer update) and the top single ops (summed over layers), e
 seconds per step and share of all kernel time; and the dtypes the step's graph computes its
 softmaxes, loss, LayerNorm (Rsqrt) and matmuls in, so a policy that leaves them in float32 can
 be checked. `_Mkl*` op types are oneDNN kernels; under XLA a compiled cluster is one op.
-On a CPU without AMX-BF16 the bf16 profile shows bf16 without a bf16 matrix unit (said at
-the top), which is not what an AMX machine does.
+On a CPU without AMX-BF16 or AVX512-BF16 the bf16 profile shows emulated bf16 (said at the
+top). `auto here` is tfmodels.precision's measured choice (issue 44).
 """
 import os
 import tempfile
@@ -113,10 +113,10 @@ def main(argv):
         raise ValueError(f"--xla takes off and/or on, got {','.join(FLAGS.xla)}")
     hardware = probe_hardware()
     print(f"CPU: {cpu_description()}")
-    print(f"auto here: {resolve_precision('auto', 'auto', hardware).describe()}")
-    if not (hardware.has_amx_bf16 or hardware.gpus or hardware.tpu):
-        print("NOTE: no AMX-BF16 on this CPU: the bf16 profile is bf16 without a bf16 matrix "
-              "unit, not what an AMX machine does.")
+    print(f"auto here: {resolve_precision('auto', 'auto').describe()}")
+    if not ({"amx_bf16", "avx512_bf16"} & hardware.cpu_flags or hardware.gpus or hardware.tpu):
+        print("NOTE: neither AMX-BF16 nor AVX512-BF16 on this CPU: the bf16 profile is emulated "
+              "bf16, not what a CPU with bf16 instructions does.")
     cfg = model_config()
     print(f"model: {FLAGS.model_config} ({cfg.num_layers} layers x {cfg.hidden_size}, "
           f"{cfg.num_heads} heads), batch {FLAGS.batch_size} x {FLAGS.seq_length}, "

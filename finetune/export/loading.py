@@ -90,7 +90,7 @@ def load_source(source: Source) -> Loaded:
 
 
 def export_from_source(source: Source, export_base: str, model_name: str = "",
-                       ids_only: bool = False) -> str:
+                       ids_only: bool = False, precision: str = "float32") -> str:
     """`export_saved_model` of a `.keras` file (tools/export_model); model_name defaults to
     the task (or "gpt_lm")."""
     loaded = load_source(source)
@@ -99,7 +99,8 @@ def export_from_source(source: Source, export_base: str, model_name: str = "",
                               name, loaded.seq_length, ids_only=ids_only,
                               max_query_length=loaded.max_query_length,
                               max_answer_length=loaded.max_answer_length,
-                              max_new_tokens_limit=loaded.max_new_tokens_limit)
+                              max_new_tokens_limit=loaded.max_new_tokens_limit,
+                              precision=precision)
 
 
 def serving_module_from_source(source: Source) -> ServingModule:

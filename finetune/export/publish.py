@@ -17,13 +17,14 @@ assets/ are written from the tokenizer so clients of serving_ids tokenise with t
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
 import tempfile
 import uuid
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Iterator, Mapping
 
 import tensorflow as tf
 
@@ -33,12 +34,38 @@ from finetune.export.warmup import (OPS_FILE, WARMUP_FILE, audit_ops, example_re
                                     predict_request, write_warmup)
 
 EXPORT_INFO = "export.json"
+# --serving_precision: the Keras policy the exported graph computes in. bfloat16 keeps the
+# float32 weights and outputs (heads cast logits to float32, softmax and LayerNorm statistics
+# stay float32) and runs the matmuls in bf16: faster on CPUs with AVX512-BF16 / AMX, but its
+# outputs differ from the float32 export by ~1e-2 (issue 44 measures it on real sentences).
+SERVING_PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+
+
+@contextlib.contextmanager
+def serving_precision(model, precision: str = "float32") -> Iterator[Any]:
+    """`model` computing in `precision` ("float32" | "bfloat16") while the block traces it:
+    every layer's dtype policy is set (the variables stay as they are) and restored after, so
+    the caller's model is unchanged. A model trained under mixed_bfloat16 exports in float32
+    with precision "float32" the same way."""
+    if precision not in SERVING_PRECISIONS:
+        raise ValueError(f"serving precision must be one of {sorted(SERVING_PRECISIONS)}, got "
+                         f"{precision!r}")
+    layers = [model] + [layer for layer in model._flatten_layers(include_self=False)]
+    before = [layer.dtype_policy for layer in layers]
+    try:
+        for layer in layers:
+            layer.dtype_policy = SERVING_PRECISIONS[precision]
+        yield model
+    finally:
+        for layer, policy in zip(layers, before):
+            layer.dtype_policy = policy
 
 
 def export_saved_model(task_model, task_spec, tokenizer, export_base: str, model_name: str,
                        seq_length: int, ids_only: bool = False, max_query_length: int = 64,
                        max_answer_length: int = 30, warmup: bool = True,
-                       pad_to_max_length: bool = False, max_new_tokens_limit: int = 0) -> str:
+                       pad_to_max_length: bool = False, precision: str = "float32",
+                       max_new_tokens_limit: int = 0) -> str:
     """Exports `task_model` as version N+1 of `<export_base>/<model_name>/`; returns its path.
 
     task_model: a finetune TaskModel (task_spec = its finetune.tasks.TaskSpec) or a
@@ -49,10 +76,21 @@ def export_saved_model(task_model, task_spec, tokenizer, export_base: str, model
     warmup: write assets.extra/tf_serving_warmup_requests.
     pad_to_max_length: pack every raw-text request to seq_length (one static shape) instead of
       to its longest row.
+    precision: "float32" (the default) or "bfloat16" compute (float32 outputs), see
+      `serving_precision`; recorded in export.json.
     max_new_tokens_limit: the LM's `generate` refuses a request for more tokens (0: seq_length).
     """
     if not model_name or os.sep in model_name or model_name.startswith("."):
         raise ValueError(f"model_name must be a plain folder name, got {model_name!r}")
+    with serving_precision(task_model, precision):
+        return _export(task_model, task_spec, tokenizer, export_base, model_name, seq_length,
+                       ids_only, max_query_length, max_answer_length, warmup,
+                       pad_to_max_length, precision, max_new_tokens_limit)
+
+
+def _export(task_model, task_spec, tokenizer, export_base, model_name, seq_length, ids_only,
+            max_query_length, max_answer_length, warmup, pad_to_max_length, precision,
+            max_new_tokens_limit) -> str:
     module = build_serving_module(task_model, task_spec, tokenizer, seq_length, ids_only,
                                   max_query_length, max_answer_length, pad_to_max_length,
                                   max_new_tokens_limit)
@@ -83,6 +121,7 @@ def export_saved_model(task_model, task_spec, tokenizer, export_base: str, model
         _write_json(os.path.join(extra, EXPORT_INFO), {
             # format 2: the head's "model_type" is now "input_format" (one name per concept).
             "format": 2, "model_name": model_name, "ids_only": ids_only,
+            "precision": precision,
             **dataclasses.asdict(spec),
             "tokenizer": _tokenizer_info(tokenizer, files),
             "signatures": signature_info(module.serving_signatures), "custom_ops": custom})

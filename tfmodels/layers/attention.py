@@ -63,7 +63,12 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         qkv = ops.reshape(self.qkv(x), (batch, seq, 3, self.num_heads, self.head_size))
         # [3, batch, heads, seq, head_size]
         qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))
-        query, key, value = qkv[0], qkv[1], qkv[2]
+        # unstack, not qkv[0], qkv[1], qkv[2]: each strided slice's gradient
+        # (StridedSliceGrad) writes a full [3, batch, heads, seq, head_size] tensor of zeros
+        # around its third, then the three are summed: 8-12% of a short-row MiniLM step's
+        # kernel time, in float32 and bf16 alike (issue 44's profile). Unpack's gradient
+        # stacks the three. Same values either way.
+        query, key, value = ops.unstack(qkv, 3, axis=0)
         query = query * ops.cast(1.0 / math.sqrt(self.head_size), query.dtype)
         logits = ops.matmul(query, ops.transpose(key, (0, 1, 3, 2)))  # [b, h, q, k]
         # Softmax in float32: fp16/bf16 logits lose the small differences that matter here.
