@@ -3,7 +3,7 @@
 
     choice = resolve_precision("auto", "auto", strategy=strategy)
     print(choice.describe())   # precision: float32, jit_compile off (auto: ... has no AMX-BF16)
-    keras.mixed_precision.set_global_policy(choice.policy); TrainStep(..., choice.jit_compile)
+    model = build(..., dtype=choice.policy); TrainStep(..., jit_compile=choice.jit_compile)
 
 The `auto` rules (`choose_precision`; explicit values always pass through unchanged):
 

@@ -246,14 +246,14 @@ def parse_arms() -> Tuple[List[str], List[bool]]:
         XLA_WORDS[x.lower()] for x in FLAGS.xla))
 
 
-def build_pair(kind: str, cfg, policy: str,
+def build_pair(family: str, cfg, policy: str,
                impls: Sequence[str] = ("ours", "keras-hub")) -> List[Tuple[str, keras.Model]]:
-    """Ours and keras-hub's model of `kind`, built under `policy` (Keras layers take the
+    """Ours and keras-hub's model of `family`, built under `policy` (Keras layers take the
     global policy when they are created; restored after)."""
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(policy)
     try:
-        if kind == "bert":
+        if family == "bert":
             models = [("ours", BertPretrainer), ("keras-hub", KerasHubBertPretrainer)]
         else:
             models = [("ours", GptLanguageModel), ("keras-hub", KerasHubGptLanguageModel)]
@@ -339,8 +339,8 @@ def main(argv):
                                                         FLAGS.peak_size)
              for _, policy, jit in arms}
     rows = []
-    for kind in FLAGS.models:
-        if kind == "minilm":
+    for family in FLAGS.models:
+        if family == "minilm":
             steppers = minilm_steppers(arms, FLAGS.minilm_batches)
             times = time_interleaved(steppers, FLAGS.steps, FLAGS.rounds)
             del steppers
@@ -351,9 +351,9 @@ def main(argv):
                              "on" if jit else "off", seconds, None, None,
                              f"{seconds / baseline:.3f}" if baseline else "-", None, None))
             continue
-        name = FLAGS.bert_config if kind == "bert" else FLAGS.gpt_config
+        name = FLAGS.bert_config if family == "bert" else FLAGS.gpt_config
         cfg = configs.get_config(name)
-        if kind == "bert":
+        if family == "bert":
             loss_fn, logit_positions = bert_pretraining_loss, FLAGS.predictions
         else:
             loss_fn, logit_positions = gpt_pretraining_loss, FLAGS.seq_length
@@ -361,7 +361,7 @@ def main(argv):
         flops = training_flops(cfg, FLAGS.batch_size, FLAGS.seq_length, logit_positions)
         steppers = {}
         for label, policy, jit in arms:
-            for impl, model in build_pair(kind, cfg, policy, FLAGS.impls):
+            for impl, model in build_pair(family, cfg, policy, FLAGS.impls):
                 for _, run in make_steppers(model, loss_fn, batch, [jit]).items():
                     steppers[(impl, label, jit)] = run
         times = time_interleaved(steppers, FLAGS.steps, FLAGS.rounds)
@@ -371,7 +371,7 @@ def main(argv):
             policy = dict((a[0], a[1]) for a in arms)[label]
             baseline = times.get((impl, "float32", False))
             hub = times.get(("keras-hub", label, jit))
-            rows.append((f"{kind} ({name})", impl, label, policy, "on" if jit else "off",
+            rows.append((f"{family} ({name})", impl, label, policy, "on" if jit else "off",
                          seconds, tokens / seconds, hub / seconds if hub else None,
                          f"{seconds / baseline:.3f}" if baseline else "-",
                          flops / seconds / 1e9,
