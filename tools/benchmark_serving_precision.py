@@ -32,12 +32,18 @@ from tfmodels.cli import run_binary
 from tfmodels.precision import cpu_description, resolve_precision
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "A fine-tuned classification model.keras (with results.json).")
-flags.DEFINE_string("texts", "../shared/data/glue/SST-2/test.tsv",
-                    "A GLUE TSV with a `sentence` column: the real sentences compared.")
-flags.DEFINE_string("vocab_file", "", "WordPiece vocab ('' = the fine-tuning run's).")
-flags.DEFINE_integer("max_texts", 0, "Compare on the first N sentences (0 = all).")
-flags.DEFINE_integer("iterations", 30, "Timed calls per batch size and export.")
+
+
+def define_flags():
+    """The binary's flags, defined when it runs (tfmodels.cli.run_binary), not on import."""
+    flags.DEFINE_string("model", None,
+                        "A fine-tuned classification model.keras (with results.json).")
+    flags.DEFINE_string("texts", "../shared/data/glue/SST-2/test.tsv",
+                        "A GLUE TSV with a `sentence` column: the real sentences compared.")
+    flags.DEFINE_string("vocab_file", "", "WordPiece vocab ('' = the fine-tuning run's).")
+    flags.DEFINE_integer("max_texts", 0, "Compare on the first N sentences (0 = all).")
+    flags.DEFINE_integer("iterations", 30, "Timed calls per batch size and export.")
+    flags.mark_flag_as_required("model")
 
 
 def read_sentences(path: str):
@@ -89,5 +95,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    flags.mark_flag_as_required("model")
-    run_binary(main)
+    run_binary(main, define_flags)
