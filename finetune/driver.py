@@ -181,11 +181,13 @@ def train(model: keras.Model, task, features: EncodedFeatures, options: TrainOpt
     total = schedule.total_steps
     if options.freezing != "gradual":
         freezing.apply_freezing(model, options.freezing, options.top_k)
+    # Built once: the optimizer follows it and the logs read it.
+    learning_rate = WarmupDecaySchedule(options.learning_rate, total, schedule.warmup_steps,
+                                        "linear")
     with strategy.scope():
-        optimizer = create_optimizer(
-            options.learning_rate, total_steps=total, warmup_steps=schedule.warmup_steps,
-            decay="linear", weight_decay=options.weight_decay, epsilon=options.adam_epsilon,
-            loss_scale=options.loss_scale)
+        optimizer = create_optimizer(learning_rate, weight_decay=options.weight_decay,
+                                     epsilon=options.adam_epsilon,
+                                     loss_scale=options.loss_scale)
         unfreezing = None
         if options.freezing == "gradual":
             unfreezing = freezing.GradualUnfreezing(
@@ -202,8 +204,6 @@ def train(model: keras.Model, task, features: EncodedFeatures, options: TrainOpt
     make_step = lambda: TrainStep(model, optimizer, loss_fn, strategy,
                                   jit_compile=options.jit_compile, clip_norm=options.clip_norm,
                                   input_signature=batches.element_spec, report_grad_norm=True)
-    learning_rate = WarmupDecaySchedule(options.learning_rate, total, schedule.warmup_steps,
-                                        "linear")
     rate_at = lambda step: float(learning_rate(step))
     # Step k (1-based) ran at the schedule's value for k - 1 updates done.
     watch = DivergenceWatch(label, lambda step: rate_at(step - 1))

@@ -462,13 +462,14 @@ def _train(config: PretrainConfig, strategy: tf.distribute.Strategy,
     if config.eval_input_files:
         input_pipeline.check_record_files(config.eval_input_files, micro_batch,
                                           what="eval_input_files")
+    # The schedule counts optimizer iterations, which Keras advances every micro-step; built
+    # once, the optimizer follows it and the logs read it.
+    schedule = WarmupDecaySchedule(config.learning_rate, micro_steps,
+                                   config.warmup_steps * accumulation, config.decay_shape)
     with strategy.scope():
         model = build_model(config, dtype=policy)
-        # The schedule counts optimizer iterations, which Keras advances every micro-step.
         optimizer = create_optimizer(
-            config.learning_rate, total_steps=micro_steps,
-            warmup_steps=config.warmup_steps * accumulation, decay=config.decay_shape,
-            optimizer=config.optimizer, weight_decay=config.weight_decay,
+            schedule, optimizer=config.optimizer, weight_decay=config.weight_decay,
             beta_2=config.beta_2,
             gradient_accumulation_steps=accumulation if accumulation > 1 else None,
             loss_scale=config.mixed_precision == "mixed_float16")
@@ -476,9 +477,6 @@ def _train(config: PretrainConfig, strategy: tf.distribute.Strategy,
     train_step = TrainStep(model, optimizer, loss_fn, strategy,
                            jit_compile=config.jit_compile, clip_norm=config.clip_norm,
                            report_grad_norm=True)
-    # The schedule's value at a micro-step (what the optimizer used for it), for the logs.
-    schedule = WarmupDecaySchedule(config.learning_rate, micro_steps,
-                                   config.warmup_steps * accumulation, config.decay_shape)
     # Dropout's seed-generator states are not tracked by the model's checkpoint
     # dependencies; without them a resumed run would draw different dropout masks.
     seed_states = [v for v in model.non_trainable_variables if "seed_generator" in v.path]

@@ -55,7 +55,7 @@ class WarmupDecaySchedule(keras.optimizers.schedules.LearningRateSchedule):
                 "end_fraction": self.end_fraction}
 
 
-def create_optimizer(learning_rate: float, total_steps: int, warmup_steps: int = 0,
+def create_optimizer(learning_rate, total_steps: int = 0, warmup_steps: int = 0,
                      decay: str = "linear", optimizer: str = "adamw",
                      weight_decay: float = 0.01, beta_1: float = 0.9, beta_2: float = 0.999,
                      epsilon: float = 1e-6,
@@ -63,11 +63,16 @@ def create_optimizer(learning_rate: float, total_steps: int, warmup_steps: int =
                      loss_scale: bool = False) -> keras.optimizers.Optimizer:
     """Builds AdamW or LAMB with the papers' decay exclusions and schedule.
 
+    learning_rate: the peak of a WarmupDecaySchedule over total_steps (warmup_steps, decay),
+    or a schedule already built, which a caller keeps to log the rate the optimizer uses.
+
     `loss_scale=True` wraps it in a dynamic LossScaleOptimizer (needed for mixed_float16).
     Gradient clipping is not set here: `TrainStep` clips the all-reduced gradient, because
     Keras optimizers clip each replica's partial gradient before summing them.
     """
-    schedule = WarmupDecaySchedule(learning_rate, total_steps, warmup_steps, decay)
+    schedule = (learning_rate
+                if isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule)
+                else WarmupDecaySchedule(learning_rate, total_steps, warmup_steps, decay))
     common = dict(learning_rate=schedule, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
                   weight_decay=weight_decay,
                   gradient_accumulation_steps=gradient_accumulation_steps)
