@@ -10,11 +10,11 @@ from typing import Tuple
 from finetune import freezing
 from finetune.losses import LOSSES
 from finetune.readers.tfds import TFDS_TASKS
-from finetune.tasks import get_task
+from finetune.tasks import TASKS, get_task
 from tfmodels import configs, precision, training
 from tfmodels.architectures import ARCHITECTURES, input_format
 from tfmodels.bert import BertEncoder
-from tfmodels.config_flags import AutoBool
+from tfmodels.config_flags import AutoBool, option
 from tfmodels.gpt import GptDecoder
 from tfmodels.lstm import LstmDecoder
 
@@ -31,10 +31,13 @@ DATA_SOURCES = ("files", "tfds")
 @dataclasses.dataclass(frozen=True)
 class FinetuneConfig:
     # What to fine-tune.
-    task: str = dataclasses.field(default="", metadata={"help": "Task name (finetune.tasks)."})
-    model: str = dataclasses.field(
-        default="bert", metadata={"help": "bert | gpt | lstm (GPT-1's LSTM baseline, fine-tuned "
-                                          "like GPT-1: BPE, input transforms, aux LM)"})
+    task: str = option("", "The task to fine-tune on (finetune.tasks; register_task adds one).",
+                       choices=lambda: tuple(sorted(TASKS)))
+    model: str = option(
+        "bert",
+        "bert | gpt | lstm (GPT-1's LSTM baseline, fine-tuned like GPT-1: BPE, input "
+        "transforms, aux LM)",
+        choices=ARCHITECTURES)
     init_checkpoint: str = dataclasses.field(
         default="", metadata={"help": "HF BERT folder, TF1 BERT folder, OpenAI GPT .npy folder, "
                                       "HF openai-gpt folder, a .keras file or a pretraining "
@@ -57,19 +60,26 @@ class FinetuneConfig:
     # Data.
     data_dir: str = dataclasses.field(
         default="", metadata={"help": "The task's data folder, or one training file."})
-    data_source: str = dataclasses.field(
-        default="files", metadata={"help": "files: data_dir's TSV / JSON files | tfds: a GLUE "
-                                           "task (or SNLI) prepared with TensorFlow Datasets "
-                                           "in tfds_data_dir (finetune.readers.tfds)."})
+    data_source: str = option(
+        "files",
+        "files: data_dir's TSV / JSON files | tfds: a GLUE task (or SNLI) prepared with "
+        "TensorFlow Datasets in tfds_data_dir (finetune.readers.tfds).",
+        choices=DATA_SOURCES)
     tfds_data_dir: str = dataclasses.field(
         default="", metadata={"help": "data_source=tfds: the TFDS data_dir ('' = TFDS' "
                                       "default, ~/tensorflow_datasets); never downloads."})
-    output_dir: str = ""
+    output_dir: str = option(
+        "",
+        "Folder for results.json, model.keras, predictions/ and TensorBoard events (train/, "
+        "eval/); one run writes it at a time.")
     overwrite_output_dir: bool = dataclasses.field(
         default=False, metadata={"help": "Write into an output_dir that holds results of an "
                                          "earlier run (its results.json, model.keras and "
                                          "predictions are replaced)."})
-    seq_length: int = 128
+    seq_length: int = option(
+        128,
+        "Most tokens per example (longer pairs / documents are truncated; SQuAD: split into "
+        "windows).")
     max_train_examples: int = dataclasses.field(
         default=0, metadata={"help": "Use the first N training examples (0 = all); the "
                                      "held-out slice is cut from these."})
@@ -86,22 +96,29 @@ class FinetuneConfig:
     predict_test: bool = dataclasses.field(
         default=True, metadata={"help": "Write test predictions when data_dir has the test file."})
     # SQuAD.
-    doc_stride: int = 128
-    max_query_length: int = 64
-    max_answer_length: int = 30
-    n_best_size: int = 20
+    doc_stride: int = option(
+        128, "SQuAD: tokens between the starts of a long context's windows.")
+    max_query_length: int = option(
+        64, "SQuAD: most question tokens (longer questions are cut).")
+    max_answer_length: int = option(
+        30, "SQuAD: most tokens of a predicted answer span.")
+    n_best_size: int = option(
+        20, "SQuAD: start and end candidates kept per window when decoding a span.")
     tune_null_threshold: bool = dataclasses.field(
         default=True, metadata={"help": "SQuAD v2.0: choose the null threshold on dev."})
     null_threshold: float = dataclasses.field(
         default=0.0, metadata={"help": "SQuAD v2.0 threshold when not tuned."})
     # Optimisation.
-    train_batch_size: int = 32
-    eval_batch_size: int = 64
+    train_batch_size: int = option(
+        32, "Examples per training step (across every replica).")
+    eval_batch_size: int = option(
+        64, "Examples per evaluation / prediction batch.")
     pad_to_max_length: bool = dataclasses.field(
         default=False, metadata={"help": "Pad every batch to seq_length (one static shape, for "
                                          "TPUs) instead of grouping rows by length and padding "
                                          "each batch only to its longest row."})
-    epochs: float = 3.0
+    epochs: float = option(
+        3.0, "Passes over the training examples (fractions allowed; --train_steps overrides).")
     train_steps: int = dataclasses.field(
         default=0, metadata={"help": "Override the step count (0 = epochs x steps/epoch)."})
     learning_rates: Tuple[float, ...] = dataclasses.field(
@@ -111,21 +128,26 @@ class FinetuneConfig:
         default=(0,), metadata={"help": "One run per seed for every learning rate."})
     warmup_fraction: float = dataclasses.field(
         default=-1.0, metadata={"help": "Warmup steps / total (< 0: BERT 0.1, GPT-1 0.002)."})
-    weight_decay: float = 0.01
-    adam_epsilon: float = 1e-6
-    clip_norm: float = 1.0
+    weight_decay: float = option(
+        0.01, "AdamW decoupled weight decay (not on biases and LayerNorm).")
+    adam_epsilon: float = option(
+        1e-6, "AdamW epsilon (BERT's 1e-6).")
+    clip_norm: float = option(
+        1.0, "Clip the global gradient norm to this (0 = no clipping).")
     lm_weight: float = dataclasses.field(
         default=0.5, metadata={"help": "GPT-1 auxiliary LM weight lambda (0 = no aux LM)."})
-    classifier_dropout: float = 0.1
-    loss: str = dataclasses.field(
-        default="cross_entropy",
-        metadata={"help": "cross_entropy | soft_f1 (1 - batch macro soft F1, for imbalanced "
-                          "classification such as MRPC / CoLA; classification tasks only)."})
+    classifier_dropout: float = option(
+        0.1, "Dropout before the task head.")
+    loss: str = option(
+        "cross_entropy",
+        "cross_entropy | soft_f1 (1 - batch macro soft F1, for imbalanced classification such "
+        "as MRPC / CoLA; classification tasks only).",
+        choices=LOSSES)
     # What trains.
-    freezing: str = dataclasses.field(
-        default="full", metadata={"help": "What trains (finetune.freezing): full | frozen | "
-                                          "top_k | gradual (gradual unfreezing)"})
-    top_k: int = dataclasses.field(default=0, metadata={"help": "Layers trained by top_k."})
+    freezing: str = option(
+        "full", "What trains (finetune.freezing): everything, nothing of the encoder, its top "
+        "--top_k layers, or gradual unfreezing.", choices=freezing.FREEZING_POLICIES)
+    top_k: int = option(0, "freezing=top_k: how many of the top encoder layers train.")
     feature_layers: int = dataclasses.field(
         default=1, metadata={"help": "Concatenate the top N hidden states (feature-based: 4)."})
     bilstm_layers: int = dataclasses.field(
@@ -133,30 +155,40 @@ class FinetuneConfig:
                                      "and the head (0 = none; BERT's feature-based NER: 2)."})
     bilstm_units: int = dataclasses.field(
         default=768, metadata={"help": "BiLSTM units per direction (the head reads 2x this)."})
-    unfreeze_layers_per_stage: int = 1
+    unfreeze_layers_per_stage: int = option(
+        1, "gradual: layers unfrozen at each stage, top first.")
     unfreeze_steps_per_stage: int = dataclasses.field(
         default=0, metadata={"help": "gradual: steps between stages (0 = one epoch)."})
     transfer_layers: int = dataclasses.field(
         default=-1, metadata={"help": "Copy the embeddings and the first k pretrained layers, "
                                       "re-initialise the rest (-1 = all)."})
     # Execution.
-    distribution_strategy: str = dataclasses.field(
-        default="one_device", metadata={"help": "one_device | mirrored | multi_worker | tpu"})
-    tpu: str = ""
-    num_cpu_devices: int = 0
+    distribution_strategy: str = option(
+        "one_device", "one_device | mirrored | multi_worker | tpu",
+        choices=training.DISTRIBUTION_STRATEGIES)
+    tpu: str = option(
+        "", "distribution_strategy=tpu: the TPU name or grpc:// address.")
+    num_cpu_devices: int = option(
+        0,
+        "Split the CPU into this many logical devices (0 = one), to run the mirrored strategy "
+        "without accelerators.")
     jit_compile: AutoBool = dataclasses.field(
         default=False, metadata={"help": "XLA-compile the training step; --jit_compile=auto: "
                                          "on for GPUs and TPUs; on CPUs only where "
                                          "XLA's measured matmul is >= 1.3x faster "
                                          "(tfmodels.precision)."})
-    mixed_precision: str = dataclasses.field(
-        default="", metadata={"help": "'' (float32) | float32 | mixed_bfloat16 | mixed_float16 | "
-                                      "auto (TPUs bf16, GPUs fp16/bf16; CPUs: bf16 only where a "
-                                      "measured bf16 matmul is >= 1.3x float32's, cached: "
-                                      "tfmodels.precision)"})
-    eval_every_epoch: bool = False
-    log_every: int = 100
-    save_model: bool = True
+    mixed_precision: str = option(
+        "",
+        "'' (float32) | float32 | mixed_bfloat16 | mixed_float16 | auto (TPUs bf16, GPUs "
+        "fp16/bf16; CPUs: bf16 only where a measured bf16 matmul is >= 1.3x float32's, cached:"
+        " tfmodels.precision)",
+        choices=precision.MIXED_PRECISION_CHOICES)
+    eval_every_epoch: bool = option(
+        False, "Also evaluate on dev after every epoch (TensorBoard eval/ per epoch).")
+    log_every: int = option(
+        100, "Steps between progress lines and TensorBoard train/ points.")
+    save_model: bool = option(
+        True, "Save the chosen run's model to <output_dir>/model.keras.")
     export_dir: str = dataclasses.field(
         default="", metadata={"help": "Also export the selected model for TF Serving to "
                                       "<export_dir>/<task>/<next version>/ (raw text in)."})

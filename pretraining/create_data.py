@@ -53,6 +53,7 @@ import numpy as np
 from pretraining.corpora import expand_patterns
 from pretraining.example_encoding import encode_examples
 from tfmodels.architectures import check_input_format
+from tfmodels.config_flags import option
 from tfmodels.files import atomic_write_text
 from tfmodels.folder_lock import exclusive_folder
 
@@ -74,29 +75,44 @@ def masking_rate_problems(mask_token_rate: float, random_token_rate: float) -> L
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    mode: str = "bert"                      # the records' input format: bert | gpt
-    vocab_file: str = ""                    # BERT WordPiece vocabulary
-    do_lower_case: bool = True
-    bpe_encoder_file: str = ""              # GPT BPE files
-    bpe_merges_file: str = ""
-    input_format: str = "sentences"         # sentences | plain
-    max_seq_length: int = 128
-    max_predictions_per_seq: int = 20
-    masked_lm_prob: float = 0.15
+    mode: str = option(
+        "bert", "The records' model: bert (masked pairs) or gpt (token windows).",
+        choices=("bert", "gpt"))
+    vocab_file: str = option("", "bert: the WordPiece vocabulary (vocab.txt).")
+    do_lower_case: bool = option(
+        True, "bert: lower-case and strip accents (an uncased vocabulary).")
+    bpe_encoder_file: str = option("", "gpt: the BPE encoder JSON.")
+    bpe_merges_file: str = option("", "gpt: the BPE merges file.")
+    input_format: str = option(
+        "sentences",
+        "Both read each non-empty line as one sentence (or paragraph) and a blank line as the "
+        "end of a document (google-research/bert's format); any other value is refused.",
+        choices=("sentences", "plain"))
+    max_seq_length: int = option(128, "bert: tokens per record ([CLS] A [SEP] B [SEP]).")
+    max_predictions_per_seq: int = option(
+        20, "bert: most masked positions per record (at most max_seq_length).")
+    masked_lm_prob: float = option(0.15, "bert: share of a record's tokens chosen for prediction.")
     mask_token_rate: float = dataclasses.field(
         default=0.8, metadata={"help": "Share of the selected tokens replaced by [MASK]."})
     random_token_rate: float = dataclasses.field(
         default=0.1, metadata={"help": "Share replaced by a random token (the rest of the "
                                        "selected tokens keep theirs)."})
-    short_seq_prob: float = 0.1
-    dupe_factor: int = 10
-    whole_word_mask: bool = False
-    n_ctx: int = 512                        # GPT window length
-    random_seed: int = 12345
-    chunk_bytes: int = 1 << 20
+    short_seq_prob: float = option(
+        0.1, "bert: share of records given a shorter random target length.")
+    dupe_factor: int = option(
+        10, "bert: passes over the text, each with different masks and pairs.")
+    whole_word_mask: bool = option(False, "bert: mask every piece of a chosen word together.")
+    n_ctx: int = option(512, "gpt: tokens per window.")
+    random_seed: int = option(
+        12345, "Seed of pairing, masking and shuffling (each chunk gets its own).")
+    chunk_bytes: int = option(
+        1 << 20, "Input bytes per work unit and output shard (split at line ends).")
 
     def __post_init__(self):
         problems = masking_rate_problems(self.mask_token_rate, self.random_token_rate)
+        if self.mode == "bert" and not 1 <= self.max_predictions_per_seq <= self.max_seq_length:
+            problems.append(f"max_predictions_per_seq must be in 1..max_seq_length "
+                            f"({self.max_seq_length}), got {self.max_predictions_per_seq}")
         if problems:
             raise ValueError("bad data config: " + "; ".join(problems))
 

@@ -42,7 +42,7 @@ from pretraining.create_data import masking_rate_problems
 from tfmodels import configs, precision
 from tfmodels.architectures import ARCHITECTURES, input_format
 from tfmodels.bert import BertCausalLM, BertPretrainer
-from tfmodels.config_flags import AutoBool
+from tfmodels.config_flags import AutoBool, option
 from tfmodels.files import atomic_write_text, json_safe
 from tfmodels.folder_lock import exclusive_folder, is_chief
 from tfmodels.gpt import GptLanguageModel
@@ -58,10 +58,11 @@ from tfmodels.training import (DISTRIBUTION_STRATEGIES, TrainingDiverged, TrainS
 @dataclasses.dataclass(frozen=True)
 class PretrainConfig:
     # What to train.
-    model: str = dataclasses.field(
-        default="bert", metadata={"help": f"{' | '.join(ARCHITECTURES)} (lstm: GPT-1's LSTM "
-                                          "baseline: GPT-1's records and causal LM loss; "
-                                          "needs an lstm_* model_config, e.g. lstm_2048)"})
+    model: str = option(
+        "bert",
+        "The model to pretrain (lstm: GPT-1's LSTM baseline: GPT-1's records and causal LM "
+        "loss; needs an lstm_* model_config, e.g. lstm_2048).",
+        choices=ARCHITECTURES)
     model_config: str = dataclasses.field(
         default="bert_base", metadata={"help": f"Named size: {sorted(configs.NAMED_CONFIGS)}"})
     vocab_size: int = dataclasses.field(
@@ -69,13 +70,19 @@ class PretrainConfig:
     # Data.
     input_files: Tuple[str, ...] = dataclasses.field(
         default=(), metadata={"help": "Globs of TFRecord shards from create_pretraining_data."})
-    seq_length: int = 128
-    max_predictions_per_seq: int = 20
+    seq_length: int = option(
+        128,
+        "Tokens per record (the records' length: create_pretraining_data's max_seq_length / "
+        "n_ctx).")
+    max_predictions_per_seq: int = option(
+        20, "BERT: masked positions per record (at most seq_length; the records' value).")
     use_nsp: bool = dataclasses.field(
         default=True, metadata={"help": "BERT: train next-sentence prediction too."})
-    objective: str = dataclasses.field(
-        default="", metadata={"help": "bert: mlm | ltr (left-to-right LM on a causal BERT, "
-                                      "needs --nouse_nsp); gpt, lstm: lm. '' = mlm / lm."})
+    objective: str = option(
+        "",
+        "bert: mlm | ltr (left-to-right LM on a causal BERT, needs --nouse_nsp); gpt, lstm: "
+        "lm. '' = mlm / lm.",
+        choices=("", "mlm", "ltr", "lm"))
     dynamic_masking: bool = dataclasses.field(
         default=False, metadata={"help": "BERT: re-mask in tf.data each time a record is "
                                          "read instead of using the records' static masks."})
@@ -85,37 +92,48 @@ class PretrainConfig:
     random_token_rate: float = dataclasses.field(
         default=0.1, metadata={"help": "Dynamic masking: share replaced by a random token "
                                        "(the rest keep theirs)."})
-    whole_word_masking: bool = False
+    whole_word_masking: bool = option(
+        False, "Dynamic masking: mask every piece of a chosen word together.")
     vocab_file: str = dataclasses.field(
         default="", metadata={"help": "WordPiece vocab (needed for dynamic masking)."})
-    shuffle_buffer: int = 10000
+    shuffle_buffer: int = option(10000, "Records in the training shuffle buffer.")
     # Optimisation.
-    global_batch_size: int = 256
-    train_steps: int = 1000
-    warmup_steps: int = 100
-    learning_rate: float = 1e-4
-    optimizer: str = dataclasses.field(default="adamw", metadata={"help": "adamw | lamb"})
-    decay: str = dataclasses.field(
-        default="", metadata={"help": "linear | cosine ('' = linear for BERT, cosine for "
-                                      "GPT-1, as in the papers)"})
-    weight_decay: float = 0.01
-    beta_2: float = 0.999
-    clip_norm: float = 1.0
+    global_batch_size: int = option(
+        256, "Records per optimizer update, over every replica and micro-batch.")
+    train_steps: int = option(
+        1000, "Optimizer updates in the whole run (a resumed run continues to this).")
+    warmup_steps: int = option(100, "Steps of linear learning-rate warmup.")
+    learning_rate: float = option(1e-4, "Peak learning rate (after warmup).")
+    optimizer: str = option(
+        "adamw", "AdamW (the papers') or LAMB (large batches).",
+        choices=("adamw", "lamb"))
+    decay: str = option(
+        "",
+        "Learning-rate decay after warmup ('' = linear for BERT, cosine for GPT-1, as in the "
+        "papers).",
+        choices=("", "linear", "cosine", "constant"))
+    weight_decay: float = option(0.01, "Decoupled weight decay (not on biases and LayerNorm).")
+    beta_2: float = option(0.999, "Adam's second-moment decay (BERT 0.999; RoBERTa 0.98).")
+    clip_norm: float = option(1.0, "Clip the global gradient norm to this (0 = no clipping).")
     gradient_accumulation_steps: int = dataclasses.field(
         default=1, metadata={"help": "Micro-batches per update; each is "
                                      "global_batch_size / this."})
     # Execution.
-    strategy: str = dataclasses.field(
-        default="one_device", metadata={"help": "one_device | mirrored | multi_worker | tpu"})
+    strategy: str = option(
+        "one_device",
+        "tf.distribute strategy: one device, mirrored over local devices, multi-worker "
+        "(TF_CONFIG), or TPU.",
+        choices=DISTRIBUTION_STRATEGIES)
     tpu: str = dataclasses.field(default="", metadata={"help": "TPU name or grpc:// address."})
     num_cpu_devices: int = dataclasses.field(
         default=0, metadata={"help": "Split the CPU into this many logical devices (testing "
                                      "mirrored strategies without accelerators)."})
-    mixed_precision: str = dataclasses.field(
-        default="", metadata={"help": "'' (float32) | float32 | mixed_bfloat16 | mixed_float16 | "
-                                      "auto (TPUs bf16, GPUs fp16/bf16; CPUs: bf16 only where a "
-                                      "measured bf16 matmul is >= 1.3x float32's, cached: "
-                                      "tfmodels.precision)"})
+    mixed_precision: str = option(
+        "",
+        "'' (float32) | float32 | mixed_bfloat16 | mixed_float16 | auto (TPUs bf16, GPUs "
+        "fp16/bf16; CPUs: bf16 only where a measured bf16 matmul is >= 1.3x float32's, cached:"
+        " tfmodels.precision)",
+        choices=precision.MIXED_PRECISION_CHOICES)
     jit_compile: AutoBool = dataclasses.field(
         default=False, metadata={"help": "XLA-compile the training step; --jit_compile=auto: "
                                          "on for GPUs and TPUs; on CPUs only where "
@@ -123,17 +141,20 @@ class PretrainConfig:
                                          "(tfmodels.precision)."})
     deterministic: bool = dataclasses.field(
         default=False, metadata={"help": "Enable TF op determinism (reproducible losses)."})
-    seed: int = 12345
+    seed: int = option(12345, "Seed of initialisation, dropout, shuffling and dynamic masks.")
     # Held-out evaluation (MLM / NSP accuracy, perplexity) during training.
     eval_input_files: Tuple[str, ...] = dataclasses.field(
         default=(), metadata={"help": "Globs of held-out shards; empty: no evaluation."})
-    eval_every: int = 1000
-    eval_batches: int = 20
+    eval_every: int = option(1000, "Steps between held-out evaluations (TensorBoard eval/).")
+    eval_batches: int = option(20, "Held-out batches per evaluation.")
     # Output.
-    model_dir: str = ""
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 5
-    log_every: int = 100
+    model_dir: str = option(
+        "",
+        "Folder for checkpoints, pretrained.keras, metrics.jsonl and TensorBoard events; a run"
+        " resumes from its last checkpoint; one process writes it at a time.")
+    checkpoint_every: int = option(1000, "Steps between checkpoints.")
+    keep_checkpoints: int = option(5, "Most recent checkpoints kept.")
+    log_every: int = option(100, "Steps between progress lines and TensorBoard train/ points.")
     init_checkpoint: str = dataclasses.field(
         default="", metadata={"help": "Checkpoint (file prefix or folder) to take model "
                                       "weights from; optimizer and step start fresh."})
@@ -145,6 +166,9 @@ class PretrainConfig:
                             f"LSTM baseline), got {self.model!r}")
         if not self.input_files:
             problems.append("input_files is empty")
+        if self.model == "bert" and not 1 <= self.max_predictions_per_seq <= self.seq_length:
+            problems.append(f"max_predictions_per_seq must be in 1..seq_length "
+                            f"({self.seq_length}), got {self.max_predictions_per_seq}")
         if not self.model_dir:
             problems.append("model_dir is required")
         if self.strategy not in DISTRIBUTION_STRATEGIES:
@@ -342,6 +366,24 @@ class MetricLog:
         for writer in self.writers.values():
             writer.flush()
         return rows
+
+
+def save_checkpoint(manager: tf.train.CheckpointManager, write_dir: str, step: int) -> str:
+    """manager.save, and on failure (a full disk...) no half-written `ckpt-N_temp/` or
+    `ckpt-N.*` left behind: an OSError naming the checkpoint and the last complete one."""
+    try:
+        return manager.save(checkpoint_number=step)
+    except (OSError, tf.errors.OpError) as error:
+        prefix = os.path.join(write_dir, f"ckpt-{step}")
+        for path in tf.io.gfile.glob(prefix + "_temp*") + tf.io.gfile.glob(prefix + ".*"):
+            if tf.io.gfile.isdir(path):
+                tf.io.gfile.rmtree(path)
+            else:
+                tf.io.gfile.remove(path)
+        message = getattr(error, "message", None) or str(error)
+        raise OSError(f"writing checkpoint {prefix} failed ({' '.join(message.split())}); "
+                      f"removed its partial files; the last complete checkpoint is "
+                      f"{manager.latest_checkpoint or 'none'}") from None
 
 
 def _check_finite(rows: List[Dict[str, float]], schedule, accumulation: int) -> None:
@@ -553,7 +595,7 @@ def _train(config: PretrainConfig, strategy: tf.distribute.Strategy,
                 f"{k} {v:.4g}" for k, v in shown.items()))
             window_start, window_step = time.perf_counter(), step
         if at_checkpoint or step == micro_steps:
-            manager.save(checkpoint_number=step)
+            save_checkpoint(manager, write_dir, step)
             if not chief:
                 shutil.rmtree(write_dir, ignore_errors=True)
     if chief:

@@ -22,9 +22,11 @@ import os
 import re
 import sys
 import traceback
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from absl import app, flags, logging
+
+from tfmodels.quiet_logs import quiet_start_up
 
 FLAGS = flags.FLAGS
 USAGE_ERROR_EXIT_CODE = 2
@@ -102,13 +104,35 @@ def guarded(main: Callable) -> Callable:
     return guarded_main
 
 
+HELP_ARGUMENTS = ("--help", "-help", "-h", "-?", "--helpshort")
+
+
+def _help_requested(argv: List[str]) -> bool:
+    arguments = argv[1:argv.index("--")] if "--" in argv else argv[1:]
+    return any(a in HELP_ARGUMENTS for a in arguments)
+
+
 def run_binary(main: Callable, define_flags: Optional[Callable[[], None]] = None,
-               argv: Optional[List[str]] = None) -> None:
+               argv: Optional[List[str]] = None,
+               flag_groups: Optional[Dict[str, str]] = None) -> None:
     """`absl.app.run(main)` with the project's error reporting (module docstring).
 
     define_flags: defines the binary's flags. Called here, when the binary runs, so that
-    importing a binary's module (tests, other tools, the ablation workspace) defines none."""
+    importing a binary's module (tests, other tools, the ablation workspace) defines none.
+    `--help` prints the binary's own flags by group (tfmodels.flag_help; flag_groups overrides
+    the project-wide group of a flag that means something else here) and exits 0."""
+    argv = list(sys.argv if argv is None else argv)
+    quiet_start_up(argv)
+    before = set(FLAGS)
     define_common_flags()
     if define_flags is not None:
         define_flags()
+    if _help_requested(argv):
+        from tfmodels.flag_help import format_help
+        own = [name for name, flag in FLAGS._flags().items()  # noqa: SLF001 (definition order)
+               if name not in before and name == flag.name]
+        doc = sys.modules[main.__module__].__doc__ if main.__module__ in sys.modules else ""
+        sys.stdout.write(format_help(doc or "", own, FLAGS, flag_groups))
+        sys.stdout.flush()
+        sys.exit(0)
     app.run(guarded(main), argv=argv, flags_parser=_parse_flags)

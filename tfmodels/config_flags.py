@@ -1,7 +1,10 @@
 """absl flags generated from a config dataclass, so a binary stays `flags -> config -> library`.
 
-Each field becomes a flag of the same name, type and default, with the help text taken from the
-comment-free `metadata={"help": ...}` of the field when it has one. Tuples become
+Each field becomes a flag of the same name, type and default, with the help text of its
+`option(default, help, choices)` (`metadata={"help": ..., "choices": ...}`); a field without a
+help text is an error, so `--help` never shows a placeholder. A str field with `choices` (a
+tuple, or a callable giving one when the flags are defined, e.g. the registered tasks) becomes
+an enum flag: absl refuses any other value before the binary starts. Tuples become
 comma-separated list flags whose items are parsed to the tuple's type (`Tuple[int, ...]`: ints,
 a bad item is a flag error naming it), so a config gets values of its own types; an `AutoBool`
 field becomes a bool flag that also takes `auto`.
@@ -74,6 +77,14 @@ class TypedListParser(flags.ListParser):
         return f"comma separated list of {self.item_type.__name__}s"
 
 
+def option(default: Any, help: str, choices: Any = None) -> Any:  # noqa: A002 (absl's word)
+    """A config field with its flag's help text (and its allowed values, for a str field)."""
+    metadata = {"help": help}
+    if choices is not None:
+        metadata["choices"] = choices
+    return dataclasses.field(default=default, metadata=metadata)
+
+
 def DEFINE_auto_bool(name: str, default: Any, help_text: str,  # noqa: N802 (absl's style)
                      flag_values=flags.FLAGS) -> None:
     flags.DEFINE_flag(AutoBoolFlag(name, default, help_text), flag_values)
@@ -92,9 +103,19 @@ def define_flags_from_dataclass(config_cls: Type, flag_values=flags.FLAGS,
             continue
         default = (field.default if field.default is not dataclasses.MISSING
                    else field.default_factory())  # type: ignore[misc]
-        help_text = field.metadata.get("help", f"{config_cls.__name__}.{field.name}")
+        help_text = field.metadata.get("help")
+        if not help_text:
+            raise TypeError(f"{config_cls.__name__}.{field.name} has no help text: define it "
+                            "with tfmodels.config_flags.option(default, help)")
         field_type = _base_type(field, config_cls)
-        if field_type == AutoBool:
+        choices = field.metadata.get("choices")
+        if callable(choices):
+            choices = choices()
+        if choices is not None:
+            # A default outside the set ('' for "not given") becomes an unset flag.
+            flags.DEFINE_enum(field.name, default if default in choices else None,
+                              list(choices), help_text, flag_values=flag_values)
+        elif field_type == AutoBool:
             DEFINE_auto_bool(field.name, default, help_text, flag_values=flag_values)
         elif field_type is bool:
             flags.DEFINE_bool(field.name, default, help_text, flag_values=flag_values)
@@ -121,5 +142,7 @@ def dataclass_from_flags(config_cls: Type, flag_values=flags.FLAGS, **overrides)
             value = flag_values[field.name].value
             if typing.get_origin(_base_type(field, config_cls)) is tuple:
                 value = tuple(value or ())
+            if value is None and field.metadata.get("choices") is not None:
+                continue  # an unset enum flag: the field's own default
             values[field.name] = value
     return config_cls(**values)

@@ -12,7 +12,7 @@ pair frequency over the same pre-tokenisation as GPT-1's tokenizer.
 import os
 from typing import Iterator, List
 
-from absl import flags, logging
+from absl import flags
 
 from pretraining.corpora import expand_patterns
 from tfmodels.cli import run_binary
@@ -50,7 +50,9 @@ def build_vocab(vocab_type: str, files: List[str], output: str, vocab_size: int 
         from tfmodels.tokenizers.wordpiece_vocab import learn_wordpiece_vocab, write_vocab_file
         tokens = learn_wordpiece_vocab(read_lines(files), vocab_size, lower_case=lower_case)
         write_vocab_file(tokens, output)
-        logging.info("wrote %d WordPiece tokens to %s", len(tokens), output)
+        # The learner gets close to vocab_size, not to it: the model needs the real count.
+        print(f"wrote {len(tokens)} WordPiece tokens to {output} (a model on it needs "
+              f"--vocab_size={len(tokens)})")
         return output
     from tfmodels.tokenizers.bpe_vocab import learn_bpe_merges, write_bpe_files
     merges, encoder = learn_bpe_merges(read_lines(files), num_merges,
@@ -58,7 +60,8 @@ def build_vocab(vocab_type: str, files: List[str], output: str, vocab_size: int 
     os.makedirs(output, exist_ok=True)
     write_bpe_files(merges, encoder, os.path.join(output, "encoder_bpe.json"),
                     os.path.join(output, "vocab.bpe"))
-    logging.info("wrote %d merges and %d symbols to %s", len(merges), len(encoder), output)
+    print(f"wrote {len(merges)} merges and {len(encoder)} symbols to {output} (a GPT-1 model "
+          f"on it needs --vocab_size={len(encoder) + 3}: the symbols and GPT-1's 3 added tokens)")
     return output
 
 

@@ -38,6 +38,7 @@ def define_flags():
     flags.DEFINE_string("output", None, "Output folder.")
     flags.DEFINE_string("vocab_file", None, "Vocabulary to ship with the output when the input "
                         "has none (openai_gpt, hf_gpt, keras).")
+    flags.mark_flags_as_required(["input", "output"])
 
 
 def convert(from_format: str, to_format: str, input_path: str, output: str,
@@ -80,9 +81,7 @@ def main(argv):
 
 
 def run():
-    define_flags()
-    flags.mark_flags_as_required(["input", "output"])
-    run_binary(main)
+    run_binary(main, define_flags)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ import numpy as np
 from absl import flags
 
 from tfmodels.cli import run_binary
-from tfmodels.quiet_logs import quiet_native_logs, quiet_python_logs, verbosity_requested
 
 DEMO = pathlib.Path(__file__).resolve().parent / "demo_data"
 SST2_SAMPLE = DEMO / "sst2_sample.tsv"
@@ -288,8 +287,6 @@ def serve_from_fresh_process(clf, out: pathlib.Path, held: Dict[str, object]
 
 def main(argv):
     del argv
-    if not verbosity_requested(sys.argv):
-        quiet_python_logs()
     out = pathlib.Path(FLAGS.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     rows: List[Tuple[str, Dict[str, str], float]] = []
@@ -331,10 +328,7 @@ def main(argv):
 
 
 def run():
-    # Before TensorFlow is imported: its C++ start-up lines are written at import time.
-    if not verbosity_requested(sys.argv):
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        quiet_native_logs()
+    # Quiet before TensorFlow is imported (this module imports it lazily): tfmodels.cli.
     run_binary(main, define_flags)
 
 

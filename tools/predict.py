@@ -48,7 +48,8 @@ def define_flags():
     flags.DEFINE_integer("seq_length", 0, ".keras: tokens per sequence (0 = the run's, else 128).")
     flags.DEFINE_string("input", "-", "Text file, one example per line ('-' = stdin).")
     flags.DEFINE_string("output", "-", "JSONL file ('-' = stdout).")
-    flags.DEFINE_string("signature", "serving_default", "serving_default or generate.")
+    flags.DEFINE_enum("signature", "serving_default", ["serving_default", "generate"],
+                      "The export's signature to call (generate: GPT-1 LMs).")
     flags.DEFINE_integer("batch_size", 32, "Lines per call.")
     flags.DEFINE_integer("top_tokens", 10, "LM: best next tokens written per line.")
     flags.DEFINE_integer("max_new_tokens", 20, "generate: tokens to generate.")
@@ -216,8 +217,7 @@ def main(argv):
 
 
 def run():
-    define_flags()
-    run_binary(main)
+    run_binary(main, define_flags, flag_groups={"top_k": "generation", "seed": "generation"})
 
 
 if __name__ == "__main__":

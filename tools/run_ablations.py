@@ -113,8 +113,7 @@ def main(argv):
 
 
 def run():
-    define_flags()
-    run_binary(main)
+    run_binary(main, define_flags)
 
 
 if __name__ == "__main__":
