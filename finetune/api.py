@@ -256,14 +256,19 @@ class FinetunedModel(keras.Model):
     def evaluate(self, x: Texts = None, y: Optional[Sequence[Any]] = None, batch_size: int = 64,
                  **unknown) -> Dict[str, float]:
         """The task's metrics (accuracy, F1, MCC, Pearson / Spearman, EM, entity F1 ...), as
-        the fine-tuning binary scores them."""
+        the fine-tuning binary scores them, and beside each `constant_answer_<metric>`: what
+        answering every example with the commonest label (regression: the mean target) scores
+        on the same data, the line a model must beat (absent for spans and tags)."""
+        from finetune.evaluation import constant_answer_scores
         _refuse_unknown("evaluate", unknown)
         examples, features = self.encode(x, y)
         if not features.label_keys:
             raise ValueError("evaluate needs labels (y, or (texts, labels) from the dataset)")
         decoded = self._decode(examples, features, batch_size)
-        return {k: float(v) for k, v in self.kind.score(self.task_spec, examples, decoded,
-                                                         self.decode_options).items()}
+        scores = {k: float(v) for k, v in self.kind.score(self.task_spec, examples, decoded,
+                                                           self.decode_options).items()}
+        baseline = constant_answer_scores(self.task_spec, examples, self.decode_options)
+        return {**scores, **{f"constant_answer_{k}": v for k, v in baseline.items()}}
 
     def export(self, export_dir: str, seq_length: Optional[int] = None,
                ids_only: bool = False) -> str:
@@ -451,6 +456,28 @@ class QuestionAnswerer(FinetunedModel):
 
 for _cls in (TextClassifier, TextRegressor, MultipleChoice, TokenTagger, QuestionAnswerer):
     keras.saving.register_keras_serializable(package="finetune")(_cls)
+
+# The API class that holds a task of each kind (the language-model kind has none: its models
+# are GptLanguageModel / LanguageModel).
+CLASS_FOR_KIND = {kinds.CLASSIFICATION: TextClassifier, kinds.REGRESSION: TextRegressor,
+                  kinds.MULTIPLE_CHOICE: MultipleChoice, kinds.TAGGING: TokenTagger,
+                  kinds.SPAN: QuestionAnswerer}
+
+
+def finetuned_model_for(task_model, spec: TaskSpec, tokenizer, seq_length: int,
+                        lower_case: bool = True, lm_weight: float = 0.5, doc_stride: int = 128,
+                        max_query_length: int = 64, max_answer_length: int = 30):
+    """The binary's TaskModel as the API class of its task's kind, carrying its tokenizer and
+    settings, so a saved model.keras is served, exported or reloaded with no tokenizer flags
+    (as keras-hub tasks carry their preprocessor). None for a kind without an API class."""
+    cls = CLASS_FOR_KIND.get(spec.kind)
+    if cls is None:
+        return None
+    return cls(task_model, tokenizer, seq_length, task=spec.name, label_names=spec.label_names,
+               pair=spec.is_pair, regression=spec.kind is kinds.REGRESSION,
+               lower_case=lower_case, lm_weight=lm_weight, num_choices=spec.num_choices,
+               doc_stride=doc_stride, max_query_length=max_query_length,
+               max_answer_length=max_answer_length)
 
 
 class LanguageModel:

@@ -72,14 +72,17 @@ MASKED_LOGIT = -1e9
 
 def as_backbone(model) -> Backbone:
     """The BertEncoder / GptDecoder / LstmDecoder itself, or the one inside a BertPretrainer,
-    GptLanguageModel, LstmLanguageModel or TaskModel (so a pretraining checkpoint can be
-    passed directly)."""
+    GptLanguageModel, LstmLanguageModel, TaskModel or finetune.api model (so a pretraining
+    checkpoint or a fine-tuned model.keras can be passed directly)."""
     if isinstance(model, _BACKBONES):
         return model
     for attr in ("backbone", "encoder", "decoder"):
         inner = getattr(model, attr, None)
         if isinstance(inner, _BACKBONES):
             return inner
+    task_model = getattr(model, "task_model", None)  # a finetune.api model (a saved model.keras)
+    if task_model is not None:
+        return as_backbone(task_model)
     raise TypeError(f"expected a BertEncoder, GptDecoder or LstmDecoder (or a model wrapping "
                     f"one), got {type(model).__name__}")
 

@@ -417,7 +417,8 @@ def _sweep(config: FinetuneConfig, run_fn: RunFn, strategy: tf.distribute.Strate
                 task, data.test.examples, decoded, os.path.join(predictions_dir, "test"),
                 threshold)
         if config.save_model:
-            model_path = save_model(selected.model, os.path.join(config.output_dir, "model.keras"))
+            model_path = save_model(_with_preprocessing(selected.model, task, pretrained, config),
+                                    os.path.join(config.output_dir, "model.keras"))
     export_path = None
     if config.export_dir and selected.model is not None:
         from finetune.export import export_saved_model
@@ -472,6 +473,17 @@ def baseline_note(main_metric: str, score: float, baseline: Dict[str, float]) ->
     line = baseline[main_metric]
     verdict = " (the model does not beat it)" if score <= line + 1e-9 else ""
     return f"; the constant answer scores {line:.4f}{verdict}"
+
+
+def _with_preprocessing(model, task, pretrained, config: FinetuneConfig) -> keras.Model:
+    """The selected TaskModel wrapped as its task's Python API class (finetune.api), which
+    saves the tokenizer's files and the lengths inside model.keras."""
+    from finetune.api import finetuned_model_for
+    wrapped = finetuned_model_for(
+        model, task, pretrained.tokenizer, config.seq_length, lower_case=config.lower_case,
+        lm_weight=config.lm_weight, doc_stride=config.doc_stride,
+        max_query_length=config.max_query_length, max_answer_length=config.max_answer_length)
+    return model if wrapped is None else wrapped
 
 
 def save_model(model: keras.Model, path: str) -> str:

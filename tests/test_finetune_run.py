@@ -84,7 +84,7 @@ def test_sst2_bert_end_to_end_with_test_predictions_and_reloadable_model(files, 
         test_rows = f.read().splitlines()
     assert len(test_rows) == 1 + 1821 and test_rows[1].split("\t")[0] == "0"
     # The saved model reproduces the written predictions and accuracy.
-    model = keras.saving.load_model(str(tmp_path / "model.keras"))
+    model = keras.saving.load_model(str(tmp_path / "model.keras")).task_model
     task = get_task("sst2")
     _, held = holdout_split(task.read(config.data_dir, "train")[:64], 0.1)
     features = encode_examples(held, "classification", "bert",
@@ -177,7 +177,7 @@ def test_stsb_gpt_symmetric_regression(files, shared_data, tmp_path):
                   data_dir=str(shared_data / "glue" / "STS-B" / "train.tsv"))
     metrics = check_common(run_finetune(config, log=QUIET), str(tmp_path), 6)
     assert -1.0 <= metrics["pearson"] <= 1.0 and -1.0 <= metrics["spearman"] <= 1.0
-    model = keras.saving.load_model(str(tmp_path / "model.keras"))
+    model = keras.saving.load_model(str(tmp_path / "model.keras")).task_model
     assert model.symmetric and model.regression and model.aux_lm
     values = [float(line.split("\t")[1]) for line in
               (tmp_path / "predictions" / "eval" / "STS-B.tsv").read_text().splitlines()[1:]]
@@ -235,7 +235,7 @@ def test_mrpc_bilstm_with_soft_f1_end_to_end(files, shared_data, tmp_path):
     assert results["main_metric"] == "f1" and np.isfinite(metrics["f1"])
     assert 0.0 <= metrics["f1"] <= 1.0 and 0.0 <= results["runs"][0]["final_loss"] <= 1.0
     assert results["config"]["loss"] == "soft_f1" and results["config"]["bilstm_layers"] == 1
-    model = keras.saving.load_model(str(tmp_path / "model.keras"))
+    model = keras.saving.load_model(str(tmp_path / "model.keras")).task_model
     assert model.bilstm_layers == 1 and model.bilstm_units == 16
 
 
@@ -250,7 +250,7 @@ def test_gradual_unfreezing_under_mirrored_strategy(files, shared_data, tmp_path
     results = run_finetune(config, strategy=mirrored_strategy, log=QUIET)
     assert results["runs"][0]["train_steps"] == 7
     assert 0.0 <= results["selected_run"]["metrics"]["accuracy"] <= 1.0
-    trained = keras.saving.load_model(str(tmp_path / "model.keras")).backbone
+    trained = keras.saving.load_model(str(tmp_path / "model.keras")).task_model.backbone
     initial = load_pretrained(config, log=QUIET).build(seed=0)
     same = lambda layer: all(np.array_equal(a, b) for a, b in zip(
         getattr(trained, layer).get_weights(), getattr(initial, layer).get_weights()))

@@ -334,7 +334,7 @@ def test_finetunes_the_pretrained_keras_file(lstm_pretrained, bpe, shared_data, 
     run = results["runs"][0]
     assert run["train_steps"] == 58 // 8 and np.isfinite(run["final_loss"])
     assert 0.0 <= results["selected_run"]["metrics"]["accuracy"] <= 1.0
-    model = keras.saving.load_model(str(tmp_path / "model.keras"))
+    model = keras.saving.load_model(str(tmp_path / "model.keras")).task_model
     assert isinstance(model.backbone, LstmDecoder) and model.aux_lm == (lm_weight > 0)
     pretrained = keras.saving.load_model(str(model_dir / "pretrained.keras")).decoder
     # Fine-tuning started from the pretrained weights (the embedding moved only a little).

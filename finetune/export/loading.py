@@ -25,8 +25,9 @@ def load_keras_model(path: str):
 
 @dataclasses.dataclass
 class Source:
-    """A `.keras` model and what serving it needs; empty fields are filled from the fine-tuning
-    run's results.json beside the model (its `config`), then from the model itself."""
+    """A `.keras` model and what serving it needs; empty fields are filled from the model (a
+    fine-tuned model.keras carries its tokenizer and lengths), or for a bare TaskModel from
+    the fine-tuning run's results.json beside it (its `config`)."""
 
     model_path: str
     task: str = ""                      # "" and a GptLanguageModel: the LM
@@ -65,10 +66,13 @@ def run_config(model_path: str) -> Dict[str, Any]:
 
 def load_source(source: Source) -> Loaded:
     """Model, task, tokenizer and lengths of a Source (see its fields for the defaults)."""
+    from finetune.api import FinetunedModel
     from finetune.models import TaskModel
     from finetune.tasks import TASKS, get_task
-    run = run_config(source.model_path)
     model = load_keras_model(source.model_path)
+    if isinstance(model, FinetunedModel):
+        return _loaded_from_finetuned(model, source)
+    run = run_config(source.model_path)
     task = source.task or run.get("task", "") or (
         model.name if isinstance(model, TaskModel) and model.name in TASKS else "")
     if isinstance(model, TaskModel) and not task:
@@ -86,6 +90,24 @@ def load_source(source: Source) -> Loaded:
     return Loaded(model, task_spec, tokenizer, int(seq_length),
                   int(source.max_query_length or run.get("max_query_length", 64)),
                   int(source.max_answer_length or run.get("max_answer_length", 30)),
+                  source.max_new_tokens_limit)
+
+
+def _loaded_from_finetuned(model, source: Source) -> Loaded:
+    """A model.keras that carries its tokenizer and lengths (finetune.api, what fine-tuning
+    saves); a Source field that is set overrides the saved value."""
+    from finetune.tasks import get_task
+    tokenizer = model.tokenizer
+    if source.vocab_file or source.bpe_encoder_file or source.bpe_merges_file \
+            or source.lower_case is not None:
+        lower_case = model.lower_case if source.lower_case is None else source.lower_case
+        tokenizer = load_tokenizer(model.input_format, source.vocab_file,
+                                   source.bpe_encoder_file, source.bpe_merges_file,
+                                   bool(lower_case))
+    task_spec = get_task(source.task) if source.task else model.task_spec
+    return Loaded(model.task_model, task_spec, tokenizer, source.seq_length or model.seq_length,
+                  source.max_query_length or model.max_query_length,
+                  source.max_answer_length or model.max_answer_length,
                   source.max_new_tokens_limit)
 
 
