@@ -5,7 +5,7 @@ The task kinds (finetune.kinds) build their examples from these columns.
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -88,6 +88,14 @@ def text_columns(x: Texts, pair: bool) -> Tuple[List[str], Optional[List[str]]]:
     if b is not None and len(a) != len(b):
         raise ValueError(f"{len(a)} first texts but {len(b)} second texts")
     return [text(t) for t in a], (None if b is None else [text(t) for t in b])
+
+
+def labelled(index: int, convert: Callable[..., Any], value: Any, *args) -> Any:
+    """convert(value, *args), its ValueError naming the item (`item 3: label nan is ...`)."""
+    try:
+        return convert(value, *args)
+    except ValueError as error:
+        raise ValueError(f"item {index}: {error}") from None
 
 
 def check_count(n: int, y: Optional[Sequence[Any]], what: str, labels: str) -> None:

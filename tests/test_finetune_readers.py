@@ -354,3 +354,15 @@ def test_conll_errors(tmp_path):
     assert _error(read_conll, str(path)).startswith(f"{path}:line 2: unknown tag 'B-FOO'")
     path.write_text("-DOCSTART- -X- O O\n\n")
     assert _error(read_conll, str(path)) == f"{path}: no sentences in the file"
+
+
+def test_a_json_file_read_as_tsv_is_named_without_echoing_it(tmp_path):
+    """A SQuAD JSON given to a GLUE task: one line of error, not the whole file echoed."""
+    from finetune.tasks import get_task
+    big = tmp_path / "train.tsv"
+    big.write_text('{"data": [' + ", ".join(['{"title": "x"}'] * 20000) + "]}\n")
+    with pytest.raises(ValueError) as caught:
+        get_task("sst2").read(str(big), "train")
+    message = str(caught.value)
+    assert "\n" not in message and len(message) < 600, message[:1000]
+    assert str(big) in message and "characters" in message

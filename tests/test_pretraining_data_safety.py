@@ -365,3 +365,34 @@ def test_unguarded_calling_script_fails_instead_of_hanging(gpt_bpe_files, tmp_pa
     assert error_lines, run.stderr
     assert 'if __name__ == "__main__":' in error_lines[-1]
     assert not list((tmp_path / "out").glob("*.tfrecord"))
+
+
+def test_more_predictions_than_positions_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"max_predictions_per_seq must be in 1..max_seq_length "
+                                         r"\(128\), got 200"):
+        DataConfig(max_seq_length=128, max_predictions_per_seq=200)
+    with pytest.raises(ValueError, match=r"max_predictions_per_seq must be in 1..seq_length"):
+        PretrainConfig(input_files=("x",), model_dir="m", seq_length=64,
+                       max_predictions_per_seq=80)
+
+
+def test_a_failed_checkpoint_write_leaves_no_partial_files(tmp_path, monkeypatch):
+    """A full disk (here: a write that fails after creating ckpt-N_temp/) leaves the folder
+    as it was before the save, and says which checkpoint is the last complete one."""
+    from pretraining.trainer import save_checkpoint
+    checkpoint = tf.train.Checkpoint(v=tf.Variable(1.0))
+    manager = tf.train.CheckpointManager(checkpoint, str(tmp_path), max_to_keep=3)
+    save_checkpoint(manager, str(tmp_path), 1)
+    before = sorted(os.listdir(tmp_path))
+
+    def full_disk(prefix, options=None):
+        os.makedirs(prefix + "_temp")
+        (tmp_path / "ckpt-2_temp" / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"x")
+        (tmp_path / "ckpt-2.index").write_bytes(b"partial")
+        raise tf.errors.ResourceExhaustedError(None, None, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "_write", full_disk)
+    with pytest.raises(OSError, match=r"ckpt-2 failed \(No space left on device\).*last "
+                                      r"complete checkpoint is .*ckpt-1"):
+        save_checkpoint(manager, str(tmp_path), 2)
+    assert sorted(os.listdir(tmp_path)) == before

@@ -3,12 +3,15 @@ classify state (its similarity tasks read both orders and sum them), dropout -> 
 over the task's labels."""
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 
 from finetune import predictions as prediction_files
 from finetune import python_inputs
+from finetune.python_inputs import labelled
 from finetune.examples import TextExample
 from finetune.export.heads import SequenceHead
 from finetune.features.sequence import encode_text_examples
@@ -79,7 +82,8 @@ class ClassificationKind(ClassIdKind):
     def api_examples(self, x, y, model) -> List[TextExample]:
         a, b = python_inputs.text_columns(x, model.pair)
         python_inputs.check_count(len(a), y, "texts", "labels")
-        labels = [None] * len(a) if y is None else [self.api_label(v, model) for v in y]
+        labels = [None] * len(a) if y is None else [labelled(i, self.api_label, v, model)
+                                                      for i, v in enumerate(y)]
         return [TextExample(str(i), t, None if b is None else b[i], labels[i])
                 for i, t in enumerate(a)]
 
@@ -97,6 +101,10 @@ class ClassificationKind(ClassIdKind):
             if value not in names:
                 raise ValueError(f"label {value!r} is not one of {list(names)}")
             return value
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+                or not math.isfinite(value):
+            raise ValueError(f"label {value!r} is not a class id in 0..{len(names) - 1} or a "
+                             f"label name")
         index = int(value)
         if not 0 <= index < len(names) or index != value:
             raise ValueError(f"label {value!r} is not a class id in 0..{len(names) - 1}")

@@ -2,6 +2,8 @@
 a squared-error loss; GPT-1 reads both orders of the pair, as for its other similarity tasks."""
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Dict, Optional
 
 import numpy as np
@@ -41,7 +43,11 @@ class RegressionKind(ClassificationKind):
         return RegressionHead(spec)
 
     def api_label(self, value, model) -> float:
-        return float(value.item() if isinstance(value, np.generic) else value)
+        value = value.item() if isinstance(value, np.generic) else value
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+                or not math.isfinite(value):
+            raise ValueError(f"target {value!r} is not a finite number")
+        return float(value)
 
     def api_predictions(self, decoded: Decoded, model) -> np.ndarray:
         return np.asarray(decoded.predictions, np.float32)

@@ -15,7 +15,14 @@ T = TypeVar("T")
 class DataError(ValueError):
     """Malformed input data; the message names the file, the location and the reason."""
 
+    # A reason quotes the offending data (a header, a label); a JSON file read as TSV has a
+    # "header" of the whole file, so a quote is cut to stay one readable line.
+    MAX_REASON = 300
+
     def __init__(self, path: str, where: Optional[str], reason: str):
+        if len(reason) > self.MAX_REASON:
+            reason = (f"{reason[:self.MAX_REASON]}... ({len(reason)} characters; is this the "
+                      "file the task reads, in its format?)")
         self.path, self.where, self.reason = str(path), where, reason
         super().__init__(f"{path}:{where}: {reason}" if where else f"{path}: {reason}")
 
