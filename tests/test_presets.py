@@ -455,3 +455,57 @@ def test_text_classifier_from_the_minilm_preset_uses_the_installed_package(
     real = inputs["input_mask"].astype(bool)
     assert np.abs(sequence[real] - reference["sequence_output"][real]).max() <= 1e-4
     assert clf.predict(["a gripping, beautiful film"]).shape == (1, 2)
+
+
+def test_finetuning_takes_preset_init_checkpoints(cache, tiny_bert, tmp_path):
+    from finetune.trainer import FinetuneConfig, load_pretrained
+    cache({"tiny_local": bert_entry(
+        [{"kind": "files", "format": "hf_bert", "base_url": str(tiny_bert["hf"]),
+          "files": [{"name": n} for n in ("config.json", "model.safetensors", "vocab.txt")]}],
+        tiny_bert["config"])})
+    config = FinetuneConfig(task="sst2", data_dir="d", output_dir=str(tmp_path / "run"),
+                            init_checkpoint="preset:tiny_local", seq_length=32)
+    pretrained = load_pretrained(config, log=lambda m: None)
+    reference, _ = load_hf_bert(str(tiny_bert["hf"]))
+    assert pretrained.model_config == reference.config
+    assert pretrained.checkpoint_format == "keras"   # the cached conversion
+    for ours, theirs in zip(pretrained.weights, reference.encoder.get_weights()):
+        np.testing.assert_array_equal(ours, theirs)
+    assert pretrained.tokenizer.vocab_size == tiny_bert["config"]["vocab_size"]
+    with pytest.raises(ValueError, match="init_checkpoint preset:bert_base_cased is cased: pass "
+                                         "--nolower_case"):
+        FinetuneConfig(task="sst2", data_dir="d", output_dir="o",
+                       init_checkpoint="preset:bert_base_cased")
+    with pytest.raises(ValueError, match="init_checkpoint preset:openai_gpt is a gpt model, but "
+                                         "model is 'bert'"):
+        FinetuneConfig(task="sst2", data_dir="d", output_dir="o",
+                       init_checkpoint="preset:openai_gpt")
+
+
+def test_the_binary_lists_the_table_and_reports_offline_in_one_line(cache, tiny_bert):
+    import subprocess
+    import sys
+    from tests.support import PROJECT_ROOT
+    dead = FileServer()
+    dead.stop()
+    cache({"offline": bert_entry([{"kind": "archive", "format": "tf1_bert",
+                                   "url": dead.url + "/release.zip"}], tiny_bert["config"])})
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3",
+           "PYTHONPATH": str(PROJECT_ROOT)}
+    listed = subprocess.run([sys.executable, "-m", "tools.presets"], cwd=PROJECT_ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    lines = listed.stdout.splitlines()
+    assert lines[0].split() == ["name", "model", "parameters", "size", "licence", "cached"]
+    rows = {line.split()[0]: line.split() for line in lines[2:]}
+    assert len(rows) == len(presets.load_registry())
+    assert rows["bert_base_uncased"] == ["bert_base_uncased", "bert", "109,482,240", "~438", "MB",
+                                         "Apache-2.0", "no"]
+    assert rows["openai_gpt"][2] == "116,537,088" and rows["offline"][-1] == "no"
+    fetched = subprocess.run([sys.executable, "-m", "tools.presets", "--fetch=offline"],
+                             cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert fetched.returncode == 2
+    errors = [l for l in fetched.stderr.splitlines() if ": error: " in l]
+    assert len(errors) == 1 and errors[0].startswith("presets.py: error: preset offline: no "
+                                                     "source could be fetched")
