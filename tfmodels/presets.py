@@ -416,13 +416,12 @@ def download(url: str, path: str, size: Optional[int] = None, sha256: Optional[s
                 _http_to_part(url, part, size, name, log, progress)
                 break
             except (http.client.IncompleteRead, ConnectionError, socket.timeout) as error:
+                have = os.path.getsize(part) if os.path.exists(part) else 0
                 if attempt == ATTEMPTS - 1:
                     raise SourceUnavailable(f"{url}: connection cut {ATTEMPTS} times "
                                             f"({type(error).__name__}); rerun to resume from "
-                                            f"{os.path.getsize(part) if os.path.exists(part) else 0}"
-                                            " bytes") from None
-                log(f"preset {name}: {url}: connection cut at "
-                    f"{os.path.getsize(part) if os.path.exists(part) else 0} bytes; resuming")
+                                            f"{have} bytes") from None
+                log(f"preset {name}: {url}: connection cut at {have} bytes; resuming")
                 time.sleep(min(2 ** attempt, 10) * 0.1)
             except urllib.error.HTTPError as error:
                 unavailable = NotOnSource if error.code == 404 else SourceUnavailable
