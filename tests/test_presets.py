@@ -509,3 +509,20 @@ def test_the_binary_lists_the_table_and_reports_offline_in_one_line(cache, tiny_
     errors = [l for l in fetched.stderr.splitlines() if ": error: " in l]
     assert len(errors) == 1 and errors[0].startswith("presets.py: error: preset offline: no "
                                                      "source could be fetched")
+
+
+def test_bert_gpt_convert_reads_a_preset(cache, tiny_bert, tmp_path):
+    from tools.convert_checkpoint import convert
+    cache({"tiny_local": bert_entry(
+        [{"kind": "files", "format": "hf_bert", "base_url": str(tiny_bert["hf"]),
+          "files": [{"name": n} for n in ("config.json", "model.safetensors", "vocab.txt")]}],
+        tiny_bert["config"])})
+    convert(None, "hf_bert", "preset:tiny_local", str(tmp_path / "hf"))   # its vocab beside it
+    from safetensors.numpy import load_file
+    original = load_file(str(tiny_bert["hf"] / "model.safetensors"))
+    written = load_file(str(tmp_path / "hf" / "model.safetensors"))
+    assert set(written) == set(original)
+    for name, value in written.items():
+        np.testing.assert_array_equal(value, original[name], err_msg=name)
+    vocab = (tiny_bert["hf"] / "vocab.txt").read_bytes()
+    assert (tmp_path / "hf" / "vocab.txt").read_bytes() == vocab

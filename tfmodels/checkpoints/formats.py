@@ -84,10 +84,14 @@ def load_checkpoint_and_vocab(path: str, fmt: Optional[str] = None, num_heads: i
     path = resolve_checkpoint(path)
     fmt = fmt or detect_checkpoint_format(path)
     if fmt == "keras":
+        vocab = None
         if os.path.isdir(path):
+            # A folder may ship its vocabulary beside pretrained.keras (a cached preset does).
+            vocab = os.path.join(path, "vocab.txt")
+            vocab = vocab if os.path.isfile(vocab) else None
             path = os.path.join(path, "pretrained.keras")
         check_keras_file(path)  # Keras would call a cut-short file "not found"
-        return keras.saving.load_model(path, compile=False), None
+        return keras.saving.load_model(path, compile=False), vocab
     if fmt == "hf_bert":
         from tfmodels.checkpoints.hf_bert import load_hf_bert
         return load_hf_bert(path)
