@@ -73,6 +73,8 @@ class RefuseEditable(editable_wheel):
 setup(
     packages=[f"{NAMESPACE}.{p}" for p in find_packages(include=[f"{f}*" for f in FOLDERS])],
     package_dir={f"{NAMESPACE}.{f}": f for f in FOLDERS},
-    package_data={f"{NAMESPACE}.tools": ["demo_data/*"]},
+    # presets.json: the pretrained-preset registry (tfmodels/presets.py reads it).
+    package_data={f"{NAMESPACE}.tools": ["demo_data/*"],
+                  f"{NAMESPACE}.tfmodels": ["presets.json"]},
     cmdclass={"build_py": NamespacedBuildPy, "editable_wheel": RefuseEditable},
 )

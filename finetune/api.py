@@ -130,6 +130,21 @@ class FinetunedModel(keras.Model):
                       num_choices: int) -> TaskSpec:
         raise NotImplementedError
 
+    @classmethod
+    def from_preset(cls, name: str, **options) -> "FinetunedModel":
+        """`from_checkpoint` on a released checkpoint by name (tfmodels/presets.py: fetched,
+        verified and converted on first use, then from the cache), e.g.
+        `TextClassifier.from_preset("bert_base_uncased", num_classes=2)`. The preset's
+        architecture and casing are the defaults of `model` and `lower_case`."""
+        import inspect
+        from tfmodels.presets import PRESET_PREFIX, get_preset
+        preset = get_preset(name)
+        accepts = inspect.signature(cls.from_checkpoint).parameters
+        if "model" in accepts or any(p.kind is p.VAR_KEYWORD for p in accepts.values()):
+            options.setdefault("model", preset.architecture)
+        options.setdefault("lower_case", preset.lower_case)
+        return cls.from_checkpoint(PRESET_PREFIX + preset.name, **options)
+
     @property
     def decode_options(self) -> DecodeOptions:
         return DecodeOptions(max_answer_length=self.max_answer_length)
@@ -521,6 +536,12 @@ class LanguageModel:
         return cls(model, load_tokenizer("gpt", encoder_file=files["encoder_file"],
                                          merges_file=files["merges_file"]), seq_length,
                    max_new_tokens_limit)
+
+    @classmethod
+    def from_preset(cls, name: str = "openai_gpt", **options) -> "LanguageModel":
+        """`from_checkpoint` on a released GPT-1 by name (tfmodels/presets.py)."""
+        from tfmodels.presets import PRESET_PREFIX, get_preset
+        return cls.from_checkpoint(PRESET_PREFIX + get_preset(name).name, **options)
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 20, top_k: int = 0,
                  seed: int = 0) -> List[str]:

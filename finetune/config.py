@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from typing import Tuple
+from typing import List, Tuple
 
 from finetune import freezing
 from finetune.losses import LOSSES
@@ -243,6 +243,7 @@ class FinetuneConfig:
             problems.append(f"warmup_fraction must be <= 1, got {self.warmup_fraction}")
         if self.transfer_layers >= 0 and not self.init_checkpoint:
             problems.append("transfer_layers needs an init_checkpoint to transfer from")
+        problems += _preset_problems(self.init_checkpoint, self.model, self.lower_case)
         if self.loss not in LOSSES:
             problems.append(f"loss must be one of {LOSSES}, got {self.loss!r}")
         elif self.loss == "soft_f1" and self.task and not spec.kind.supports_soft_f1:
@@ -269,3 +270,20 @@ class FinetuneConfig:
     def resolved_warmup_fraction(self) -> float:
         return (self.warmup_fraction if self.warmup_fraction >= 0
                 else WARMUP_FRACTION[self.input_format])
+
+
+def _preset_problems(init_checkpoint: str, model: str, lower_case: bool) -> List[str]:
+    """A `preset:NAME` checkpoint must be known, of `model`'s architecture, and tokenised
+    with its own casing (a cased BERT fed lowercased text would train without complaint)."""
+    from tfmodels.presets import PRESET_PREFIX, get_preset
+    if not init_checkpoint.startswith(PRESET_PREFIX):
+        return []
+    preset = get_preset(init_checkpoint[len(PRESET_PREFIX):])  # ValueError: unknown
+    if input_format(model) != preset.architecture or model == "lstm":
+        return [f"init_checkpoint {init_checkpoint} is a {preset.architecture} model, but "
+                f"model is {model!r}"]
+    if preset.architecture == "bert" and preset.lower_case != lower_case:
+        fix = "--lower_case" if preset.lower_case else "--nolower_case"
+        return [f"init_checkpoint {init_checkpoint} is {'un' if preset.lower_case else ''}cased: "
+                f"pass {fix}"]
+    return []

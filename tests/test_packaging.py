@@ -53,6 +53,7 @@ def test_the_wheel_has_one_top_level_name(installed):
     assert sorted(p.name for p in (installed / "bert_gpt_tf").iterdir()
                   if p.is_dir()) == sorted(FOLDERS)
     assert (installed / "bert_gpt_tf" / "tools" / "demo_data" / "sst2_sample.tsv").is_file()
+    assert (installed / "bert_gpt_tf" / "tfmodels" / "presets.json").is_file()  # the registry
     module = (installed / "bert_gpt_tf" / "finetune" / "export" / "loading.py").read_text()
     assert "from bert_gpt_tf.tfmodels.tokenizers.loading import load_tokenizer" in module
     assert "\nfrom tfmodels" not in module

@@ -128,6 +128,22 @@ class BertEncoder(CheckpointListsMixin, keras.Model):
         return {"config": configs.config_to_dict(self.config), "seed": self.seed,
                 "name": self.name, "dtype": keras.dtype_policies.serialize(self.dtype_policy)}
 
+    @classmethod
+    def from_preset(cls, name: str) -> "BertEncoder":
+        """The encoder of a released checkpoint by name ("bert_base_uncased", ...;
+        tfmodels/presets.py), fetched and converted on first use, then from the cache."""
+        model = _load_preset(name)
+        encoder = model.encoder if isinstance(model, BertPretrainer) else model
+        if not isinstance(encoder, BertEncoder):
+            raise ValueError(f"preset {name} holds a {type(model).__name__}, not a BERT encoder")
+        return encoder
+
+
+def _load_preset(name: str) -> keras.Model:
+    from tfmodels.checkpoints.formats import load_checkpoint
+    from tfmodels.presets import PRESET_PREFIX
+    return load_checkpoint(PRESET_PREFIX + name)
+
 
 @keras.saving.register_keras_serializable(package="tfmodels")
 class BertPretrainer(keras.Model):
@@ -179,6 +195,21 @@ class BertPretrainer(keras.Model):
     def get_config(self):
         return {"encoder": keras.saving.serialize_keras_object(self.encoder), "seed": self.seed,
                 "name": self.name, "dtype": keras.dtype_policies.serialize(self.dtype_policy)}
+
+    @classmethod
+    def from_preset(cls, name: str, fresh_heads: bool = False,
+                    seed: Optional[int] = None) -> "BertPretrainer":
+        """A released checkpoint with its MLM / NSP heads (Google's releases keep them).
+        A preset without heads (all_minilm_l6_v2) is refused unless `fresh_heads`, which puts
+        newly initialised heads (seeded by `seed`) on its encoder."""
+        model = _load_preset(name)
+        if isinstance(model, BertPretrainer):
+            return model
+        if isinstance(model, BertEncoder) and fresh_heads:
+            return cls(model, seed=seed)
+        raise ValueError(f"preset {name} holds a {type(model).__name__} without pretraining "
+                         "heads: pass fresh_heads=True for new ones, or use "
+                         "BertEncoder.from_preset")
 
 
 @keras.saving.register_keras_serializable(package="tfmodels")

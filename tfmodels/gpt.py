@@ -142,3 +142,14 @@ class GptLanguageModel(DecoderLanguageModel):
 
     decoder_class = GptDecoder
     default_config = "gpt1"
+
+    @classmethod
+    def from_preset(cls, name: str) -> "GptLanguageModel":
+        """A released GPT-1 by name ("openai_gpt"; tfmodels/presets.py), fetched and
+        converted on first use, then from the cache."""
+        from tfmodels.checkpoints.formats import load_checkpoint
+        from tfmodels.presets import PRESET_PREFIX
+        model = load_checkpoint(PRESET_PREFIX + name)
+        if not isinstance(model, GptLanguageModel):
+            raise ValueError(f"preset {name} holds a {type(model).__name__}, not GPT-1")
+        return model

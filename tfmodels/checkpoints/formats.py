@@ -7,6 +7,9 @@
   hf_gpt      config.json (model_type openai-gpt) + model.safetensors
   tf1_bert    bert_config.json + bert_model.ckpt (+ vocab.txt)
   openai_gpt  params_shapes.json + params_*.npy (the original GPT-1 release)
+
+`preset:NAME` (a released checkpoint by name: tfmodels/presets.py) stands for the preset's
+cached folder, fetched and converted on first use, wherever these functions take a path.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from typing import Dict, Optional, Tuple
 import keras
 
 from tfmodels.model_files import check_keras_file
+from tfmodels.presets import resolve_checkpoint
 
 CHECKPOINT_FORMATS = ("random", "keras", "hf_bert", "tf1_bert", "openai_gpt", "hf_gpt")
 # The architecture a format can only hold (a .keras file may hold any).
@@ -32,8 +36,9 @@ def detect_checkpoint_format(path: str) -> str:
 
     "" -> random; *.keras or a folder with pretrained.keras -> keras; params_shapes.json ->
     openai_gpt; bert_config.json -> tf1_bert; config.json + model.safetensors -> hf_bert or
-    hf_gpt by its model_type (or its field names).
+    hf_gpt by its model_type (or its field names); `preset:NAME` -> keras (its cached folder).
     """
+    path = resolve_checkpoint(path)
     if not path:
         return "random"
     if os.path.isfile(path):
@@ -76,12 +81,17 @@ def load_checkpoint_and_vocab(path: str, fmt: Optional[str] = None, num_heads: i
     which registers them). `fmt` defaults to `detect_checkpoint_format(path)`; `num_heads` is
     the OpenAI release's (its files do not record it).
     """
+    path = resolve_checkpoint(path)
     fmt = fmt or detect_checkpoint_format(path)
     if fmt == "keras":
+        vocab = None
         if os.path.isdir(path):
+            # A folder may ship its vocabulary beside pretrained.keras (a cached preset does).
+            vocab = os.path.join(path, "vocab.txt")
+            vocab = vocab if os.path.isfile(vocab) else None
             path = os.path.join(path, "pretrained.keras")
         check_keras_file(path)  # Keras would call a cut-short file "not found"
-        return keras.saving.load_model(path, compile=False), None
+        return keras.saving.load_model(path, compile=False), vocab
     if fmt == "hf_bert":
         from tfmodels.checkpoints.hf_bert import load_hf_bert
         return load_hf_bert(path)
@@ -105,6 +115,7 @@ def load_checkpoint(path: str, fmt: Optional[str] = None, num_heads: int = 12) -
 # ---- the tokenizer files beside a checkpoint --------------------------------------------
 
 def _checkpoint_folder(path: str) -> str:
+    path = resolve_checkpoint(path)
     if not path:
         return ""
     return path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
