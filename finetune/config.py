@@ -177,12 +177,8 @@ class FinetuneConfig:
                                          "on for GPUs and TPUs; on CPUs only where "
                                          "XLA's measured matmul is >= 1.3x faster "
                                          "(tfmodels.precision)."})
-    mixed_precision: str = option(
-        "",
-        "'' (float32) | float32 | mixed_bfloat16 | mixed_float16 | auto (TPUs bf16, GPUs "
-        "fp16/bf16; CPUs: bf16 only where a measured bf16 matmul is >= 1.3x float32's, cached:"
-        " tfmodels.precision)",
-        choices=precision.MIXED_PRECISION_CHOICES)
+    mixed_precision: str = option(precision.AUTO, precision.MIXED_PRECISION_HELP,
+                                  choices=precision.MIXED_PRECISION_CHOICES)
     eval_every_epoch: bool = option(
         False, "Also evaluate on dev after every epoch (TensorBoard eval/ per epoch).")
     log_every: int = option(

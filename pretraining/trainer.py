@@ -128,12 +128,8 @@ class PretrainConfig:
     num_cpu_devices: int = dataclasses.field(
         default=0, metadata={"help": "Split the CPU into this many logical devices (testing "
                                      "mirrored strategies without accelerators)."})
-    mixed_precision: str = option(
-        "",
-        "'' (float32) | float32 | mixed_bfloat16 | mixed_float16 | auto (TPUs bf16, GPUs "
-        "fp16/bf16; CPUs: bf16 only where a measured bf16 matmul is >= 1.3x float32's, cached:"
-        " tfmodels.precision)",
-        choices=precision.MIXED_PRECISION_CHOICES)
+    mixed_precision: str = option(precision.AUTO, precision.MIXED_PRECISION_HELP,
+                                  choices=precision.MIXED_PRECISION_CHOICES)
     jit_compile: AutoBool = dataclasses.field(
         default=False, metadata={"help": "XLA-compile the training step; --jit_compile=auto: "
                                          "on for GPUs and TPUs; on CPUs only where "

@@ -7,6 +7,20 @@ PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
 SEQ = 64          # sequence length of the shared pretraining records
 
 
+def finetune_config(**settings):
+    """FinetuneConfig in float32 unless `mixed_precision` is given: the binaries default to
+    auto (bf16 where the CPU is fast at it), but most tests check logic, not precision, and
+    compare float32 numbers."""
+    from finetune.config import FinetuneConfig
+    return FinetuneConfig(**{"mixed_precision": "float32", **settings})
+
+
+def pretrain_config(**settings):
+    """PretrainConfig in float32 unless `mixed_precision` is given (see finetune_config)."""
+    from pretraining.trainer import PretrainConfig
+    return PretrainConfig(**{"mixed_precision": "float32", **settings})
+
+
 def QUIET(message):
     """A `log` callback that drops every message."""
     del message

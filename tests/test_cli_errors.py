@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from finetune.trainer import FinetuneConfig, load_pretrained, run_finetune
 from tfmodels.checkpoints.formats import load_checkpoint
-from tests.support import PROJECT_ROOT
+from tests.support import PROJECT_ROOT, finetune_config
 from tfmodels import cli
 from tfmodels.model_files import check_saved_model
 
@@ -137,7 +137,7 @@ def test_binaries_print_one_line_and_exit_2(tmp_path):
 # ---- case 11: fine-tuning and serving inputs ------------------------------------------------
 
 def test_missing_checkpoint_is_named_before_the_vocabulary(tmp_path):
-    config = FinetuneConfig(task="sst2", data_dir="d", output_dir=str(tmp_path),
+    config = finetune_config(task="sst2", data_dir="d", output_dir=str(tmp_path),
                             init_checkpoint=str(tmp_path / "no-such-run"))
     with pytest.raises(FileNotFoundError, match=r"init_checkpoint .*no-such-run does not exist"):
         load_pretrained(config, log=quiet)
@@ -147,7 +147,7 @@ def test_vocabulary_must_match_the_embedding_exactly(minilm_dir, tmp_path):
     vocab = tmp_path / "vocab.txt"
     tokens = open(minilm_dir / "vocab.txt", encoding="utf-8").read().split("\n")[:30000]
     vocab.write_text("\n".join(tokens) + "\n", encoding="utf-8")
-    config = FinetuneConfig(task="sst2", data_dir="d", output_dir=str(tmp_path),
+    config = finetune_config(task="sst2", data_dir="d", output_dir=str(tmp_path),
                             init_checkpoint=str(minilm_dir), vocab_file=str(vocab))
     with pytest.raises(ValueError, match="30000 ids but the model's embedding has 30522 rows"):
         load_pretrained(config, log=quiet)
@@ -156,9 +156,9 @@ def test_vocabulary_must_match_the_embedding_exactly(minilm_dir, tmp_path):
 def test_bad_learning_rates_name_the_flag():
     with pytest.raises(ValueError, match=r"learning_rates must be a tuple of numbers, "
                                          r"got \('abc',\)"):
-        FinetuneConfig(task="sst2", data_dir="d", output_dir="o", learning_rates=("abc",))
+        finetune_config(task="sst2", data_dir="d", output_dir="o", learning_rates=("abc",))
     with pytest.raises(ValueError, match=r"seeds must be a tuple of ints, got \[1\]"):
-        FinetuneConfig(task="sst2", data_dir="d", output_dir="o", seeds=[1])
+        finetune_config(task="sst2", data_dir="d", output_dir="o", seeds=[1])
     # The flag parses its items: a bad one is a flag error naming the flag.
     from absl import flags
     from tfmodels.config_flags import define_flags_from_dataclass
@@ -198,12 +198,12 @@ def test_saved_model_without_variables(tmp_path):
 
 def test_finetune_refuses_an_output_dir_with_earlier_results(tmp_path):
     (tmp_path / "results.json").write_text("{}")
-    config = FinetuneConfig(task="sst2", data_dir="d", output_dir=str(tmp_path))
+    config = finetune_config(task="sst2", data_dir="d", output_dir=str(tmp_path))
     with pytest.raises(ValueError, match=r"already holds fine-tuning results \(results.json\); "
                                          r"pass --overwrite_output_dir"):
         run_finetune(config, log=quiet)
     # With the flag it goes on (and fails later, on the missing vocabulary).
     with pytest.raises(ValueError, match="needs a WordPiece vocabulary"):
-        run_finetune(FinetuneConfig(task="sst2", data_dir="d", output_dir=str(tmp_path),
+        run_finetune(finetune_config(task="sst2", data_dir="d", output_dir=str(tmp_path),
                                     overwrite_output_dir=True, model_config="bert_test",
                                     vocab_file=str(tmp_path / "nothing.txt")), log=quiet)

@@ -29,6 +29,7 @@ from tfmodels.bert import BertEncoder
 from tfmodels.checkpoints.formats import detect_checkpoint_format, load_checkpoint
 from tfmodels.gpt import GptLanguageModel
 from tfmodels.tokenizers.wordpiece import WordPieceTokenizer
+from tests.support import finetune_config
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
 QUIET = lambda message: None
@@ -49,7 +50,7 @@ def tiny(files, model, **overrides):
     else:
         values.update(bpe_encoder_file=files["encoder"], bpe_merges_file=files["merges"])
     values.update(overrides)
-    return FinetuneConfig(**values)
+    return finetune_config(**values)
 
 
 def read_results(output_dir):
@@ -97,6 +98,18 @@ def test_sst2_bert_end_to_end_with_test_predictions_and_reloadable_model(files, 
     commonest = max(sorted(set(gold)), key=gold.count)
     assert results["constant_answer"]["accuracy"] == pytest.approx(gold.count(commonest) / 6)
     assert results["diverged_runs"] == 0 and results["runs"][0]["diverged"] is None
+    # model.keras carries its tokenizer: with results.json gone and no tokenizer flag, the
+    # export (and keras.saving, as a TextClassifier on raw text) answer as the run did.
+    from finetune import TextClassifier, export
+    os.rename(tmp_path / "results.json", tmp_path / "results.moved")
+    version = export.export_from_source(export.Source(str(tmp_path / "model.keras")),
+                                        str(tmp_path / "serving"))
+    served = tf.saved_model.load(version).signatures["serving_default"](
+        text=tf.constant([ex.text_a for ex in held]))
+    assert [label.decode() for label in served["labels"].numpy()] == [r[1] for r in rows[1:]]
+    reloaded = keras.saving.load_model(str(tmp_path / "model.keras"))
+    assert isinstance(reloaded, TextClassifier) and reloaded.seq_length == 32
+    assert reloaded.predict_labels([ex.text_a for ex in held]) == [r[1] for r in rows[1:]]
 
 
 def scalar_tags(folder):
@@ -143,7 +156,7 @@ def test_a_diverging_run_stops_is_marked_and_never_chosen(files, shared_data, tm
 
 @pytest.mark.slow
 def test_sst2_real_minilm_end_to_end(minilm_dir, shared_data, tmp_path):
-    config = FinetuneConfig(task="sst2", model="bert", init_checkpoint=str(minilm_dir),
+    config = finetune_config(task="sst2", model="bert", init_checkpoint=str(minilm_dir),
                             data_dir=str(shared_data / "glue" / "SST-2" / "train.tsv"),
                             output_dir=str(tmp_path), seq_length=32, train_batch_size=16,
                             epochs=1.0, max_train_examples=64, learning_rates=(5e-5,),
@@ -315,7 +328,7 @@ def test_flags_build_the_config():
     config = dataclass_from_flags(FinetuneConfig, values)
     assert config.learning_rates == (5e-5, 3e-5) and config.seeds == (1, 2)
     assert config.jit_compile and config.epochs == 1.5 and config.model == "bert"
-    assert FinetuneConfig(task="rte", data_dir="d", output_dir="o",
+    assert finetune_config(task="rte", data_dir="d", output_dir="o",
                           model="gpt").resolved_learning_rates == (6.25e-5,)
 
 
@@ -365,7 +378,7 @@ def test_checkpoint_formats_are_detected_and_loaded(minilm_dir, files, tmp_path)
     assert detect_checkpoint_format(str(tmp_path / "pre" / "pretrained.keras")) == "keras"
     assert detect_checkpoint_format(str(tmp_path / "pre")) == "keras"
     # The vocab beside the checkpoint is found, the weights become the runs' start point.
-    config = FinetuneConfig(task="sst2", init_checkpoint=str(tmp_path / "tf1"), data_dir="d",
+    config = finetune_config(task="sst2", init_checkpoint=str(tmp_path / "tf1"), data_dir="d",
                             output_dir="o", seq_length=32)
     pretrained = load_pretrained(config, log=QUIET)
     assert pretrained.checkpoint_format == "tf1_bert"
@@ -394,30 +407,30 @@ def test_undetectable_checkpoints_are_named(tmp_path):
 
 def test_config_errors_name_the_problem():
     with pytest.raises(ValueError, match="unknown task 'sst3'"):
-        FinetuneConfig(task="sst3", data_dir="d", output_dir="o")
+        finetune_config(task="sst3", data_dir="d", output_dir="o")
     with pytest.raises(ValueError, match="squad_v1.*only BERT"):
-        FinetuneConfig(task="squad_v1", model="gpt", data_dir="d", output_dir="o")
+        finetune_config(task="squad_v1", model="gpt", data_dir="d", output_dir="o")
     with pytest.raises(ValueError, match="conll2003.*only BERT"):
-        FinetuneConfig(task="conll2003", model="gpt", data_dir="d", output_dir="o")
+        finetune_config(task="conll2003", model="gpt", data_dir="d", output_dir="o")
     with pytest.raises(ValueError, match="data_dir is required.*output_dir is required"):
-        FinetuneConfig(task="rte")
+        finetune_config(task="rte")
     with pytest.raises(ValueError, match="freezing must be one of"):
-        FinetuneConfig(task="rte", data_dir="d", output_dir="o", freezing="half")
+        finetune_config(task="rte", data_dir="d", output_dir="o", freezing="half")
     with pytest.raises(ValueError, match="transfer_layers needs an init_checkpoint"):
-        FinetuneConfig(task="rte", data_dir="d", output_dir="o", transfer_layers=2)
+        finetune_config(task="rte", data_dir="d", output_dir="o", transfer_layers=2)
 
 
 def test_loss_and_bilstm_options_are_checked_and_become_flags():
     with pytest.raises(ValueError, match="loss must be one of"):
-        FinetuneConfig(task="mrpc", data_dir="d", output_dir="o", loss="focal")
+        finetune_config(task="mrpc", data_dir="d", output_dir="o", loss="focal")
     for task in ("stsb", "squad_v1", "conll2003", "swag"):
         with pytest.raises(ValueError, match=f"soft_f1 is for classification tasks; task "
                                              f"'{task}'"):
-            FinetuneConfig(task=task, data_dir="d", output_dir="o", loss="soft_f1")
+            finetune_config(task=task, data_dir="d", output_dir="o", loss="soft_f1")
     with pytest.raises(ValueError, match="bilstm_layers must be >= 0"):
-        FinetuneConfig(task="mrpc", data_dir="d", output_dir="o", bilstm_layers=-1)
+        finetune_config(task="mrpc", data_dir="d", output_dir="o", bilstm_layers=-1)
     with pytest.raises(ValueError, match="bilstm_units >= 1"):
-        FinetuneConfig(task="mrpc", data_dir="d", output_dir="o", bilstm_units=0)
+        finetune_config(task="mrpc", data_dir="d", output_dir="o", bilstm_units=0)
     values = flags.FlagValues()
     from tfmodels.config_flags import dataclass_from_flags, define_flags_from_dataclass
     define_flags_from_dataclass(FinetuneConfig, flag_values=values)
@@ -425,7 +438,7 @@ def test_loss_and_bilstm_options_are_checked_and_become_flags():
             "--bilstm_layers=2", "--bilstm_units=64"])
     config = dataclass_from_flags(FinetuneConfig, values)
     assert (config.loss, config.bilstm_layers, config.bilstm_units) == ("soft_f1", 2, 64)
-    default = FinetuneConfig(task="cola", data_dir="d", output_dir="o")
+    default = finetune_config(task="cola", data_dir="d", output_dir="o")
     assert (default.loss, default.bilstm_layers, default.bilstm_units) == ("cross_entropy", 0, 768)
 
 
@@ -433,15 +446,15 @@ def test_loading_errors_name_the_problem(minilm_dir, files, shared_data, tmp_pat
     base = dict(task="sst2", data_dir=str(shared_data / "glue" / "SST-2"),
                 output_dir=str(tmp_path))
     with pytest.raises(ValueError, match="needs a WordPiece vocabulary: pass --vocab_file"):
-        load_pretrained(FinetuneConfig(model_config="bert_test", **base), log=QUIET)
+        load_pretrained(finetune_config(model_config="bert_test", **base), log=QUIET)
     with pytest.raises(ValueError, match="needs its BPE files"):
-        load_pretrained(FinetuneConfig(model="gpt", model_config="gpt_test", **base), log=QUIET)
+        load_pretrained(finetune_config(model="gpt", model_config="gpt_test", **base), log=QUIET)
     with pytest.raises(ValueError, match="hf_bert checkpoint.*model is 'gpt'"):
-        load_pretrained(FinetuneConfig(model="gpt", init_checkpoint=str(minilm_dir),
+        load_pretrained(finetune_config(model="gpt", init_checkpoint=str(minilm_dir),
                                        bpe_encoder_file=files["encoder"],
                                        bpe_merges_file=files["merges"], **base), log=QUIET)
     with pytest.raises(ValueError, match="40481 ids.*203 rows"):  # real BPE, 200-token GPT
-        load_pretrained(FinetuneConfig(
+        load_pretrained(finetune_config(
             model="gpt", init_checkpoint=str(FIXTURES / "tiny_openai_gpt" / "hf"),
             bpe_encoder_file=files["encoder"], bpe_merges_file=files["merges"], **base),
             log=QUIET)

@@ -10,7 +10,7 @@ import pytest
 
 from finetune.config import FinetuneConfig
 from finetune.trainer import run_finetune
-from tests.support import PROJECT_ROOT
+from tests.support import PROJECT_ROOT, finetune_config
 from tfmodels.folder_lock import LOCK_FILE, FolderLocked, exclusive_folder, is_chief
 
 HOLD = """
@@ -52,7 +52,7 @@ def test_two_fine_tunings_on_one_output_dir(tmp_path):
                               stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT, env=env)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        config = FinetuneConfig(task="sst2", data_dir=str(tmp_path / "absent"),
+        config = finetune_config(task="sst2", data_dir=str(tmp_path / "absent"),
                                 output_dir=str(out))
         with pytest.raises(FolderLocked, match=f"out is being written by pid {holder.pid} on "
                                                ".*one writer per folder"):

@@ -14,7 +14,7 @@ from finetune.models import (SequenceClassifier, backbone_architecture, backbone
 from finetune.tasks import get_task
 from finetune.trainer import FinetuneConfig, load_pretrained, run_finetune
 from pretraining.trainer import PretrainConfig, build_model, run_pretraining
-from tests.support import SEQ, gpt_inputs
+from tests.support import SEQ, finetune_config, gpt_inputs, pretrain_config
 from tfmodels import configs
 from tfmodels.gpt import GptDecoder
 from tfmodels.losses import gpt_pretraining_loss
@@ -124,7 +124,7 @@ def lstm_pretrain_config(records, model_dir, **overrides):
                   warmup_steps=3, learning_rate=1e-2, model_dir=str(model_dir),
                   checkpoint_every=15, log_every=10, shuffle_buffer=200)
     values.update(overrides)
-    return PretrainConfig(**values)
+    return pretrain_config(**values)
 
 
 @pytest.fixture(scope="module")
@@ -162,16 +162,16 @@ def test_pretraining_resumes_every_weight(lstm_pretrained, shakespeare_gpt_recor
 def test_pretraining_config_errors(tmp_path):
     base = dict(input_files=("x",), model_dir=str(tmp_path))
     with pytest.raises(ValueError, match="model lstm needs an LSTM config"):
-        build_model(PretrainConfig(model="lstm", model_config="gpt_test", **base))
+        build_model(pretrain_config(model="lstm", model_config="gpt_test", **base))
     with pytest.raises(ValueError, match="model lstm needs an LSTM config"):
-        build_model(PretrainConfig(model="lstm", **base))  # the default bert_base
+        build_model(pretrain_config(model="lstm", **base))  # the default bert_base
     with pytest.raises(ValueError, match="model bert needs a BERT config"):
-        build_model(PretrainConfig(model="bert", model_config="lstm_test", **base))
+        build_model(pretrain_config(model="bert", model_config="lstm_test", **base))
     with pytest.raises(ValueError, match="model gpt needs a GPT config"):
-        build_model(PretrainConfig(model="gpt", model_config="lstm_test", **base))
+        build_model(pretrain_config(model="gpt", model_config="lstm_test", **base))
     with pytest.raises(ValueError, match="seq_length 128 exceeds"):
-        build_model(PretrainConfig(model="lstm", model_config="lstm_test", **base))
-    assert PretrainConfig(model="lstm", **base).decay_shape == "cosine"  # GPT-1's schedule
+        build_model(pretrain_config(model="lstm", model_config="lstm_test", **base))
+    assert pretrain_config(model="lstm", **base).decay_shape == "cosine"  # GPT-1's schedule
 
 
 def test_xla_runs_use_the_generic_lstm_kernel(tmp_path):
@@ -179,8 +179,8 @@ def test_xla_runs_use_the_generic_lstm_kernel(tmp_path):
     the LSTM with use_cudnn=False (kept through .keras files)."""
     base = dict(model="lstm", model_config="lstm_test", seq_length=32, input_files=("x",),
                 model_dir=str(tmp_path))
-    assert build_model(PretrainConfig(**base)).decoder.lstm_layers[0].use_cudnn == "auto"
-    model = build_model(PretrainConfig(jit_compile=True, **base))
+    assert build_model(pretrain_config(**base)).decoder.lstm_layers[0].use_cudnn == "auto"
+    model = build_model(pretrain_config(jit_compile=True, **base))
     assert model.decoder.use_cudnn is False and model.decoder.lstm_layers[0].use_cudnn is False
     model.save(str(tmp_path / "m.keras"))
     assert keras.saving.load_model(str(tmp_path / "m.keras")).decoder.use_cudnn is False
@@ -316,7 +316,7 @@ def finetune_config(bpe, shared_data, output_dir, **overrides):
                   eval_batch_size=4, epochs=1.0, max_train_examples=64,
                   learning_rates=(1e-3,), log_every=1000, **bpe)
     values.update(overrides)
-    return FinetuneConfig(**values)
+    return finetune_config(**values)
 
 
 @pytest.mark.parametrize("lm_weight", [0.5, pytest.param(0.0, marks=pytest.mark.slow)])
@@ -364,9 +364,9 @@ def test_finetuning_errors(lstm_pretrained, bpe, shared_data, tmp_path):
         load_pretrained(finetune_config(bpe, shared_data, tmp_path, model="gpt",
                                         init_checkpoint=str(model_dir)), log=QUIET)
     with pytest.raises(ValueError, match="squad_v1.*only BERT"):
-        FinetuneConfig(task="squad_v1", model="lstm", data_dir="d", output_dir="o")
+        finetune_config(task="squad_v1", model="lstm", data_dir="d", output_dir="o")
     with pytest.raises(ValueError, match="model must be one of"):
-        FinetuneConfig(task="sst2", model="rnn", data_dir="d", output_dir="o")
+        finetune_config(task="sst2", model="rnn", data_dir="d", output_dir="o")
 
 
 # ---- export -------------------------------------------------------------------------------------

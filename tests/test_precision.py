@@ -230,7 +230,16 @@ def test_binaries_flags_accept_auto(module, config_name):
     config = dataclass_from_flags(config_cls, values)
     assert (config.mixed_precision, config.jit_compile) == ("auto", "auto")
     assert config_cls.__dataclass_fields__["jit_compile"].default is False  # not the default
-    assert config_cls.__dataclass_fields__["mixed_precision"].default == ""
+    # Issue 44: measuring decides the precision by default; --mixed_precision=float32 opts out.
+    assert config_cls.__dataclass_fields__["mixed_precision"].default == "auto"
+    values.unparse_flags()
+    values(["prog", *required])
+    assert dataclass_from_flags(config_cls, values).mixed_precision == "auto"
+    values.unparse_flags()
+    values(["prog", *required, "--mixed_precision=float32"])
+    assert dataclass_from_flags(config_cls, values).mixed_precision == "float32"
+    values.unparse_flags()
+    values(["prog", *required, "--mixed_precision=auto", "--jit_compile=auto"])
     with pytest.raises(ValueError, match="unknown mixed_precision 'fp8'"):
         dataclass_from_flags(config_cls, values, mixed_precision="fp8")
     with pytest.raises(ValueError, match="jit_compile must be True, False or 'auto'"):

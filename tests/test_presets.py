@@ -24,6 +24,7 @@ from tfmodels.checkpoints.hf_bert import load_hf_bert, save_hf_bert
 from tfmodels.checkpoints.openai_gpt import load_openai_gpt
 from tfmodels.checkpoints.tf1_bert import canonical_to_tf1, load_tf1_bert
 from tfmodels.gpt import GptLanguageModel
+from tests.support import finetune_config
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 WORDS = ["the", "film", "is", "good", "bad", "a", "plot", "mess", "gripping", "beautiful"]
@@ -463,7 +464,7 @@ def test_finetuning_takes_preset_init_checkpoints(cache, tiny_bert, tmp_path):
         [{"kind": "files", "format": "hf_bert", "base_url": str(tiny_bert["hf"]),
           "files": [{"name": n} for n in ("config.json", "model.safetensors", "vocab.txt")]}],
         tiny_bert["config"])})
-    config = FinetuneConfig(task="sst2", data_dir="d", output_dir=str(tmp_path / "run"),
+    config = finetune_config(task="sst2", data_dir="d", output_dir=str(tmp_path / "run"),
                             init_checkpoint="preset:tiny_local", seq_length=32)
     pretrained = load_pretrained(config, log=lambda m: None)
     reference, _ = load_hf_bert(str(tiny_bert["hf"]))
@@ -474,11 +475,11 @@ def test_finetuning_takes_preset_init_checkpoints(cache, tiny_bert, tmp_path):
     assert pretrained.tokenizer.vocab_size == tiny_bert["config"]["vocab_size"]
     with pytest.raises(ValueError, match="init_checkpoint preset:bert_base_cased is cased: pass "
                                          "--nolower_case"):
-        FinetuneConfig(task="sst2", data_dir="d", output_dir="o",
+        finetune_config(task="sst2", data_dir="d", output_dir="o",
                        init_checkpoint="preset:bert_base_cased")
     with pytest.raises(ValueError, match="init_checkpoint preset:openai_gpt is a gpt model, but "
                                          "model is 'bert'"):
-        FinetuneConfig(task="sst2", data_dir="d", output_dir="o",
+        finetune_config(task="sst2", data_dir="d", output_dir="o",
                        init_checkpoint="preset:openai_gpt")
 
 

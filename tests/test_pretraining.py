@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from pretraining.create_data import DataConfig, create_pretraining_data
 from pretraining.trainer import PretrainConfig, build_model, dataset_function, run_pretraining
-from tests.support import PROJECT_ROOT, SEQ
+from tests.support import PROJECT_ROOT, SEQ, finetune_config, pretrain_config
 from tfmodels.folder_lock import FolderLocked, exclusive_folder
 from tfmodels.training import TrainingDiverged
 
@@ -47,7 +47,7 @@ def bert_config(records, model_dir, **overrides):
                   model_dir=str(model_dir), checkpoint_every=10, log_every=5,
                   shuffle_buffer=200)
     values.update(overrides)
-    return PretrainConfig(**values)
+    return pretrain_config(**values)
 
 
 def mean_loss(history, key, first):
@@ -123,7 +123,7 @@ def test_two_pretrainings_on_one_model_dir(bert_records, tmp_path):
 
 
 def test_gpt_learns(gpt_records, tmp_path):
-    config = PretrainConfig(model="gpt", model_config="gpt_test", vocab_size=40481,
+    config = pretrain_config(model="gpt", model_config="gpt_test", vocab_size=40481,
                             input_files=(gpt_records,), seq_length=SEQ, global_batch_size=8,
                             train_steps=30, warmup_steps=3, learning_rate=3e-3,
                             model_dir=str(tmp_path), checkpoint_every=100, log_every=10,
@@ -151,7 +151,7 @@ def test_bert_ltr_learns_and_fine_tunes_left_to_right(bert_records, tmp_path, sh
     saved = keras.saving.load_model(str(tmp_path / "pretrained.keras"))
     assert type(saved).__name__ == "BertCausalLM" and saved.config.causal
     # Fine-tuning's own loading path (a pretraining model_dir) keeps the left-only mask.
-    finetune = FinetuneConfig(task="sst2", model="bert", init_checkpoint=str(tmp_path),
+    finetune = finetune_config(task="sst2", model="bert", init_checkpoint=str(tmp_path),
                               vocab_file=str(shared_data / BERT_VOCAB), seq_length=SEQ,
                               data_dir=str(tmp_path), output_dir=str(tmp_path / "ft"))
     pretrained = load_pretrained(finetune, log=lambda m: None)
@@ -178,7 +178,7 @@ def test_pretraining_objective_errors(bert_records, tmp_path):
     assert "objective ltr needs use_nsp=False" in message
     assert "dynamic_masking does not apply" in message
     with pytest.raises(ValueError, match="objective 'ltr' is not one for model 'gpt'"):
-        PretrainConfig(model="gpt", model_config="gpt_test", objective="ltr", use_nsp=False,
+        pretrain_config(model="gpt", model_config="gpt_test", objective="ltr", use_nsp=False,
                        input_files=(bert_records,), model_dir=str(tmp_path))
     with pytest.raises(ValueError, match="objective 'lm' is not one for model 'bert'"):
         bert_config(bert_records, tmp_path, objective="lm")
@@ -271,7 +271,7 @@ def test_init_checkpoint_takes_weights_only(bert_records, tmp_path):
 
 def test_bad_config_names_every_problem(tmp_path):
     with pytest.raises(ValueError) as error:
-        PretrainConfig(model="t5", input_files=(), model_dir="", strategy="horovod",
+        pretrain_config(model="t5", input_files=(), model_dir="", strategy="horovod",
                        global_batch_size=10, gradient_accumulation_steps=3)
     message = str(error.value)
     for part in ("model must be one of bert, gpt, lstm", "input_files is empty", "model_dir is required",

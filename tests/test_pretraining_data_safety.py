@@ -19,7 +19,7 @@ from pretraining.example_encoding import encode_examples
 from pretraining.input_pipeline import (check_record_files, find_corrupt_records,
                                         gpt_pretraining_dataset, records_in)
 from pretraining.trainer import PretrainConfig, run_pretraining
-from tests.support import PROJECT_ROOT
+from tests.support import PROJECT_ROOT, pretrain_config
 from tfmodels.folder_lock import FolderLocked, exclusive_folder
 
 N_CTX = 16
@@ -286,7 +286,7 @@ def gpt_pretrain_config(files, model_dir, **overrides):
                   learning_rate=1e-3, model_dir=str(model_dir), checkpoint_every=100,
                   log_every=1, shuffle_buffer=10)
     values.update(overrides)
-    return PretrainConfig(**values)
+    return pretrain_config(**values)
 
 
 def test_empty_or_too_small_corpora_are_errors_not_hangs(tmp_path):
@@ -372,7 +372,7 @@ def test_more_predictions_than_positions_is_refused_by_name():
                                          r"\(128\), got 200"):
         DataConfig(max_seq_length=128, max_predictions_per_seq=200)
     with pytest.raises(ValueError, match=r"max_predictions_per_seq must be in 1..seq_length"):
-        PretrainConfig(input_files=("x",), model_dir="m", seq_length=64,
+        pretrain_config(input_files=("x",), model_dir="m", seq_length=64,
                        max_predictions_per_seq=80)
 
 

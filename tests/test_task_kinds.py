@@ -14,7 +14,7 @@ from finetune.config import FinetuneConfig
 from finetune.readers.common import split_file
 from finetune.trainer import run_finetune
 from tests import toy_kind
-from tests.support import QUIET
+from tests.support import QUIET, finetune_config
 
 
 def test_every_registered_task_points_at_a_registered_kind_object():
@@ -64,7 +64,7 @@ def test_a_new_kind_in_one_file_fine_tunes_exports_and_serves(toy_task, bert_voc
                                                              tmp_path):
     data = tmp_path / "counts.txt"
     toy_kind.write_count_data(data)
-    config = FinetuneConfig(
+    config = finetune_config(
         task="toy_count", model="bert", model_config="bert_test", vocab_file=bert_vocab_file,
         data_dir=str(data), output_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "exp"),
         seq_length=16, train_batch_size=8, eval_batch_size=4, epochs=2.0,

@@ -8,6 +8,7 @@ import tensorflow_datasets as tfds
 
 from finetune.readers.tfds import TFDS_TASKS, has_split, read_tfds_glue
 from finetune.tasks import get_task
+from tests.support import finetune_config
 
 
 @pytest.mark.parametrize("task", sorted(TFDS_TASKS))
@@ -78,7 +79,7 @@ def test_finetuning_reads_tfds(tmp_path):
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghij"])
                      + "\n")
-    config = FinetuneConfig(task="sst2", model="bert", model_config="bert_test",
+    config = finetune_config(task="sst2", model="bert", model_config="bert_test",
                             vocab_file=str(vocab), data_source="tfds",
                             tfds_data_dir=str(tmp_path / "tfds"), output_dir=str(tmp_path / "run"),
                             seq_length=16, train_batch_size=4, train_steps=2,
@@ -90,4 +91,4 @@ def test_finetuning_reads_tfds(tmp_path):
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["config"]["data_source"] == "tfds"
     with pytest.raises(ValueError, match="no TFDS reader"):
-        FinetuneConfig(task="squad_v1", data_source="tfds", output_dir="x")
+        finetune_config(task="squad_v1", data_source="tfds", output_dir="x")

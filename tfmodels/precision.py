@@ -42,6 +42,12 @@ AUTO = "auto"
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 # What `mixed_precision` settings accept: '' is float32 (the historical default).
 MIXED_PRECISION_CHOICES = ("",) + POLICIES + (AUTO,)
+# The binaries' --mixed_precision (pretraining and fine-tuning default to auto: issue 44).
+MIXED_PRECISION_HELP = (
+    "auto: decided by measuring (TPUs bf16, GPUs fp16/bf16; CPUs: mixed_bfloat16 only where "
+    "a measured bf16 matmul is >= 1.3x float32's, cached per CPU and TF version: "
+    "tfmodels.precision); float32 (or '') keeps float32; mixed_bfloat16 / mixed_float16 force "
+    "a policy.")
 # ISA flags that decide training speed on a CPU, in the order benchmarks print them.
 ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 UNKNOWN_CPU = "unknown CPU"
