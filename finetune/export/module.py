@@ -84,12 +84,15 @@ class ServingModule(tf.Module):
         1..MAX_NUM_BEAMS, beam search with sampling options, an empty stop string. A batch of
         no texts returns no rows."""
         seq = self.head.spec.seq_length
+        sampling = request["do_sample"] | (request["top_k"] > 1) | (request["top_p"] < 1.0) \
+            | (request["temperature"] != 1.0)
+        # Everything below reads the checked values: a bad one fails with its message first.
+        with tf.control_dependencies(generate_checks(request, self.head.spec, sampling)):
+            request = {k: tf.identity(v) for k, v in request.items()}
+            sampling = tf.identity(sampling)
         asked, top_k, seed = request["max_new_tokens"], request["top_k"], request["seed"]
         temperature, top_p = request["temperature"], request["top_p"]
         num_beams, stops = request["num_beams"], request["stop"]
-        sampling = request["do_sample"] | (top_k > 1) | (top_p < 1.0) | (temperature != 1.0)
-        with tf.control_dependencies(generate_checks(request, self.head.spec, sampling)):
-            asked = tf.identity(asked)
         inputs, _ = self.head.encode(self.packer, {"text": sanitize_text(request["text"])})
         batch = tf.shape(inputs["input_ids"])[0]
         rows = batch * num_beams
