@@ -33,6 +33,7 @@ binaries do), and LanguageModel (the GPT-1 LM: generation and perplexity).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from typing import Any, Dict, List, Optional, Sequence
@@ -495,14 +496,29 @@ def finetuned_model_for(task_model, spec: TaskSpec, tokenizer, seq_length: int,
                max_answer_length=max_answer_length)
 
 
+@dataclasses.dataclass(frozen=True)
+class TextScores:
+    """`LanguageModel.score`: per text, the log-probability of its predicted tokens (every
+    token of its last seq_length but the first): their sum, their mean (nan when none is
+    predicted) and how many there are."""
+
+    total_log_prob: np.ndarray      # float64 [n]
+    mean_log_prob: np.ndarray       # float64 [n]
+    num_tokens: np.ndarray          # int64 [n]
+
+
 class LanguageModel:
-    """GPT-1 (or its LSTM baseline) as a language model from Python: `generate` and `perplexity`
-    on raw text, and `export`, through the graph the export serves (finetune.export's LM head:
-    the last seq_length tokens of a text, greedy or top-k sampling).
+    """GPT-1 (or its LSTM baseline) as a language model from Python: `generate`, `score` and
+    `perplexity` on raw text, and `export`, through the graph the export serves
+    (finetune.export's LM head: the last seq_length tokens of a text).
 
         lm = LanguageModel.from_checkpoint("runs/gpt1")      # model_dir, .keras, HF openai-gpt
-        lm.generate(["the film is"], max_new_tokens=12, top_k=20, seed=0)   # -> [str]
-        lm.perplexity(["a held-out sentence ."])                            # -> float
+        lm.generate(["the film is"], max_new_tokens=12)                    # greedy -> [str]
+        lm.generate(["the film is"], max_new_tokens=12, temperature=0.8, top_k=40, top_p=0.95,
+                    seed=0, stop=["."])                                    # sampled
+        lm.generate(["the film is"], max_new_tokens=12, num_beams=4)       # beam search
+        lm.score(["a held-out sentence ."]).total_log_prob                 # -> [n]
+        lm.perplexity(["a held-out sentence ."])                           # -> float
         lm.export("exports/gpt_lm")
 
     Training stays with `bert-gpt-pretrain` (pretraining.trainer): streams of records, not
@@ -517,6 +533,7 @@ class LanguageModel:
         self.module = build_serving_module(model, None, tokenizer, self.seq_length,
                                            max_new_tokens_limit=max_new_tokens_limit)
         self.max_new_tokens_limit = self.module.head.spec.max_new_tokens_limit
+        self._token_log_probs = tf.function(model.token_log_probs, reduce_retracing=True)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str, bpe_encoder_file: str = "",
@@ -544,27 +561,68 @@ class LanguageModel:
         return cls.from_checkpoint(PRESET_PREFIX + get_preset(name).name, **options)
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 20, top_k: int = 0,
-                 seed: int = 0) -> List[str]:
-        """The text generated after each prompt: greedy (top_k <= 1) or sampled from the top k
-        tokens (a stateless sample: the same seed gives the same text). max_new_tokens is at
-        most `max_new_tokens_limit`; a prompt needs at least one token; no prompts, no texts."""
+                 seed: int = 0, *, temperature: float = 1.0, top_p: float = 1.0,
+                 num_beams: int = 1, do_sample: bool = False,
+                 stop: Sequence[str] = ()) -> List[str]:
+        """The text generated after each prompt (`generate_outputs` has the ids and scores).
+
+        Greedy by default. Sampling is on when do_sample is true or any of temperature (> 0,
+        not 1), top_k (> 1: the k best tokens) or top_p (< 1: the nucleus) asks for it; they
+        apply in that order, and the draw is stateless: the same seed gives the same text here
+        and from the export. num_beams > 1 is beam search (deterministic, at most 16 beams,
+        no sampling options). stop: strings that end a prompt's generation; the text is cut
+        just before the first one. max_new_tokens is at most `max_new_tokens_limit`; a prompt
+        needs at least one token; no prompts, no texts.
+        """
+        outputs = self.generate_outputs(prompts, max_new_tokens, top_k, seed,
+                                        temperature=temperature, top_p=top_p,
+                                        num_beams=num_beams, do_sample=do_sample, stop=stop)
+        return [t.decode("utf-8", errors="replace") for t in outputs["text"]]
+
+    def generate_outputs(self, prompts: Sequence[str], max_new_tokens: int = 20, top_k: int = 0,
+                         seed: int = 0, *, temperature: float = 1.0, top_p: float = 1.0,
+                         num_beams: int = 1, do_sample: bool = False,
+                         stop: Sequence[str] = ()) -> Dict[str, np.ndarray]:
+        """`generate`, returning the exported signature's outputs as numpy arrays: text [n]
+        (bytes), token_ids [n, max_new_tokens] (-1 after a stop), num_tokens [n], log_prob [n]
+        (the model's total log-probability of the generated tokens)."""
+        from finetune.export.heads import MAX_NUM_BEAMS
         if isinstance(prompts, (str, bytes)):
             raise ValueError("pass a list of prompts, not one string")
-        prompts = [text(p) for p in prompts]
+        if isinstance(stop, (str, bytes)):
+            raise ValueError("pass stop as a list of strings, not one string")
+        prompts, stop = [text(p) for p in prompts], [text(s) for s in stop]
         if not 0 <= max_new_tokens <= self.max_new_tokens_limit:
             raise ValueError(f"max_new_tokens must be in 0..{self.max_new_tokens_limit} (the "
                              f"model's max_new_tokens_limit), got {max_new_tokens}")
-        if not prompts:
-            return []
-        tokens = self._encode(prompts)["input_mask"].numpy().sum(axis=1)
-        if not tokens.all():
+        if not (temperature > 0 and math.isfinite(temperature)):
+            raise ValueError(f"temperature must be > 0 (1: the model's distribution), got "
+                             f"{temperature}")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1] (1: off), got {top_p}")
+        if top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0: off), got {top_k}")
+        if not 1 <= num_beams <= MAX_NUM_BEAMS:
+            raise ValueError(f"num_beams must be in 1..{MAX_NUM_BEAMS}, got {num_beams}")
+        sampling = do_sample or top_k > 1 or top_p < 1 or temperature != 1
+        if num_beams > 1 and sampling:
+            raise ValueError("num_beams > 1 is beam search, which does not sample: leave "
+                             "do_sample false, top_k <= 1, top_p 1 and temperature 1")
+        if any(not s for s in stop):
+            raise ValueError("a stop string is empty (it would stop before the first token)")
+        tokens = self._encode(prompts)["input_mask"].numpy().sum(axis=1) if prompts else []
+        if len(tokens) and not tokens.all():
             first = int(np.argmin(tokens))
             raise ValueError(f"prompt {first} ({prompts[first]!r}) has no tokens: the language "
                              "model needs at least one token to continue from")
         result = self.module.serving_signatures["generate"](
-            text=tf.constant(prompts), max_new_tokens=tf.constant(max_new_tokens, tf.int32),
-            top_k=tf.constant(top_k, tf.int32), seed=tf.constant(seed, tf.int32))
-        return [t.decode("utf-8", errors="replace") for t in result["text"].numpy()]
+            text=tf.constant(prompts, tf.string),
+            max_new_tokens=tf.constant(max_new_tokens, tf.int32),
+            top_k=tf.constant(top_k, tf.int32), seed=tf.constant(seed, tf.int32),
+            temperature=tf.constant(temperature, tf.float32),
+            top_p=tf.constant(top_p, tf.float32), num_beams=tf.constant(num_beams, tf.int32),
+            do_sample=tf.constant(bool(do_sample)), stop=tf.constant(stop, tf.string))
+        return {k: v.numpy() for k, v in result.items()}
 
     def _encode(self, texts: Sequence[str]) -> Dict[str, tf.Tensor]:
         """The window of each text the serving graph reads (its last seq_length tokens)."""
@@ -573,27 +631,39 @@ class LanguageModel:
                                             {"text": sanitize_text(tf.constant(texts))})
         return inputs
 
-    def perplexity(self, texts: Sequence[str], batch_size: int = 32) -> float:
-        """exp(mean negative log-likelihood per predicted token) over the texts (each scored on
-        its last seq_length tokens, the first token of each unpredicted)."""
-        total, count = 0.0, 0
+    def score(self, texts: Sequence[str], batch_size: int = 32) -> TextScores:
+        """Each text's log-probability under the model (natural log), scored on its last
+        seq_length tokens with the first of them unpredicted (the model has no start token)."""
+        if isinstance(texts, (str, bytes)):
+            raise ValueError("pass a list of texts, not one string")
+        texts = [text(t) for t in texts]
+        totals, counts = [], []
         for start in range(0, len(texts), batch_size):
-            inputs = self._encode([text(t) for t in texts[start:start + batch_size]])
-            logits = self.model(inputs, training=False)["logits"]
-            log_probs = tf.nn.log_softmax(tf.cast(logits[:, :-1], tf.float32), axis=-1)
-            targets = inputs["input_ids"][:, 1:]
-            mask = tf.cast(inputs["input_mask"][:, 1:], tf.float32)
-            picked = tf.gather(log_probs, targets, batch_dims=2)
-            total -= float(tf.reduce_sum(picked * mask))
-            count += int(tf.reduce_sum(mask))
+            inputs = self._encode(texts[start:start + batch_size])
+            log_probs = self._token_log_probs(inputs).numpy().astype(np.float64)
+            mask = inputs["input_mask"].numpy()[:, 1:]
+            totals.append((log_probs * mask).sum(axis=1))
+            counts.append(mask.sum(axis=1).astype(np.int64))
+        total = np.concatenate(totals) if totals else np.zeros([0])
+        count = np.concatenate(counts) if counts else np.zeros([0], np.int64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        return TextScores(total_log_prob=total, mean_log_prob=mean, num_tokens=count)
+
+    def perplexity(self, texts: Sequence[str], batch_size: int = 32) -> float:
+        """exp(mean negative log-likelihood per predicted token) over the texts: over `score`,
+        exp(-sum(total_log_prob) / sum(num_tokens))."""
+        scores = self.score(texts, batch_size)
+        count = int(scores.num_tokens.sum())
         if not count:
             raise ValueError("no text has two tokens: nothing to score")
-        return math.exp(total / count)
+        return math.exp(-float(scores.total_log_prob.sum()) / count)
 
-    def export(self, export_dir: str) -> str:
-        """TF Serving layout `<export_dir>/<next version>/` (serving_default, generate)."""
+    def export(self, export_dir: str, precision: str = "float32") -> str:
+        """TF Serving layout `<export_dir>/<next version>/` (serving_default, generate);
+        precision "bfloat16" computes in mixed_bfloat16 (finetune.export.publish)."""
         from finetune.export import export_saved_model
         base, name = os.path.split(os.path.normpath(export_dir))
         return export_saved_model(self.model, None, self.tokenizer, base or ".", name,
-                                  self.seq_length,
+                                  self.seq_length, precision=precision,
                                   max_new_tokens_limit=self.max_new_tokens_limit)

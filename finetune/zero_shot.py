@@ -38,7 +38,8 @@ SST2_CUE, SST2_WORDS = " very", (" negative", " positive")   # label 0, label 1
 class LmScorer:
     """Continuation log-probabilities under a GPT-1 language model.
 
-    lm: a GptLanguageModel (returns `logits` [b, s, vocab]); tokenizer: GptBpeTokenizer.
+    lm: a GptLanguageModel or LstmLanguageModel (its `token_log_probs`); tokenizer:
+    GptBpeTokenizer.
     batch_size: sequences per forward pass (the [b, s, 40k] logits dominate memory).
     max_length: longest sequence scored (default: the model's positions); longer ones lose
     context tokens from the left. prefix: text prepended to every context (GPT-1 has no BOS
@@ -56,9 +57,8 @@ class LmScorer:
 
         @tf.function(input_signature=[spec, spec])
         def token_log_probs(ids, mask):
-            logits = lm({"input_ids": ids, "input_mask": mask}, training=False)["logits"]
-            log_p = tf.nn.log_softmax(tf.cast(logits[:, :-1], tf.float32), axis=-1)
-            return tf.gather(log_p, ids[:, 1:], batch_dims=2)  # [b, s-1]: log p(x_t | x_<t)
+            # [b, s-1]: log p(x_t | x_<t), the scoring LanguageModel.score also runs.
+            return lm.token_log_probs({"input_ids": ids, "input_mask": mask})
 
         self._token_log_probs = token_log_probs
 

@@ -230,8 +230,7 @@ def test_language_model_generates_scores_and_exports(gpt_dir, checkpoint, tmp_pa
     assert vocab_size / 3 < perplexity < vocab_size * 3  # an untrained model: about uniform
     version = lm.export(str(tmp_path / "lm"))
     served = tf.saved_model.load(version).signatures["generate"](
-        text=tf.constant(["a warm film"]), max_new_tokens=tf.constant(8),
-        top_k=tf.constant(10), seed=tf.constant(3))
+        **generate_request(["a warm film"], max_new_tokens=8, top_k=10, seed=3))
     assert served["text"].numpy()[0].decode() == sampled[0]
     with pytest.raises(ValueError, match="not a GPT-1"):
         LanguageModel.from_checkpoint(checkpoint)  # a BERT encoder
@@ -250,15 +249,256 @@ def test_generation_is_bounded_and_edge_cases_are_defined(gpt_dir, tmp_path):
         lm.generate(["a warm film", ""], max_new_tokens=2)
     assert LanguageModel.from_checkpoint(str(gpt_dir[0]), seq_length=16).max_new_tokens_limit == 16
     served = tf.saved_model.load(lm.export(str(tmp_path / "lm"))).signatures["generate"]
-    request = lambda texts, n: served(text=tf.constant(texts, tf.string),
-                                      max_new_tokens=tf.constant(n), top_k=tf.constant(0),
-                                      seed=tf.constant(0))
+    request = lambda texts, n: served(**generate_request(texts, max_new_tokens=n))
     assert request(["a warm film"], 6)["token_ids"].shape == (1, 6)
     assert request([], 6)["text"].shape == (0,)
     with pytest.raises(tf.errors.InvalidArgumentError, match="max_new_tokens must be in 0..6"):
         request(["a warm film"], 100000)
     with pytest.raises(tf.errors.InvalidArgumentError, match="text has no tokens"):
         request([""], 2)
+
+
+def generate_request(texts, max_new_tokens=6, top_k=0, seed=0, temperature=1.0, top_p=1.0,
+                     num_beams=1, do_sample=False, stop=()):
+    """Every input of the `generate` signature (a Python caller of a loaded SavedModel names
+    them all; TF Serving fills the decoding options from the SignatureDef's defaults)."""
+    return {"text": tf.constant(texts, tf.string),
+            "max_new_tokens": tf.constant(max_new_tokens, tf.int32),
+            "top_k": tf.constant(top_k, tf.int32), "seed": tf.constant(seed, tf.int32),
+            "temperature": tf.constant(temperature, tf.float32),
+            "top_p": tf.constant(top_p, tf.float32), "num_beams": tf.constant(num_beams, tf.int32),
+            "do_sample": tf.constant(do_sample), "stop": tf.constant(list(stop), tf.string)}
+
+
+PROMPTS = ["a warm film", "dull"]
+STEPS = 6
+# One call per decoding option: (name, generate keyword arguments).
+DECODINGS = [("greedy", {}), ("top_k", {"top_k": 10, "seed": 3}),
+             ("temperature", {"temperature": 0.7, "seed": 1}),
+             ("top_p", {"top_p": 0.9, "seed": 2}), ("do_sample", {"do_sample": True, "seed": 4}),
+             ("all_sampling", {"temperature": 1.3, "top_k": 20, "top_p": 0.8, "seed": 5}),
+             ("beams", {"num_beams": 4}), ("beams_stop", {"num_beams": 3, "stop": ["e", ","]}),
+             ("sample_stop", {"top_k": 5, "seed": 6, "stop": ["a"]})]
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(gpt_dir):
+    from finetune import LanguageModel
+    return LanguageModel.from_checkpoint(str(gpt_dir[0]), seq_length=16)
+
+
+def _reference_beam_search(lm, prompt, beams, steps):
+    """Beam search written out on the Keras model, one step at a time: every beam extended by
+    every token, the `beams` best totals kept (top_k's order: ties to the lower index)."""
+    window = lm._encode([prompt])
+    ids = [int(i) for i, m in zip(window["input_ids"][0], window["input_mask"][0]) if m]
+    alive = [(ids, [], 0.0)]
+    for _ in range(steps):
+        width = max(len(a[0]) for a in alive)
+        x = np.array([a[0] + [0] * (width - len(a[0])) for a in alive], np.int32)
+        mask = np.array([[1] * len(a[0]) + [0] * (width - len(a[0])) for a in alive], np.int32)
+        logits = lm.model({"input_ids": x, "input_mask": mask}, training=False)["logits"]
+        log_probs = tf.nn.log_softmax(logits).numpy().astype(np.float64)
+        vocab = log_probs.shape[-1]
+        candidates = [(a[2] + log_probs[b, len(a[0]) - 1, v], b * vocab + v)
+                      for b, a in enumerate(alive) for v in range(vocab)]
+        best = sorted(candidates, key=lambda c: (-c[0], c[1]))[:beams]
+        alive = [(alive[i // vocab][0] + [i % vocab], alive[i // vocab][1] + [i % vocab], score)
+                 for score, i in best]
+    return alive[0][1], alive[0][2]
+
+
+def test_each_decoding_option_changes_the_output_as_expected(tiny_lm):
+    lm = tiny_lm
+    greedy = lm.generate_outputs(PROMPTS, STEPS)
+    assert greedy["token_ids"].shape == (2, STEPS) and (greedy["num_tokens"] == STEPS).all()
+    # The deterministic limits of every option are greedy decoding.
+    for limit in ({"temperature": 1e-4, "seed": 9}, {"top_p": 1e-6, "seed": 9},
+                  {"num_beams": 1}, {"top_k": 1, "do_sample": True, "seed": 9}):
+        out = lm.generate_outputs(PROMPTS, STEPS, **limit)
+        np.testing.assert_array_equal(out["token_ids"], greedy["token_ids"], err_msg=str(limit))
+    # Sampling: a seed fixes the draw; another seed draws something else.
+    sample = lambda seed: lm.generate_outputs(PROMPTS, STEPS, do_sample=True,
+                                              seed=seed)["token_ids"]
+    np.testing.assert_array_equal(sample(0), sample(0))
+    assert not np.array_equal(sample(0), sample(1))
+    assert not np.array_equal(sample(0), greedy["token_ids"])
+    # top_k / top_p: the first token drawn is inside the top k / the nucleus, for many seeds.
+    next_log_probs = lm.module.serving_signatures["serving_default"](
+        text=tf.constant(PROMPTS))["next_token_log_probs"].numpy()
+    order = np.argsort(-next_log_probs, axis=-1, kind="stable")
+    probs = np.exp(np.take_along_axis(next_log_probs, order, axis=-1))
+    nucleus = [set(order[r, :int(np.searchsorted(np.cumsum(probs[r]), 0.3)) + 1])
+               for r in range(2)]
+    firsts_k, firsts_p = set(), set()
+    for seed in range(12):
+        k3 = lm.generate_outputs(PROMPTS, 1, top_k=3, seed=seed)["token_ids"][:, 0]
+        p3 = lm.generate_outputs(PROMPTS, 1, top_p=0.3, seed=seed)["token_ids"][:, 0]
+        for r in range(2):
+            assert k3[r] in order[r, :3] and p3[r] in nucleus[r], (seed, r)
+        firsts_k.add(int(k3[0]))
+        firsts_p.add(int(p3[0]))
+    assert len(firsts_k) > 1  # it does sample
+    # Beam search: exactly the written-out search, and never less likely than greedy here.
+    beams = lm.generate_outputs(PROMPTS, STEPS, num_beams=4)
+    for r, prompt in enumerate(PROMPTS):
+        tokens, total = _reference_beam_search(lm, prompt, 4, STEPS)
+        assert beams["token_ids"][r].tolist() == tokens
+        assert beams["log_prob"][r] == pytest.approx(total, abs=1e-3)
+    assert (beams["log_prob"] >= greedy["log_prob"] - 1e-5).all()
+    assert (beams["log_prob"] > greedy["log_prob"]).any()
+    # log_prob is the model's log-probability of the generated tokens after the prompt.
+    for r, prompt in enumerate(PROMPTS):
+        window = lm._encode([prompt])
+        ids = [int(i) for i, m in zip(window["input_ids"][0], window["input_mask"][0]) if m]
+        full = ids + greedy["token_ids"][r].tolist()
+        logits = lm.model({"input_ids": np.array([full], np.int32)}, training=False)["logits"]
+        log_probs = tf.nn.log_softmax(logits[0]).numpy()
+        total = sum(log_probs[t - 1, full[t]] for t in range(len(ids), len(full)))
+        assert greedy["log_prob"][r] == pytest.approx(total, abs=1e-4)
+
+
+def _cut_at_stop(pieces, tokens, stops):
+    """What a stop should give: the tokens up to the one after which the generated text
+    contains a stop string, and that text cut just before it."""
+    for t in range(len(tokens)):
+        text = "".join(pieces[i] for i in tokens[:t + 1]).replace("</w>", " ")
+        hits = [text.find(s) for s in stops if s in text]
+        if hits:
+            return tokens[:t + 1], text[:min(hits)].strip()
+    return tokens, "".join(pieces[i] for i in tokens).replace("</w>", " ").strip()
+
+
+def test_stop_strings_end_each_row_on_its_own(tiny_lm):
+    lm = tiny_lm
+    pieces = [p.decode() for p in lm.module._pieces.numpy()]
+    greedy = lm.generate_outputs(PROMPTS, STEPS)
+    # Stop at the text of row 0's fifth token: row 0 ends by then, row 1 goes on as it was.
+    stop = pieces[greedy["token_ids"][0, 4]].replace("</w>", "").strip()
+    for stops in ([stop], [stop, "zzz"]):
+        out = lm.generate_outputs(PROMPTS, STEPS, stop=stops)
+        for r in range(2):
+            tokens, text = _cut_at_stop(pieces, greedy["token_ids"][r].tolist(), stops)
+            n = len(tokens)
+            assert out["num_tokens"][r] == n and out["token_ids"][r, :n].tolist() == tokens
+            assert (out["token_ids"][r, n:] == -1).all() and out["text"][r].decode() == text
+        assert out["num_tokens"][0] <= 5
+    # Every row finished at its first token: the loop stops, the rest is -1.
+    first = [pieces[t].replace("</w>", "").strip() for t in greedy["token_ids"][:, 0]]
+    out = lm.generate_outputs(PROMPTS, STEPS, stop=first)
+    assert out["num_tokens"].tolist() == [1, 1] and (out["token_ids"][:, 1:] == -1).all()
+    assert out["text"].tolist() == [b"", b""]
+    # Regex characters are literal text.
+    out = lm.generate_outputs(PROMPTS, STEPS, stop=[".*", "(", "\\E"])
+    np.testing.assert_array_equal(out["token_ids"], greedy["token_ids"])
+
+
+def test_bad_decoding_values_are_refused_in_the_api_and_in_serving(tiny_lm):
+    lm = tiny_lm
+    bad = [({"temperature": 0.0}, "temperature must be > 0"),
+           ({"temperature": -1.0}, "temperature must be > 0"),
+           ({"top_p": 0.0}, "top_p must be in \\(0, 1\\]"),
+           ({"top_p": 1.5}, "top_p must be in \\(0, 1\\]"),
+           ({"top_k": -1}, "top_k must be >= 0"),
+           ({"num_beams": 0}, "num_beams must be in 1..16"),
+           ({"num_beams": 17}, "num_beams must be in 1..16"),
+           ({"num_beams": 2, "top_k": 5}, "num_beams > 1 is beam search, which does not sample"),
+           ({"num_beams": 2, "do_sample": True}, "does not sample"),
+           ({"stop": [""]}, "a stop string is empty")]
+    generate = lm.module.serving_signatures["generate"]  # the graph the export saves
+    for options, message in bad:
+        with pytest.raises(ValueError, match=message):
+            lm.generate(PROMPTS, STEPS, **options)
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            generate(**generate_request(PROMPTS, **options))
+    with pytest.raises(ValueError, match="pass stop as a list"):
+        lm.generate(PROMPTS, STEPS, stop=".")
+
+
+def test_api_and_reloaded_savedmodel_give_equal_outputs(tiny_lm, tmp_path):
+    """Every decoding option through the API and through the export after
+    tf.saved_model.load (test_export.py repeats this in a fresh process): same seed, same
+    text; the SignatureDef records the decoding options' defaults for TF Serving."""
+    from tensorflow.core.protobuf import saved_model_pb2
+    from finetune.export.heads import GENERATE_OPTIONS
+    lm = tiny_lm
+    version = lm.export(str(tmp_path / "lm"))
+    served = tf.saved_model.load(version).signatures["generate"]
+    for name, options in DECODINGS:
+        api = lm.generate_outputs(PROMPTS, STEPS, **options)
+        out = {k: v.numpy() for k, v in served(**generate_request(PROMPTS, STEPS,
+                                                                  **options)).items()}
+        for key in ("token_ids", "num_tokens", "text"):
+            np.testing.assert_array_equal(out[key], api[key], err_msg=f"{name}/{key}")
+        np.testing.assert_allclose(out["log_prob"], api["log_prob"], atol=1e-5, err_msg=name)
+        assert lm.generate(PROMPTS, STEPS, **options) == [t.decode() for t in out["text"]]
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((tmp_path / "lm" / "1" / "saved_model.pb").read_bytes())
+    defaults = saved.meta_graphs[0].signature_def["generate"].defaults
+    assert sorted(defaults) == sorted(GENERATE_OPTIONS)
+    for name, (_, value) in GENERATE_OPTIONS.items():
+        assert tf.make_ndarray(defaults[name]).tolist() == value, name
+    assert set(saved.meta_graphs[0].signature_def["generate"].inputs) == \
+        set(GENERATE_OPTIONS) | {"text", "max_new_tokens", "top_k", "seed"}
+
+
+def test_bfloat16_export_and_the_lstm_generate_with_every_option(tiny_lm, gpt_dir, tmp_path):
+    """Generation runs in a mixed_bfloat16 export and through the LSTM baseline's LM head."""
+    from finetune import LanguageModel
+    from tfmodels.lstm import LstmLanguageModel
+    served = tf.saved_model.load(tiny_lm.export(str(tmp_path / "bf16"), precision="bfloat16")
+                                 ).signatures["generate"]
+    for name, options in DECODINGS:
+        out = served(**generate_request(PROMPTS, STEPS, **options))
+        assert out["token_ids"].shape == (2, STEPS), name
+        assert np.isfinite(out["log_prob"].numpy()).all(), name
+    keras.utils.set_random_seed(0)
+    lstm = LstmLanguageModel(configs.get_config("lstm_test", vocab_size=gpt_dir[1]))
+    lm = LanguageModel(lstm, tiny_lm.tokenizer, seq_length=16)
+    greedy = lm.generate_outputs(PROMPTS, STEPS)
+    np.testing.assert_array_equal(lm.generate_outputs(PROMPTS, STEPS, num_beams=1)["token_ids"],
+                                  greedy["token_ids"])
+    beams = lm.generate_outputs(PROMPTS, STEPS, num_beams=4)
+    assert (beams["log_prob"] >= greedy["log_prob"] - 1e-5).all()
+    assert lm.generate(PROMPTS, STEPS, top_p=0.9, seed=1) == \
+        lm.generate(PROMPTS, STEPS, top_p=0.9, seed=1)
+
+
+def test_score_per_text_and_perplexity_over_it(tiny_lm):
+    lm = tiny_lm
+    texts = TEXTS + ["a", ""]
+    scores = lm.score(texts, batch_size=5)
+    assert scores.total_log_prob.shape == scores.num_tokens.shape == (len(texts),)
+    # Each text by hand on the Keras model: its window, every token but the first predicted.
+    for i in (0, 3):
+        window = lm._encode([texts[i]])
+        n = int(window["input_mask"].numpy().sum())
+        logits = lm.model(window, training=False)["logits"][0]
+        log_probs = tf.nn.log_softmax(logits).numpy()
+        ids = window["input_ids"].numpy()[0]
+        total = sum(log_probs[t - 1, ids[t]] for t in range(1, n))
+        assert scores.num_tokens[i] == n - 1
+        assert scores.total_log_prob[i] == pytest.approx(total, abs=1e-4)
+        assert scores.mean_log_prob[i] == pytest.approx(total / (n - 1), abs=1e-5)
+    assert scores.num_tokens[-2:].tolist() == [0, 0] and np.isnan(scores.mean_log_prob[-2:]).all()
+    # perplexity is today's figure: exp(mean NLL over every predicted token of every text).
+    total, count = 0.0, 0
+    for start in range(0, len(texts), 32):
+        inputs = lm._encode(texts[start:start + 32])
+        logits = lm.model(inputs, training=False)["logits"]
+        log_probs = tf.nn.log_softmax(tf.cast(logits[:, :-1], tf.float32), axis=-1)
+        mask = tf.cast(inputs["input_mask"][:, 1:], tf.float32)
+        picked = tf.gather(log_probs, inputs["input_ids"][:, 1:], batch_dims=2)
+        total -= float(tf.reduce_sum(picked * mask))
+        count += int(tf.reduce_sum(mask))
+    assert lm.perplexity(texts) == pytest.approx(np.exp(total / count), rel=1e-6)
+    assert lm.perplexity(texts) == pytest.approx(
+        np.exp(-scores.total_log_prob.sum() / scores.num_tokens.sum()), rel=1e-12)
+    assert lm.score([]).total_log_prob.shape == (0,)
+    with pytest.raises(ValueError, match="no text has two tokens"):
+        lm.perplexity(["a", ""])
+    with pytest.raises(ValueError, match="a list of texts"):
+        lm.score("one string")
 
 
 def test_model_must_name_the_checkpoints_architecture(gpt_dir, checkpoint):

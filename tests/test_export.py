@@ -222,24 +222,52 @@ def _lm_case(base, tokenizer) -> Case:
     expected = {"next_token_log_probs": np.stack(log_probs),
                 "num_tokens": np.array([len(w) for w in windows], np.int32)}
     path = export.export_saved_model(lm, None, tokenizer, str(base), "gpt_lm", SEQ)
+    # Each decoding option run in-process here; the fresh process must give the same outputs.
+    in_process = export.build_serving_module(lm, None, tokenizer, SEQ).serving_signatures[
+        "generate"]
+    decodings = [Call(f"lm/generate_{name}", "generate", _generate_inputs(texts, 4, **options))
+                 for name, options in LM_DECODINGS]
+    for call in decodings:
+        call.expected = {k: v.numpy() for k, v in in_process(
+            **{k: tf.constant(v) for k, v in call.inputs.items()}).items()}
     return Case(path, lm, [
         Call("lm/text", "serving_default", {"text": _strings(texts)}, expected),
         Call("lm/ids", "serving_ids", encoded, expected),
-        Call("lm/generate", "generate",
-             {"text": _strings(texts), "max_new_tokens": np.int32(3), "top_k": np.int32(0),
-              "seed": np.int32(0)},
+        Call("lm/generate", "generate", _generate_inputs(texts, 3),
              {"token_ids": np.array(generated, np.int32),
-              "text": _strings([tokenizer.decode(g) for g in generated])}),
-        Call("lm/sample", "generate",
-             {"text": _strings(texts), "max_new_tokens": np.int32(2), "top_k": np.int32(5),
-              "seed": np.int32(7)}),
+              "text": _strings([tokenizer.decode(g) for g in generated]),
+              "num_tokens": np.array([3, 3], np.int32)}),
+        Call("lm/sample", "generate", _generate_inputs(texts, 2, top_k=5, seed=7)),
+        *decodings,
         Call("lm/empty", "serving_default", {"text": _strings(["hello", ""])},
              error="text has no tokens"),
-        Call("lm/generate_zero_batch", "generate",
-             {"text": np.zeros((0,), object), "max_new_tokens": np.int32(3),
-              "top_k": np.int32(0), "seed": np.int32(0)},
+        Call("lm/generate_zero_batch", "generate", _generate_inputs(np.zeros((0,), object), 3),
              {"token_ids": np.zeros((0, 3), np.int32), "text": np.zeros((0,), object)}),
+        Call("lm/bad_top_p", "generate", _generate_inputs(texts, 3, top_p=0.0),
+             error="top_p must be in (0, 1]"),
+        Call("lm/too_many_beams", "generate", _generate_inputs(texts, 3, num_beams=17),
+             error="num_beams must be in 1..16"),
+        Call("lm/bad_temperature", "generate", _generate_inputs(texts, 3, temperature=-1.0),
+             error="temperature must be > 0"),
     ])
+
+
+# (name, decoding options) the LM export runs in a fresh process.
+LM_DECODINGS = [("greedy", {}), ("top_k", {"top_k": 8, "seed": 3}), ("temperature", {"temperature": 0.5, "seed": 1}),
+                ("top_p", {"top_p": 0.9, "seed": 2}), ("do_sample", {"do_sample": True, "seed": 4}),
+                ("beams", {"num_beams": 3}), ("stop", {"stop": [b"the", b","]}),
+                ("beams_stop", {"num_beams": 2, "stop": [b"e"]})]
+
+
+def _generate_inputs(texts, max_new_tokens, top_k=0, seed=0, temperature=1.0, top_p=1.0,
+                     num_beams=1, do_sample=False, stop=()) -> Dict[str, np.ndarray]:
+    """Every input of the `generate` signature (Python callers of a loaded SavedModel name
+    them all)."""
+    return {"text": texts if isinstance(texts, np.ndarray) else _strings(texts),
+            "max_new_tokens": np.int32(max_new_tokens), "top_k": np.int32(top_k),
+            "seed": np.int32(seed), "temperature": np.float32(temperature),
+            "top_p": np.float32(top_p), "num_beams": np.int32(num_beams),
+            "do_sample": np.bool_(do_sample), "stop": np.array(list(stop), dtype=np.bytes_)}
 
 
 def _pad(window):
@@ -431,6 +459,31 @@ def test_top_k_generation_draws_from_the_top_k(exported, served):
     assert all(outputs["token_ids"][r, 0] in top5[r] for r in range(2))
 
 
+def test_generate_options_in_a_fresh_process(exported, served):
+    """Each decoding option (compared above with the in-process graph) changes the export's
+    output; export.json lists the options' defaults (the SignatureDef holds them for TF
+    Serving)."""
+    results = {name: served["results"][f"lm/generate_{name}"]["outputs"]
+               for name, _ in LM_DECODINGS}
+    greedy = results["greedy"]
+    for name in ("top_k", "do_sample", "beams"):
+        assert results[name]["token_ids"].shape == (2, 4)
+    sampled = [results[n]["token_ids"].tolist() for n in ("top_k", "temperature", "top_p",
+                                                           "do_sample")]
+    assert len({str(t) for t in sampled + [greedy["token_ids"].tolist()]}) > 2
+    assert (results["beams"]["log_prob"] >= greedy["log_prob"] - 1e-5).all()
+    for name in ("stop", "beams_stop"):
+        out = results[name]
+        for r in range(2):
+            n = out["num_tokens"][r]
+            assert (out["token_ids"][r, :n] >= 0).all() and (out["token_ids"][r, n:] == -1).all()
+    info = export.read_export_info(exported["cases"]["lm"].dir)["signatures"]["generate"]
+    assert {k: v.get("default") for k, v in info["inputs"].items()} == {
+        "text": None, "max_new_tokens": None, "top_k": None, "seed": None, "temperature": 1.0,
+        "top_p": 1.0, "num_beams": 1, "do_sample": False, "stop": []}
+    assert info["outputs"] == ["log_prob", "num_tokens", "text", "token_ids"]
+
+
 def test_saved_model_cli_lists_both_signatures(served):
     for signature in ("serving_default", "serving_ids"):
         assert f"signature_def['{signature}']" in served["cli"]
@@ -553,6 +606,19 @@ def test_export_and_predict_tools(exported, tmp_path, shared_data):
         np.testing.assert_allclose([r["probabilities"] for r in records[:3]], expected, atol=TOL)
         assert all(r["labels"] in ("0", "1") for r in records)
         json.dumps(records)
+    # generate: the decoding flags reach the signature in each input's dtype.
+    lm = exported["cases"]["lm"]
+    fn, specs = predict.load_signature(saved_model=lm.dir, signature="generate")
+    prompts = [b"The cat sat on the", b"hello world"]
+    options = {"max_new_tokens": 3, "top_k": 0, "seed": 0, "temperature": 1.0, "top_p": 1.0,
+               "num_beams": 2, "do_sample": False, "stop": ["e"]}
+    records = list(predict.predict(fn, specs, predict.parse_lines(prompts, specs), batch_size=1,
+                                   scalars=options, progress=False))
+    direct = fn(**{k: tf.constant(v) for k, v in _generate_inputs(
+        prompts, 3, num_beams=2, stop=[b"e"]).items()})
+    assert [r["text"] for r in records] == [t.decode() for t in direct["text"].numpy()]
+    assert [r["token_ids"] for r in records] == direct["token_ids"].numpy().tolist()
+    json.dumps(records)
     pair_fn, pair_specs = predict.load_signature(saved_model=exported["cases"]["rte"].dir)
     with pytest.raises(ValueError, match=r"input:2: 1 tab-separated fields, expected 2"):
         predict.parse_lines([b"a\tb", b"no tab here"], pair_specs)

@@ -131,6 +131,23 @@ class DecoderLanguageModel(keras.Model):
         logits = self.decoder.lm_logits(outputs["sequence_output"])
         return {**outputs, "logits": ops.cast(logits, "float32")}
 
+    def next_token_logits(self, inputs: Dict, lengths):
+        """float32 [batch, vocab_size]: the logits after each row's last real token (`lengths`
+        [batch] real tokens). The LM output runs at that position only, so generation holds
+        one vocabulary row per sequence instead of seq_length of them."""
+        hidden = self.decoder(inputs, training=False)["sequence_output"]
+        last = ops.take_along_axis(hidden, ops.reshape(lengths - 1, (-1, 1, 1)), axis=1)[:, 0]
+        return ops.cast(self.decoder.lm_logits(last), "float32")
+
+    def token_log_probs(self, inputs: Dict):
+        """float32 [batch, seq - 1]: log p(x_t | x_<t) of every token after the first (padding
+        positions included: the caller masks them with input_mask[:, 1:]). The one scoring
+        primitive: finetune.LanguageModel.score / perplexity and the zero-shot heuristics."""
+        logits = self(inputs, training=False)["logits"]
+        log_probs = ops.log_softmax(ops.cast(logits[:, :-1], "float32"), axis=-1)
+        targets = ops.expand_dims(inputs["input_ids"][:, 1:], -1)
+        return ops.take_along_axis(log_probs, targets, axis=-1)[..., 0]
+
     def get_config(self):
         return {"decoder": keras.saving.serialize_keras_object(self.decoder), "seed": self.seed,
                 "name": self.name, "dtype": keras.dtype_policies.serialize(self.dtype_policy)}

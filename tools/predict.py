@@ -12,7 +12,9 @@ text inputs:
 Lines are bytes: text that is not UTF-8 reaches the model as U+FFFD, as in serving.
 Each output line is {"line": n, <output>: value, ...}: NER tags are cut to the sentence's
 words; the LM's next-token distribution is reduced to its --top_tokens best (id, log-prob).
-`--signature=generate` runs GPT-1 generation (--max_new_tokens, --top_k, --seed).
+`--signature=generate` runs GPT-1 generation (--max_new_tokens; greedy unless --do_sample or
+--temperature / --top_k / --top_p ask for sampling, seeded by --seed; --num_beams for beam search;
+--stop, repeatable, ends a line's text before that string).
 A progress bar goes to stderr. Malformed lines are reported (file:line, what was expected)
 before anything runs; the output file is written atomically.
 """
@@ -53,8 +55,18 @@ def define_flags():
     flags.DEFINE_integer("batch_size", 32, "Lines per call.")
     flags.DEFINE_integer("top_tokens", 10, "LM: best next tokens written per line.")
     flags.DEFINE_integer("max_new_tokens", 20, "generate: tokens to generate.")
-    flags.DEFINE_integer("top_k", 0, "generate: sample from the top k (<= 1: greedy).")
-    flags.DEFINE_integer("seed", 0, "generate: sampling seed.")
+    flags.DEFINE_integer("top_k", 0, "generate: sample from the top k (0: off; > 1 samples).")
+    flags.DEFINE_integer("seed", 0, "generate: sampling seed (same seed, same text).")
+    flags.DEFINE_float("temperature", 1.0, "generate: divide the logits by this (> 0; != 1 "
+                                           "samples).")
+    flags.DEFINE_float("top_p", 1.0, "generate: nucleus sampling mass (0, 1] (1: off; < 1 "
+                                     "samples).")
+    flags.DEFINE_integer("num_beams", 1, "generate: beam search with this many beams (1..16; "
+                                         "takes no sampling options).")
+    flags.DEFINE_boolean("do_sample", False, "generate: sample (from the whole distribution "
+                                             "unless temperature / top_k / top_p say more).")
+    flags.DEFINE_multi_string("stop", [], "generate: a string that ends a line's generation "
+                                          "(repeatable); the text is cut before it.")
 
 # Text inputs of each signature kind, in the order of a line's tab-separated fields.
 LINE_FIELDS = (("text",), ("text_a", "text_b"), ("question", "context"), ("sentence",),
@@ -62,8 +74,10 @@ LINE_FIELDS = (("text",), ("text_a", "text_b"), ("question", "context"), ("sente
 
 
 def line_fields(specs: Mapping[str, Any]) -> Tuple[str, ...]:
-    """The field order for a signature's string inputs (name -> TensorSpec)."""
-    names = {k for k, v in specs.items() if v.dtype.name == "string"}
+    """The field order for a signature's string inputs (name -> TensorSpec); generate's
+    request-wide options (stop strings) come from flags, not lines."""
+    from finetune.export.heads import GENERATE_OPTIONS
+    names = {k for k, v in specs.items() if v.dtype.name == "string"} - set(GENERATE_OPTIONS)
     for fields in LINE_FIELDS:
         if set(fields) == names:
             return fields
@@ -125,7 +139,7 @@ def to_records(outputs: Mapping[str, np.ndarray], first_line: int, top_tokens: i
 
 
 def predict(fn: Callable, specs: Mapping[str, Any], rows: Sequence[Dict[str, Any]],
-            batch_size: int = 32, scalars: Mapping[str, int] = (), top_tokens: int = 10,
+            batch_size: int = 32, scalars: Mapping[str, Any] = (), top_tokens: int = 10,
             progress: bool = True) -> Iterator[Dict[str, Any]]:
     """Runs `fn` (a signature) on parsed rows in batches; yields one record per row, in input
     order. Rows are batched by length (the export pads a request only to its longest row), so
@@ -146,7 +160,8 @@ def predict(fn: Callable, specs: Mapping[str, Any], rows: Sequence[Dict[str, Any
         batch = [rows[i] for i in indices]
         inputs = {name: tf.constant([row[name] for row in batch], tf.string)
                   for name in batch[0]}
-        inputs.update({k: tf.constant(v, tf.int32) for k, v in dict(scalars).items()
+        # Request-wide options (generate's), in each input's dtype; a list is a vector (stop).
+        inputs.update({k: tf.constant(v, specs[k].dtype) for k, v in dict(scalars).items()
                        if k in specs})
         outputs = {k: v.numpy() for k, v in fn(**inputs).items()}
         for i, record in zip(indices, to_records(outputs, 0, top_tokens)):
@@ -211,7 +226,10 @@ def main(argv):
             task=FLAGS.task, seq_length=FLAGS.seq_length, vocab_file=FLAGS.vocab_file,
             bpe_encoder_file=FLAGS.bpe_encoder_file, bpe_merges_file=FLAGS.bpe_merges_file)))
     rows = parse_lines(lines, specs, where)
-    scalars = {"max_new_tokens": FLAGS.max_new_tokens, "top_k": FLAGS.top_k, "seed": FLAGS.seed}
+    scalars = {"max_new_tokens": FLAGS.max_new_tokens, "top_k": FLAGS.top_k, "seed": FLAGS.seed,
+               "temperature": FLAGS.temperature, "top_p": FLAGS.top_p,
+               "num_beams": FLAGS.num_beams, "do_sample": FLAGS.do_sample,
+               "stop": list(FLAGS.stop)}
     write_records(FLAGS.output, predict(fn, specs, rows, FLAGS.batch_size, scalars,
                                         FLAGS.top_tokens))
 

@@ -19,8 +19,10 @@ Signatures (`serving_default` takes raw strings, `serving_ids` pre-tokenised int
                                                             num_words; ids: tag_ids, tags [b, s]
   language_model        text                                next_token_log_probs [b, V],
                                                             num_tokens; `generate` (text,
-                                                            max_new_tokens, top_k, seed) ->
-                                                            token_ids, text
+                                                            max_new_tokens, top_k, seed; optional:
+                                                            temperature, top_p, num_beams,
+                                                            do_sample, stop) -> token_ids, text,
+                                                            num_tokens, log_prob
   every kind but the LM  `preprocess`: the same text inputs -> the model inputs serving_default
                         builds (what serving_ids takes)
 serving_ids inputs: BERT input_ids, segment_ids, input_mask; GPT-1 input_ids, input_mask and

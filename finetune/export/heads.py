@@ -80,6 +80,11 @@ class Head:
         """Further signatures (name -> concrete function) beyond serving_default / serving_ids."""
         return {}
 
+    def signature_defaults(self) -> Dict[str, Dict[str, Any]]:
+        """signature -> {input: value a request may leave out}, recorded in the exported
+        SignatureDef's `defaults` (finetune.export.signatures.with_defaults)."""
+        return {}
+
 
 def _class_outputs(logits: tf.Tensor, label_names: Sequence[str]) -> Dict[str, tf.Tensor]:
     class_ids = tf.argmax(logits, axis=-1, output_type=tf.int32)
@@ -247,8 +252,25 @@ def real_lengths(inputs) -> tf.Tensor:
         return tf.identity(lengths)
 
 
+# The `generate` signature's inputs: the first four since it exists (every request names them),
+# then the decoding options added later, each with the default a request may leave out (the
+# SignatureDef records it, so older clients keep working unchanged).
+GENERATE_INPUTS = {"text": TEXT, "max_new_tokens": tf.TensorSpec([], tf.int32),
+                   "top_k": tf.TensorSpec([], tf.int32), "seed": tf.TensorSpec([], tf.int32)}
+GENERATE_OPTIONS = {
+    "temperature": (tf.TensorSpec([], tf.float32), 1.0),
+    "top_p": (tf.TensorSpec([], tf.float32), 1.0),
+    "num_beams": (tf.TensorSpec([], tf.int32), 1),
+    "do_sample": (tf.TensorSpec([], tf.bool), False),
+    "stop": (tf.TensorSpec([None], tf.string), []),
+}
+# Beam search multiplies a request's rows by num_beams: this ceiling bounds its memory.
+MAX_NUM_BEAMS = 16
+
+
 class LanguageModelHead(Head):
-    """GPT-1 LM: the next-token distribution after the text, and greedy / top-k generation."""
+    """GPT-1 LM: the next-token distribution after the text, and generation (greedy, sampling
+    with temperature / top-k / top-p, beam search; ServingModule.generate)."""
 
     text_inputs = {"text": TEXT}
 
@@ -274,6 +296,8 @@ class LanguageModelHead(Head):
                 "num_tokens": lengths}
 
     def extra_signatures(self, module):
-        specs = {"text": TEXT, "max_new_tokens": tf.TensorSpec([], tf.int32),
-                 "top_k": tf.TensorSpec([], tf.int32), "seed": tf.TensorSpec([], tf.int32)}
+        specs = {**GENERATE_INPUTS, **{k: spec for k, (spec, _) in GENERATE_OPTIONS.items()}}
         return {GENERATE_SIGNATURE: concrete(module.generate, specs)}
+
+    def signature_defaults(self):
+        return {GENERATE_SIGNATURE: {k: default for k, (_, default) in GENERATE_OPTIONS.items()}}

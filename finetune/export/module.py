@@ -15,9 +15,9 @@ from typing import Any, Dict
 
 import tensorflow as tf
 
-from finetune.export.heads import Head, ServingSpec, real_lengths
+from finetune.export.heads import MAX_NUM_BEAMS, Head, ServingSpec, real_lengths
 from finetune.export.signatures import (DEFAULT_SIGNATURE, IDS_SIGNATURE, PREPROCESS_SIGNATURE,
-                                        concrete)
+                                        concrete, with_defaults)
 from tfmodels.preprocessing import TextPacker, sanitize_text
 
 
@@ -59,57 +59,124 @@ class ServingModule(tf.Module):
         return self.head.encode(self.packer, texts)[0]
 
     def generate(self, request):
-        """Greedy (top_k <= 1) or top-k sampling of max_new_tokens tokens after each text; a
-        full window drops its first token. No KV cache: one full forward pass per token.
+        """max_new_tokens tokens after each text: greedy, sampled, or by beam search; a full
+        window drops its first token. No KV cache: one decoder pass per token (the LM output
+        only at the last position).
 
-        max_new_tokens must be in 0..spec.max_new_tokens_limit: one request cannot hold the
-        server for longer than the export allows. A batch of no texts returns no rows."""
-        limit = self.head.spec.max_new_tokens_limit
-        asked = request["max_new_tokens"]
-        check = tf.debugging.assert_equal(
-            (asked >= 0) & (asked <= limit), True,
-            message=f"max_new_tokens must be in 0..{limit} (this export's "
-                    f"max_new_tokens_limit)")
-        with tf.control_dependencies([check]):
-            asked = tf.identity(asked)
-        inputs, _ = self.head.encode(self.packer, {"text": sanitize_text(request["text"])})
-        ids, mask = inputs["input_ids"], inputs["input_mask"]
-        lengths = real_lengths(inputs)
+        Decoding (transformers' `generate` conventions):
+        - sampling is on when do_sample is true or any sampling option is away from its "off"
+          value (top_k > 1, top_p < 1, temperature != 1); else decoding is greedy (num_beams 1)
+          or beam search (num_beams > 1), both deterministic.
+        - sampling: logits / temperature, then keep the top_k best (0: all), then the smallest
+          set whose probability reaches top_p (nucleus), then one stateless draw per row seeded
+          by (seed, step): the same seed gives the same text wherever this graph runs.
+        - beam search: num_beams beams per text folded into the batch, ranked by total
+          log-probability (no length penalty); a finished beam keeps its score and competes on.
+        - stop: strings that end a row's generation once its generated text contains one;
+          `token_ids` keep the tokens up to the one that completed it (-1 after), `text` is cut
+          just before the stop string. The loop ends when every row has finished.
+        Outputs: token_ids [b, max_new_tokens] (-1 past a row's end), num_tokens [b], text [b],
+        log_prob [b] (the model's total log-probability of the kept tokens, temperature 1).
+
+        Bad values fail the request with a message: max_new_tokens outside
+        0..spec.max_new_tokens_limit (one request cannot hold the server for longer than the
+        export allows), temperature <= 0, top_p outside (0, 1], top_k < 0, num_beams outside
+        1..MAX_NUM_BEAMS, beam search with sampling options, an empty stop string. A batch of
+        no texts returns no rows."""
         seq = self.head.spec.seq_length
-        rows = tf.range(tf.shape(ids)[0])
+        sampling = request["do_sample"] | (request["top_k"] > 1) | (request["top_p"] < 1.0) \
+            | (request["temperature"] != 1.0)
+        # Everything below reads the checked values: a bad one fails with its message first.
+        with tf.control_dependencies(generate_checks(request, self.head.spec, sampling)):
+            request = {k: tf.identity(v) for k, v in request.items()}
+            sampling = tf.identity(sampling)
+        asked, top_k, seed = request["max_new_tokens"], request["top_k"], request["seed"]
+        temperature, top_p = request["temperature"], request["top_p"]
+        num_beams, stops = request["num_beams"], request["stop"]
+        inputs, _ = self.head.encode(self.packer, {"text": sanitize_text(request["text"])})
+        batch = tf.shape(inputs["input_ids"])[0]
+        rows = batch * num_beams
+        # Beams folded into the batch: row r is beam r % num_beams of text r // num_beams.
+        ids, mask, lengths = (tf.repeat(x, num_beams, axis=0) for x in (
+            inputs["input_ids"], inputs["input_mask"], real_lengths(inputs)))
+        vocab = tf.shape(self._pieces)[0]
+        row_ids = tf.range(rows)
+        # Every beam starts as the prompt: only the first may extend it at the first step.
+        scores = tf.tile(tf.concat([[0.0], tf.fill([num_beams - 1], -float("inf"))], 0),
+                         [batch])
+        tokens = tf.fill([rows, asked], -1)
+        finished = tf.zeros([rows], tf.bool)
         # No texts, no model call (it would run on an empty batch).
-        steps = tf.where(tf.shape(ids)[0] > 0, asked, 0)
-        top_k = tf.minimum(request["top_k"], tf.shape(self._pieces)[0])
+        steps = tf.where(batch > 0, asked, 0)
+        stop_pattern = stop_regex(stops)
+        # A finished row continues only as itself: token 0 (not kept), its score unchanged.
+        stay = tf.where(tf.range(vocab) == 0, 0.0, -float("inf"))
 
-        def step(t, ids, mask, lengths, out):
-            logits = self._run({"input_ids": ids, "input_mask": mask})["logits"]
-            last = tf.gather(logits, (lengths - 1)[:, None], batch_dims=1)[:, 0]
+        def step(t, ids, mask, lengths, tokens, scores, finished):
+            logits = self.model.next_token_logits({"input_ids": ids, "input_mask": mask},
+                                                  lengths)
+            log_probs = tf.where(finished[:, None], stay[None], tf.nn.log_softmax(logits))
 
             def sample():
-                values, indices = tf.math.top_k(last, k=top_k)
-                pick = tf.random.stateless_categorical(
-                    values, 1, seed=tf.stack([request["seed"], t]), dtype=tf.int32)
-                return tf.gather(indices, pick, batch_dims=1)[:, 0]
+                filtered = sampling_logits(logits, temperature, top_k, top_p)
+                token = tf.random.stateless_categorical(
+                    filtered, 1, seed=tf.stack([seed, t]), dtype=tf.int32)[:, 0]
+                token = tf.where(finished, 0, token)
+                picked = tf.gather(log_probs, token[:, None], batch_dims=1)[:, 0]
+                return row_ids, token, scores + picked
 
-            token = tf.cond(top_k > 1, sample,
-                            lambda: tf.argmax(last, axis=-1, output_type=tf.int32))
+            def beam_search():  # greedy is its one-beam case
+                candidates = tf.reshape(scores[:, None] + log_probs, [batch, -1])
+                best, index = tf.math.top_k(candidates, k=num_beams)
+                parent = tf.range(batch)[:, None] * num_beams + index // vocab
+                return (tf.reshape(parent, [-1]), tf.reshape(index % vocab, [-1]),
+                        tf.reshape(best, [-1]))
+
+            parent, token, scores = tf.cond(sampling, sample, beam_search)
+            ids, mask, lengths, tokens, finished = (
+                tf.gather(x, parent) for x in (ids, mask, lengths, tokens, finished))
             full = lengths >= seq
             ids = tf.where(full[:, None], tf.roll(ids, -1, axis=1), ids)
             lengths = tf.minimum(lengths, seq - 1)
-            at = tf.stack([rows, lengths], axis=1)
+            at = tf.stack([row_ids, lengths], axis=1)
             ids = tf.tensor_scatter_nd_update(ids, at, token)
             mask = tf.tensor_scatter_nd_update(mask, at, tf.ones_like(token))
-            return t + 1, ids, mask, lengths + 1, out.write(t, token)
+            tokens = tf.tensor_scatter_nd_update(
+                tokens, tf.stack([row_ids, tf.fill([rows], t)], axis=1),
+                tf.where(finished, -1, token))
+            finished = finished | tf.cond(
+                tf.size(stops) > 0,
+                lambda: tf.strings.regex_full_match(self._text(tokens[:, :t + 1]),
+                                                    "(?s).*" + stop_pattern + ".*"),
+                lambda: tf.zeros([rows], tf.bool))
+            return t + 1, ids, mask, lengths + 1, tokens, scores, finished
 
-        out = tf.TensorArray(tf.int32, size=steps, element_shape=[None])
-        *_, out = tf.while_loop(lambda t, *_: t < steps, step,
-                                (tf.constant(0), ids, mask, lengths, out))
-        # An empty TensorArray cannot stack (its element shape is open): no steps, no tokens.
-        tokens = tf.cond(steps > 0, lambda: tf.transpose(out.stack()),
-                         lambda: tf.zeros([tf.shape(ids)[0], asked], tf.int32))
-        text = tf.strings.reduce_join(tf.gather(self._pieces, tokens), axis=1)
-        text = tf.strings.strip(tf.strings.regex_replace(text, "</w>", " "))
-        return {"token_ids": tokens, "text": text}
+        _, _, _, _, tokens, scores, finished = tf.while_loop(
+            lambda t, *state: (t < steps) & ~tf.reduce_all(state[-1]), step,
+            (tf.constant(0), ids, mask, lengths, tokens, scores, finished))
+        # Beams stay sorted by score (top_k), so each text's best is its first beam.
+        best = tf.range(batch) * num_beams
+        tokens, scores = tf.gather(tokens, best), tf.gather(scores, best)
+        text = self._text(tokens)
+        text = tf.cond(tf.size(stops) > 0,
+                       lambda: tf.strings.regex_replace(text, "(?s)" + stop_pattern + ".*", "",
+                                                        replace_global=False),
+                       lambda: text)
+        return {"token_ids": tokens, "text": tf.strings.strip(text),
+                "num_tokens": tf.reduce_sum(tf.cast(tokens >= 0, tf.int32), axis=1),
+                "log_prob": scores}
+
+    def _text(self, tokens):
+        """Generated ids [b, n] (-1: none) -> their text, unstripped (each `</w>` a space)."""
+        pieces = tf.where(tokens >= 0, tf.gather(self._pieces, tf.maximum(tokens, 0)), "")
+        return tf.strings.regex_replace(tf.strings.reduce_join(pieces, axis=1), "</w>", " ")
+
+    def export_signatures(self) -> Dict[str, Any]:
+        """What tf.saved_model.save gets: `serving_signatures`, those with optional inputs
+        wrapped so that the SignatureDef records their defaults."""
+        defaults = self.head.signature_defaults()
+        return {name: with_defaults(fn, defaults[name]) if name in defaults else fn
+                for name, fn in self.serving_signatures.items()}
 
     def _build_signatures(self) -> Dict[str, Any]:
         ids = concrete(self.serve_ids, self.head.ids_inputs())
@@ -119,6 +186,62 @@ class ServingModule(tf.Module):
                 IDS_SIGNATURE: ids,
                 PREPROCESS_SIGNATURE: concrete(self.preprocess, self.head.text_inputs),
                 **self.head.extra_signatures(self)}
+
+
+def generate_checks(request, spec: ServingSpec, sampling) -> list:
+    """The `generate` request's values checked in the graph (the API checks them first with
+    the same words)."""
+    limit = spec.max_new_tokens_limit
+    asked, top_k, temperature = request["max_new_tokens"], request["top_k"], request["temperature"]
+    top_p, num_beams = request["top_p"], request["num_beams"]
+    check = lambda ok, message: tf.debugging.assert_equal(ok, True, message=message)
+    return [
+        check((asked >= 0) & (asked <= limit),
+              f"max_new_tokens must be in 0..{limit} (this export's max_new_tokens_limit)"),
+        check((temperature > 0) & tf.math.is_finite(temperature),
+              "temperature must be > 0 (1: the model's distribution)"),
+        check((top_p > 0) & (top_p <= 1), "top_p must be in (0, 1] (1: off)"),
+        check(top_k >= 0, "top_k must be >= 0 (0: off)"),
+        check((num_beams >= 1) & (num_beams <= MAX_NUM_BEAMS),
+              f"num_beams must be in 1..{MAX_NUM_BEAMS}"),
+        check(~(sampling & (num_beams > 1)),
+              "num_beams > 1 is beam search, which does not sample: leave do_sample false, "
+              "top_k <= 1, top_p 1 and temperature 1"),
+        check(tf.reduce_all(tf.strings.length(request["stop"]) > 0),
+              "a stop string is empty (it would stop before the first token)"),
+    ]
+
+
+def sampling_logits(logits, temperature, top_k, top_p):
+    """float32 [b, V] logits -> the same with every token sampling may not draw at -inf:
+    divided by temperature, then outside the top_k (0: off), then outside the nucleus (the
+    smallest set of best tokens whose probability reaches top_p; 1: off). Ties with the last
+    kept value are kept."""
+    logits = logits / temperature
+    k = tf.minimum(top_k, tf.shape(logits)[-1])
+
+    def keep_top_k(x):
+        kth = tf.math.top_k(x, k=k).values[:, -1:]
+        return tf.where(x < kth, -float("inf"), x)
+
+    def keep_nucleus(x):
+        ordered = tf.sort(x, axis=-1, direction="DESCENDING")
+        before = tf.math.cumsum(tf.nn.softmax(ordered, axis=-1), axis=-1, exclusive=True)
+        # The best token is always kept; each next one while the mass before it is < top_p.
+        cutoff = tf.reduce_min(tf.where(before < top_p, ordered, float("inf")), axis=-1,
+                               keepdims=True)
+        return tf.where(x < cutoff, -float("inf"), x)
+
+    logits = tf.cond(k > 0, lambda: keep_top_k(logits), lambda: logits)
+    return tf.cond(top_p < 1.0, lambda: keep_nucleus(logits), lambda: logits)
+
+
+def stop_regex(stops):
+    """An RE2 group matching any of the stop strings literally (ASCII punctuation escaped as
+    RE2's QuoteMeta does)."""
+    quoted = tf.strings.regex_replace(stops, r"([\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f])",
+                                      r"\\\1")
+    return "(?:" + tf.strings.reduce_join(quoted, separator="|") + ")"
 
 
 def serving_spec(task_model, task_spec, seq_length: int, max_query_length: int = 64,

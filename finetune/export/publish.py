@@ -101,7 +101,7 @@ def _export(task_model, task_spec, tokenizer, export_base, model_name, seq_lengt
         with tempfile.TemporaryDirectory() as vocab_dir:
             files = write_vocab_files(tokenizer, vocab_dir) if tokenizer is not None else {}
             module.vocab_assets = [tf.saved_model.Asset(p) for p in files.values()]
-            tf.saved_model.save(module, temp, signatures=module.serving_signatures)
+            tf.saved_model.save(module, temp, signatures=module.export_signatures())
         extra = os.path.join(temp, "assets.extra")
         os.makedirs(extra, exist_ok=True)
         if warmup:
@@ -124,7 +124,9 @@ def _export(task_model, task_spec, tokenizer, export_base, model_name, seq_lengt
             "precision": precision,
             **dataclasses.asdict(spec),
             "tokenizer": _tokenizer_info(tokenizer, files),
-            "signatures": signature_info(module.serving_signatures), "custom_ops": custom})
+            "signatures": signature_info(module.serving_signatures,
+                                         module.head.signature_defaults()),
+            "custom_ops": custom})
         return _publish(temp, model_dir)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)

@@ -27,11 +27,17 @@ def example_request(specs: Mapping[str, tf.TensorSpec], seq_length: int,
     values = {}
     for name, spec in specs.items():
         shape = [1 if i == 0 else width if d is None else d for i, d in enumerate(spec.shape)]
-        if spec.dtype == tf.string:
+        if name == "stop":  # generate: a stop string
+            values[name] = np.array([b"."], dtype=object)
+        elif spec.dtype == tf.string:
             text = "a warm up request" if width < seq_length else " ".join(["warm up"] * seq_length)
             values[name] = np.full(shape, text.encode(), dtype=object)
-        elif name in ("max_new_tokens", "top_k"):
+        elif name in ("max_new_tokens", "top_k", "num_beams"):
             values[name] = np.array(1, np.int32)
+        elif name in ("temperature", "top_p"):
+            values[name] = np.array(1.0, np.float32)
+        elif name == "do_sample":
+            values[name] = np.array(False)
         elif name == "input_mask":
             values[name] = (np.arange(shape[-1]) < 2).astype(np.int32) * np.ones(shape, np.int32)
         elif name == "classify_position":
