@@ -1,4 +1,4 @@
-"""Fine-tunes BERT or GPT-1 on any registered task (finetune.tasks) and evaluates it on dev.
+r"""Fine-tunes BERT or GPT-1 on any registered task (finetune.tasks) and evaluates it on dev.
 
   # BERT: the paper's sweep (5e-5, 4e-5, 3e-5, 2e-5), 3 epochs, batch 32, best lr on dev
   python -m finetune.run_finetune --task=mrpc --model=bert \

@@ -1,4 +1,4 @@
-"""Creates pretraining TFRecords from raw text (BERT sentence pairs or GPT windows).
+r"""Creates pretraining TFRecords from raw text (BERT sentence pairs or GPT windows).
 
   python -m pretraining.create_pretraining_data --mode=bert \
       --input_files='corpus/*.txt' --output_dir=records/bert128 \

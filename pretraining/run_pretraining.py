@@ -1,4 +1,4 @@
-"""Pretrains BERT (MLM + NSP) or GPT-1 (causal LM) from TFRecords made by create_pretraining_data.
+r"""Pretrains BERT (MLM + NSP) or GPT-1 (causal LM) from TFRecords made by create_pretraining_data.
 
   # BERT phase 1 (length 128), then phase 2 (length 512) from phase 1's weights
   python -m pretraining.run_pretraining --model=bert --model_config=bert_base \

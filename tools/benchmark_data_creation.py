@@ -1,4 +1,4 @@
-"""Pretraining-data creation speed and memory, against the TF1 reference script's figure.
+r"""Pretraining-data creation speed and memory, against the TF1 reference script's figure.
 
   python -m tools.benchmark_data_creation --repeats=10
   python -m tools.benchmark_data_creation --memory_check      # repeats 5, 20 and 40

@@ -1,4 +1,4 @@
-"""Serving latency of an exported BERT classifier: raw text vs ids vs the Keras model.
+r"""Serving latency of an exported BERT classifier: raw text vs ids vs the Keras model.
 
   python -m tools.benchmark_serving --model_config=bert_base --seq_length=128 \
       --batch_sizes=1,32 --iterations=50,20

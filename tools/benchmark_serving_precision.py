@@ -1,4 +1,4 @@
-"""A fine-tuned classifier exported in float32 and with `--serving_precision=bfloat16`, side by
+r"""A fine-tuned classifier exported in float32 and with `--serving_precision=bfloat16`, side by
 side on real sentences: latency (interleaved, one process) and how far bf16's outputs are from
 float32's (issue 44).
 

@@ -1,4 +1,4 @@
-"""Training-step throughput of our BERT and GPT-1 against keras-hub at identical size, in
+r"""Training-step throughput of our BERT and GPT-1 against keras-hub at identical size, in
 float32 and mixed_bfloat16, each with and without XLA, side by side in one process.
 
   python -m tools.benchmark_training --batch_size=8 --seq_length=128 --steps=3 --rounds=3

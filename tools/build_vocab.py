@@ -1,4 +1,4 @@
-"""Builds a tokenizer vocabulary from a text corpus.
+r"""Builds a tokenizer vocabulary from a text corpus.
 
   bert-gpt-build-vocab --kind=wordpiece --input_files=corpus/*.txt --vocab_size=30522 \
       --output=vocab.txt

@@ -1,4 +1,4 @@
-"""Converts checkpoints between formats.
+r"""Converts checkpoints between formats.
 
   bert-gpt-convert --from_format=hf_bert --input=path/to/hf_folder --to_format=keras \
       --output=out/minilm

@@ -1,4 +1,4 @@
-"""Exports a fine-tuned `model.keras` (or a pretrained GPT-1 LM) as a TF Serving SavedModel.
+r"""Exports a fine-tuned `model.keras` (or a pretrained GPT-1 LM) as a TF Serving SavedModel.
 
   python -m tools.export_model --model=runs/sst2/model.keras --export_base=serving
   # -> serving/sst2/<next version>/ (raw-text `serving_default` + `serving_ids`)
@@ -29,18 +29,20 @@ FLAGS = flags.FLAGS
 
 def define_flags():
     """The binary's flags, defined when it runs (tfmodels.cli.run_binary), not on import."""
-    flags.DEFINE_string("model", None, "A fine-tuned model.keras, or a GptLanguageModel .keras.")
+    flags.DEFINE_string("model", None, "A fine-tuned model.keras (it carries its tokenizer and "
+                        "lengths; the flags below override them), or a GptLanguageModel .keras "
+                        "with its BPE files.")
     flags.DEFINE_string("export_base", None, "Folder holding <model_name>/<version>/.")
     flags.DEFINE_string("model_name", "", "Served model name ('' = the task, or gpt_lm).")
-    flags.DEFINE_string("task", "", "Task name ('' = the run's; empty for the GPT-1 LM).")
-    flags.DEFINE_integer("seq_length", 0, "Tokens per sequence (0 = the run's, else 128).")
-    flags.DEFINE_string("vocab_file", "", "BERT WordPiece vocab ('' = the run's).")
-    flags.DEFINE_string("bpe_encoder_file", "", "GPT-1 BPE encoder JSON ('' = the run's).")
-    flags.DEFINE_string("bpe_merges_file", "", "GPT-1 BPE merges ('' = the run's).")
-    flags.DEFINE_bool("lower_case", True, "Uncased WordPiece (default: the run's, else True).")
+    flags.DEFINE_string("task", "", "Task name ('' = the model's; empty for the GPT-1 LM).")
+    flags.DEFINE_integer("seq_length", 0, "Tokens per sequence (0 = the model's).")
+    flags.DEFINE_string("vocab_file", "", "BERT WordPiece vocab ('' = the model's).")
+    flags.DEFINE_string("bpe_encoder_file", "", "GPT-1 BPE encoder JSON ('' = the model's).")
+    flags.DEFINE_string("bpe_merges_file", "", "GPT-1 BPE merges ('' = the model's).")
+    flags.DEFINE_bool("lower_case", True, "Uncased WordPiece (default: the model's).")
     flags.DEFINE_bool("ids_only", False, "Export only serving_ids (core TensorFlow ops only).")
-    flags.DEFINE_integer("max_query_length", 0, "SQuAD question pieces (0 = the run's, else 64).")
-    flags.DEFINE_integer("max_answer_length", 0, "SQuAD answer pieces (0 = the run's, else 30).")
+    flags.DEFINE_integer("max_query_length", 0, "SQuAD question pieces (0 = the model's).")
+    flags.DEFINE_integer("max_answer_length", 0, "SQuAD answer pieces (0 = the model's).")
     flags.DEFINE_integer("max_new_tokens_limit", 0,
                          "GPT-1 LM: the most tokens one `generate` request may ask for; larger "
                          "requests are refused (0 = --seq_length).")

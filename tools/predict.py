@@ -1,4 +1,4 @@
-"""Predictions for text files with an exported SavedModel or a `.keras` model: JSONL out.
+r"""Predictions for text files with an exported SavedModel or a `.keras` model: JSONL out.
 
   python -m tools.predict --saved_model=serving/sst2 --input=reviews.txt --output=preds.jsonl
   cat pairs.tsv | python -m tools.predict --saved_model=serving/rte/3 > preds.jsonl
@@ -41,13 +41,14 @@ def define_flags():
     """Flags are defined when the tool runs, not on import: tests import these functions
     next to other tools that use the same flag names."""
     flags.DEFINE_string("saved_model", "", "Export: a version folder or a model folder (latest).")
-    flags.DEFINE_string("keras_model", "", "Or a .keras model (with --task and vocab flags "
-                                           "unless its results.json is beside it).")
-    flags.DEFINE_string("task", "", ".keras: task name ('' = the run's).")
-    flags.DEFINE_string("vocab_file", "", ".keras: BERT WordPiece vocab ('' = the run's).")
-    flags.DEFINE_string("bpe_encoder_file", "", ".keras: GPT-1 BPE encoder ('' = the run's).")
-    flags.DEFINE_string("bpe_merges_file", "", ".keras: GPT-1 BPE merges ('' = the run's).")
-    flags.DEFINE_integer("seq_length", 0, ".keras: tokens per sequence (0 = the run's, else 128).")
+    flags.DEFINE_string("keras_model", "", "Or a .keras model: a fine-tuned model.keras "
+                                           "carries its tokenizer and lengths (the flags below "
+                                           "override them); a GPT-1 LM's needs its BPE files.")
+    flags.DEFINE_string("task", "", ".keras: task name ('' = the model's).")
+    flags.DEFINE_string("vocab_file", "", ".keras: BERT WordPiece vocab ('' = the model's).")
+    flags.DEFINE_string("bpe_encoder_file", "", ".keras: GPT-1 BPE encoder ('' = the model's).")
+    flags.DEFINE_string("bpe_merges_file", "", ".keras: GPT-1 BPE merges ('' = the model's).")
+    flags.DEFINE_integer("seq_length", 0, ".keras: tokens per sequence (0 = the model's).")
     flags.DEFINE_string("input", "-", "Text file, one example per line ('-' = stdin).")
     flags.DEFINE_string("output", "-", "JSONL file ('-' = stdout).")
     flags.DEFINE_enum("signature", "serving_default", ["serving_default", "generate"],

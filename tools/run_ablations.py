@@ -1,4 +1,4 @@
-"""Reruns the papers' ablations at small scale and writes a markdown report with plots.
+r"""Reruns the papers' ablations at small scale and writes a markdown report with plots.
 
   pip install '.[reports]'          # matplotlib, for the plots
   python -m tools.run_ablations --experiments=bert_objectives

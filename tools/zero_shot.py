@@ -1,4 +1,4 @@
-"""GPT-1's zero-shot heuristics (Section 5, Figure 2 right) on a pretrained LM: the binary.
+r"""GPT-1's zero-shot heuristics (Section 5, Figure 2 right) on a pretrained LM: the binary.
 The heuristics, `LmScorer` and the threshold search are finetune.zero_shot.
 
   python -m tools.zero_shot --checkpoint=runs/gpt/pretrained.keras \
