@@ -23,7 +23,7 @@ _NAMES_BY_GROUP = {
         "bpe_merges_file", "lower_case", "vocab_size", "num_heads", "transfer_layers",
         "feature_layers", "bilstm_layers", "bilstm_units", "classifier_dropout", "objective",
         "use_nsp", "gpt_config", "saved_model", "keras_model", "from_format", "to_format",
-        "task"),
+        "task", "fetch"),
     "data": (
         "data_dir", "data_source", "tfds_data_dir", "input_files", "input_format", "input",
         "seq_length", "max_seq_length", "max_query_length", "doc_stride", "max_train_examples",
@@ -49,7 +49,7 @@ _NAMES_BY_GROUP = {
     "output": (
         "output_dir", "output", "model_dir", "export_dir", "export_base", "model_name",
         "save_model", "overwrite_output_dir", "keep_checkpoints", "checkpoint_every",
-        "log_every", "ids_only", "max_new_tokens_limit", "serving_precision"),
+        "log_every", "ids_only", "max_new_tokens_limit", "serving_precision", "json"),
     "runtime": (
         "mixed_precision", "jit_compile", "distribution_strategy", "strategy", "tpu",
         "num_cpu_devices", "num_workers", "deterministic", "verbose_errors"),
