@@ -281,8 +281,8 @@ class FinetunedModel(keras.Model):
         if not features.label_keys:
             raise ValueError("evaluate needs labels (y, or (texts, labels) from the dataset)")
         decoded = self._decode(examples, features, batch_size)
-        scores = {k: float(v) for k, v in self.kind.score(self.task_spec, examples, decoded,
-                                                           self.decode_options).items()}
+        scores = self.kind.api_scores({k: float(v) for k, v in self.kind.score(
+            self.task_spec, examples, decoded, self.decode_options).items()})
         baseline = constant_answer_scores(self.task_spec, examples, self.decode_options)
         return {**scores, **{f"constant_answer_{k}": v for k, v in baseline.items()}}
 
@@ -449,7 +449,8 @@ class QuestionAnswerer(FinetunedModel):
         qa.predict([("Who wrote it?", "It was written by Ann in 1990.")])   # ["Ann"]
 
     Gold answers are (text, character offset) pairs, or for evaluation any answer texts;
-    `evaluate` gives exact match and F1 with the official normalisation.
+    `evaluate` gives exact match and F1 with the official normalisation, as fractions (the
+    API's one scale; results.json keeps the official scripts' percentages).
     """
 
     @classmethod

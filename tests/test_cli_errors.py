@@ -61,9 +61,6 @@ def test_guarded_main_reports_expected_errors_in_one_line(capsys, monkeypatch):
         cli.guarded(buggy)(["prog"])
 
 
-# Binaries whose flags are still defined on import: benchmark_training (and so
-# benchmark_input_pipeline, which imports it) belongs to the bf16 benchmark branch.
-FLAGS_ON_IMPORT = ("tools.benchmark_training", "tools.benchmark_input_pipeline")
 
 
 def test_importing_a_binary_defines_no_flags():
@@ -76,7 +73,7 @@ import finetune, pretraining, tfmodels, tools
 names = [m.name for package in (finetune, pretraining, tfmodels, tools)
          for m in pkgutil.walk_packages(package.__path__, package.__name__ + ".")]
 defining = []
-for name in sorted(set(names) - set({FLAGS_ON_IMPORT!r})):
+for name in sorted(names):
     before = set(flags.FLAGS)
     importlib.import_module(name)
     if set(flags.FLAGS) != before:

@@ -28,6 +28,7 @@ from pretraining.corpora import wikitext_documents, write_documents
 from tfmodels.cli import run_binary
 # Its flags are reused here (absl flags are global): --batch_size, --seq_length,
 # --predictions, --bert_config, --steps and --jit_compile.
+from tools import benchmark_training
 from tools.benchmark_training import make_batch, make_steppers
 
 FLAGS = flags.FLAGS
@@ -35,6 +36,7 @@ FLAGS = flags.FLAGS
 
 def define_flags():
     """The binary's flags, defined when it runs (tfmodels.cli.run_binary), not on import."""
+    benchmark_training.define_flags()
     flags.DEFINE_string("shared_data", "../shared/data", "Folder of the real third-party data.")
     flags.DEFINE_integer("repeats", 1, "Copies of WikiText-2 valid to turn into records.")
     flags.DEFINE_integer("num_workers", 2, "Data-creation worker processes.")

@@ -56,24 +56,26 @@ FLAGS = flags.FLAGS
 SHARED_DATA = os.environ.get("SHARED_DATA_DIR", os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared",
     "data"))
-flags.DEFINE_string("bert_config", "bert_base", "Named BERT config.")
-flags.DEFINE_string("gpt_config", "gpt1", "Named GPT config.")
-flags.DEFINE_integer("batch_size", 8, "Sequences per step.")
-flags.DEFINE_integer("seq_length", 128, "Tokens per sequence.")
-flags.DEFINE_integer("predictions", 20, "BERT masked positions per sequence.")
-flags.DEFINE_integer("steps", 3, "Timed steps per round (after 2 warm-up steps).")
-flags.DEFINE_integer("rounds", 3, "Alternating timing rounds; the best round counts.")
-flags.DEFINE_list("policies", ["float32", "mixed_bfloat16"],
-                  "Keras dtype policies to time (float32, mixed_bfloat16, mixed_float16).")
-flags.DEFINE_list("xla", ["off", "on"], "XLA settings of the forward/backward pass to time.")
-flags.DEFINE_list("models", ["bert", "gpt"],
-                  "Which to benchmark: bert, gpt (pretraining steps), minilm (the real MiniLM "
-                  "fine-tuning step on SST-2, ours only).")
-flags.DEFINE_list("impls", ["ours", "keras-hub"], "Implementations of bert / gpt to time.")
-flags.DEFINE_integer("minilm_examples", 8000, "minilm: SST-2 training rows read.")
-flags.DEFINE_integer("minilm_seq_length", 64, "minilm: the fine-tuning seq_length.")
-flags.DEFINE_integer("minilm_batches", 8, "minilm: bucketed batches timed per round.")
-flags.DEFINE_integer("peak_size", 2048, "Side of the square matmul timed as the roofline.")
+def define_flags():
+    """The binary's flags, defined when it runs (tfmodels.cli.run_binary), not on import."""
+    flags.DEFINE_string("bert_config", "bert_base", "Named BERT config.")
+    flags.DEFINE_string("gpt_config", "gpt1", "Named GPT config.")
+    flags.DEFINE_integer("batch_size", 8, "Sequences per step.")
+    flags.DEFINE_integer("seq_length", 128, "Tokens per sequence.")
+    flags.DEFINE_integer("predictions", 20, "BERT masked positions per sequence.")
+    flags.DEFINE_integer("steps", 3, "Timed steps per round (after 2 warm-up steps).")
+    flags.DEFINE_integer("rounds", 3, "Alternating timing rounds; the best round counts.")
+    flags.DEFINE_list("policies", ["float32", "mixed_bfloat16"],
+                      "Keras dtype policies to time (float32, mixed_bfloat16, mixed_float16).")
+    flags.DEFINE_list("xla", ["off", "on"], "XLA settings of the forward/backward pass to time.")
+    flags.DEFINE_list("models", ["bert", "gpt"],
+                      "Which to benchmark: bert, gpt (pretraining steps), minilm (the real MiniLM "
+                      "fine-tuning step on SST-2, ours only).")
+    flags.DEFINE_list("impls", ["ours", "keras-hub"], "Implementations of bert / gpt to time.")
+    flags.DEFINE_integer("minilm_examples", 8000, "minilm: SST-2 training rows read.")
+    flags.DEFINE_integer("minilm_seq_length", 64, "minilm: the fine-tuning seq_length.")
+    flags.DEFINE_integer("minilm_batches", 8, "minilm: bucketed batches timed per round.")
+    flags.DEFINE_integer("peak_size", 2048, "Side of the square matmul timed as the roofline.")
 
 
 class KerasHubMaskedLMHead(keras_hub.layers.MaskedLMHead):
@@ -405,5 +407,9 @@ def main(argv):
         print("\nEmulated bf16: this CPU has no bf16 instructions (see the NOTE above).")
 
 
+def run():
+    run_binary(main, define_flags)
+
+
 if __name__ == "__main__":
-    run_binary(main)
+    run()

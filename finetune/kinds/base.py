@@ -187,6 +187,11 @@ class TaskKind:
         """What the API's `predict` returns (default: probabilities)."""
         return decoded.probabilities.astype(np.float32)
 
+    def api_scores(self, scores: Dict[str, float]) -> Dict[str, float]:
+        """The task's metrics on the API's one scale, fractions (as Keras and sklearn report
+        them); results.json and the reports keep each metric's own convention."""
+        return scores
+
     def api_labels(self, decoded: Decoded, model) -> List[Any]:
         """What the API's `predict_labels` returns: one answer per input."""
         return self.final_predictions(model.task_spec, decoded,

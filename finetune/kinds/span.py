@@ -4,6 +4,7 @@ threshold tuned on dev."""
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Dict, List, Tuple
 
 import numpy as np
@@ -16,6 +17,10 @@ from finetune.features.squad import encode_span_examples, predict_answers
 from finetune.kinds.base import Decoded, DecodeOptions, TaskKind
 from finetune.losses import batch_label, span_loss
 from finetune.models import SpanModel
+
+
+# The SQuAD scripts' metric names that are percentages (exact, exact_match, f1, HasAns_f1 ...).
+PERCENT_METRIC = re.compile(r"(^|_)(exact|exact_match|f1)$")
 
 
 class SpanKind(TaskKind):
@@ -119,6 +124,11 @@ class SpanKind(TaskKind):
 
     def api_predictions(self, decoded, model) -> List[str]:
         return self.api_labels(decoded, model)
+
+    def api_scores(self, scores: Dict[str, float]) -> Dict[str, float]:
+        """The official SQuAD scripts' percentages (EM, F1 and their HasAns / NoAns parts) as
+        fractions; counts and the null threshold as they are."""
+        return {k: v / 100.0 if PERCENT_METRIC.search(k) else v for k, v in scores.items()}
 
 
 SPAN = SpanKind()
