@@ -115,6 +115,12 @@ class PretrainConfig:
     weight_decay: float = option(0.01, "Decoupled weight decay (not on biases and LayerNorm).")
     beta_2: float = option(0.999, "Adam's second-moment decay (BERT 0.999; RoBERTa 0.98).")
     clip_norm: float = option(1.0, "Clip the global gradient norm to this (0 = no clipping).")
+    recovery_max_trials: int = option(
+        0, "When the loss or gradient norm stops being finite: resume from the last good "
+        "checkpoint with the learning rate times --recovery_lr_factor, at most this many times "
+        "(0: stop with the error), as TF Model Garden's trainer recovers.")
+    recovery_lr_factor: float = option(
+        0.5, "Each recovery's learning-rate factor (the peak and the whole schedule).")
     gradient_accumulation_steps: int = dataclasses.field(
         default=1, metadata={"help": "Micro-batches per update; each is "
                                      "global_batch_size / this."})
@@ -162,6 +168,9 @@ class PretrainConfig:
                             f"LSTM baseline), got {self.model!r}")
         if not self.input_files:
             problems.append("input_files is empty")
+        if self.recovery_max_trials < 0 or not 0.0 < self.recovery_lr_factor < 1.0:
+            problems.append(f"recovery_max_trials must be >= 0 and recovery_lr_factor in (0, 1), "
+                            f"got {self.recovery_max_trials} and {self.recovery_lr_factor}")
         if self.model == "bert" and not 1 <= self.max_predictions_per_seq <= self.seq_length:
             problems.append(f"max_predictions_per_seq must be in 1..seq_length "
                             f"({self.seq_length}), got {self.max_predictions_per_seq}")
@@ -465,7 +474,8 @@ def run_pretraining(config: PretrainConfig, strategy: Optional[tf.distribute.Str
                     log: Callable[[str], None] = print) -> List[Dict[str, float]]:
     """Trains until `config.train_steps` optimizer updates, resuming from `model_dir`.
 
-    Returns the metrics of the steps run by this call (one dict per micro-step).
+    Returns the metrics of the steps run by this call (one dict per micro-step; after a
+    recovery from divergence, those of the resumed run).
     Changes no process-wide setting: the model gets the dtype policy and `config.seed`
     explicitly, and op determinism (`deterministic`) is on only during the call. With
     `num_cpu_devices`, the caller splits the CPU first (tfmodels.training.configure_cpu_devices,
@@ -477,7 +487,21 @@ def run_pretraining(config: PretrainConfig, strategy: Optional[tf.distribute.Str
     # One writer per model_dir: a second pretraining into it is refused, naming this one.
     with (exclusive_folder(config.model_dir, "pretraining", log) if is_chief(strategy)
           else contextlib.nullcontext()), op_determinism(config.deterministic):
-        return _train(config, strategy, log)
+        for trial in range(config.recovery_max_trials + 1):
+            try:
+                return _train(config, strategy, log)
+            except TrainingDiverged as error:
+                if trial == config.recovery_max_trials:
+                    raise
+                # Resuming reads the newest checkpoint, all of it written before the bad
+                # window (_check_finite runs first), and drops the metrics logged after it.
+                config = dataclasses.replace(
+                    config, learning_rate=config.learning_rate * config.recovery_lr_factor)
+                latest = tf.train.latest_checkpoint(config.model_dir)
+                log(f"{error}; recovery {trial + 1} of {config.recovery_max_trials}: resuming "
+                    f"from the last good checkpoint ({latest or 'none yet: the start'}) at "
+                    f"learning rate {config.learning_rate:g}")
+        raise AssertionError("unreachable")
 
 
 def _train(config: PretrainConfig, strategy: tf.distribute.Strategy,

@@ -3,6 +3,7 @@ over two logical CPUs, multi-worker as two local processes), kill-and-resume equ
 128 -> 512 init_checkpoint phase, optimizer / precision / accumulation options, bad configs."""
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -375,3 +376,27 @@ def test_mlm_accuracy_by_input_splits_mask_random_and_kept_positions():
     with pytest.raises(ValueError, match="no weighted MLM predictions"):
         mlm_accuracy_by_input(always_seven, [{**batch, "masked_lm_weights": np.zeros((1, 5))}],
                               mask_id)
+
+
+def test_recovery_resumes_from_the_last_good_checkpoint_at_a_lower_learning_rate(bert_records,
+                                                                                tmp_path):
+    """--recovery_max_trials (TF Model Garden's recovery): a diverging run goes back to its
+    last good checkpoint with the learning rate times the factor, a bounded number of times."""
+    lines = []
+    config = bert_config(bert_records, tmp_path, learning_rate=1e6, warmup_steps=0,
+                         train_steps=12, checkpoint_every=4, log_every=2,
+                         recovery_max_trials=2, recovery_lr_factor=2e-9)
+    history = run_pretraining(config, log=lines.append)
+    assert any(re.search(r"recovery 1 of 2: resuming from the last good checkpoint \(.*\) at "
+                         r"learning rate 0.002$", line) for line in lines), lines
+    assert history[-1]["step"] == 12 and all(np.isfinite(row["loss"]) for row in history)
+    model = keras.saving.load_model(str(tmp_path / "pretrained.keras"))
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    with open(tmp_path / "pretrain_config.json") as f:
+        assert json.load(f)["learning_rate"] == pytest.approx(2e-3)
+    # Still diverging after its trials: the error, as without recovery.
+    with pytest.raises(TrainingDiverged, match="diverged at step"):
+        run_pretraining(bert_config(bert_records, tmp_path / "b", learning_rate=1e6,
+                                    warmup_steps=0, checkpoint_every=2, log_every=2,
+                                    recovery_max_trials=1, recovery_lr_factor=0.5),
+                        log=lambda m: None)

@@ -35,7 +35,8 @@ _NAMES_BY_GROUP = {
     "training": (
         "learning_rates", "learning_rate", "gpt_learning_rate", "epochs", "train_steps",
         "bert_steps", "gpt_steps", "train_batch_size", "global_batch_size",
-        "gradient_accumulation_steps", "warmup_fraction", "warmup_steps", "weight_decay",
+        "gradient_accumulation_steps", "recovery_max_trials", "recovery_lr_factor",
+        "warmup_fraction", "warmup_steps", "weight_decay",
         "adam_epsilon", "beta_2", "clip_norm", "decay", "optimizer", "lm_weight", "loss",
         "freezing", "top_k", "unfreeze_layers_per_stage", "unfreeze_steps_per_stage", "seeds",
         "seed"),
