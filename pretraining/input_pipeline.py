@@ -77,8 +77,8 @@ NOT_RECORD_SUFFIXES = (".json", ".jsonl", ".tmp")
 
 def records_in(file_patterns: Patterns) -> List[str]:
     """Expands glob patterns (local or gs://) into a sorted, de-duplicated list of record
-    files: folders, manifests and progress files (*.json, *.jsonl) and half-written files
-    (*.tmp) are left out, so `records/bert128/*` reads the shards only.
+    files: folders, hidden files (.lock), manifests and progress files (*.json, *.jsonl) and
+    half-written files (*.tmp) are left out, so `records/bert128/*` reads the shards only.
 
     Raises ValueError naming the first pattern that matches no record file.
     """
@@ -91,7 +91,10 @@ def records_in(file_patterns: Patterns) -> List[str]:
         matched = tf.io.gfile.glob(pattern)
         if not matched:
             raise ValueError(f"record file pattern {pattern!r} matches no file")
+        # Hidden files (the folder lock's .lock) are not shards; tf.io.gfile.glob, unlike
+        # the shell, matches them with `*`.
         records = [path for path in matched if not path.endswith(NOT_RECORD_SUFFIXES)
+                   and not os.path.basename(path).startswith(".")
                    and not tf.io.gfile.isdir(path)]
         if not records:
             raise ValueError(f"record file pattern {pattern!r} matches no record file (only "

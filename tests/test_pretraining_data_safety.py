@@ -250,6 +250,7 @@ def write_gpt_shards(folder, rows_per_file, seq=N_CTX, vocab=100):
 def test_manifest_and_temp_files_are_not_read_as_records(tmp_path):
     shards = write_gpt_shards(tmp_path / "records", [4, 4])
     (tmp_path / "records" / "shard-00002.tfrecord.tmp").write_bytes(b"half")
+    (tmp_path / "records" / ".lock").write_bytes(b"")  # data creation's folder lock
     assert records_in([str(tmp_path / "records" / "*")]) == shards
     batches = list(gpt_pretraining_dataset(str(tmp_path / "records" / "*"), 4, N_CTX,
                                            is_training=False))
