@@ -1,8 +1,7 @@
 """finetune.TextClassifier / TextRegressor: raw texts in through the shared in-graph packer,
 Keras fit on the project's TrainStep, task metrics, keras.saving round trip, TF Serving export,
-tf.data input, a MirroredStrategy scope and XLA; plus the README's quick start as written."""
-import pathlib
-import re
+tf.data input, a MirroredStrategy scope and XLA (tests/test_readme.py runs the README's quick
+start as written)."""
 
 import keras
 import numpy as np
@@ -13,7 +12,6 @@ from finetune import TextClassifier, TextRegressor
 from tfmodels import configs
 from tfmodels.bert import BertEncoder
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 POSITIVE = ["a warm and funny film", "great acting and a lovely story", "funny , warm , great",
             "a lovely , great film", "warm performances and great fun", "great fun"]
 NEGATIVE = ["a dull and tired mess", "boring , dull and badly acted", "a tired , boring plot",
@@ -180,25 +178,6 @@ def test_an_empty_text_is_answered_as_the_export_answers_it(checkpoint, tmp_path
         "serving_default"]
     served = serve(text=tf.constant(["", "great fun"]))["probabilities"].numpy()
     np.testing.assert_allclose(in_process, served, atol=1e-5)
-
-
-def readme_quick_start() -> str:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text.split("## Quick start in Python", 1)[1]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
-
-
-@pytest.mark.slow
-def test_readme_quick_start_runs_as_written(minilm_dir, tmp_path, monkeypatch, capsys):
-    """The README's Python quick start, unchanged, on the real MiniLM (about a minute)."""
-    (tmp_path / "tools").mkdir()
-    (tmp_path / "tools" / "demo_data").symlink_to(ROOT / "tools" / "demo_data")
-    monkeypatch.chdir(tmp_path)
-    exec(compile(readme_quick_start(), "README.md", "exec"), {})
-    printed = capsys.readouterr().out
-    assert "accuracy" in printed
-    assert (tmp_path / "sst2.keras").is_file()
-    assert (tmp_path / "exports" / "sst2" / "1" / "saved_model.pb").is_file()
 
 
 @pytest.fixture(scope="module")
