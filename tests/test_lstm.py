@@ -309,7 +309,7 @@ def bpe(shared_data):
                 bpe_merges_file=str(gpt / "vocab_40000.bpe"))
 
 
-def finetune_config(bpe, shared_data, output_dir, **overrides):
+def lstm_finetune_config(bpe, shared_data, output_dir, **overrides):
     values = dict(task="sst2", model="lstm", data_dir=str(shared_data / "glue" / "SST-2" /
                                                           "train.tsv"),
                   output_dir=str(output_dir), seq_length=32, train_batch_size=8,
@@ -324,7 +324,7 @@ def test_finetunes_the_pretrained_keras_file(lstm_pretrained, bpe, shared_data, 
                                              lm_weight):
     model_dir, _ = lstm_pretrained
     # Without the aux LM, also under XLA (the generic LSTM kernel, see above).
-    config = finetune_config(bpe, shared_data, tmp_path, init_checkpoint=str(model_dir),
+    config = lstm_finetune_config(bpe, shared_data, tmp_path, init_checkpoint=str(model_dir),
                              lm_weight=lm_weight, jit_compile=lm_weight == 0.0)
     assert load_pretrained(config, log=QUIET).backbone_options == (
         {"use_cudnn": False} if config.jit_compile else {})
@@ -343,7 +343,7 @@ def test_finetunes_the_pretrained_keras_file(lstm_pretrained, bpe, shared_data, 
 
 
 def test_finetunes_from_random_init_with_gradual_unfreezing(bpe, shared_data, tmp_path):
-    config = finetune_config(bpe, shared_data, tmp_path, model_config="lstm_test",
+    config = lstm_finetune_config(bpe, shared_data, tmp_path, model_config="lstm_test",
                              freezing="gradual", unfreeze_steps_per_stage=2, save_model=False)
     results = run_finetune(config, log=QUIET)
     assert results["checkpoint_format"] == "random" and results["model_file"] is None
@@ -353,15 +353,15 @@ def test_finetunes_from_random_init_with_gradual_unfreezing(bpe, shared_data, tm
 def test_finetuning_errors(lstm_pretrained, bpe, shared_data, tmp_path):
     model_dir, _ = lstm_pretrained
     with pytest.raises(ValueError, match="model 'lstm' needs a LstmDecoder config"):
-        load_pretrained(finetune_config(bpe, shared_data, tmp_path, model_config="bert_test"),
+        load_pretrained(lstm_finetune_config(bpe, shared_data, tmp_path, model_config="bert_test"),
                         log=QUIET)
     with pytest.raises(ValueError, match="model 'bert' needs a BertEncoder config"):
-        load_pretrained(finetune_config(
+        load_pretrained(lstm_finetune_config(
             bpe, shared_data, tmp_path, model="bert", model_config="lstm_test",
             vocab_file=str(shared_data / "bert_vocab" / "bert-base-uncased-vocab.txt")),
             log=QUIET)
     with pytest.raises(ValueError, match="holds a LstmDecoder, but model is 'gpt'"):
-        load_pretrained(finetune_config(bpe, shared_data, tmp_path, model="gpt",
+        load_pretrained(lstm_finetune_config(bpe, shared_data, tmp_path, model="gpt",
                                         init_checkpoint=str(model_dir)), log=QUIET)
     with pytest.raises(ValueError, match="squad_v1.*only BERT"):
         finetune_config(task="squad_v1", model="lstm", data_dir="d", output_dir="o")
