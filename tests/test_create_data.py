@@ -311,6 +311,21 @@ def test_pass_major_shards_hold_every_sentence_once_before_any_twice(
         create_pretraining_data([str(wiki_text)], str(tmp_path), bert_config, log=lambda m: None)
 
 
+def test_pass_sequence_keeps_every_prefix_within_its_passes():
+    """The first k passes of a shard hold at least k / dupe_factor of its records, so a
+    reader at that share has not started pass k + 1; and no more than largest-first needs."""
+    rng = np.random.default_rng(0)
+    assert create_data.pass_sequence([515, 505, 705, 496, 625]) == [4, 0, 2, 3, 1]
+    for _ in range(200):
+        sizes = rng.integers(0, 50, rng.integers(1, 11)).tolist()
+        order = create_data.pass_sequence(sizes)
+        assert sorted(order) == list(range(len(sizes)))
+        held = np.cumsum([sizes[p] for p in order])
+        bound = np.arange(1, len(sizes) + 1) * sum(sizes) / len(sizes)
+        assert (held >= bound - 1e-9).all()
+        assert (held <= np.cumsum(sorted(sizes, reverse=True))).all()
+
+
 def synthetic_documents():
     """Token ids that name their place: document d, sentence s, token k -> 10000 d + 100 s
     + k + 1; lengths 3..40, one sentence longer than an instance."""
