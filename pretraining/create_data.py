@@ -28,7 +28,8 @@ one dupe pass of its chunk's instances, shuffled, then the next, and so on (larg
 first: `shard_order`); GPT windows, which have no dupes, are shuffled within the shard. The input pipeline reads every shard at the
 pace of its size, so any prefix of a run sees every text once before it sees any twice.
 chunk_mixed is the layout before issue 43 (all passes shuffled together, GPT windows in
-text order), kept because it reproduces those records byte for byte. Every record also
+text order), kept because it reproduces those records (every feature they had, in the
+same order). Every record also
 carries `doc_id` (corpus index of the document its text starts in) and `text_span`
 ([first, end) corpus indexes of its sentences for BERT, of its window for GPT), from
 which tools/data_coverage measures what a run reads; the parsers ignore them. A folder

@@ -423,3 +423,26 @@ def test_text_ids_come_with_the_batches(bert_records):
     for a, b in zip(plain, with_ids):  # the same records, in the same order
         np.testing.assert_array_equal(a["input_ids"], b["input_ids"])
         assert (b["text_span"][:, 0] < b["text_span"][:, 1]).all()
+
+
+def test_paced_choices_in_blocks_are_the_stride_schedule():
+    """File f comes up counts[f] times in every sum(counts) turns, evenly spread: the blocked
+    computation gives the order of the one-at-a-time stride schedule it stands for."""
+    from pretraining.input_pipeline import paced_choices
+    counts = np.array([20, 40, 80, 160, 7, 1000], np.float64)
+    blocked = np.array(list(paced_choices(counts, 3, block=16).take(3000).as_numpy_iterator()))
+    strides = counts.sum() / counts
+    turns = np.random.default_rng(3).random(len(counts)) * strides
+    one_at_a_time = []
+    for _ in range(3000):
+        chosen = int(np.argmin(turns))
+        one_at_a_time.append(chosen)
+        turns[chosen] += strides[chosen]
+    np.testing.assert_array_equal(blocked, one_at_a_time)
+    np.testing.assert_array_equal(np.bincount(blocked[:1307]), counts)
+    # At every point each file is within a few records of its share: one turn of its own,
+    # plus the other files' turns running up to one ahead each.
+    share = counts / counts.sum()
+    for end in range(1, 3000, 37):
+        off = np.abs(np.bincount(blocked[:end], minlength=len(counts)) - end * share)
+        assert (off <= 1 + len(counts) * share).all(), (end, off)
