@@ -24,9 +24,11 @@ GPT windows are cut from ONE token stream over the whole corpus (documents joine
 short files loses nothing but the final partial window, whose size is reported.
 
 Shard layout (`record_order`, issue 43): with pass_major (the default) a BERT shard holds
-one dupe pass of its chunk's instances, shuffled, then the next, and so on (largest pass
-first: `shard_order`); GPT windows, which have no dupes, are shuffled within the shard. The input pipeline reads every shard at the
-pace of its size, so any prefix of a run sees every text once before it sees any twice.
+one dupe pass of its chunk's instances, shuffled, then the next, and so on (in the order
+`pass_sequence` gives: the first k passes hold at least k / dupe_factor of the records);
+GPT windows, which have no dupes, are shuffled within the shard. The input pipeline reads
+every shard at the pace of its size, so any prefix of a run sees every text once before it
+sees any twice.
 chunk_mixed is the layout before issue 43 (all passes shuffled together, GPT windows in
 text order), kept because it reproduces those records (every feature they had, in the
 same order). Every record also

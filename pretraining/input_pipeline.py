@@ -20,13 +20,13 @@ Pipeline order, and why:
                   The records are read from a manifest.json beside the shards, or by
                   walking the record headers.
                   Before issue 43 the file list was shuffled and `cycle_length` 8 files
-                  were read to their end: 1,000 steps of 32 touched 16 of 36 shards, and a
-                  16,000-step run drew its records from about a third of wikipedia20m's
-                  144 shards. With `create_data`'s pass_major shards (one dupe pass of a
-                  chunk, shuffled, then the next, ...), reading at an even pace sees every
-                  text once before any twice (tools/data_coverage measures it).
+                  were read to their end: a 16,000-step run of 32 read 40% of
+                  wikipedia20m's documents, each some 4.7 times (BUILD_NOTES). With
+                  `create_data`'s pass_major shards (one dupe pass of a chunk, shuffled,
+                  then the next, ...), reading at an even pace sees every text once
+                  before any twice (tools/data_coverage measures it).
                   Cost: one open reader per file (`READER_BUFFER_BYTES` of buffer each;
-                  BUILD_NOTES gives the RSS for 144 shards).
+                  BUILD_NOTES gives the RSS for 143 shards).
   4. shuffle      records (seeded, `shuffle_buffer`): mixes the records drawn.
   5. batch        `drop_remainder=True` always: TPU/XLA need static shapes, and a short
                   last batch would retrace the jit-compiled step.
@@ -45,11 +45,11 @@ training, with the ids that say which text each record holds.
 
 Determinism and resuming: with a `seed`, two fresh datasets give identical batches. A job
 resumes its input in one of two ways: `tf.train.Checkpoint(iterator=iter(dataset))` saves
-the position (each reader's offset, the pacing's turns, the shuffle buffer's `shuffle_buffer` serialized
-records) of a plain dataset's iterator; the iterators of `distribute_dataset` are not
-trackable, so there a resumed job rebuilds the seeded dataset with `skip_batches=step`,
-which reads the batches already consumed without parsing them. Dynamic
-masking is the exception: tf-text draws masks from stateful random ops, partly inside a
+the position (each reader's offset, the pacing's turns, the shuffle buffer's
+`shuffle_buffer` serialized records) of a plain dataset's iterator; the iterators of
+`distribute_dataset` are not trackable, so there a resumed job rebuilds the seeded dataset
+with `skip_batches=step`, which reads the batches already consumed without parsing them.
+Dynamic masking is the exception: tf-text draws masks from stateful random ops, partly inside a
 parallel while loop, so the masks are not reproducible even with a seed, and their state is
 not saved in iterator checkpoints. The records under the masks (which examples, in which
 order) are still deterministic and resume exactly.
@@ -393,7 +393,7 @@ def record_counts(files: Sequence[str]) -> List[int]:
     return counts
 
 
-# Per open file: every shard is open at once while training (module notes, step 4), so the
+# Per open file: every shard is open at once while training (module notes, step 3), so the
 # read buffer is kept small; 64 KB still reads ~100 records per refill at length 128.
 READER_BUFFER_BYTES = 64 << 10
 
