@@ -1,5 +1,5 @@
-"""Raw text -> pretraining TFRecords, for BERT (sentence pairs, NSP, static MLM masks) and
-GPT (contiguous token windows).
+"""Raw text -> pretraining TFRecords, for BERT (sentence pairs with NSP labels, or packed
+contiguous text without; static MLM masks) and GPT (contiguous token windows).
 
 Input text files hold one sentence per line with a blank line between documents (the
 google-research/bert format); with `input_format='plain'` every non-empty line is a sentence
@@ -22,6 +22,31 @@ difference. `manifest.json` totals every chunk, earlier runs' included.
 GPT windows are cut from ONE token stream over the whole corpus (documents joined by
 `_delimiter_`, across chunks and files, the paper's contiguous text), so a corpus of many
 short files loses nothing but the final partial window, whose size is reported.
+
+Shard layout (`record_order`, issue 43): with pass_major (the default) a BERT shard holds
+one dupe pass of its chunk's instances, shuffled, then the next, and so on (in the order
+`pass_sequence` gives: the first k passes hold at least k / dupe_factor of the records);
+GPT windows, which have no dupes, are shuffled within the shard. The input pipeline reads
+every shard at the pace of its size, so any prefix of a run sees every text once before it
+sees any twice.
+chunk_mixed is the layout before issue 43 (all passes shuffled together, GPT windows in
+text order), kept because it reproduces those records (every feature they had, in the
+same order). Every record also
+carries `doc_id` (corpus index of the document its text starts in) and `text_span`
+([first, end) corpus indexes of its sentences for BERT, of its window for GPT), from
+which tools/data_coverage measures what a run reads; the parsers ignore them. A folder
+stamped before issue 43 counts as packing nsp_pairs, record_order chunk_mixed.
+
+Packing (`packing`, BERT): nsp_pairs, google-research/bert's sentence pairs below, or
+RoBERTa's inputs without NSP (Liu et al. 2019, section 4.2): full_sentences packs
+contiguous sentences to the full max_seq_length, across documents with a [SEP] between
+them; doc_sentences never crosses a document. Both cut the sentence that does not fit and
+continue it in the next instance (RoBERTa keeps whole sentences, at 512 tokens; at 128
+that leaves 14% of the positions empty). Their records have one segment (segment ids 0)
+and no `next_sentence_labels`, so they serve --nouse_nsp pretraining only; the
+pretraining input refuses them for NSP by name. There is no separate --nouse_nsp at data
+creation: the packing decides whether records carry NSP labels. `short_seq_prob` applies
+to nsp_pairs only.
 
 BERT instances follow google-research/bert's `create_pretraining_data.py`: per document a
 target length (shorter with probability `short_seq_prob`), chunks of sentences split into
@@ -73,6 +98,10 @@ def masking_rate_problems(mask_token_rate: float, random_token_rate: float) -> L
     return problems
 
 
+PACKINGS = ("nsp_pairs", "full_sentences", "doc_sentences")
+RECORD_ORDERS = ("pass_major", "chunk_mixed")
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     mode: str = option(
@@ -101,6 +130,21 @@ class DataConfig:
         0.1, "bert: share of records given a shorter random target length.")
     dupe_factor: int = option(
         10, "bert: passes over the text, each with different masks and pairs.")
+    packing: str = option(
+        "nsp_pairs",
+        "bert instances: nsp_pairs (google-research/bert: [CLS] A [SEP] B [SEP], B from "
+        "another document half of the time, NSP labels) | full_sentences (RoBERTa: "
+        "contiguous sentences packed to the full max_seq_length, the last one cut and "
+        "continued in the next instance, a [SEP] where one document ends and the next "
+        "begins; no NSP labels) | doc_sentences (the same, never crossing a document). Only "
+        "nsp_pairs records serve --use_nsp pretraining.", choices=PACKINGS)
+    record_order: str = option(
+        "pass_major",
+        "Order of the records inside a shard: pass_major (one dupe pass of the chunk's "
+        "instances shuffled, then the next, ...; GPT windows shuffled), so reading all "
+        "shards at an even pace sees every text once before any twice | chunk_mixed (all "
+        "dupe passes shuffled together, GPT windows in text order: the layout before "
+        "issue 43, kept to reproduce and measure earlier records).", choices=RECORD_ORDERS)
     whole_word_mask: bool = option(False, "bert: mask every piece of a chosen word together.")
     n_ctx: int = option(512, "gpt: tokens per window.")
     random_seed: int = option(
@@ -113,6 +157,12 @@ class DataConfig:
         if self.mode == "bert" and not 1 <= self.max_predictions_per_seq <= self.max_seq_length:
             problems.append(f"max_predictions_per_seq must be in 1..max_seq_length "
                             f"({self.max_seq_length}), got {self.max_predictions_per_seq}")
+        if self.packing not in PACKINGS:
+            problems.append(f"packing must be one of {', '.join(PACKINGS)}, got "
+                            f"{self.packing!r}")
+        if self.record_order not in RECORD_ORDERS:
+            problems.append(f"record_order must be one of {', '.join(RECORD_ORDERS)}, got "
+                            f"{self.record_order!r}")
         if problems:
             raise ValueError("bad data config: " + "; ".join(problems))
 
@@ -205,8 +255,11 @@ def _truncate_seq_pair(tokens_a: List[int], tokens_b: List[int], max_num_tokens:
 
 
 def sentence_pair_instances(documents: List[Document], doc_index: int, config: DataConfig,
-                            rng: random.Random) -> Iterator[Tuple[List[int], List[int], int]]:
-    """(tokens_a, tokens_b, is_random_next) for one document, as google-research/bert does."""
+                            rng: random.Random
+                            ) -> Iterator[Tuple[List[int], List[int], int, Tuple[int, int]]]:
+    """(tokens_a, tokens_b, is_random_next, own sentences) for one document, as
+    google-research/bert does; own sentences are the [first, end) indexes, in the document,
+    of the sentences the instance takes from it (B's from a random document are not)."""
     document = documents[doc_index]
     max_num_tokens = config.max_seq_length - 3
     target_seq_length = max_num_tokens
@@ -214,6 +267,7 @@ def sentence_pair_instances(documents: List[Document], doc_index: int, config: D
         target_seq_length = rng.randint(2, max_num_tokens)
     current_chunk: List[List[int]] = []
     current_length = 0
+    chunk_start = 0  # the document's index of current_chunk[0]
     i = 0
     while i < len(document):
         segment = document[i]
@@ -225,6 +279,7 @@ def sentence_pair_instances(documents: List[Document], doc_index: int, config: D
                 tokens_a = [t for s in current_chunk[:a_end] for t in s]
                 tokens_b: List[int] = []
                 is_random_next = len(current_chunk) == 1 or rng.random() < 0.5
+                own_end = i + 1
                 if is_random_next and len(documents) > 1:
                     target_b_length = target_seq_length - len(tokens_a)
                     other = doc_index
@@ -239,14 +294,69 @@ def sentence_pair_instances(documents: List[Document], doc_index: int, config: D
                             break
                     # The unused sentences go back for the next instance.
                     i -= len(current_chunk) - a_end
+                    own_end = chunk_start + a_end
                 else:
                     is_random_next = False
                     tokens_b = [t for s in current_chunk[a_end:] for t in s]
                 _truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
                 if tokens_a and tokens_b:
-                    yield tokens_a, tokens_b, int(is_random_next)
+                    yield tokens_a, tokens_b, int(is_random_next), (chunk_start, own_end)
             current_chunk, current_length = [], 0
+            chunk_start = i + 1
         i += 1
+
+
+def packed_instances(documents: List[Document], config: DataConfig, sep_id: int,
+                     ) -> Iterator[Tuple[List[int], int, Tuple[int, int]]]:
+    """RoBERTa's FULL-SENTENCES / DOC-SENTENCES inputs (Liu et al. 2019, section 4.2) for a
+    chunk's documents: (tokens between [CLS] and the final [SEP], the chunk's index of the
+    document of the first token, [first, end) chunk indexes of the sentences that start in
+    the instance).
+
+    Sentences are taken contiguously, in text order, until the instance holds
+    max_seq_length - 2 tokens. With full_sentences an instance runs on into the next
+    document after a [SEP]; with doc_sentences it ends with its document (so each
+    document's last one is shorter). Unlike RoBERTa at 512 tokens, the sentence that does
+    not fit is cut at the instance's end and continues the next instance: at 128 tokens
+    keeping whole sentences leaves 14% of the positions empty (fill 0.857 on wikipedia20m,
+    BUILD_NOTES), fewer real tokens than nsp_pairs. A sentence counts in the span of the
+    instance it starts in. Deterministic: dupe passes repeat the instances under fresh masks.
+    """
+    budget = config.max_seq_length - 2
+    cross = config.packing == "full_sentences"
+    tokens: List[int] = []
+    first_doc, last_doc, span = 0, -1, [0, 0]
+    sentence_index = 0  # the chunk's index of the current sentence
+    for doc_index, document in enumerate(documents):
+        if tokens and not cross:
+            yield tokens, first_doc, (span[0], span[1])
+            tokens = []
+        for sentence in document:
+            start = 0
+            while start < len(sentence):
+                if tokens and doc_index != last_doc:
+                    # A [SEP] marks where the previous document ended; without room for
+                    # it and a token the instance ends here.
+                    if len(tokens) + 1 >= budget:
+                        yield tokens, first_doc, (span[0], span[1])
+                        tokens = []
+                    else:
+                        tokens.append(sep_id)
+                if not tokens:
+                    first_doc = doc_index
+                    span = [sentence_index + (start > 0)] * 2
+                take = min(budget - len(tokens), len(sentence) - start)
+                tokens.extend(sentence[start:start + take])
+                if start == 0:
+                    span[1] = sentence_index + 1
+                start += take
+                last_doc = doc_index
+                if len(tokens) == budget:
+                    yield tokens, first_doc, (span[0], span[1])
+                    tokens = []
+            sentence_index += 1
+    if tokens:
+        yield tokens, first_doc, (span[0], span[1])
 
 
 def mask_instances(input_ids: np.ndarray, lengths: np.ndarray, special: np.ndarray,
@@ -305,22 +415,43 @@ def mask_instances(input_ids: np.ndarray, lengths: np.ndarray, special: np.ndarr
             "masked_lm_ids": targets, "masked_lm_weights": chosen.astype(np.float32)}
 
 
-def bert_records(documents: List[Document], config: DataConfig, special: Dict,
+def bert_records(payload: Dict, config: DataConfig, special: Dict,
                  seed: int) -> Tuple[List[bytes], int]:
-    """All dupe passes of BERT instances for a chunk's documents -> (records, tokens)."""
+    """All dupe passes of BERT instances for a chunk's documents -> (records, tokens).
+
+    payload: {"documents": the chunk's documents, "first_document" / "first_sentence": the
+    corpus-wide indexes of its first document and sentence}. Every record carries `doc_id`
+    (corpus index of the document its text starts in) and `text_span` ([first, end) corpus
+    indexes of the sentences it holds from that text; a random B's are not counted), which
+    tools/data_coverage reads; the input pipeline's parsers ignore them.
+    """
+    documents = payload["documents"]
     rng = random.Random(seed)
     np_rng = np.random.default_rng(seed)
     seq = config.max_seq_length
     cls_id, sep_id = special["cls_id"], special["sep_id"]
     is_continuation = special["is_continuation"]
-    rows, segments, lengths, labels = [], [], [], []
-    for _ in range(config.dupe_factor):
-        for doc_index in range(len(documents)):
-            for tokens_a, tokens_b, label in sentence_pair_instances(documents, doc_index,
-                                                                     config, rng):
-                rows.append([cls_id] + tokens_a + [sep_id] + tokens_b + [sep_id])
-                segments.append(len(tokens_a) + 2)
-                labels.append(label)
+    sentence_starts = np.cumsum([0] + [len(d) for d in documents])
+    rows, segments, labels, doc_ids, spans, passes = [], [], [], [], [], []
+    for dupe_pass in range(config.dupe_factor):
+        if config.packing == "nsp_pairs":
+            for doc_index in range(len(documents)):
+                for tokens_a, tokens_b, label, (first, end) in sentence_pair_instances(
+                        documents, doc_index, config, rng):
+                    rows.append([cls_id] + tokens_a + [sep_id] + tokens_b + [sep_id])
+                    segments.append(len(tokens_a) + 2)
+                    labels.append(label)
+                    doc_ids.append(doc_index)
+                    offset = sentence_starts[doc_index]
+                    spans.append((offset + first, offset + end))
+                    passes.append(dupe_pass)
+        else:
+            for tokens, doc_index, span in packed_instances(documents, config, sep_id):
+                rows.append([cls_id] + tokens + [sep_id])
+                segments.append(seq)  # one segment: every segment id 0
+                doc_ids.append(doc_index)
+                spans.append(span)
+                passes.append(dupe_pass)
     n = len(rows)
     if n == 0:
         return [], 0
@@ -337,25 +468,68 @@ def bert_records(documents: List[Document], config: DataConfig, special: Dict,
         word_starts = (~is_continuation[input_ids] | is_special).astype(np.int64)
     masked = mask_instances(input_ids, lengths, is_special, word_starts, config,
                             special["vocab_size"], special["mask_id"], np_rng)
-    records = encode_examples(
-        {"input_ids": masked["input_ids"], "input_mask": real.astype(np.int64),
-         "segment_ids": segment_ids, "masked_lm_positions": masked["masked_lm_positions"],
-         "masked_lm_ids": masked["masked_lm_ids"],
-         "next_sentence_labels": np.array(labels, np.int64)[:, None]},
-        {"masked_lm_weights": masked["masked_lm_weights"]})
-    # Shuffle within the shard: dupe passes otherwise sit in order.
-    order = np_rng.permutation(n)
-    return [records[i] for i in order], int(lengths.sum())
+    features = {"input_ids": masked["input_ids"], "input_mask": real.astype(np.int64),
+                "segment_ids": segment_ids, "masked_lm_positions": masked["masked_lm_positions"],
+                "masked_lm_ids": masked["masked_lm_ids"]}
+    if config.packing == "nsp_pairs":
+        features["next_sentence_labels"] = np.array(labels, np.int64)[:, None]
+    features["doc_id"] = payload["first_document"] + np.array(doc_ids, np.int64)[:, None]
+    features["text_span"] = payload["first_sentence"] + np.array(spans, np.int64)
+    records = encode_examples(features, {"masked_lm_weights": masked["masked_lm_weights"]})
+    return [records[i] for i in shard_order(np.array(passes), config, np_rng)], int(lengths.sum())
 
 
-def gpt_stream(documents: List[Document], delimiter_id: int) -> List[int]:
-    """A chunk's documents as one token stream, each document followed by `_delimiter_`."""
+def shard_order(passes: np.ndarray, config: DataConfig, rng: np.random.Generator) -> np.ndarray:
+    """The order a chunk's records are written in (module notes): with record_order
+    pass_major, dupe passes one after the other (`pass_sequence`), each shuffled on its
+    own; with chunk_mixed, all of them shuffled together (dupe passes otherwise sit in
+    order)."""
+    if config.record_order == "chunk_mixed":
+        return rng.permutation(len(passes))
+    sizes = np.bincount(passes, minlength=config.dupe_factor)
+    return np.concatenate([np.flatnonzero(passes == p)[rng.permutation(sizes[p])]
+                           for p in pass_sequence(sizes)])
+
+
+def pass_sequence(sizes: Sequence[int]) -> List[int]:
+    """The order of a shard's dupe passes, given their records: the first k passes hold at
+    least k / len(sizes) of the records, for every k, by as little as the greedy choice
+    allows (the smallest pass that keeps the bound).
+
+    Pass sizes differ (short_seq_prob draws a document's target length once per pass, and a
+    short target cuts the whole document into many records: in 12 chunks of wikipedia20m
+    the largest pass held 10-42% more records than the smallest, at dupe 5, length 128). A
+    reader that has taken a share x <= k / dupe_factor of a shard's records must still be
+    within its first k passes, so that no text is read k + 1 times; passes in creation order
+    broke that (a third read of some texts at 1.82 passes). Largest first keeps the bound
+    too, but front-loads the passes of short records: in the first 36% of wikipedia20m's
+    shards (a 16,000-step run of 32) it left 4.4% fewer real tokens per record than the
+    average, this order 2.0%."""
+    total, order, held = sum(sizes), [], 0
+    remaining = list(range(len(sizes)))
+    for k in range(1, len(sizes) + 1):
+        # The largest remaining pass always keeps the bound (it is at least their mean).
+        keeps = [p for p in remaining if (held + sizes[p]) * len(sizes) >= k * total]
+        chosen = min(keeps, key=lambda p: (sizes[p], p))
+        order.append(chosen)
+        remaining.remove(chosen)
+        held += sizes[chosen]
+    return order
+
+
+def gpt_stream(documents: List[Document], delimiter_id: int,
+               first_document: int = 0) -> Tuple[List[int], List[int]]:
+    """A chunk's documents as one token stream, each document followed by `_delimiter_`,
+    and the corpus index of the document of each token."""
     stream: List[int] = []
-    for doc in documents:
+    owners: List[int] = []
+    for index, doc in enumerate(documents):
+        start = len(stream)
         for sentence in doc:
             stream.extend(sentence)
         stream.append(delimiter_id)
-    return stream
+        owners.extend([first_document + index] * (len(stream) - start))
+    return stream, owners
 
 
 def gpt_windows(stream: List[int], n_ctx: int) -> Tuple[np.ndarray, List[int]]:
@@ -365,11 +539,24 @@ def gpt_windows(stream: List[int], n_ctx: int) -> Tuple[np.ndarray, List[int]]:
     return windows, stream[n * n_ctx:]
 
 
-def gpt_records(windows: np.ndarray) -> Tuple[List[bytes], int]:
-    """Token windows [n, n_ctx] -> (records, tokens)."""
+def gpt_records(payload: Dict, config: DataConfig, seed: int) -> Tuple[List[bytes], int]:
+    """Token windows -> (records, tokens). payload: {"windows": [n, n_ctx], "doc_ids": the
+    corpus index of the document each window starts in, "first_window": the corpus index
+    of the first window}. Each record carries `doc_id` and `text_span` ([w, w + 1): the
+    window's corpus index; windows have no dupes) for tools/data_coverage."""
+    windows = payload["windows"]
     if not len(windows):
         return [], 0
-    return encode_examples({"input_ids": windows}), int(windows.size)
+    n = len(windows)
+    records = encode_examples({
+        "input_ids": windows, "doc_id": np.asarray(payload["doc_ids"], np.int64)[:, None],
+        "text_span": payload["first_window"] + np.stack([np.arange(n), np.arange(1, n + 1)],
+                                                        axis=1)})
+    if config.record_order == "pass_major":
+        # Windows in text order would let a reader that takes a prefix of every shard see
+        # only the first documents of each chunk.
+        records = [records[i] for i in np.random.default_rng(seed).permutation(n)]
+    return records, int(windows.size)
 
 
 def chunk_seed(seed: int, chunk: Chunk) -> int:
@@ -403,7 +590,7 @@ def build_records(args) -> Tuple[List[bytes], int]:
     TensorFlow)."""
     payload, config, seed, special = args
     if config.mode == "gpt":
-        return gpt_records(payload)
+        return gpt_records(payload, config, seed)
     return bert_records(payload, config, special, seed)
 
 
@@ -470,10 +657,16 @@ def _input_identity(files: Sequence[str]) -> List[Dict]:
             for f in files]
 
 
+# Settings added by issue 43, as records made before it had them: a stamp without them
+# describes those records.
+SETTINGS_BEFORE_ISSUE_43 = {"packing": "nsp_pairs", "record_order": "chunk_mixed"}
+
+
 def settings_differences(previous: Dict, current: Dict) -> List[str]:
     """Human-readable differences between two settings stamps ([] if the same)."""
     problems = []
-    old_config, new_config = previous.get("config", {}), current["config"]
+    old_config = {**SETTINGS_BEFORE_ISSUE_43, **previous.get("config", {})}
+    new_config = current["config"]
     for key in sorted(set(old_config) | set(new_config)):
         if old_config.get(key) != new_config.get(key):
             problems.append(f"{key} was {old_config.get(key)!r}, now {new_config.get(key)!r}")
@@ -601,20 +794,40 @@ def _create(files: List[str], output_dir: str, config: DataConfig, tokenizer, sp
 
     def jobs():
         # The parent reads and tokenises (tf-text, batched) and, for GPT, cuts the running
-        # token stream into windows; workers build the records.
+        # token stream into windows; workers build the records. The corpus-wide indexes of
+        # documents, sentences and windows count on over finished chunks (their progress
+        # entries), so a resumed run numbers them as an uninterrupted one.
         carry: List[int] = []
+        carry_owners: List[int] = []
+        documents_before = sentences_before = windows_before = 0
         for chunk in chunks:
             entry = finished.get(chunk.shard_name())
             if entry is not None:
-                carry = entry.get("carry", [])
+                carry, carry_owners = entry.get("carry", []), entry.get("carry_owners", [])
+                documents_before += entry["documents"]
+                sentences_before += entry["sentences"]
+                windows_before += entry["records"]
                 continue
             documents = tokenize_documents(read_documents(chunk, config.input_format),
                                            tokenizer, config.mode)
-            payload = documents
+            sentences = sum(len(d) for d in documents)
             if config.mode == "gpt":
-                payload, carry = gpt_windows(
-                    carry + gpt_stream(documents, special["delimiter_id"]), config.n_ctx)
-            chunk_notes.append({"documents": len(documents), "carry": list(carry)})
+                stream, owners = gpt_stream(documents, special["delimiter_id"],
+                                            documents_before)
+                stream, owners = carry + stream, carry_owners + owners
+                windows, carry = gpt_windows(stream, config.n_ctx)
+                carry_owners = owners[len(stream) - len(carry):]
+                payload = {"windows": windows, "doc_ids": owners[:len(windows) * config.n_ctx:
+                                                                 config.n_ctx],
+                           "first_window": windows_before}
+                windows_before += len(windows)
+            else:
+                payload = {"documents": documents, "first_document": documents_before,
+                           "first_sentence": sentences_before}
+            chunk_notes.append({"documents": len(documents), "sentences": sentences,
+                                "carry": list(carry), "carry_owners": list(carry_owners)})
+            documents_before += len(documents)
+            sentences_before += sentences
             yield payload, config, chunk_seed(config.random_seed, chunk), special
 
     # spawn, not fork: the parent may hold TensorFlow's threads. An executor, not a Pool: a
@@ -638,9 +851,10 @@ def _create(files: List[str], output_dir: str, config: DataConfig, tokenizer, sp
                      "chunk": chunk.index, "byte_range": [chunk.start, chunk.end],
                      "records": len(records), "tokens": tokens,
                      "bytes": os.path.getsize(shard) if records else 0,
-                     "documents": notes["documents"]}
+                     "documents": notes["documents"], "sentences": notes["sentences"]}
             if config.mode == "gpt":
                 entry["carry"] = notes["carry"]
+                entry["carry_owners"] = notes["carry_owners"]
             _append_progress(output_dir, entry)
             finished[entry["shard"]] = entry
             log(f"[{done}/{len(pending)}] {chunk.shard_name()}: {len(records)} instances, "
@@ -659,6 +873,7 @@ def _create(files: List[str], output_dir: str, config: DataConfig, tokenizer, sp
             + ", ".join(empty_inputs[:10]) + (" ..." if len(empty_inputs) > 10 else ""))
     dropped = len(entries[-1].get("carry", [])) if entries and config.mode == "gpt" else 0
     totals = {"documents": sum(e["documents"] for e in entries),
+              "sentences": sum(e["sentences"] for e in entries),
               "instances": sum(e["records"] for e in entries),
               "tokens": sum(e["tokens"] for e in entries),
               "shards": sum(1 for e in entries if e["records"]), "chunks": len(chunks),

@@ -4,12 +4,16 @@ r"""Creates pretraining TFRecords from raw text (BERT sentence pairs or GPT wind
       --input_files='corpus/*.txt' --output_dir=records/bert128 \
       --vocab_file=vocab.txt --max_seq_length=128 --max_predictions_per_seq=20 \
       --dupe_factor=10 --num_workers=2
+  # MLM only (RoBERTa's FULL-SENTENCES): no NSP labels, pretrain with --nouse_nsp
+  python -m pretraining.create_pretraining_data --mode=bert --packing=full_sentences ...
   python -m pretraining.create_pretraining_data --mode=gpt --input_files=... \
       --bpe_encoder_file=encoder_bpe_40000.json --bpe_merges_file=vocab_40000.bpe --n_ctx=512
 
-Records use google-research/bert's feature names and dtypes (BERT) or a single `input_ids`
-feature of n_ctx tokens (GPT). A rerun with the same flags resumes, skipping finished shards;
-one with other settings or inputs into the same --output_dir is refused.
+Records use google-research/bert's feature names and dtypes (BERT) or an `input_ids`
+feature of n_ctx tokens (GPT), plus `doc_id` and `text_span` (which text a record holds,
+for tools/data_coverage). A shard holds one dupe pass of its text before the next
+(--record_order). A rerun with the same flags resumes, skipping finished shards; one with
+other settings or inputs into the same --output_dir is refused.
 """
 from absl import flags
 

@@ -11,31 +11,45 @@ Pipeline order, and why:
   2. shard        by FILE, per input pipeline (`input_context`), before anything is read:
                   each worker opens only its own files instead of reading everything and
                   throwing (n-1)/n of it away. With fewer files than pipelines we fall back to
-                  sharding records after the interleave.
-  3. shuffle      the file list (seeded), then `repeat()`: each epoch visits the files in a
-                  new order, and the repeat comes before the interleave so the readers never
-                  drain at an epoch boundary.
-  4. interleave   `cycle_length` files read in parallel, `deterministic=True`: parallel I/O,
-                  and an order that does not depend on thread timing.
-  5. shuffle      records (seeded, `shuffle_buffer`): mixes records across the open files.
-  6. batch        `drop_remainder=True` always: TPU/XLA need static shapes, and a short
+                  sharding records after the pacing.
+  3. pace         every file at once, each repeated on its own, file f taking
+                  (records in f) of every (records in all) turns, evenly spread
+                  (`paced_choices`; the first turns drawn with the seed). Files of any
+                  size then advance at the same pace, within a few records, so any prefix
+                  of the run is a near-uniform sample of the corpus.
+                  The records are read from a manifest.json beside the shards, or by
+                  walking the record headers.
+                  Before issue 43 the file list was shuffled and `cycle_length` 8 files
+                  were read to their end: a 16,000-step run of 32 read 40% of
+                  wikipedia20m's documents, each some 4.7 times (BUILD_NOTES). With
+                  `create_data`'s pass_major shards (one dupe pass of a chunk, shuffled,
+                  then the next, ...), reading at an even pace sees every text once
+                  before any twice (tools/data_coverage measures it).
+                  Cost: one open reader per file (`READER_BUFFER_BYTES` of buffer each;
+                  BUILD_NOTES gives the RSS for 143 shards).
+  4. shuffle      records (seeded, `shuffle_buffer`): mixes the records drawn.
+  5. batch        `drop_remainder=True` always: TPU/XLA need static shapes, and a short
                   last batch would retrace the jit-compiled step.
-  7. parse        the whole batch at once with `tf.io.parse_example` (one op per batch is
+  6. parse        the whole batch at once with `tf.io.parse_example` (one op per batch is
                   several times faster than `parse_single_example` per record), then cast
                   int64 -> int32.
-  8. re-mask      optional dynamic masking (`DynamicMasking`): recover the original tokens
+  7. re-mask      optional dynamic masking (`DynamicMasking`): recover the original tokens
                   and draw a fresh MLM mask with tf-text, in-graph, on the whole batch.
-  9. prefetch     overlap input with the training step.
+  8. prefetch     overlap input with the training step.
 
-Evaluation (`is_training=False`) skips 3 and 5: files in order, no repeat, one pass.
+Evaluation (`is_training=False`) skips 3 and 4: files in order, no repeat, one pass.
+
+`text_ids=True` adds each record's `doc_id` [batch] and `text_span` [batch, 2] (written by
+`create_data` since issue 43) to the batches, for tools/data_coverage: the same order as
+training, with the ids that say which text each record holds.
 
 Determinism and resuming: with a `seed`, two fresh datasets give identical batches. A job
 resumes its input in one of two ways: `tf.train.Checkpoint(iterator=iter(dataset))` saves
-the position (file order, open readers, the shuffle buffer's `shuffle_buffer` serialized
-records) of a plain dataset's iterator; the iterators of `distribute_dataset` are not
-trackable, so there a resumed job rebuilds the seeded dataset with `skip_batches=step`,
-which reads the batches already consumed without parsing them. Dynamic
-masking is the exception: tf-text draws masks from stateful random ops, partly inside a
+the position (each reader's offset, the pacing's turns, the shuffle buffer's
+`shuffle_buffer` serialized records) of a plain dataset's iterator; the iterators of
+`distribute_dataset` are not trackable, so there a resumed job rebuilds the seeded dataset
+with `skip_batches=step`, which reads the batches already consumed without parsing them.
+Dynamic masking is the exception: tf-text draws masks from stateful random ops, partly inside a
 parallel while loop, so the masks are not reproducible even with a seed, and their state is
 not saved in iterator checkpoints. The records under the masks (which examples, in which
 order) are still deterministic and resume exactly.
@@ -231,6 +245,23 @@ def gpt_feature_spec(seq_length: int) -> Dict[str, tf.io.FixedLenFeature]:
     return {"input_ids": tf.io.FixedLenFeature([seq_length], tf.int64)}
 
 
+def text_id_spec() -> Dict[str, tf.io.FixedLenFeature]:
+    """Which text a record holds (create_data, since issue 43): the corpus index of the
+    document it starts in, and the [first, end) corpus indexes of its sentences (BERT) or
+    its window (GPT)."""
+    return {"doc_id": tf.io.FixedLenFeature([1], tf.int64),
+            "text_span": tf.io.FixedLenFeature([2], tf.int64)}
+
+
+# Features whose absence (alone) has a known cause, and what to do about it.
+MISSING_FEATURE_HINTS = {
+    ("next_sentence_labels",): "records made with --packing=full_sentences or doc_sentences "
+                            "have no NSP labels: pretrain them with --nouse_nsp",
+    ("doc_id", "text_span"): "records made before issue 43 carry no text ids: recreate them with "
+              "create_pretraining_data",
+}
+
+
 def _check_first_record(files: Sequence[str], spec: Dict[str, tf.io.FixedLenFeature]) -> None:
     """Reads each file's first record and compares its feature lengths with `spec` (eager
     only).
@@ -255,6 +286,10 @@ def _check_first_record(files: Sequence[str], spec: Dict[str, tf.io.FixedLenFeat
             found[name] = len(getattr(feature, kind).value) if kind else 0
         wrong = {name: found.get(name) for name, f in spec.items()
                  if found.get(name) != f.shape[0]}
+        for names, hint in MISSING_FEATURE_HINTS.items():
+            if wrong and set(wrong) <= set(names) and all(v is None for v in wrong.values()):
+                raise ValueError(f"{path}: records have no {' / '.join(sorted(wrong))} "
+                                 f"feature; {hint}")
         if wrong:
             expected = {name: spec[name].shape[0] for name in wrong}
             raise ValueError(f"{path}: records do not match the requested shapes: feature "
@@ -350,31 +385,81 @@ def _pipelines(input_context: Optional[tf.distribute.InputContext]) -> Tuple[int
     return input_context.num_input_pipelines, input_context.input_pipeline_id
 
 
+def record_counts(files: Sequence[str]) -> List[int]:
+    """Records per file: from the folder's manifest.json where it lists the file (no
+    reading), else by walking the record headers."""
+    manifests: Dict[str, Dict[str, Dict]] = {}
+    counts = []
+    for path in files:
+        listed = _manifest_shards(os.path.dirname(path), manifests).get(os.path.basename(path))
+        counts.append(listed["records"] if listed is not None else walk_record_headers(path)[0])
+    return counts
+
+
+# Per open file: every shard is open at once while training (module notes, step 3), so the
+# read buffer is kept small; 64 KB still reads ~100 records per refill at length 128.
+READER_BUFFER_BYTES = 64 << 10
+
+
+def paced_choices(counts: np.ndarray, seed: Optional[int],
+                  block: int = 1024) -> tf.data.Dataset:
+    """An endless dataset of file indexes in which file f comes up counts[f] times in every
+    sum(counts) (stride scheduling): each file is read at the pace of its size, within a
+    few records at any point of the run (one of its own turns, plus up to one turn ahead
+    for each other file, weighted by its share). Each file's first turn is drawn at random
+    (seeded) within its first stride, which also decides ties.
+
+    Random draws with the same weights (`sample_from_datasets`) drift: after 512k records
+    of wikipedia20m's 143 training shards (dupe 5) they left the shards between 1.72 and
+    1.97 dupe passes read (three seeds), where the even pace is 1.82.
+
+    The turns come `block` at a time (the block earliest of every file's next `block`
+    turns), which is the same order as one at a time and keeps the per-record cost off
+    the input's critical path (one at a time, the pipeline read 4.6k records/s)."""
+    strides = counts.sum() / np.asarray(counts, np.float64)
+    start = np.random.default_rng(seed).random(len(strides)) * strides
+    files = len(strides)
+    strides = tf.constant(strides, tf.float64)
+    steps = tf.range(block, dtype=tf.float64)
+
+    def next_block(turns: tf.Tensor, _) -> Tuple[tf.Tensor, tf.Tensor]:
+        upcoming = tf.reshape(turns[:, None] + steps[None, :] * strides[:, None], [-1])
+        _, earliest = tf.math.top_k(-upcoming, k=block, sorted=True)
+        chosen = tf.cast(earliest // block, tf.int64)
+        taken = tf.math.bincount(tf.cast(chosen, tf.int32), minlength=files,
+                                 maxlength=files, dtype=tf.float64)
+        return turns + taken * strides, chosen
+
+    return (tf.data.Dataset.from_tensors(0).repeat()
+            .scan(tf.constant(start, tf.float64), next_block).unbatch())
+
+
 def _serialized_records(files: List[str], is_training: bool,
                         input_context: Optional[tf.distribute.InputContext],
-                        seed: Optional[int], shuffle_buffer: int,
-                        cycle_length: int) -> tf.data.Dataset:
-    """Steps 1-5 of the module docstring: a dataset of serialized tf.Examples."""
+                        seed: Optional[int], shuffle_buffer: int) -> tf.data.Dataset:
+    """Steps 1-4 of the module docstring: a dataset of serialized tf.Examples."""
     pipelines, pipeline_id = _pipelines(input_context)
     shard_records = pipelines > len(files)
     if not shard_records:
         files = files[pipeline_id::pipelines]  # the same split as Dataset.shard
-    dataset = tf.data.Dataset.from_tensor_slices(files)
     if is_training:
-        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-        dataset = dataset.repeat()
-    dataset = dataset.interleave(
-        tf.data.TFRecordDataset,
-        # More readers than files would open one file twice and interleave it with itself.
-        cycle_length=min(cycle_length, len(files)) if is_training else 1,
-        num_parallel_calls=AUTOTUNE, deterministic=True)
+        counts = np.array(record_counts(files), np.float64)
+        readers = [tf.data.TFRecordDataset(path, buffer_size=READER_BUFFER_BYTES).repeat()
+                   for path, count in zip(files, counts) if count]
+        if not readers:
+            raise ValueError(f"no records in {len(files)} file(s): {', '.join(files[:3])}")
+        dataset = (readers[0] if len(readers) == 1 else
+                   tf.data.Dataset.choose_from_datasets(
+                       readers, paced_choices(counts[counts > 0], seed)))
+    else:
+        dataset = tf.data.TFRecordDataset(files)  # one after the other, in order
     if shard_records:
         # Fewer files than pipelines: every pipeline reads all files and keeps every n-th
         # record. With a seed all pipelines see the same order, so the shards are disjoint;
         # without one they are independent random subsets.
         dataset = dataset.shard(pipelines, pipeline_id)
     if is_training:
-        # A different seed from the file shuffle, so the two permutations are unrelated.
+        # A different seed from the files' first turns, so the two draws are unrelated.
         dataset = dataset.shuffle(shuffle_buffer, seed=None if seed is None else seed + 1,
                                   reshuffle_each_iteration=True)
     return dataset
@@ -384,7 +469,7 @@ def _parsed_batches(dataset: tf.data.Dataset, batch_size: int,
                     spec: Dict[str, tf.io.FixedLenFeature], skip_batches: int = 0,
                     postprocess: Optional[Callable[[Features], Features]] = None
                     ) -> tf.data.Dataset:
-    """Steps 6-7: static batches parsed in one op, int64 -> int32; the first
+    """Steps 5-6: static batches parsed in one op, int64 -> int32; the first
     `skip_batches` batches are dropped before parsing (read, never parsed)."""
     def parse(records: tf.Tensor) -> Features:
         features = tf.io.parse_example(records, spec)
@@ -420,10 +505,10 @@ def bert_pretraining_dataset(file_patterns: Patterns, batch_size: int, seq_lengt
                              max_predictions: int, *, is_training: bool = True,
                              input_context: Optional[tf.distribute.InputContext] = None,
                              seed: Optional[int] = None, shuffle_buffer: int = 10000,
-                             cycle_length: int = 8,
                              dynamic_masking: Optional[DynamicMasking] = None,
                              use_nsp: bool = True, skip_batches: int = 0,
-                             unmasked: bool = False) -> tf.data.Dataset:
+                             unmasked: bool = False, text_ids: bool = False
+                             ) -> tf.data.Dataset:
     """BERT pretraining batches (MLM + NSP) from `create_data` records.
 
     batch_size: PER-REPLICA batch size (`input_context.get_per_replica_batch_size`).
@@ -437,15 +522,19 @@ def bert_pretraining_dataset(file_patterns: Patterns, batch_size: int, seq_lengt
     resumed job continues where it stopped without an iterator checkpoint.
     unmasked: yield the original text instead (static masks undone with `original_input_ids`,
     no `masked_lm_*` features): the input of a left-to-right LM on the same records.
+    text_ids: also yield int32 `doc_id` [batch] and `text_span` [batch, 2] (module notes).
     """
     _check_sizes(batch_size, skip_batches)
     if unmasked and dynamic_masking is not None:
         raise ValueError("unmasked yields the original text; dynamic_masking would re-mask it")
     files = records_in(file_patterns)
-    spec = bert_feature_spec(seq_length, max_predictions, use_nsp)
+    spec = {**bert_feature_spec(seq_length, max_predictions, use_nsp),
+            **(text_id_spec() if text_ids else {})}
     _check_first_record(files, spec)
 
     def finish(features: Features) -> Features:
+        if text_ids:
+            features["doc_id"] = tf.squeeze(features["doc_id"], -1)
         if use_nsp:
             features["next_sentence_labels"] = tf.squeeze(features["next_sentence_labels"], -1)
         if unmasked:
@@ -453,8 +542,7 @@ def bert_pretraining_dataset(file_patterns: Patterns, batch_size: int, seq_lengt
             features = {k: v for k, v in features.items() if not k.startswith("masked_lm_")}
         return features
 
-    dataset = _serialized_records(files, is_training, input_context, seed, shuffle_buffer,
-                                  cycle_length)
+    dataset = _serialized_records(files, is_training, input_context, seed, shuffle_buffer)
     dataset = _parsed_batches(dataset, batch_size, spec, skip_batches, finish)
     if dynamic_masking is not None:
         dataset = dataset.map(lambda features: dynamic_masking(features, max_predictions),
@@ -473,20 +561,26 @@ def gpt_pretraining_dataset(file_patterns: Patterns, batch_size: int, seq_length
                             is_training: bool = True,
                             input_context: Optional[tf.distribute.InputContext] = None,
                             seed: Optional[int] = None, shuffle_buffer: int = 10000,
-                            cycle_length: int = 8, skip_batches: int = 0) -> tf.data.Dataset:
+                            skip_batches: int = 0, text_ids: bool = False) -> tf.data.Dataset:
     """GPT language-model batches: int32 `input_ids` [batch, seq_length] (contiguous token
     windows; the model shifts them for next-token targets).
 
     batch_size: PER-REPLICA batch size (`input_context.get_per_replica_batch_size`).
     skip_batches: drop the first batches (read but not parsed), as for BERT.
+    text_ids: also yield `doc_id` and `text_span` (module notes), as for BERT.
     """
     _check_sizes(batch_size, skip_batches)
     files = records_in(file_patterns)
-    spec = gpt_feature_spec(seq_length)
+    spec = {**gpt_feature_spec(seq_length), **(text_id_spec() if text_ids else {})}
     _check_first_record(files, spec)
-    dataset = _serialized_records(files, is_training, input_context, seed, shuffle_buffer,
-                                  cycle_length)
-    dataset = _parsed_batches(dataset, batch_size, spec, skip_batches)
+
+    def finish(features: Features) -> Features:
+        if text_ids:
+            features["doc_id"] = tf.squeeze(features["doc_id"], -1)
+        return features
+
+    dataset = _serialized_records(files, is_training, input_context, seed, shuffle_buffer)
+    dataset = _parsed_batches(dataset, batch_size, spec, skip_batches, finish)
     return dataset.prefetch(AUTOTUNE).with_options(_options(seed))
 
 

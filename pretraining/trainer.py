@@ -258,10 +258,13 @@ def loss_function(config: PretrainConfig) -> Callable:
 
 
 def dataset_function(config: PretrainConfig, micro_batch_size: int,
-                     training: bool = True, skip_batches: int = 0) -> Callable:
+                     training: bool = True, skip_batches: int = 0,
+                     text_ids: bool = False) -> Callable:
     """input_context -> this pipeline's per-replica dataset (what the strategy distributes).
 
-    Evaluation reads `eval_input_files` in order, static masks, no shuffling."""
+    Evaluation reads `eval_input_files` in order, static masks, no shuffling. text_ids: the
+    batches also carry `doc_id` and `text_span` (tools/data_coverage replays the training
+    order with them)."""
     masking = None
     files = config.input_files if training else config.eval_input_files
     if config.dynamic_masking and training:
@@ -272,7 +275,8 @@ def dataset_function(config: PretrainConfig, micro_batch_size: int,
     def make(context: tf.distribute.InputContext) -> tf.data.Dataset:
         batch = context.get_per_replica_batch_size(micro_batch_size)
         common = dict(is_training=training, input_context=context, seed=config.seed,
-                      shuffle_buffer=config.shuffle_buffer, skip_batches=skip_batches)
+                      shuffle_buffer=config.shuffle_buffer, skip_batches=skip_batches,
+                      text_ids=text_ids)
         if input_format(config.model) == "gpt":
             return input_pipeline.gpt_pretraining_dataset(
                 files, batch, config.seq_length, **common)

@@ -189,8 +189,8 @@ class ScriptedWorkspace(Workspace):
     def value(*key):
         return int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:4], "big") / 2 ** 32
 
-    def records(self, mode, mask_token_rate=0.8, random_token_rate=0.1):
-        return ((f"{mode}_{mask_token_rate}_{random_token_rate}",), ("held_out",))
+    def records(self, mode, mask_token_rate=0.8, random_token_rate=0.1, packing="nsp_pairs"):
+        return ((f"{mode}_{mask_token_rate}_{random_token_rate}_{packing}",), ("held_out",))
 
     def bpe_vocab_size(self):
         return 6000
@@ -528,7 +528,7 @@ def test_learned_wordpiece_vocabulary_runs_pretraining_and_fine_tuning(tmp_path,
     assert tokens[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     # tf-text's learner lands near the target, not under it (see learn_wordpiece_vocab).
     assert 200 < len(tokens) < 1000 and ws.wordpiece_vocab_size() == len(tokens)
-    assert "records/bert_32_mask0.8_random0.1_wordpiece400/" in ws.records("bert")[0][0]
+    assert "records/bert_32_mask0.8_random0.1_wordpiece400_passmajor/" in ws.records("bert")[0][0]
     model_dir = ws.pretrain("wp", "bert", "bert_test", ws.records("bert"))
     model = keras.models.load_model(str(model_dir / "pretrained.keras"), compile=False)
     assert max(w.shape[0] for w in model.weights if "embedding" in w.path) == len(tokens)
@@ -539,3 +539,50 @@ def test_learned_wordpiece_vocabulary_runs_pretraining_and_fine_tuning(tmp_path,
     assert random_init["accuracy"][0] == pytest.approx(
         held_out_accuracy(tmp_path / "work" / "finetune", "wp_random"))
     assert ws.bert_vocab("/elsewhere/model") == str(shared / BERT_VOCAB)
+
+
+def test_packing_and_record_order_reach_the_records_and_the_pretraining(tmp_path, monkeypatch):
+    """pretraining_transfer's MLM-only arm: bert_pretrained(packing=...) makes its own records
+    with that packing, in the budget's record order, and pretrains them without NSP."""
+    import pretraining.create_data
+    import pretraining.trainer
+    from tools.ablations.experiments import bert_pretrained
+    made, trained = {}, {}
+
+    def fake_creation(inputs, output_dir, config, num_workers, log):
+        made[output_dir] = config
+        for shard in ("a", "b"):
+            pathlib.Path(output_dir, f"{shard}.tfrecord").parent.mkdir(parents=True,
+                                                                       exist_ok=True)
+            pathlib.Path(output_dir, f"{shard}.tfrecord").write_bytes(b"")
+
+    def fake_pretraining(config, log):
+        trained[config.input_files] = config
+        return []
+
+    monkeypatch.setattr(pretraining.create_data, "create_pretraining_data", fake_creation)
+    monkeypatch.setattr(pretraining.trainer, "run_pretraining", fake_pretraining)
+    for order in ("pass_major", "chunk_mixed"):
+        ws = Workspace(str(tmp_path / order), str(tmp_path), Budget(record_order=order),
+                       lambda m: None)
+        monkeypatch.setattr(ws, "wordpiece_file", lambda: "vocab.txt")
+        monkeypatch.setattr(ws, "wordpiece_vocab_size", lambda: 8000)
+        monkeypatch.setattr(ws, "_documents", lambda: [tmp_path / "text.txt"])
+        bert_pretrained(ws, use_nsp=False, packing="full_sentences")
+        bert_pretrained(ws)
+        with pytest.raises(ValueError, match="without NSP labels"):
+            bert_pretrained(ws, use_nsp=True, packing="doc_sentences")
+    by_name = {pathlib.Path(folder).name: (config.packing, config.record_order)
+               for folder, config in made.items()}
+    assert by_name == {
+        "bert_128_mask0.8_random0.1_full_sentences_wordpiece8000_passmajor":
+            ("full_sentences", "pass_major"),
+        "bert_128_mask0.8_random0.1_wordpiece8000_passmajor": ("nsp_pairs", "pass_major"),
+        # chunk_mixed keeps the folder names of the records made before issue 43.
+        "bert_128_mask0.8_random0.1_full_sentences_wordpiece8000":
+            ("full_sentences", "chunk_mixed"),
+        "bert_128_mask0.8_random0.1_wordpiece8000": ("nsp_pairs", "chunk_mixed")}
+    nsp = {pathlib.Path(files[0]).parent.name: config.use_nsp
+           for files, config in trained.items()}
+    assert nsp["bert_128_mask0.8_random0.1_full_sentences_wordpiece8000_passmajor"] is False
+    assert nsp["bert_128_mask0.8_random0.1_wordpiece8000_passmajor"] is True

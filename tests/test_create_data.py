@@ -239,14 +239,168 @@ def test_gpt_windows(shared_data, tmp_path):
     cfg = DataConfig(mode="gpt", bpe_encoder_file=str(folder / "encoder_bpe_40000.json"),
                      bpe_merges_file=str(folder / "vocab_40000.bpe"), n_ctx=16)
     totals = create_pretraining_data([str(text)], str(tmp_path / "out"), cfg, log=lambda m: None)
-    r = read_records(tmp_path / "out", {"input_ids": tf.io.FixedLenFeature([16], tf.int64)})
+    r = read_records(tmp_path / "out", {"input_ids": tf.io.FixedLenFeature([16], tf.int64),
+                                        **TEXT_IDS})
     assert totals["instances"] == len(r["input_ids"]) >= 10
-    stream = r["input_ids"].reshape(-1)
+    # pass_major shards hold the windows shuffled; text_span gives each one's place.
+    windows = r["text_span"][:, 0]
+    assert not (np.diff(windows) > 0).all()
+    np.testing.assert_array_equal(np.sort(windows), np.arange(len(windows)))
+    np.testing.assert_array_equal(r["text_span"][:, 1], windows + 1)
+    in_order = np.argsort(windows)
+    stream = r["input_ids"][in_order].reshape(-1)
     assert (stream == 40479).sum() >= 10  # the delimiter separates documents
     from tfmodels.tokenizers.gpt_bpe import GptBpeTokenizer
     tok = GptBpeTokenizer(cfg.bpe_encoder_file, cfg.bpe_merges_file)
     assert tok.decode(stream[:12].tolist()).startswith(
         "first document line one . line two . _delimiter_ second document")
+    # doc_id: the document the window starts in; two per repetition of the text.
+    doc_ids = r["doc_id"][in_order, 0]
+    starts = np.concatenate([[0], np.nonzero(stream[:-1] == 40479)[0] + 1])
+    expected = np.searchsorted(starts, np.arange(len(windows)) * 16, side="right") - 1
+    np.testing.assert_array_equal(doc_ids, expected)
+    assert doc_ids.max() < totals["documents"] == 60
+
+
+TEXT_IDS = {"doc_id": tf.io.FixedLenFeature([1], tf.int64),
+            "text_span": tf.io.FixedLenFeature([2], tf.int64)}
+
+
+def shard_spans(path):
+    spec = {"text_span": TEXT_IDS["text_span"]}
+    data = tf.data.TFRecordDataset(str(path)).batch(100_000).map(
+        lambda r: tf.io.parse_example(r, spec))
+    return next(iter(data))["text_span"].numpy()
+
+
+def first_repeat(spans):
+    """(index of the first record holding a sentence seen before, sentences seen before it,
+    sentences in the shard)."""
+    seen = set()
+    for index, (first, end) in enumerate(spans):
+        sentences = set(range(first, end))
+        if sentences & seen:
+            break
+        seen |= sentences
+    everything = set().union(*(set(range(a, b)) for a, b in spans))
+    return index, seen, everything
+
+
+def test_pass_major_shards_hold_every_sentence_once_before_any_twice(
+        wiki_records, wiki_text, bert_config, tmp_path):
+    out, totals, _ = wiki_records
+    r = read_records(out, TEXT_IDS)
+    shards = sorted(out.glob("*.tfrecord"))
+    for shard in shards:
+        spans = shard_spans(shard)
+        index, seen, everything = first_repeat(spans)
+        assert seen == everything and 0.3 < index / len(spans) < 0.7  # dupe_factor 2
+    # Text ids: corpus-wide, counted on across shards; almost every sentence is in a
+    # record (google-research/bert drops a pair whose A or B is empty).
+    covered = set().union(*(set(range(a, b)) for a, b in r["text_span"]))
+    assert max(covered) < totals["sentences"] and len(covered) > 0.98 * totals["sentences"]
+    assert r["doc_id"].min() == 0 and r["doc_id"].max() == totals["documents"] - 1 == 39
+    # The layout before issue 43 (all passes shuffled together) repeats texts early, and
+    # is a recorded setting: a folder made with it is not resumed with the new one.
+    mixed = DataConfig(**{**bert_config.__dict__, "record_order": "chunk_mixed"})
+    create_pretraining_data([str(wiki_text)], str(tmp_path), mixed, log=lambda m: None)
+    spans = shard_spans(sorted(tmp_path.glob("*.tfrecord"))[0])
+    index, seen, everything = first_repeat(spans)
+    assert index < 0.2 * len(spans) and len(seen) < 0.5 * len(everything)
+    with pytest.raises(ValueError, match="record_order was 'chunk_mixed', now 'pass_major'"):
+        create_pretraining_data([str(wiki_text)], str(tmp_path), bert_config, log=lambda m: None)
+
+
+def test_pass_sequence_keeps_every_prefix_within_its_passes():
+    """The first k passes of a shard hold at least k / dupe_factor of its records, so a
+    reader at that share has not started pass k + 1; and no more than largest-first needs."""
+    rng = np.random.default_rng(0)
+    assert create_data.pass_sequence([515, 505, 705, 496, 625]) == [4, 0, 2, 3, 1]
+    for _ in range(200):
+        sizes = rng.integers(0, 50, rng.integers(1, 11)).tolist()
+        order = create_data.pass_sequence(sizes)
+        assert sorted(order) == list(range(len(sizes)))
+        held = np.cumsum([sizes[p] for p in order])
+        bound = np.arange(1, len(sizes) + 1) * sum(sizes) / len(sizes)
+        assert (held >= bound - 1e-9).all()
+        assert (held <= np.cumsum(sorted(sizes, reverse=True))).all()
+
+
+def synthetic_documents():
+    """Token ids that name their place: document d, sentence s, token k -> 10000 d + 100 s
+    + k + 1; lengths 3..40, one sentence longer than an instance."""
+    rng = np.random.default_rng(0)
+    documents = []
+    for d in range(12):
+        lengths = rng.integers(3, 40, rng.integers(1, 9))
+        if d == 5:
+            lengths[0] = 75  # longer than a 64-token instance's 62 tokens
+        documents.append([(10000 * d + 100 * s + np.arange(n) + 1).tolist()
+                          for s, n in enumerate(lengths)])
+    return documents
+
+
+@pytest.mark.parametrize("packing", ["full_sentences", "doc_sentences"])
+def test_packed_instances(packing):
+    config = DataConfig(max_seq_length=SEQ, packing=packing)
+    documents = synthetic_documents()
+    sep = 0  # no text token is 0
+    instances = list(create_data.packed_instances(documents, config, sep))
+    budget = SEQ - 2
+    text = [t for doc in documents for s in doc for t in s]
+    # Every token once, in order; separators only between documents, never first or last.
+    joined = [t for tokens, _, _ in instances for t in tokens if t != sep]
+    assert joined == text
+    for tokens, first_doc, _ in instances:
+        assert len(tokens) <= budget and tokens[0] != sep and tokens[-1] != sep
+        assert tokens[0] // 10000 == first_doc
+        for i, t in enumerate(tokens):
+            if t == sep:  # the document changes here, and only here
+                assert tokens[i + 1] // 10000 == tokens[i - 1] // 10000 + 1
+            elif i and tokens[i - 1] != sep:
+                assert t // 10000 == tokens[i - 1] // 10000
+    lengths = np.array([len(tokens) for tokens, _, _ in instances])
+    if packing == "full_sentences":
+        # Filled: only the chunk's last is short, or one that had room for a [SEP] but
+        # not for a token after it.
+        assert (lengths[:-1] >= budget - 1).all() and (lengths == budget).mean() > 0.8
+        assert sum(sep in tokens for tokens, _, _ in instances) >= 8
+    else:
+        assert all(sep not in tokens for tokens, _, _ in instances)
+        ends = {len(instances) - 1} | {i for i in range(len(instances) - 1)
+                                       if instances[i + 1][1] != instances[i][1]}
+        assert all(lengths[i] == budget for i in range(len(instances)) if i not in ends)
+    # Spans: each sentence counted once, in the instance its first token is in.
+    starts = {s[0]: n for n, s in enumerate(s for doc in documents for s in doc)}
+    counted = [n for _, _, (first, end) in instances for n in range(first, end)]
+    assert counted == list(range(len(starts)))
+    for tokens, _, (first, end) in instances:
+        assert {starts[t] for t in tokens if t in starts} == set(range(first, end))
+
+
+def test_full_sentences_records_fill_the_length_and_have_no_nsp(wiki_text, bert_config,
+                                                                 tmp_path):
+    config = DataConfig(**{**bert_config.__dict__, "packing": "full_sentences"})
+    totals = create_pretraining_data([str(wiki_text)], str(tmp_path), config, log=lambda m: None)
+    spec = {k: v for k, v in bert_spec().items() if k != "next_sentence_labels"}
+    r = read_records(tmp_path, {**spec, **TEXT_IDS})
+    lengths = r["input_mask"].sum(1)
+    assert totals["instances"] == len(lengths) and lengths.mean() / SEQ > 0.98
+    assert (r["segment_ids"] == 0).all()
+    assert (r["masked_lm_weights"].sum(1).mean()) > 0.95 * round((SEQ - 2) * 0.15)
+    files = sorted(tmp_path.glob("*.tfrecord"))
+    example = tf.train.Example.FromString(next(iter(tf.data.TFRecordDataset(str(files[0])))
+                                          ).numpy())
+    assert "next_sentence_labels" not in example.features.feature
+    from pretraining.input_pipeline import bert_pretraining_dataset
+    pattern = str(tmp_path / "*.tfrecord")
+    batch = next(iter(bert_pretraining_dataset(pattern, 8, SEQ, PREDICTIONS, use_nsp=False,
+                                               seed=0)))
+    assert batch["input_ids"].shape == (8, SEQ)
+    with pytest.raises(ValueError, match="no next_sentence_labels.*--nouse_nsp"):
+        bert_pretraining_dataset(pattern, 8, SEQ, PREDICTIONS)
+    with pytest.raises(ValueError, match="packing must be one of"):
+        DataConfig(packing="sentences")
 
 
 def test_errors_name_the_problem(bert_config, tmp_path):

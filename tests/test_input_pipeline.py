@@ -382,3 +382,67 @@ def test_corrupt_files_raise_and_can_be_located(gpt_records, tmp_path):
     problems = find_corrupt_records([good, str(tmp_path / "*.tfrecord")])
     assert sorted(problems) == [str(garbage), str(truncated)]
     assert problems[str(truncated)].startswith(f"record {GPT_ROWS // 2}: truncated")
+
+
+@pytest.fixture(scope="module")
+def uneven_gpt_records(tmp_path_factory):
+    """Files of 20, 40, 80 and 160 windows in order; every value of row r of file f is
+    1000 f + r."""
+    out = tmp_path_factory.mktemp("uneven_gpt_records")
+    for f, rows in enumerate((20, 40, 80, 160)):
+        values = (1000 * f + np.arange(rows))[:, None].repeat(SEQ, 1)
+        with tf.io.TFRecordWriter(str(out / f"gpt-{f}.tfrecord")) as writer:
+            for record in encode_examples({"input_ids": values}):
+                writer.write(record)
+    return str(out / "gpt-*.tfrecord")
+
+
+def test_training_reads_every_file_at_the_same_pace(uneven_gpt_records):
+    """Any prefix of a run is a near-uniform sample: half the records read means about half
+    of every file, whatever its size (the 8-file interleave before issue 43 read files in
+    turn, so a small file was read to its end while a large one was at its start)."""
+    dataset = gpt_pretraining_dataset([uneven_gpt_records], 5, SEQ, seed=7, shuffle_buffer=1)
+    first = np.concatenate([b["input_ids"][:, 0] for b in take(dataset, 30)])  # 150 of 300
+    sizes = np.array([20, 40, 80, 160])
+    files, rows = first // 1000, first % 1000
+    share = np.bincount(files, minlength=4) / sizes
+    assert (np.abs(share - 0.5) < 0.2).all(), share
+    assert (rows < sizes[files]).all() and len(set(first.tolist())) == len(first)
+    # The same pace holds at every point of the run, not only on average at its end.
+    quarter = np.bincount(files[:75], minlength=4) / sizes
+    assert (np.abs(quarter - 0.25) < 0.15).all(), quarter
+
+
+def test_text_ids_come_with_the_batches(bert_records):
+    plain = take(bert_pretraining_dataset([bert_records], BATCH, SEQ, PREDICTIONS, seed=2), 3)
+    dataset = bert_pretraining_dataset([bert_records], BATCH, SEQ, PREDICTIONS, seed=2,
+                                       text_ids=True)
+    assert tuple(dataset.element_spec["doc_id"].shape) == (BATCH,)
+    assert tuple(dataset.element_spec["text_span"].shape) == (BATCH, 2)
+    with_ids = take(dataset, 3)
+    for a, b in zip(plain, with_ids):  # the same records, in the same order
+        np.testing.assert_array_equal(a["input_ids"], b["input_ids"])
+        assert (b["text_span"][:, 0] < b["text_span"][:, 1]).all()
+
+
+def test_paced_choices_in_blocks_are_the_stride_schedule():
+    """File f comes up counts[f] times in every sum(counts) turns, evenly spread: the blocked
+    computation gives the order of the one-at-a-time stride schedule it stands for."""
+    from pretraining.input_pipeline import paced_choices
+    counts = np.array([20, 40, 80, 160, 7, 1000], np.float64)
+    blocked = np.array(list(paced_choices(counts, 3, block=16).take(3000).as_numpy_iterator()))
+    strides = counts.sum() / counts
+    turns = np.random.default_rng(3).random(len(counts)) * strides
+    one_at_a_time = []
+    for _ in range(3000):
+        chosen = int(np.argmin(turns))
+        one_at_a_time.append(chosen)
+        turns[chosen] += strides[chosen]
+    np.testing.assert_array_equal(blocked, one_at_a_time)
+    np.testing.assert_array_equal(np.bincount(blocked[:1307]), counts)
+    # At every point each file is within a few records of its share: one turn of its own,
+    # plus the other files' turns running up to one ahead each.
+    share = counts / counts.sum()
+    for end in range(1, 3000, 37):
+        off = np.abs(np.bincount(blocked[:end], minlength=len(counts)) - end * share)
+        assert (off <= 1 + len(counts) * share).all(), (end, off)

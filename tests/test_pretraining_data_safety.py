@@ -55,11 +55,21 @@ def write_articles(folder, count):
     return [str(p) for p in paths]
 
 
-def read_windows(folder):
-    spec = {"input_ids": tf.io.FixedLenFeature([N_CTX], tf.int64)}
-    rows = [tf.io.parse_single_example(r, spec)["input_ids"].numpy()
+def read_windows(folder, with_doc_ids=False):
+    """The windows in text order (shards hold them shuffled; text_span gives each one's
+    corpus index), as one token stream; with_doc_ids: and each window's doc_id."""
+    spec = {"input_ids": tf.io.FixedLenFeature([N_CTX], tf.int64),
+            "doc_id": tf.io.FixedLenFeature([1], tf.int64),
+            "text_span": tf.io.FixedLenFeature([2], tf.int64)}
+    rows = [tf.io.parse_single_example(r, spec)
             for r in tf.data.TFRecordDataset(sorted(map(str, folder.glob("*.tfrecord"))))]
-    return np.array(rows).reshape(-1)
+    index = np.array([row["text_span"].numpy()[0] for row in rows], np.int64)
+    np.testing.assert_array_equal(np.sort(index), np.arange(len(rows)))
+    order = np.argsort(index)
+    windows = np.array([rows[i]["input_ids"].numpy() for i in order]).reshape(-1)
+    if with_doc_ids:
+        return windows, np.array([rows[i]["doc_id"].numpy()[0] for i in order])
+    return windows
 
 
 # ---- case 1: GPT windows run across files and chunks -----------------------------------------
@@ -83,8 +93,12 @@ def test_gpt_stream_runs_across_files_and_chunks(gpt_config, tokenizer, tmp_path
             if lines:
                 expected += [t for ids in tokenizer.encode(lines) for t in ids]
                 expected.append(tokenizer.delimiter_id)
-    windows = read_windows(tmp_path / "out")
+    windows, doc_ids = read_windows(tmp_path / "out", with_doc_ids=True)
     assert totals["instances"] == len(expected) // N_CTX == len(windows) // N_CTX
+    # Each window names the document its first token is in, counted across files and chunks.
+    owner = np.cumsum(np.array(expected) == tokenizer.delimiter_id) - (
+        np.array(expected) == tokenizer.delimiter_id)
+    np.testing.assert_array_equal(doc_ids, owner[:len(windows):N_CTX])
     assert totals["dropped_tokens"] == len(expected) % N_CTX < N_CTX
     assert windows.tolist() == expected[:len(windows)]
     assert any("warning" in line and "empty.txt" in line for line in logs)

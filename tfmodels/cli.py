@@ -129,8 +129,12 @@ def run_binary(main: Callable, define_flags: Optional[Callable[[], None]] = None
         define_flags()
     if _help_requested(argv):
         from tfmodels.flag_help import format_help
+        # Defined by define_flags and by our code: a module it imports first (TensorFlow's
+        # TPU flags, absl's) defines flags too, which are not the binary's.
+        ours = ("tfmodels", "finetune", "pretraining", "tools", "bert_gpt_tf", "__main__")
         own = [name for name, flag in FLAGS._flags().items()  # noqa: SLF001 (definition order)
-               if name not in before and name == flag.name]
+               if name not in before and name == flag.name
+               and (FLAGS.find_module_defining_flag(name) or "").split(".")[0] in ours]
         doc = sys.modules[main.__module__].__doc__ if main.__module__ in sys.modules else ""
         sys.stdout.write(format_help(doc or "", own, FLAGS, flag_groups))
         sys.stdout.flush()

@@ -31,10 +31,10 @@ _NAMES_BY_GROUP = {
         "dupe_factor", "short_seq_prob", "masked_lm_prob", "max_predictions_per_seq",
         "mask_token_rate", "random_token_rate", "whole_word_mask", "whole_word_masking",
         "dynamic_masking", "do_lower_case", "chunk_bytes", "random_seed", "shuffle_buffer",
-        "kind", "min_frequency", "num_merges", "train_examples", "packing"),
+        "kind", "min_frequency", "num_merges", "train_examples", "packing", "record_order"),
     "training": (
         "learning_rates", "learning_rate", "gpt_learning_rate", "epochs", "train_steps",
-        "bert_steps", "gpt_steps", "train_batch_size", "global_batch_size",
+        "bert_steps", "gpt_steps", "steps", "train_batch_size", "global_batch_size",
         "gradient_accumulation_steps", "recovery_max_trials", "recovery_lr_factor",
         "warmup_fraction", "warmup_steps", "weight_decay",
         "adam_epsilon", "beta_2", "clip_norm", "decay", "optimizer", "lm_weight", "loss",

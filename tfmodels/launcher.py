@@ -23,6 +23,7 @@ CONSOLE_SCRIPTS: Dict[str, str] = {
     "bert-gpt-export": "tools.export_model",
     "bert-gpt-predict": "tools.predict",
     "bert-gpt-presets": "tools.presets",
+    "bert-gpt-data-coverage": "tools.data_coverage",
 }
 # "bert_gpt_tf." when installed (this module is bert_gpt_tf.tfmodels.launcher), "" in a checkout.
 _PACKAGE = __name__[:-len("tfmodels.launcher")]
@@ -49,6 +50,7 @@ finetune = _entry_point("bert-gpt-finetune")
 export = _entry_point("bert-gpt-export")
 predict = _entry_point("bert-gpt-predict")
 presets = _entry_point("bert-gpt-presets")
+data_coverage = _entry_point("bert-gpt-data-coverage")
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in CONSOLE_SCRIPTS:

@@ -69,12 +69,17 @@ def _seeds(ws: Workspace) -> int:
 
 def bert_pretrained(ws: Workspace, objective: str = "mlm", use_nsp: bool = True,
                     mask_token_rate: float = 0.8, random_token_rate: float = 0.1,
-                    model_config: str = "", **overrides) -> str:
-    """The model_dir of a BERT pretrained on the budget's corpus with the given objective and mask mix."""
+                    model_config: str = "", packing: str = "nsp_pairs", **overrides) -> str:
+    """The model_dir of a BERT pretrained on the budget's corpus with the given objective,
+    mask mix and packing of its records (full_sentences / doc_sentences: MLM only)."""
+    if use_nsp and packing != "nsp_pairs":
+        raise ValueError(f"packing {packing!r} gives records without NSP labels: "
+                         f"use_nsp=False")
     model_config = model_config or ws.budget.bert_config
     name = (f"{model_config}_{objective}{'_nsp' if use_nsp else ''}"
-            f"_m{mask_token_rate:g}_r{random_token_rate:g}")
-    records = ws.records("bert", mask_token_rate, random_token_rate)
+            f"_m{mask_token_rate:g}_r{random_token_rate:g}"
+            f"{'' if packing == 'nsp_pairs' else '_' + packing}")
+    records = ws.records("bert", mask_token_rate, random_token_rate, packing)
     return str(ws.pretrain(name, "bert", model_config, records, objective=objective,
                            use_nsp=use_nsp, **overrides))
 

@@ -74,6 +74,12 @@ class Budget:
     # first ones): 200k lines are about 5M words of wikipedia20m, all of WikiText-2.
     vocab_lines: int = 200_000
     bert_dupe_factor: int = 5            # masked copies of each BERT instance in the records
+    # pass_major (issue 43): every shard read at an even pace sees each text once before any
+    # twice. chunk_mixed reproduces the records of the reports made before it (their cached
+    # folders keep their names; pass_major folders end in _passmajor).
+    record_order: str = dataclasses.field(default="pass_major", metadata={"help": (
+        "Records' order in a shard: pass_major | chunk_mixed (before issue 43; "
+        "pretraining.create_data).")})
     bert_config: str = "bert_tiny"
     gpt_config: str = "gpt_small"
     lstm_config: str = "lstm_small"
@@ -356,10 +362,12 @@ class Workspace:
     # Once per workspace and mix: experiments ask for the same records for every variant, and
     # even a resumed creation re-reads the corpus to check its chunks.
     @functools.lru_cache(maxsize=None)
-    def records(self, mode: str, mask_token_rate: float = 0.8,
-                random_token_rate: float = 0.1) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
-        """(train shards, held-out shards): the last shard is held out for evaluation.
-        mode bert: sentence pairs with static masks in the given mix; gpt: windows."""
+    def records(self, mode: str, mask_token_rate: float = 0.8, random_token_rate: float = 0.1,
+                packing: str = "nsp_pairs") -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+        """(train shards, held-out shards): the last shard is held out for evaluation (it is
+        the last chunk of the text with all its dupe passes, so no held-out text is trained
+        on). mode bert: instances packed as `packing` (create_data's: nsp_pairs |
+        full_sentences | doc_sentences) with static masks in the given mix; gpt: windows."""
         from pretraining.create_data import DataConfig, create_pretraining_data
         length = self.budget.pretrain_seq_length
         # One shard per chunk: WikiText-2 in 128 KB chunks still gives a held-out shard;
@@ -370,8 +378,11 @@ class Workspace:
                                 max_predictions_per_seq=20,
                                 dupe_factor=self.budget.bert_dupe_factor,
                                 mask_token_rate=mask_token_rate,
-                                random_token_rate=random_token_rate, chunk_bytes=chunk_bytes)
+                                random_token_rate=random_token_rate, chunk_bytes=chunk_bytes,
+                                packing=packing, record_order=self.budget.record_order)
             name = f"bert_{length}_mask{mask_token_rate:g}_random{random_token_rate:g}"
+            if packing != "nsp_pairs":
+                name += f"_{packing}"
             if self.budget.bert_dupe_factor != 5:
                 name += f"_dupe{self.budget.bert_dupe_factor}"
             if self.budget.bert_vocab_size:
@@ -379,8 +390,11 @@ class Workspace:
         else:
             encoder, merges = self.bpe_files()
             config = DataConfig(mode="gpt", n_ctx=length, bpe_encoder_file=encoder,
-                                bpe_merges_file=merges, chunk_bytes=chunk_bytes)
+                                bpe_merges_file=merges, chunk_bytes=chunk_bytes,
+                                record_order=self.budget.record_order)
             name = f"gpt_{length}_bpe{self.budget.bpe_merges}"
+        if self.budget.record_order == "pass_major":
+            name += "_passmajor"
         out = self.root / "records" / (self._corpus_prefix() + name)
         # Resumable on its own: finished shards are kept, the manifest checks the settings.
         with self.job_lock(out):
