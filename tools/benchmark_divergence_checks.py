@@ -72,7 +72,7 @@ def _arm_steps(task_model, spec, features, batch_size: int, checked: bool):
     from tfmodels.optimization import create_optimizer
     from tfmodels.training import TrainStep
     strategy = tf.distribute.get_strategy()
-    optimizer = create_optimizer(1e-5, weight_decay=0.01)
+    optimizer = create_optimizer(1e-5, total_steps=100000, warmup_steps=10, weight_decay=0.01)
     loss_fn = task_loss(spec, backbone_architecture(task_model), 0.0)
     batches = strategy.experimental_distribute_dataset(batching.train_dataset(
         {**features.inputs(), **features.labels()}, batch_size, 0, False))
