@@ -660,10 +660,17 @@ class LanguageModel:
             raise ValueError("no text has two tokens: nothing to score")
         return math.exp(-float(scores.total_log_prob.sum()) / count)
 
-    def export(self, export_dir: str, precision: str = "float32") -> str:
-        """TF Serving layout `<export_dir>/<next version>/` (serving_default, generate);
-        precision "bfloat16" computes in mixed_bfloat16 (finetune.export.publish)."""
+    def export(self, export_dir: str, precision: Optional[str] = None) -> str:
+        """TF Serving layout `<export_dir>/<next version>/` (serving_default, generate).
+
+        precision: "float32" or "bfloat16" (mixed_bfloat16 compute, finetune.export.publish);
+        None: the model's own, so the export samples the same text as `generate` here for a
+        seed (a bf16 model exported in float32 gets slightly other logits, and a sampled
+        token can differ)."""
         from finetune.export import export_saved_model
+        if precision is None:
+            precision = ("bfloat16" if self.model.dtype_policy.compute_dtype == "bfloat16"
+                         else "float32")
         base, name = os.path.split(os.path.normpath(export_dir))
         return export_saved_model(self.model, None, self.tokenizer, base or ".", name,
                                   self.seq_length, precision=precision,
