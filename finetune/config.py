@@ -38,10 +38,10 @@ class FinetuneConfig:
         "bert | gpt | lstm (GPT-1's LSTM baseline, fine-tuned like GPT-1: BPE, input "
         "transforms, aux LM)",
         choices=ARCHITECTURES)
-    init_checkpoint: str = dataclasses.field(
-        default="", metadata={"help": "HF BERT folder, TF1 BERT folder, OpenAI GPT .npy folder, "
-                                      "HF openai-gpt folder, a .keras file or a pretraining "
-                                      "model_dir (detected from the files); empty: random init."})
+    init_checkpoint: str = option(
+        "", "HF BERT folder, TF1 BERT folder, OpenAI GPT .npy folder, HF openai-gpt folder, a "
+        ".keras file or a pretraining model_dir (detected from the files), or preset:NAME for "
+        "a released checkpoint (bert-gpt-presets lists them); empty: random init.")
     model_config: str = dataclasses.field(
         default="", metadata={"help": "Named config for random init ('' = bert_base / gpt1 / "
                                       "lstm_2048)."})
