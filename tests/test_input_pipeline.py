@@ -72,11 +72,16 @@ def unmasked_bert_records(tmp_path_factory, wiki_text, vocab_file):
 @pytest.fixture(scope="module")
 def gpt_records(tmp_path_factory):
     """GPT_FILES files of GPT_ROWS windows; every value of row r of file f is 1000 f + r."""
-    out = tmp_path_factory.mktemp("gpt_records")
-    for f in range(GPT_FILES):
-        rows = (1000 * f + np.arange(GPT_ROWS))[:, None].repeat(SEQ, 1)
+    return write_gpt_records(tmp_path_factory.mktemp("gpt_records"), [GPT_ROWS] * GPT_FILES)
+
+
+def write_gpt_records(out, rows_per_file):
+    """gpt-<f>.tfrecord files of the given numbers of windows; every value of row r of file f
+    is 1000 f + r. Returns their glob."""
+    for f, rows in enumerate(rows_per_file):
+        values = (1000 * f + np.arange(rows))[:, None].repeat(SEQ, 1)
         with tf.io.TFRecordWriter(str(out / f"gpt-{f}.tfrecord")) as writer:
-            for record in encode_examples({"input_ids": rows}):
+            for record in encode_examples({"input_ids": values}):
                 writer.write(record)
     return str(out / "gpt-*.tfrecord")
 
@@ -388,13 +393,7 @@ def test_corrupt_files_raise_and_can_be_located(gpt_records, tmp_path):
 def uneven_gpt_records(tmp_path_factory):
     """Files of 20, 40, 80 and 160 windows in order; every value of row r of file f is
     1000 f + r."""
-    out = tmp_path_factory.mktemp("uneven_gpt_records")
-    for f, rows in enumerate((20, 40, 80, 160)):
-        values = (1000 * f + np.arange(rows))[:, None].repeat(SEQ, 1)
-        with tf.io.TFRecordWriter(str(out / f"gpt-{f}.tfrecord")) as writer:
-            for record in encode_examples({"input_ids": values}):
-                writer.write(record)
-    return str(out / "gpt-*.tfrecord")
+    return write_gpt_records(tmp_path_factory.mktemp("uneven_gpt_records"), (20, 40, 80, 160))
 
 
 def test_training_reads_every_file_at_the_same_pace(uneven_gpt_records):
