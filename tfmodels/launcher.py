@@ -41,16 +41,12 @@ def _entry_point(script: str) -> Callable[[], None]:
     return entry_point
 
 
-main_job = _entry_point("bert-gpt-main-job")
-build_vocab = _entry_point("bert-gpt-build-vocab")
-convert = _entry_point("bert-gpt-convert")
-create_pretraining_data = _entry_point("bert-gpt-create-pretraining-data")
-pretrain = _entry_point("bert-gpt-pretrain")
-finetune = _entry_point("bert-gpt-finetune")
-export = _entry_point("bert-gpt-export")
-predict = _entry_point("bert-gpt-predict")
-presets = _entry_point("bert-gpt-presets")
-data_coverage = _entry_point("bert-gpt-data-coverage")
+# The callables setup.cfg names: bert-gpt-main-job -> main_job, ... (one per table row, so a
+# new console script needs only its row here and its line in setup.cfg).
+ENTRY_POINTS = {script[len("bert-gpt-"):].replace("-", "_"): _entry_point(script)
+                for script in CONSOLE_SCRIPTS}
+globals().update(ENTRY_POINTS)
+
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in CONSOLE_SCRIPTS:
