@@ -3,6 +3,7 @@ import hashlib
 import json
 import math
 import pathlib
+import re
 
 import pytest
 
@@ -156,7 +157,7 @@ def test_chance_line_counts_the_held_back_slice_runs_are_scored_on(tmp_path, sha
     # No single answer for spans: no chance line. STS-B's is the mean score, whose correlation
     # with the gold scores is undefined and reported as 0.
     assert ws.constant_answer_scores("squad_v1") == {}
-    assert ws.constant_answer_scores("stsb") == {"pearson": 0.0}
+    assert ws.constant_answer_scores("stsb") == {"spearman": 0.0, "pearson": 0.0}
     assert chance_scores(ws, ("mrpc", "squad_v1")) == {"MRPC F1": mrpc["f1"],
                                                        "MRPC acc": mrpc["accuracy"]}
 
@@ -190,7 +191,8 @@ class ScriptedWorkspace(Workspace):
         return int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:4], "big") / 2 ** 32
 
     def records(self, mode, mask_token_rate=0.8, random_token_rate=0.1, packing="nsp_pairs"):
-        return ((f"{mode}_{mask_token_rate}_{random_token_rate}_{packing}",), ("held_out",))
+        return ((f"{mode}_{mask_token_rate}_{random_token_rate}_{packing}",),
+                (f"held_out_{packing}",))
 
     def bpe_vocab_size(self):
         return 6000
@@ -209,8 +211,8 @@ class ScriptedWorkspace(Workspace):
             settings=dict(model_config=model_config), seconds=60.0, final_eval=rows[-1])))
         return model_dir
 
-    def mlm_by_input(self, model_dir, batches=30):
-        return dict(mask_accuracy=0.1, random_accuracy=0.05, kept_accuracy=0.9,
+    def mlm_by_input(self, model_dir, batches=30, held_out=()):
+        return dict(positions=1000.0, mask_accuracy=0.1, random_accuracy=0.05, kept_accuracy=0.9,
                     unigram_accuracy=0.04, mask_share=0.8, random_share=0.1, kept_share=0.1)
 
     def finetune(self, name, task, model, init_checkpoint, seed, **overrides):
@@ -244,7 +246,39 @@ def test_every_experiment_writes_data_its_markdown_is_rendered_from(tmp_path, mo
     assert all(len(cell["values"]) == len(ws.budget.seeds)
                for row in data["rows"] for cell in row["cells"].values())
     kinds = [n["kind"] for n in data["notes"]]
-    assert kinds.count("transfer_verdict") == 5 and "learning_rates" in kinds
+    # BERT on SST-2, STS-B and SQuAD, its full_sentences arm on SST-2 and STS-B, GPT-1 on two.
+    assert kinds.count("transfer_verdict") == 7 and "learning_rates" in kinds
+    held_out = next(n for n in data["notes"] if n["kind"] == "held_out_mlm")
+    assert {(s["model"], s["records"]) for s in held_out["scores"]} == {
+        (arm, packing) for arm in ("bert", "bert_fullsent")
+        for packing in ("nsp_pairs", "full_sentences")}
+    assert held_out["scores"][0]["mlm_accuracy"] == pytest.approx(0.08 + 0.005 + 0.09)
+    line = render.transfer_line(data["notes"])
+    delta = r"[-+]\d+\.\d"
+    assert re.fullmatch(f"transfer: bert sst2 {delta} stsb {delta} squad_f1 {delta}; "
+                        f"bert_fullsent sst2 {delta} stsb {delta}; "
+                        f"gpt sst2 {delta} story_cloze {delta}", line), line
+    fullsent = next(r for r in data["rows"] if "full_sentences" in r["label"])
+    assert set(fullsent["cells"]) == {"BERT SST-2 acc", "BERT STS-B Spearman", "BERT STS-B Pearson"}
+
+
+def test_transfer_bar_needs_every_bert_and_gpt_task_to_transfer():
+    """The issue's bar: BERT's and GPT-1's pretrained arms clear the larger std on every task
+    and beat the constant answer; bert_fullsent is reported beside it, not barred."""
+    from tools.ablations.experiments import transfer_bar
+
+    def verdict(model, task, outcome):
+        return {"kind": "transfer_verdict", "model": model, "task": task, "verdict": outcome}
+    passing = [verdict("bert", t, "transfers") for t in ("sst2", "stsb", "squad_f1")] + [
+        verdict("gpt", t, "transfers") for t in ("sst2", "story_cloze")]
+    assert transfer_bar(passing + [verdict("bert_fullsent", "stsb", "does_not_clear_spread")]
+                        )[0]["met"]
+    for index, outcome in ((1, "does_not_clear_spread"), (4, "not_shown")):
+        failing = [dict(v) for v in passing]
+        failing[index]["verdict"] = outcome
+        notes = transfer_bar(failing)
+        assert not notes[0]["met"] and notes[0]["rule"]
+    assert notes[1] == {"kind": "transfer_not_shown", "tasks": [["gpt", "story_cloze"]]}
 
 
 def test_display_values_follow_the_papers():

@@ -40,8 +40,9 @@ TASK_SETUPS: Dict[str, Dict[str, Any]] = {
                  metrics=[("f1", "MRPC F1"), ("accuracy", "MRPC acc")]),
     "rte": dict(path="glue/RTE/train.tsv", seq_length=128, metrics=[("accuracy", "RTE acc")]),
     "cola": dict(path="glue/CoLA/train.tsv", seq_length=64, metrics=[("mcc", "CoLA MCC")]),
+    # Spearman first: the BERT paper's Table 1 reports it for STS-B.
     "stsb": dict(path="glue/STS-B/train.tsv", seq_length=128,
-                 metrics=[("pearson", "STS-B Pearson")]),
+                 metrics=[("spearman", "STS-B Spearman"), ("pearson", "STS-B Pearson")]),
     "squad_v1": dict(path="squad/train-v1.1-subset.json", seq_length=192,
                      options=dict(doc_stride=96, max_query_length=32),
                      metrics=[("f1", "SQuAD F1"), ("exact_match", "SQuAD EM")]),
@@ -104,7 +105,8 @@ class Budget:
         "BERT shapes model_size compares (add bert_small, ... on a GPU)."))
     # One pretraining lr for every size, as in the paper: at bert_learning_rate (2e-3) bert_mini
     # stays at unigram level (held-out MLM accuracy 0.044 after 1,000 steps; bert_tiny 0.130).
-    model_size_learning_rate: float = option(1e-3, "model_size's one pretraining lr for every size.")
+    model_size_learning_rate: float = option(1e-3, (
+        "model_size's one pretraining lr for every size."))
     # bert_mini costs 4.6-5.1x bert_tiny per token on CPU (BUILD_NOTES): at wikipedia20m's 16,000
     # steps that is 4.5-5.8 core-hours, so model_size can compare the sizes at fewer, equal steps.
     model_size_pretrain_steps: int = option(0, (
@@ -490,11 +492,16 @@ class Workspace:
     def pretrain_summary(model_dir: pathlib.Path) -> Dict[str, Any]:
         return _read_json(model_dir / "done.json") or {}
 
-    def mlm_by_input(self, model_dir: pathlib.Path, batches: int = 30) -> Dict[str, float]:
+    def mlm_by_input(self, model_dir: pathlib.Path, batches: int = 30,
+                     held_out: Sequence[str] = ()) -> Dict[str, float]:
         """A finished BERT pretraining's held-out MLM accuracy at [MASK], random and kept
-        positions (pretraining/diagnostics.py), computed once into mlm_by_input.json."""
+        positions (pretraining/diagnostics.py), computed once into mlm_by_input.json; on
+        `held_out` record files instead of the run's own (another packing's held-out shard,
+        read without NSP labels), into mlm_by_input_<hash>.json."""
         model_dir = pathlib.Path(model_dir)
-        output = model_dir / "mlm_by_input.json"
+        held_out = tuple(str(f) for f in held_out)
+        output = model_dir / (f"mlm_by_input_{settings_hash({'held_out': held_out})}.json"
+                              if held_out else "mlm_by_input.json")
 
         def job():
             import keras
@@ -504,8 +511,11 @@ class Workspace:
             from pretraining.diagnostics import mlm_accuracy_by_input
             from pretraining.trainer import PretrainConfig, dataset_function
             # The run's own config and eval pipeline: the held-out batches its evals read.
-            config = PretrainConfig(model_dir=str(model_dir),
-                                    **self.pretrain_summary(model_dir)["settings"])
+            settings = dict(self.pretrain_summary(model_dir)["settings"])
+            if held_out:
+                # The NSP head is not scored here, and packed records have no NSP labels.
+                settings.update(eval_input_files=held_out, use_nsp=False)
+            config = PretrainConfig(model_dir=str(model_dir), **settings)
             held_out = dataset_function(config, config.global_batch_size, training=False)(
                 tf.distribute.InputContext())
             mask_id = read_vocab_file(self.wordpiece_file()).index("[MASK]")
