@@ -29,7 +29,7 @@ from finetune.losses import task_loss
 from finetune.models import backbone_architecture
 from tfmodels.optimization import WarmupDecaySchedule, create_optimizer
 from tfmodels.progress import Progress
-from tfmodels.training import TrainingDiverged, TrainStep
+from tfmodels.training import TensorBoardLog, TrainingDiverged, TrainStep
 
 __all__ = ["TrainOptions", "Schedule", "Trained", "TrainingDiverged", "TensorBoardLog",
            "plan_schedule", "train", "mean_loss"]
@@ -58,31 +58,6 @@ class DivergenceWatch:
             raise TrainingDiverged(self.label, step, float(self.bad[0]),
                                    float(self.bad[1]) if has_grad_norm else None,
                                    self.learning_rate(step))
-
-
-class TensorBoardLog:
-    """Event files under `log_dir`: `train/` (loss, learning_rate, grad_norm, examples/s, the
-    step's metrics) and `eval/` (the task metrics of each evaluation), so TensorBoard overlays
-    them. No directory: nothing is written."""
-
-    def __init__(self, log_dir: str = ""):
-        self.log_dir = log_dir
-        self._writers: Dict[str, Any] = {}
-
-    def write(self, run: str, step: int, scalars: Dict[str, float]) -> None:
-        if not self.log_dir:
-            return
-        if run not in self._writers:
-            self._writers[run] = tf.summary.create_file_writer(f"{self.log_dir}/{run}")
-        with self._writers[run].as_default(step=step):
-            for name, value in scalars.items():
-                tf.summary.scalar(name, float(value))
-        self._writers[run].flush()
-
-    def close(self) -> None:
-        for writer in self._writers.values():
-            writer.close()
-        self._writers = {}
 
 
 @dataclasses.dataclass(frozen=True)

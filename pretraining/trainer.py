@@ -51,8 +51,8 @@ from tfmodels.losses import bert_pretraining_loss, causal_lm_loss, gpt_pretraini
 from tfmodels.optimization import WarmupDecaySchedule, create_optimizer
 from tfmodels.progress import Progress
 # make_strategy is imported from here by older callers; it lives in tfmodels.training.
-from tfmodels.training import (DISTRIBUTION_STRATEGIES, TrainingDiverged, TrainStep,
-                               make_strategy, op_determinism)  # noqa: F401
+from tfmodels.training import (DISTRIBUTION_STRATEGIES, TensorBoardLog, TrainingDiverged,
+                               TrainStep, make_strategy, op_determinism)  # noqa: F401
 
 
 @dataclasses.dataclass(frozen=True)
@@ -348,8 +348,7 @@ class MetricLog:
         self.enabled = enabled
         self.pending: List[Tuple[int, Dict[str, tf.Tensor]]] = []
         self.path = os.path.join(model_dir, "metrics.jsonl")
-        self.writers = ({run: tf.summary.create_file_writer(os.path.join(model_dir, run))
-                         for run in ("train", "eval")} if enabled else {})
+        self.tensorboard = TensorBoardLog(model_dir if enabled else "")
 
     def add(self, step: int, metrics: Dict[str, tf.Tensor]) -> None:
         self.pending.append((step, metrics))
@@ -365,16 +364,16 @@ class MetricLog:
             for row in rows:
                 f.write(json.dumps(json_safe(row), allow_nan=False) + "\n")
         for row in rows:
-            for name, value in row.items():
-                if name == "step":
-                    continue
-                run, tag = ("eval", name[len("eval_"):]) if name.startswith("eval_") else (
-                    "train", name)
-                with self.writers[run].as_default():
-                    tf.summary.scalar(tag, value, step=row["step"])
-        for writer in self.writers.values():
-            writer.flush()
+            scalars = {name: value for name, value in row.items() if name != "step"}
+            self.tensorboard.write("train", row["step"], {
+                name: value for name, value in scalars.items() if not name.startswith("eval_")})
+            self.tensorboard.write("eval", row["step"], {
+                name[len("eval_"):]: value for name, value in scalars.items()
+                if name.startswith("eval_")})
         return rows
+
+    def close(self) -> None:
+        self.tensorboard.close()
 
 
 def save_checkpoint(manager: tf.train.CheckpointManager, write_dir: str, step: int) -> str:
@@ -622,6 +621,7 @@ def _train(config: PretrainConfig, strategy: tf.distribute.Strategy,
             save_checkpoint(manager, write_dir, step)
             if not chief:
                 shutil.rmtree(write_dir, ignore_errors=True)
+    metric_log.close()   # every write was flushed: a run that raises above loses nothing
     if chief:
         model.save(os.path.join(config.model_dir, "pretrained.keras"))
     return history

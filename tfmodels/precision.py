@@ -84,12 +84,27 @@ def cpu_model_and_flags(path: str = "/proc/cpuinfo") -> Tuple[str, List[str]]:
     return model, [name for name in ISA_FLAGS if name in flags]
 
 
+# Environment variables that change which CPU kernels TensorFlow runs, so a measurement under
+# one setting says nothing of another: ONEDNN_MAX_CPU_ISA caps oneDNN's instruction set (e.g.
+# AVX512_CORE runs this CPU as an AVX-512 CPU without bf16 instructions would);
+# TF_ENABLE_ONEDNN_OPTS=0 turns oneDNN off.
+KERNEL_ENVIRONMENT = ("ONEDNN_MAX_CPU_ISA", "TF_ENABLE_ONEDNN_OPTS")
+
+
+def kernel_environment() -> Dict[str, str]:
+    """The KERNEL_ENVIRONMENT variables set in this process."""
+    return {name: os.environ[name] for name in KERNEL_ENVIRONMENT if os.environ.get(name)}
+
+
 def cpu_description(path: str = "/proc/cpuinfo") -> str:
-    """"<model>, <n> cores; flags: avx2 avx512f (no avx512_bf16 amx_tile amx_bf16)"."""
+    """"<model>, <n> cores; flags: avx2 avx512f (no avx512_bf16 amx_tile amx_bf16)", plus any
+    KERNEL_ENVIRONMENT setting (a benchmark under an ISA cap must say so)."""
     model, present = cpu_model_and_flags(path)
     missing = [name for name in ISA_FLAGS if name not in present]
+    environment = " ".join(f"{k}={v}" for k, v in kernel_environment().items())
     return (f"{model}, {os.cpu_count()} cores; flags: {' '.join(present) or 'none'}"
-            + (f" (no {' '.join(missing)})" if missing else ""))
+            + (f" (no {' '.join(missing)})" if missing else "")
+            + (f"; {environment}" if environment else ""))
 
 
 # ---- the hardware -------------------------------------------------------------------------------
@@ -263,13 +278,14 @@ def calibration_cache_path() -> str:
 def calibration_key(cpu_model: str, cpu_flags, tf_version: Optional[str] = None,
                     cores: Optional[int] = None) -> str:
     """What the rates depend on: the CPU (model and every flag, hashed), TF's version (its
-    oneDNN and XLA) and the core count."""
+    oneDNN and XLA), the core count and the KERNEL_ENVIRONMENT settings."""
     if tf_version is None:
         import tensorflow as tf
         tf_version = tf.__version__
     flags_hash = hashlib.sha1(" ".join(sorted(cpu_flags)).encode()).hexdigest()[:12]
+    environment = "".join(f" | {k}={v}" for k, v in kernel_environment().items())
     return (f"{cpu_model} | flags {flags_hash} | tf {tf_version} | "
-            f"{cores if cores is not None else os.cpu_count()} cores")
+            f"{cores if cores is not None else os.cpu_count()} cores{environment}")
 
 
 def _read_cache(path: str) -> Dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 import keras
 import tensorflow as tf
@@ -85,6 +85,32 @@ def make_strategy(name: str, tpu: str = "", num_cpu_devices: int = 0) -> tf.dist
         devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
         return tf.distribute.MirroredStrategy(devices)
     raise ValueError(f"unknown strategy {name!r}")
+
+
+class TensorBoardLog:
+    """TensorBoard event files under `log_dir`, one folder per run name: fine-tuning and
+    pretraining write `train/` (loss, learning_rate, grad_norm, throughput, the step's
+    metrics) and `eval/` (held-out metrics under the same tags), so TensorBoard overlays the
+    two curves. No directory: nothing is written."""
+
+    def __init__(self, log_dir: str = ""):
+        self.log_dir = log_dir
+        self._writers: Dict[str, Any] = {}
+
+    def write(self, run: str, step: int, scalars: Dict[str, float]) -> None:
+        if not self.log_dir or not scalars:
+            return
+        if run not in self._writers:
+            self._writers[run] = tf.summary.create_file_writer(os.path.join(self.log_dir, run))
+        with self._writers[run].as_default(step=step):
+            for name, value in scalars.items():
+                tf.summary.scalar(name, float(value))
+        self._writers[run].flush()
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
 
 
 class TrainingDiverged(ValueError):
