@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from typing import List, NamedTuple, Optional
 
 import pytest
@@ -98,10 +99,11 @@ def test_every_readme_block_runs_as_written(tmp_path, shared_data):
             continue
         command = (["bash", "-euo", "pipefail", "-c", block.code] if block.language == "bash"
                    else [sys.executable, "-c", block.code])
+        started = time.perf_counter()
         result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True,
                                 timeout=1200)
-        print(f"README line {block.line} ({block.language}): exit {result.returncode}\n"
-              f"{result.stdout[-3000:]}")
+        print(f"README line {block.line} ({block.language}): exit {result.returncode} in "
+              f"{time.perf_counter() - started:.0f} s\n{result.stdout[-3000:]}")
         assert result.returncode == 0, (
             f"README line {block.line}: the {block.language} block failed:\n"
             f"{result.stderr[-4000:]}")

@@ -499,9 +499,9 @@ class Workspace:
         `held_out` record files instead of the run's own (another packing's held-out shard,
         read without NSP labels), into mlm_by_input_<hash>.json."""
         model_dir = pathlib.Path(model_dir)
-        held_out = tuple(str(f) for f in held_out)
-        output = model_dir / (f"mlm_by_input_{settings_hash({'held_out': held_out})}.json"
-                              if held_out else "mlm_by_input.json")
+        other_files = tuple(str(f) for f in held_out)
+        output = model_dir / (f"mlm_by_input_{settings_hash({'held_out': other_files})}.json"
+                              if other_files else "mlm_by_input.json")
 
         def job():
             import keras
@@ -512,9 +512,9 @@ class Workspace:
             from pretraining.trainer import PretrainConfig, dataset_function
             # The run's own config and eval pipeline: the held-out batches its evals read.
             settings = dict(self.pretrain_summary(model_dir)["settings"])
-            if held_out:
+            if other_files:
                 # The NSP head is not scored here, and packed records have no NSP labels.
-                settings.update(eval_input_files=held_out, use_nsp=False)
+                settings.update(eval_input_files=other_files, use_nsp=False)
             config = PretrainConfig(model_dir=str(model_dir), **settings)
             held_out = dataset_function(config, config.global_batch_size, training=False)(
                 tf.distribute.InputContext())
