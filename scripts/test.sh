@@ -14,5 +14,6 @@ PYTHON="${PYTHON:-python3}"
 export KERAS_BACKEND=tensorflow TF_CPP_MIN_LOG_LEVEL=2
 # Two pytest workers (pytest-xdist), one test file each at a time so a module's shared fixtures
 # are built once: most of a test's time is single-threaded Python (tracing, saving), so the two
-# cores run two files side by side. `-n 0` (as .ci/run passes for the slow set) runs serially.
+# cores run two files side by side (.ci/run runs the slow set the same way). `-n 0` runs
+# serially.
 exec .venv/bin/python -m pytest -q -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"
