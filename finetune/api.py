@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import keras
 import numpy as np
@@ -252,25 +252,36 @@ class FinetunedModel(keras.Model):
         self.history = trained.history
         return trained.history
 
-    def _decode(self, examples, features, batch_size: int):
+    def _decode(self, examples, features, batch_size: int, verbose: Union[str, int] = 0,
+                label: str = "predict"):
+        """Decoded outputs; verbose as Keras's predict: "auto" draws a progress line on stderr
+        when the rows take more than one batch, 1 always, 0 never."""
+        if verbose not in ("auto", 0, 1, False, True):
+            raise ValueError(f'verbose must be "auto", 0 or 1, got {verbose!r}')
+        shown = len(features) > batch_size if verbose == "auto" else bool(verbose)
         return predict_and_decode(self.task_model, self.task_spec, examples, features,
-                                  self.distribute_strategy, batch_size, self.decode_options)
+                                  self.distribute_strategy, batch_size, self.decode_options,
+                                  progress_label=label if shown else None)
 
-    def predict(self, x: Texts, batch_size: int = 64, **unknown):
+    def predict(self, x: Texts, batch_size: int = 64, verbose: Union[str, int] = "auto",
+                **unknown):
         """The kind's predictions: class probabilities [n, classes], scores [n] (regression),
         ending probabilities [n, choices], tags per word, or answer texts (v2.0: "" when the
-        null score beats the threshold)."""
+        null score beats the threshold). verbose: "auto" (a progress line past one batch), 0
+        or 1, as in Keras."""
         _refuse_unknown("predict", unknown)
         examples, features = self.encode(x)
-        return self.kind.api_predictions(self._decode(examples, features, batch_size), self)
+        return self.kind.api_predictions(
+            self._decode(examples, features, batch_size, verbose), self)
 
-    def predict_labels(self, x: Texts, batch_size: int = 64) -> List[Any]:
+    def predict_labels(self, x: Texts, batch_size: int = 64,
+                       verbose: Union[str, int] = "auto") -> List[Any]:
         """The answer for every input: a label name, an ending index, tags or an answer."""
         examples, features = self.encode(x)
-        return self.kind.api_labels(self._decode(examples, features, batch_size), self)
+        return self.kind.api_labels(self._decode(examples, features, batch_size, verbose), self)
 
     def evaluate(self, x: Texts = None, y: Optional[Sequence[Any]] = None, batch_size: int = 64,
-                 **unknown) -> Dict[str, float]:
+                 verbose: Union[str, int] = "auto", **unknown) -> Dict[str, float]:
         """The task's metrics (accuracy, F1, MCC, Pearson / Spearman, EM, entity F1 ...), as
         the fine-tuning binary scores them, and beside each `constant_answer_<metric>`: what
         answering every example with the commonest label (regression: the mean target) scores
@@ -280,7 +291,7 @@ class FinetunedModel(keras.Model):
         examples, features = self.encode(x, y)
         if not features.label_keys:
             raise ValueError("evaluate needs labels (y, or (texts, labels) from the dataset)")
-        decoded = self._decode(examples, features, batch_size)
+        decoded = self._decode(examples, features, batch_size, verbose, label="evaluate")
         scores = self.kind.api_scores({k: float(v) for k, v in self.kind.score(
             self.task_spec, examples, decoded, self.decode_options).items()})
         baseline = constant_answer_scores(self.task_spec, examples, self.decode_options)

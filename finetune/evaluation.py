@@ -3,7 +3,7 @@ task kind's decoding and metric (finetune.kinds: argmax classes, a regression sc
 spans with null scores and v2.0's tuned threshold, NER word tags)."""
 from __future__ import annotations
 
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -22,27 +22,31 @@ class Predictor:
 
     def __init__(self, model: keras.Model, strategy: tf.distribute.Strategy,
                  output_keys: Sequence[str], batch_size: int, sequence_outputs: bool = False,
-                 pad_to_max_length: bool = False):
+                 pad_to_max_length: bool = False, progress_label: Optional[str] = "evaluate"):
         self.batch_size = batch_size
         self.sequence_outputs = sequence_outputs
         self.pad_to_max_length = pad_to_max_length
+        self.progress_label = progress_label     # None: no progress line
         self.predict_batch = batching.distributed_predictor(model, strategy, output_keys)
 
     def __call__(self, features: EncodedFeatures) -> Dict[str, np.ndarray]:
-        bar = Progress(len(features), "evaluate", unit="rows")
+        bar = (Progress(len(features), self.progress_label, unit="rows")
+               if self.progress_label is not None else None)
         return batching.predict_in_length_order(
             self.predict_batch, features.inputs(), self.batch_size, self.sequence_outputs,
-            self.pad_to_max_length, progress=bar.update)
+            self.pad_to_max_length, progress=bar.update if bar else None)
 
 
 def predict_and_decode(model: keras.Model, task: TaskSpec, examples: Sequence[Any],
                        features: EncodedFeatures, strategy: tf.distribute.Strategy,
                        batch_size: int, options: DecodeOptions,
-                       pad_to_max_length: bool = False) -> Decoded:
-    """The model's outputs for every feature, decoded per example by the task's kind."""
+                       pad_to_max_length: bool = False,
+                       progress_label: Optional[str] = "evaluate") -> Decoded:
+    """The model's outputs for every feature, decoded per example by the task's kind
+    (`progress_label`: the progress line's name on stderr; None: none)."""
     kind = task.kind
     outputs = Predictor(model, strategy, kind.output_keys, batch_size, kind.sequence_outputs,
-                        pad_to_max_length)(features)
+                        pad_to_max_length, progress_label)(features)
     return kind.decode(outputs, examples, features, options)
 
 

@@ -3,6 +3,8 @@ Keras fit on the project's TrainStep, task metrics, keras.saving round trip, TF 
 tf.data input, a MirroredStrategy scope and XLA (tests/test_readme.py runs the README's quick
 start as written)."""
 
+from typing import List
+
 import keras
 import numpy as np
 import pytest
@@ -48,6 +50,27 @@ def test_fit_predict_evaluate_on_raw_texts(checkpoint):
     assert probabilities.shape == (2, 2)
     np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-6)
     assert clf.predict_labels(["great fun", "a dull mess"]) == ["positive", "negative"]
+
+
+def test_progress_lines_follow_keras_verbose(checkpoint, capfd):
+    """As Keras's predict: "auto" draws a progress line only when the rows take more than one
+    batch, 1 always, 0 never; a bad value is refused."""
+    clf = TextClassifier.from_checkpoint(checkpoint, num_classes=2, seq_length=16)
+    capfd.readouterr()
+
+    def progress_lines(call) -> List[str]:
+        call()
+        return [line for line in capfd.readouterr().err.splitlines() if "rows/s" in line]
+    assert progress_lines(lambda: clf.predict(TEXTS[:2])) == []
+    assert progress_lines(lambda: clf.predict_labels(TEXTS[:2])) == []
+    assert progress_lines(lambda: clf.evaluate(TEXTS, LABELS, batch_size=64)) == []
+    many = progress_lines(lambda: clf.predict(TEXTS, batch_size=4))
+    assert many and all(line.startswith("predict [") for line in many)
+    assert progress_lines(lambda: clf.predict(TEXTS, batch_size=4, verbose=0)) == []
+    (line,) = progress_lines(lambda: clf.evaluate(TEXTS[:2], LABELS[:2], verbose=1))
+    assert line.startswith("evaluate [") and "2/2 rows" in line
+    with pytest.raises(ValueError, match="verbose must be"):
+        clf.predict(TEXTS[:2], verbose=2)
 
 
 class RecordWeights(keras.callbacks.Callback):
