@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import pathlib
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Sequence, Tuple
 
 from tools.ablations import report as reports
 from tools.ablations.workspace import TASK_SETUPS, Workspace, ZERO_SHOT_METRICS, zero_shot_value
@@ -477,12 +477,21 @@ def zero_shot_vs_steps(ws: Workspace) -> reports.Report:
 # scores SST-2 83.2 and STS-B 74.3 where random init stays near the commonest label and a
 # Spearman of 0-20, while its MRPC F1 (81.1) is within 1.2 of always answering "paraphrase".
 TRANSFER_TASKS = {"bert": ("sst2", "stsb", "squad_v1"), "gpt": ("sst2", "story_cloze")}
-# The pretrained arms, each against its model's random init: name in the transfer line ->
-# (model, tasks). bert_fullsent is the same BERT pretrained MLM-only on RoBERTa's
-# FULL-SENTENCES packing (Liu et al. 2019, section 4.2) instead of NSP pairs.
-TRANSFER_ARMS = {"bert": ("bert", TRANSFER_TASKS["bert"]),
-                 "bert_fullsent": ("bert", ("sst2", "stsb")),
-                 "gpt": ("gpt", TRANSFER_TASKS["gpt"])}
+
+
+class TransferArm(NamedTuple):
+    model: str                 # the model whose random init the arm is measured against
+    title: str                 # its name in the report's rows and notes
+    tasks: Tuple[str, ...]
+
+
+# The pretrained arms, by their name in the transfer line. bert_fullsent is the same BERT
+# pretrained MLM-only on RoBERTa's FULL-SENTENCES packing (Liu et al. 2019, section 4.2)
+# instead of NSP pairs.
+TRANSFER_ARMS = {"bert": TransferArm("bert", "BERT", TRANSFER_TASKS["bert"]),
+                 "bert_fullsent": TransferArm("bert", "BERT MLM-only full_sentences",
+                                              ("sst2", "stsb")),
+                 "gpt": TransferArm("gpt", "GPT-1", TRANSFER_TASKS["gpt"])}
 # The arms the issue's bar reads (bert_fullsent is the packing comparison beside it).
 TRANSFER_BAR_ARMS = ("bert", "gpt")
 # The metric the transfer line reports per task, and its name there.
@@ -572,7 +581,7 @@ def transfer_verdicts(rows: Dict[str, Dict[str, List[float]]],
     way it went. rows: '<arm> pretrained' / '<model> random' -> column values; chance: column
     label -> score, as chance_scores gives it."""
     verdicts = []
-    for arm_name, (model, tasks) in TRANSFER_ARMS.items():
+    for arm_name, (model, title, tasks) in TRANSFER_ARMS.items():
         if f"{arm_name} pretrained" not in rows:
             continue
         for task in tasks:
@@ -586,7 +595,8 @@ def transfer_verdicts(rows: Dict[str, Dict[str, List[float]]],
                     if reports.at_chance(values, chance.get(label))]
             clears = outcome == "reproduces"
             verdicts.append({
-                "kind": "transfer_verdict", "model": arm_name, "task": short, "metric": label,
+                "kind": "transfer_verdict", "model": arm_name, "label": title, "task": short,
+                "metric": label,
                 "delta": delta, "spread": spread, "clears_spread": clears,
                 "arms_at_chance": arms, "chance": chance.get(label),
                 "verdict": ("not_shown" if "pretrained" in arms else
@@ -660,7 +670,7 @@ def perplexity_note(model_dirs: Dict[str, pathlib.Path]) -> reports.Note:
 def pretraining_note(ws: Workspace, model: str, model_dir: pathlib.Path,
                      metrics: List[Dict[str, float]], label: str = "") -> reports.Note:
     """What a transfer pretraining cost and where it got to (held-out metrics); `label` names
-    the arm when a model has more than one."""
+    the arm in the report (default: the model's name)."""
     b = ws.budget
     summary = Workspace.pretrain_summary(model_dir)
     final = summary.get("final_eval", {})
@@ -743,10 +753,10 @@ def pretraining_transfer(ws: Workspace) -> reports.Report:
     # Each arm is pretrained and then fine-tuned before the next is pretrained, so an
     # interrupted run keeps the first arms' results. The job names of the BERT and GPT arms
     # are bert_objectives' and gpt_no_pretraining's: those reuse these jobs.
-    arms = (("bert", "BERT", "objectives_mlm_nsp", lambda: bert_pretrained(ws)),
-            ("bert_fullsent", "BERT MLM-only full_sentences", "transfer_mlm_fullsent",
+    arms = (("bert", "objectives_mlm_nsp", lambda: bert_pretrained(ws)),
+            ("bert_fullsent", "transfer_mlm_fullsent",
              lambda: bert_pretrained(ws, use_nsp=False, packing="full_sentences")),
-            ("gpt", "GPT-1", "gpt_aux", lambda: gpt_pretrained(ws)))
+            ("gpt", "gpt_aux", lambda: gpt_pretrained(ws)))
     random_names = {"bert": "objectives_random", "gpt": "gpt_random"}
     model_dirs: Dict[str, pathlib.Path] = {}
     by_label: Dict[str, Dict[str, List[float]]] = {}
@@ -764,8 +774,8 @@ def pretraining_transfer(ws: Workspace) -> reports.Report:
         rows.append((title, {f"{model.upper()} {label}": values
                              for label, values in by_label[key].items()}))
 
-    for arm, title, pretrained_name, pretrain in arms:
-        model, tasks = TRANSFER_ARMS[arm]
+    for arm, pretrained_name, pretrain in arms:
+        model, title, tasks = TRANSFER_ARMS[arm]
         model_dirs[arm] = pathlib.Path(pretrain())
         fine_tune(f"{arm} pretrained", f"{title} pretrained", model, tasks, pretrained_name,
                   str(model_dirs[arm]))
@@ -781,11 +791,10 @@ def pretraining_transfer(ws: Workspace) -> reports.Report:
     metrics = {arm: pretraining_metrics(model_dir) for arm, model_dir in model_dirs.items()}
     gpt_metrics = metrics["gpt"]
     curve_stats = [reports.mean_std(values) for _, values in curve]
-    bert_series = {f"{title} held-out {name} acc (x100)": (
+    bert_series = {f"{TRANSFER_ARMS[arm].title} held-out {name} acc (x100)": (
         [r["step"] for r in metrics[arm]],
         [100 * r[f"eval_{key}_accuracy"] for r in metrics[arm]], [0.0] * len(metrics[arm]))
-        for arm, title in (("bert", "BERT"), ("bert_fullsent", "BERT full_sentences"))
-        for name, key in (("MLM", "mlm"), ("NSP", "nsp"))
+        for arm in ("bert", "bert_fullsent") for name, key in (("MLM", "mlm"), ("NSP", "nsp"))
         if metrics[arm] and f"eval_{key}_accuracy" in metrics[arm][0]}
     figures = [
         reports.LinePlot(
@@ -808,9 +817,8 @@ def pretraining_transfer(ws: Workspace) -> reports.Report:
     # Read once: both models' SST-2 runs are scored on the same slice.
     chance = chance_scores(ws, dict.fromkeys(TRANSFER_TASKS["bert"] + TRANSFER_TASKS["gpt"]))
     verdicts = transfer_verdicts(by_label, chance)
-    notes = [pretraining_note(ws, TRANSFER_ARMS[arm][0], model_dirs[arm], metrics[arm],
-                              label=title if arm != TRANSFER_ARMS[arm][0] else "")
-             for arm, title, _, _ in arms]
+    notes = [pretraining_note(ws, TRANSFER_ARMS[arm].model, model_dirs[arm], metrics[arm],
+                              label=TRANSFER_ARMS[arm].title) for arm in model_dirs]
     notes.append(held_out_mlm_note(ws, {arm: model_dirs[arm] for arm in ("bert",
                                                                          "bert_fullsent")}))
     notes.append({"kind": "checkpoint_curve", "task": curve_task,

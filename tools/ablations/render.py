@@ -117,8 +117,8 @@ def _chance_tail(arms: Sequence[str], chance: Optional[float]) -> str:
 
 
 def _transfer_verdict(n: Data) -> str:
-    arm = n["model"].upper().replace("_FULLSENT", " (MLM only, full_sentences)")
-    return (f"{arm} {n['task']}: pretrained minus random init {n['delta']:+.1f} "
+    return (f"{n.get('label', n['model'].upper())} {n['task']}: pretrained minus random init "
+            f"{n['delta']:+.1f} "
             f"points, larger std {n['spread']:.1f}: "
             f"{'transfers' if n['clears_spread'] else 'does not clear the spread'}"
             f"{_chance_tail(n['arms_at_chance'], n['chance'])}")

@@ -499,7 +499,10 @@ class Workspace:
         `held_out` record files instead of the run's own (another packing's held-out shard,
         read without NSP labels), into mlm_by_input_<hash>.json."""
         model_dir = pathlib.Path(model_dir)
+        settings = dict(self.pretrain_summary(model_dir)["settings"])
         other_files = tuple(str(f) for f in held_out)
+        if other_files == tuple(settings["eval_input_files"]):
+            other_files = ()      # the run's own held-out files: the same positions, one file
         output = model_dir / (f"mlm_by_input_{settings_hash({'held_out': other_files})}.json"
                               if other_files else "mlm_by_input.json")
 
@@ -510,8 +513,7 @@ class Workspace:
             from tfmodels.tokenizers.wordpiece import read_vocab_file
             from pretraining.diagnostics import mlm_accuracy_by_input
             from pretraining.trainer import PretrainConfig, dataset_function
-            # The run's own config and eval pipeline: the held-out batches its evals read.
-            settings = dict(self.pretrain_summary(model_dir)["settings"])
+            # The run's own config and eval pipeline (its held-out batches, unless other files).
             if other_files:
                 # The NSP head is not scored here, and packed records have no NSP labels.
                 settings.update(eval_input_files=other_files, use_nsp=False)
