@@ -237,7 +237,7 @@ class FinetunedModel(keras.Model):
             if not val_features.label_keys:
                 raise ValueError("validation_data needs labels: (inputs, labels)")
 
-            def validate_epoch() -> Dict[str, float]:
+            def validate_epoch(step: int) -> Dict[str, float]:
                 decoded = self._decode(val_examples, val_features, 64)
                 scores = self.kind.score(self.task_spec, val_examples, decoded,
                                          self.decode_options)

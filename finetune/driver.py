@@ -140,7 +140,7 @@ def train(model: keras.Model, task, features: EncodedFeatures, options: TrainOpt
           callback_model: Optional[keras.Model] = None, log: Callable[[str], None] = print,
           label: str = "fine-tune", verbose: bool = True,
           tensorboard: Optional[TensorBoardLog] = None,
-          validate: Optional[Callable[[], Dict[str, float]]] = None) -> Trained:
+          validate: Optional[Callable[[int], Dict[str, float]]] = None) -> Trained:
     """Trains `model` (a finetune.models.TaskModel built in `strategy.scope()`) on the encoded
     training features of `task`.
 
@@ -148,8 +148,9 @@ def train(model: keras.Model, task, features: EncodedFeatures, options: TrainOpt
       wrapper so EarlyStopping's weight restore and `stop_training` act on it). Batch logs are
       the step's metrics as tensors; epoch logs (and the returned History) the epoch's means.
     tensorboard: where train/ scalars go (TensorBoardLog; None: nowhere).
-    validate: called after every epoch; its metrics (named `val_*`, as Keras names them) join
-      the epoch's logs, so EarlyStopping / ModelCheckpoint can monitor them.
+    validate: called after every epoch with the steps done; its metrics (named `val_*`, as
+      Keras names them) join the epoch's logs, so EarlyStopping / ModelCheckpoint can monitor
+      them, and go to TensorBoard's eval/ without the prefix.
     Raises TrainingDiverged when the loss or the gradient norm is not finite.
     """
     schedule = plan_schedule(len(features), options)
@@ -242,7 +243,7 @@ def train(model: keras.Model, task, features: EncodedFeatures, options: TrainOpt
         watch.check("grad_norm" in metrics)
         epoch_logs = {k: float(v) / ran for k, v in sums.items()}
         if validate is not None:
-            epoch_logs.update(validate())
+            epoch_logs.update(validate(done))
             tensorboard.write("eval", done, {k[len("val_"):]: v for k, v in epoch_logs.items()
                                              if k.startswith("val_")})
         callback_list.on_epoch_end(epoch, epoch_logs)

@@ -230,26 +230,6 @@ def evaluate_split(ctx: Context, model: keras.Model,
                                config.pad_to_max_length)
 
 
-class EpochEvaluation(keras.callbacks.Callback):
-    """--eval_every_epoch: the task metric on the evaluation split after every epoch but the
-    last (which the run evaluates anyway), also written to TensorBoard's eval/."""
-
-    def __init__(self, ctx: Context, model: keras.Model, result: "RunResult", steps_per_epoch: int,
-                 tensorboard: TensorBoardLog):
-        super().__init__()
-        self.ctx, self.task_model, self.result = ctx, model, result
-        self.steps_per_epoch = steps_per_epoch
-        self.tensorboard = tensorboard
-
-    def on_epoch_end(self, epoch, logs=None):
-        done = (epoch + 1) * self.steps_per_epoch
-        if done < self.result.train_steps:
-            metrics, _ = evaluate_split(self.ctx, self.task_model, self.ctx.data.eval)
-            self.result.epoch_metrics.append({"step": done, **metrics})
-            self.tensorboard.write("eval", done, metrics)
-            self.ctx.log(f"  epoch {epoch + 1}: {metrics}")
-
-
 def finetune_once(ctx: Context, learning_rate: float, seed: int) -> RunResult:
     """Trains one model with this learning rate and seed (finetune.driver) and evaluates it."""
     config, strategy, log = ctx.config, ctx.strategy, ctx.log
@@ -261,12 +241,22 @@ def finetune_once(ctx: Context, learning_rate: float, seed: int) -> RunResult:
     # One TensorBoard folder per run of the sweep, with train/ and eval/ inside.
     tensorboard = TensorBoardLog(os.path.join(config.output_dir, "tensorboard",
                                               f"lr{learning_rate:g}_seed{seed}"))
-    callbacks = ([EpochEvaluation(ctx, model, result, schedule.steps_per_epoch, tensorboard)]
-                 if config.eval_every_epoch else [])
+    last_evaluation: List[Any] = []  # [step, metrics, decoded] of the latest epoch's
+
+    def evaluate_epoch(step: int) -> Dict[str, float]:
+        """--eval_every_epoch: the task metric on the evaluation split after every epoch (the
+        driver writes it to TensorBoard's eval/); the last epoch's is the run's evaluation."""
+        metrics, decoded = evaluate_split(ctx, model, ctx.data.eval)
+        last_evaluation[:] = [step, metrics, decoded]
+        result.epoch_metrics.append({"step": step, **metrics})
+        log(f"  epoch {len(result.epoch_metrics)}: {metrics}")
+        return {f"val_{k}": float(v) for k, v in metrics.items()}
+
     try:
-        trained = train(model, ctx.task, ctx.data.train.features, options, strategy, callbacks,
+        trained = train(model, ctx.task, ctx.data.train.features, options, strategy,
                         log=log, label=f"fine-tune lr {learning_rate:g} seed {seed}",
-                        tensorboard=tensorboard)
+                        tensorboard=tensorboard,
+                        validate=evaluate_epoch if config.eval_every_epoch else None)
     except TrainingDiverged as error:
         tensorboard.close()
         log(str(error))
@@ -275,11 +265,14 @@ def finetune_once(ctx: Context, learning_rate: float, seed: int) -> RunResult:
     result.final_loss = trained.final_loss
     result.train_seconds = trained.train_seconds
     result.seconds_per_step = trained.seconds_per_step
-    result.metrics, result.decoded = evaluate_split(ctx, model, ctx.data.eval)
-    tensorboard.write("eval", schedule.total_steps, result.metrics)
+    if last_evaluation and last_evaluation[0] == schedule.total_steps:
+        result.metrics, result.decoded = last_evaluation[1:]
+    else:
+        result.metrics, result.decoded = evaluate_split(ctx, model, ctx.data.eval)
+        tensorboard.write("eval", schedule.total_steps, result.metrics)
+        if config.eval_every_epoch:
+            result.epoch_metrics.append({"step": schedule.total_steps, **result.metrics})
     tensorboard.close()
-    if config.eval_every_epoch:
-        result.epoch_metrics.append({"step": schedule.total_steps, **result.metrics})
     result.model = model
     log(f"lr {learning_rate:g} seed {seed}: {ctx.task.main_metric} "
         f"{result.metrics[ctx.task.main_metric]:.4f}  ({result.seconds_per_step:.3f} s/step)")

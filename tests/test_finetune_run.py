@@ -123,15 +123,32 @@ def scalar_tags(folder):
     return tags
 
 
-def test_fine_tuning_writes_train_and_eval_runs_for_tensorboard(files, shared_data, tmp_path):
+def test_fine_tuning_writes_train_and_eval_runs_for_tensorboard(files, shared_data, tmp_path,
+                                                                 monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from finetune import trainer
+    calls = []
+    evaluate_split = trainer.evaluate_split
+    monkeypatch.setattr(trainer, "evaluate_split",
+                        lambda *args: calls.append(1) or evaluate_split(*args))
     config = tiny(files, "bert", task="sst2", data_dir=str(shared_data / "glue" / "SST-2"),
                   output_dir=str(tmp_path), epochs=2.0, eval_every_epoch=True,
                   predict_test=False, save_model=False)
-    run_finetune(config, log=QUIET)
-    tags = scalar_tags(tmp_path / "tensorboard" / "lr0.001_seed0")
+    results = run_finetune(config, log=QUIET)
+    folder = tmp_path / "tensorboard" / "lr0.001_seed0"
+    tags = scalar_tags(folder)
     assert tags["train"] >= {"loss", "accuracy", "learning_rate", "grad_norm",
                              "examples_per_second"}
     assert tags["eval"] == {"accuracy"}   # SST-2's metric
+    # One evaluation per epoch; the last epoch's is the run's, not evaluated a second time.
+    run = results["runs"][0]
+    assert len(calls) == 2 and [m["step"] for m in run["epoch_metrics"]] == [
+        run["train_steps"] // 2, run["train_steps"]]
+    assert run["epoch_metrics"][-1]["accuracy"] == run["metrics"]["accuracy"]
+    events = EventAccumulator(str(folder / "eval"))
+    events.Reload()
+    assert [e.step for e in events.Tensors("accuracy")] == [m["step"]
+                                                            for m in run["epoch_metrics"]]
 
 
 def test_a_diverging_run_stops_is_marked_and_never_chosen(files, shared_data, tmp_path):
