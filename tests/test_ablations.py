@@ -246,8 +246,11 @@ def test_every_experiment_writes_data_its_markdown_is_rendered_from(tmp_path, mo
     assert all(len(cell["values"]) == len(ws.budget.seeds)
                for row in data["rows"] for cell in row["cells"].values())
     kinds = [n["kind"] for n in data["notes"]]
-    # BERT on SST-2, STS-B and SQuAD, its full_sentences arm on SST-2 and STS-B, GPT-1 on two.
-    assert kinds.count("transfer_verdict") == 7 and "learning_rates" in kinds
+    # Both BERT arms on SST-2, STS-B and SQuAD, GPT-1 on two; the full_sentences arm's SQuAD
+    # is in the table and its verdict, not in the transfer line the issue fixed.
+    assert kinds.count("transfer_verdict") == 8 and "learning_rates" in kinds
+    assert [(n["model"], n["task"]) for n in data["notes"] if n["kind"] == "transfer_verdict"
+            and not n["in_line"]] == [("bert_fullsent", "squad_f1")]
     held_out = next(n for n in data["notes"] if n["kind"] == "held_out_mlm")
     assert {(s["model"], s["records"]) for s in held_out["scores"]} == {
         (arm, packing) for arm in ("bert", "bert_fullsent")
@@ -259,7 +262,8 @@ def test_every_experiment_writes_data_its_markdown_is_rendered_from(tmp_path, mo
                         f"bert_fullsent sst2 {delta} stsb {delta}; "
                         f"gpt sst2 {delta} story_cloze {delta}", line), line
     fullsent = next(r for r in data["rows"] if "full_sentences" in r["label"])
-    assert set(fullsent["cells"]) == {"BERT SST-2 acc", "BERT STS-B Spearman", "BERT STS-B Pearson"}
+    assert set(fullsent["cells"]) == {"BERT SST-2 acc", "BERT STS-B Spearman",
+                                      "BERT STS-B Pearson", "BERT SQuAD F1", "BERT SQuAD EM"}
 
 
 def test_transfer_bar_needs_every_bert_and_gpt_task_to_transfer():

@@ -175,10 +175,11 @@ NOTES: Dict[str, Callable[[Data], str]] = {
 
 def transfer_line(notes: Sequence[Data]) -> str:
     """`transfer: bert sst2 +X.X stsb +X.X squad_f1 +X.X; bert_fullsent sst2 +X.X stsb +X.X;
-    gpt sst2 +X.X story_cloze +X.X`, from the report's transfer_verdict notes."""
+    gpt sst2 +X.X story_cloze +X.X`, from the report's transfer_verdict notes (those marked
+    in_line: False are in the table only)."""
     by_model: Dict[str, List[str]] = {}
     for n in notes:
-        if n["kind"] == "transfer_verdict":
+        if n["kind"] == "transfer_verdict" and n.get("in_line", True):
             by_model.setdefault(n["model"], []).append(f"{n['task']} {n['delta']:+.1f}")
     return "transfer: " + "; ".join(f"{model} " + " ".join(parts)
                                     for model, parts in by_model.items())
