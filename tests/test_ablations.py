@@ -256,6 +256,9 @@ def test_every_experiment_writes_data_its_markdown_is_rendered_from(tmp_path, mo
         (arm, packing) for arm in ("bert", "bert_fullsent")
         for packing in ("nsp_pairs", "full_sentences")}
     assert held_out["scores"][0]["mlm_accuracy"] == pytest.approx(0.08 + 0.005 + 0.09)
+    assert render.NOTES["held_out_mlm"](held_out).endswith(
+        "; answering the commonest target everywhere scores 4.0 on nsp_pairs, 4.0 on "
+        "full_sentences.")
     line = render.transfer_line(data["notes"])
     delta = r"[-+]\d+\.\d"
     assert re.fullmatch(f"transfer: bert sst2 {delta} stsb {delta} squad_f1 {delta}; "

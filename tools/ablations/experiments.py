@@ -702,7 +702,9 @@ def pretraining_note(ws: Workspace, model: str, model_dir: pathlib.Path,
 def held_out_mlm_note(ws: Workspace, model_dirs: Dict[str, pathlib.Path],
                       batches: int = 30) -> reports.Note:
     """Each BERT arm's held-out MLM accuracy on both packings' held-out records, so NSP pairs
-    and full_sentences are compared on the same text (each run's own evals read its own)."""
+    and full_sentences are compared on the same text (each run's own evals read its own),
+    beside always answering the commonest target: a run near it is still on the unigram
+    plateau."""
     b = ws.budget
     held_out = {packing: ws.records("bert", 0.8, 0.1, packing)[1]
                 for packing in ("nsp_pairs", "full_sentences")}
@@ -716,7 +718,8 @@ def held_out_mlm_note(ws: Workspace, model_dirs: Dict[str, pathlib.Path],
                            "mlm_accuracy": sum(by_input.get(f"{source}_accuracy", 0.0) *
                                                by_input.get(f"{source}_share", 0.0)
                                                for source in ("mask", "random", "kept")),
-                           "mask_share": mask_share, "positions": by_input["positions"]})
+                           "mask_share": mask_share, "positions": by_input["positions"],
+                           "unigram_accuracy": by_input["unigram_accuracy"]})
     return {"kind": "held_out_mlm", "batches": batches, "steps": b.bert_pretrain_steps,
             "scores": scores}
 

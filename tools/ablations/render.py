@@ -141,9 +141,14 @@ OLD_TRANSFER_BAR = "every delta above the larger std, one BERT delta >= 3 points
 def _held_out_mlm(n: Data) -> str:
     parts = [f"{s['model']} on {s['records']} {100 * s['mask_accuracy']:.1f} "
              f"({100 * s['mlm_accuracy']:.1f})" for s in n["scores"]]
+    unigram = {s["records"]: s["unigram_accuracy"] for s in n["scores"]
+               if "unigram_accuracy" in s}
+    tail = ("; answering the commonest target everywhere scores " + ", ".join(
+        f"{100 * value:.1f} on {records}" for records, value in unigram.items())
+        if unigram else "")
     return ("Held-out MLM accuracy at [MASK] (over all predicted positions), each BERT arm "
             f"scored on both packings' held-out records, {n['batches']} batches: " +
-            "; ".join(parts) + ".")
+            "; ".join(parts) + tail + ".")
 
 
 NOTES: Dict[str, Callable[[Data], str]] = {
