@@ -241,13 +241,14 @@ def finetune_once(ctx: Context, learning_rate: float, seed: int) -> RunResult:
     # One TensorBoard folder per run of the sweep, with train/ and eval/ inside.
     tensorboard = TensorBoardLog(os.path.join(config.output_dir, "tensorboard",
                                               f"lr{learning_rate:g}_seed{seed}"))
-    last_evaluation: List[Any] = []  # [step, metrics, decoded] of the latest epoch's
+    last_evaluation = None  # (step, metrics, decoded) of the latest epoch
 
     def evaluate_epoch(step: int) -> Dict[str, float]:
         """--eval_every_epoch: the task metric on the evaluation split after every epoch (the
         driver writes it to TensorBoard's eval/); the last epoch's is the run's evaluation."""
+        nonlocal last_evaluation
         metrics, decoded = evaluate_split(ctx, model, ctx.data.eval)
-        last_evaluation[:] = [step, metrics, decoded]
+        last_evaluation = (step, metrics, decoded)
         result.epoch_metrics.append({"step": step, **metrics})
         log(f"  epoch {len(result.epoch_metrics)}: {metrics}")
         return {f"val_{k}": float(v) for k, v in metrics.items()}
@@ -265,8 +266,8 @@ def finetune_once(ctx: Context, learning_rate: float, seed: int) -> RunResult:
     result.final_loss = trained.final_loss
     result.train_seconds = trained.train_seconds
     result.seconds_per_step = trained.seconds_per_step
-    if last_evaluation and last_evaluation[0] == schedule.total_steps:
-        result.metrics, result.decoded = last_evaluation[1:]
+    if last_evaluation is not None and last_evaluation[0] == schedule.total_steps:
+        _, result.metrics, result.decoded = last_evaluation
     else:
         result.metrics, result.decoded = evaluate_split(ctx, model, ctx.data.eval)
         tensorboard.write("eval", schedule.total_steps, result.metrics)
