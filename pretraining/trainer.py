@@ -376,6 +376,15 @@ class MetricLog:
         self.tensorboard.close()
 
 
+def checkpoint_micro_steps(config: PretrainConfig) -> List[int]:
+    """The micro-steps a run saves a checkpoint at: every checkpoint_every steps, and the last.
+    Its CheckpointManager keeps the last keep_checkpoints of them, so a finished run's
+    settings alone name its checkpoints (a run carried without its weights, say)."""
+    accumulation = config.gradient_accumulation_steps
+    every, last = config.checkpoint_every * accumulation, config.train_steps * accumulation
+    return sorted(set(range(every, last + 1, every)) | {last})
+
+
 def save_checkpoint(manager: tf.train.CheckpointManager, write_dir: str, step: int) -> str:
     """manager.save, and on failure (a full disk...) no half-written `ckpt-N_temp/` or
     `ckpt-N.*` left behind: an OSError naming the checkpoint and the last complete one."""
@@ -588,6 +597,7 @@ def _train(config: PretrainConfig, strategy: tf.distribute.Strategy,
     history: List[Dict[str, float]] = []
     window_start, window_step = time.perf_counter(), step
     tokens_per_micro_step = micro_batch * config.seq_length
+    saved_at = set(checkpoint_micro_steps(config))
     bar = Progress(micro_steps, "pretrain", unit="micro-steps")
     bar.last = step   # a resumed run counts on from its checkpoint
     while step < micro_steps:
@@ -597,7 +607,7 @@ def _train(config: PretrainConfig, strategy: tf.distribute.Strategy,
         metric_log.add(step, metrics)
         if step % bar.log_every == 0 or step == micro_steps or bar.interactive:
             bar.update(step, loss=float(metrics["loss"]))
-        at_checkpoint = step % (config.checkpoint_every * accumulation) == 0
+        at_checkpoint = step in saved_at
         at_eval = evaluator is not None and (
             step % (config.eval_every * accumulation) == 0 or step == micro_steps)
         if step % config.log_every == 0 or step == micro_steps or at_checkpoint or at_eval:
@@ -617,7 +627,7 @@ def _train(config: PretrainConfig, strategy: tf.distribute.Strategy,
             log(f"step {step // accumulation}/{config.train_steps}  " + "  ".join(
                 f"{k} {v:.4g}" for k, v in shown.items()))
             window_start, window_step = time.perf_counter(), step
-        if at_checkpoint or step == micro_steps:
+        if at_checkpoint:
             save_checkpoint(manager, write_dir, step)
             if not chief:
                 shutil.rmtree(write_dir, ignore_errors=True)

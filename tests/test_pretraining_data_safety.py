@@ -18,7 +18,7 @@ from pretraining.create_data import DataConfig, create_pretraining_data
 from pretraining.example_encoding import encode_examples
 from pretraining.input_pipeline import (check_record_files, find_corrupt_records,
                                         gpt_pretraining_dataset, records_in)
-from pretraining.trainer import PretrainConfig, run_pretraining
+from pretraining.trainer import PretrainConfig, checkpoint_micro_steps, run_pretraining
 from tests.support import PROJECT_ROOT, pretrain_config
 from tfmodels.folder_lock import FolderLocked, exclusive_folder
 
@@ -340,6 +340,22 @@ def test_metrics_hold_each_step_once_after_resume(tmp_path):
     assert any("resumed from" in line and "micro-step 4" in line for line in logs)
     steps = [json.loads(line)["step"] for line in open(model_dir / "metrics.jsonl")]
     assert steps == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("accumulation, train_steps, expected", [(1, 7, [2, 4, 6, 7]),
+                                                                  (2, 3, [4, 6])])
+def test_checkpoint_micro_steps_are_the_checkpoints_a_run_saves(tmp_path, accumulation,
+                                                                train_steps, expected):
+    """The ablation workspace names a finished run's checkpoints from its settings alone (a run
+    carried without weights): the rule must be the one the run saved and pruned by."""
+    files = write_gpt_shards(tmp_path / "records", [8, 8])
+    config = gpt_pretrain_config(files, tmp_path / "model", train_steps=train_steps,
+                                 checkpoint_every=2, keep_checkpoints=3,
+                                 gradient_accumulation_steps=accumulation)
+    run_pretraining(config, log=quiet)
+    state = tf.train.get_checkpoint_state(str(tmp_path / "model"))
+    kept = [int(path.rsplit("-", 1)[1]) for path in state.all_model_checkpoint_paths]
+    assert checkpoint_micro_steps(config) == expected and kept == expected[-3:]
 
 
 def test_model_dir_of_another_config_names_both(tmp_path):

@@ -3,6 +3,7 @@ its verdicts, and the whole experiment end to end at a toy budget on a slice of 
 import json
 import math
 import re
+import shutil
 
 import pytest
 
@@ -258,6 +259,20 @@ def test_pretraining_transfer_end_to_end(tmp_path, wiki_slice, monkeypatch):
     lines = path.read_text(encoding="utf-8").rstrip("\n").splitlines()
     assert LINE.fullmatch(lines[-1])       # the transfer line scripts read, last
     assert any(line.startswith("| BERT random init | ") for line in lines)
+    # A workspace carried without its weights (job_results/ holds done.json, metrics and
+    # results only) gives the same report and runs nothing: the curve's checkpoints are named
+    # from each pretraining's settings and written only for a job that runs.
+    work = tmp_path / "work"
+    weights = [path for pattern in ("pretrain/*/ckpt-*", "pretrain/*/checkpoint",
+                                    "pretrain/*/pretrained.keras", "pretrain/*/steps")
+               for path in work.glob(pattern)]
+    assert any(path.name == "steps" for path in weights)
+    for path in weights:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    carried = Workspace(str(work), str(wiki_slice), budget, lambda m: None)
+    again = EXPERIMENTS["pretraining_transfer"](carried)
+    assert carried.jobs_run == 0 and again.rows == report.rows
+    assert json.dumps(again.data()["notes"]) == json.dumps(data["notes"])
 
 
 def test_scale_reference_is_google_s_miniature_of_the_same_shape():

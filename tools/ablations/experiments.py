@@ -19,6 +19,7 @@ pretrained GPT) and fine-tunes every variant on real tasks with every seed of th
 """
 from __future__ import annotations
 
+import functools
 import math
 import pathlib
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -734,19 +735,19 @@ def checkpoint_curve(ws: Workspace, model_dir: pathlib.Path, pretrained_name: st
     curve_task = TRANSFER_TASKS["bert"][0]
     key, _ = TRANSFER_METRICS[curve_task]
     label = dict(TASK_SETUPS[curve_task]["metrics"])[key]
-    steps = sorted(Workspace.checkpoints(model_dir))
+    steps = Workspace.checkpoint_steps(model_dir)
     picked = {steps[round(i * (len(steps) - 1) / max(b.transfer_curve_points - 1, 1))]
-              for i in range(b.transfer_curve_points)} if steps else set()
+              for i in range(b.transfer_curve_points)}
     curve = [(0, ws.finetune_seeds(random_name, curve_task, "bert", "",
                                    **random_init(ws, "bert"))[key])]
     for step in sorted(picked - {steps[-1]}):
-        checkpoint = ws.checkpoint_model(model_dir, step,
-                                         model_dir / "steps" / f"step_{step}.keras")
-        curve.append((step, ws.finetune_seeds(f"transfer_bert_step{step}", curve_task, "bert",
-                                              checkpoint)[key]))
-    if steps:
-        curve.append((steps[-1], ws.finetune_seeds(pretrained_name, curve_task, "bert",
-                                                   str(model_dir))[key]))
+        keras_file = model_dir / "steps" / f"step_{step}.keras"
+        # Written only when a job runs: cached results (job_results/) need no weights.
+        curve.append((step, ws.finetune_seeds(
+            f"transfer_bert_step{step}", curve_task, "bert", str(keras_file),
+            prepare=functools.partial(ws.checkpoint_model, model_dir, step, keras_file))[key]))
+    curve.append((steps[-1], ws.finetune_seeds(pretrained_name, curve_task, "bert",
+                                               str(model_dir))[key]))
     return curve_task, label, curve
 
 

@@ -529,8 +529,9 @@ class Workspace:
     # ---- fine-tuning --------------------------------------------------------------------------
 
     def finetune(self, name: str, task: str, model: str, init_checkpoint: str, seed: int,
-                 **overrides) -> Dict[str, float]:
-        """The held-out metrics of one fine-tuning run (one seed)."""
+                 prepare: Optional[Callable[[], Any]] = None, **overrides) -> Dict[str, float]:
+        """The held-out metrics of one fine-tuning run (one seed). `prepare` writes
+        init_checkpoint if the job runs: a cached result needs no weights."""
         from finetune.trainer import FinetuneConfig, run_finetune
         b = self.budget
         spec = TASK_SETUPS[task]
@@ -558,6 +559,8 @@ class Workspace:
             import keras
             keras.backend.clear_session()
             started = time.perf_counter()
+            if prepare is not None:
+                prepare()
             # A job without results.json was cut short: its leftovers are replaced.
             results.update(run_finetune(FinetuneConfig(
                 output_dir=str(output_dir), overwrite_output_dir=True, **settings),
@@ -596,9 +599,10 @@ class Workspace:
                 for key, _ in setup["metrics"] if key in scores}
 
     def finetune_seeds(self, name: str, task: str, model: str, init_checkpoint,
+                       prepare: Optional[Callable[[], Any]] = None,
                        **overrides) -> Dict[str, List[float]]:
         """metric key -> values over the budget's seeds, for the task's table columns."""
-        per_seed = [self.finetune(name, task, model, init_checkpoint, seed, **overrides)
+        per_seed = [self.finetune(name, task, model, init_checkpoint, seed, prepare, **overrides)
                     for seed in self.budget.seeds]
         return {key: [display_value(task, key, m[key]) for m in per_seed]
                 for key, _ in TASK_SETUPS[task]["metrics"]}
@@ -606,11 +610,13 @@ class Workspace:
     # ---- checkpoints along a pretraining run -----------------------------------------------
 
     @staticmethod
-    def checkpoints(model_dir: pathlib.Path) -> Dict[int, str]:
-        """step -> checkpoint path, for every checkpoint a finished pretraining run kept."""
-        import tensorflow as tf
-        state = tf.train.get_checkpoint_state(str(model_dir))
-        return {int(path.rsplit("-", 1)[1]): path for path in state.all_model_checkpoint_paths}
+    def checkpoint_steps(model_dir: pathlib.Path) -> List[int]:
+        """The steps of the checkpoints a finished pretraining run kept, from its done.json:
+        a run carried without its weights (job_results/) still names its checkpoints' jobs."""
+        from pretraining.trainer import PretrainConfig, checkpoint_micro_steps
+        settings = Workspace.pretrain_summary(pathlib.Path(model_dir))["settings"]
+        config = PretrainConfig(model_dir=str(model_dir), **settings)
+        return checkpoint_micro_steps(config)[-config.keep_checkpoints:]
 
     @staticmethod
     def checkpoint_model(model_dir: pathlib.Path, step: int, keras_file: pathlib.Path) -> str:
@@ -627,7 +633,8 @@ class Workspace:
         keras.backend.clear_session()
         model = build_model(config)   # seeded with config.seed: step 0 is the run's own init
         if step:
-            path = Workspace.checkpoints(model_dir)[step]
+            # The name the run's CheckpointManager gave it (checkpoint_steps lists the kept).
+            path = str(model_dir / f"ckpt-{step}")
             tf.train.Checkpoint(model=model).read(path).expect_partial()
         from tfmodels.files import atomic_path
         with atomic_path(str(keras_file), suffix=".keras") as temp:
@@ -643,7 +650,7 @@ class Workspace:
         from tools.zero_shot import ZeroShotConfig, run_zero_shot
         encoder, merges = self.bpe_files()
         rows = []
-        for step in [0] + sorted(self.checkpoints(model_dir)):
+        for step in [0] + self.checkpoint_steps(model_dir):
             cached = model_dir / "zero_shot" / f"step_{step}.json"
             row = _read_json(cached)
             if row is None or any(ZERO_SHOT_METRICS[t] not in row.get(t, {}) for t in tasks):
