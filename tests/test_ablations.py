@@ -215,7 +215,7 @@ class ScriptedWorkspace(Workspace):
         return dict(positions=1000.0, mask_accuracy=0.1, random_accuracy=0.05, kept_accuracy=0.9,
                     unigram_accuracy=0.04, mask_share=0.8, random_share=0.1, kept_share=0.1)
 
-    def finetune(self, name, task, model, init_checkpoint, seed, **overrides):
+    def finetune(self, name, task, model, init_checkpoint, seed, prepare=None, **overrides):
         key = (name, task, pathlib.Path(str(init_checkpoint)).name, seed, sorted(overrides))
         return {k: self.value(key, k) for k, _ in TASK_SETUPS[task]["metrics"]}
 
@@ -230,16 +230,18 @@ class ScriptedWorkspace(Workspace):
 def test_every_experiment_writes_data_its_markdown_is_rendered_from(tmp_path, monkeypatch):
     """Each experiment's report is JSON of enumerated outcomes and known note kinds, and the
     Markdown is that JSON rendered: rendering the file written gives the same text."""
-    monkeypatch.setattr(Workspace, "checkpoints", staticmethod(
-        lambda model_dir: {step: f"{model_dir}/ckpt-{step}" for step in (100, 200, 300)}))
-    monkeypatch.setattr(Workspace, "checkpoint_model", staticmethod(lambda d, step, f: str(f)))
+    monkeypatch.setattr(Workspace, "checkpoint_steps",
+                        staticmethod(lambda model_dir: [100, 200, 300]))
     ws = ScriptedWorkspace(str(tmp_path / "work"), str(tmp_path), Budget(
         corpus="wikipedia20m", bert_encoder="", transfer_learning_rates=(1e-3, 3e-4)),
         lambda m: None)
     for name, experiment in EXPERIMENTS.items():
         md = reports.write_report(experiment(ws), tmp_path / "reports", "python -m x", 1.0)
         data = json.loads((tmp_path / "reports" / f"{name}.json").read_text(encoding="utf-8"))
-        assert render.render(data, drawn=set()) == md.read_text(encoding="utf-8"), name
+        # The figures link only the PNGs drawn: all with matplotlib ('.[reports]'), or none.
+        drawn = {figure["file"] for figure in data["figures"]
+                 if (tmp_path / "reports" / figure["file"]).exists()}
+        assert render.render(data, drawn=drawn) == md.read_text(encoding="utf-8"), name
         assert {n["kind"] for n in data["notes"]} <= set(render.NOTES), name
         assert {c["outcome"] for c in data["claims"]} <= set(reports.OUTCOMES), name
     # pretraining_transfer's, the last: a value per seed in each cell, the verdicts in notes.
